@@ -1,0 +1,2 @@
+//! Multi-node fault rig (coordinator + workers as separate local clusters). Lands with the
+//! Citus chaos issue.

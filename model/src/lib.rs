@@ -1,0 +1,1 @@
+//! Executable specifications (stateright) of the protocols pg_trickle implements.
