@@ -1,0 +1,130 @@
+//! The engine's error and "not differentiable" reason types, and their SQLSTATE mapping.
+//! Invariant: every variant maps to exactly one SQLSTATE through an exhaustive match (no
+//! wildcard arm), so adding a variant forces a decision about its code.
+
+use std::fmt;
+
+/// Why a defining query cannot be maintained differentially. The extension turns this into a
+/// FULL refresh (AUTO, with a NOTICE) or SQLSTATE 0A000 (DIFFERENTIAL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// A volatile or otherwise non-repeatable function (`random()`, `now()`, `nextval()`…).
+    VolatileFunction { name: String },
+    /// `LIMIT`, `OFFSET` or `FETCH FIRST`.
+    LimitOrOffset,
+    /// A window function (`… OVER (…)`).
+    WindowFunction { name: String },
+    /// `WITH RECURSIVE`.
+    RecursiveCte,
+    /// An aggregate the engine does not know how to maintain.
+    UnsupportedAggregate { name: String },
+    /// An aggregate whose result depends on input order without an `ORDER BY` inside it.
+    OrderSensitiveAggregate { name: String },
+    /// A subquery in a position other than `FROM`, a top-level `WHERE` conjunct of the form
+    /// `[NOT] EXISTS (…)` / `x [NOT] IN (…)`.
+    SubqueryInExpression,
+    /// A column whose type has no equality operator (json, xml, point…), so deltas cannot be
+    /// consolidated.
+    TypeWithoutEquality { column: String, type_name: String },
+    /// `DISTINCT ON (…)`.
+    DistinctOn,
+    /// `GROUPING SETS`, `ROLLUP`, `CUBE`.
+    GroupingSets,
+    /// `LATERAL` subqueries or set-returning functions in `FROM`.
+    LateralOrTableFunction,
+    /// A construct of the SQL grammar the differential engine does not model yet.
+    Construct { construct: String },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not differentiable: ")?;
+        match self {
+            Reason::VolatileFunction { name } => {
+                write!(f, "function {name}() is volatile or not repeatable")
+            }
+            Reason::LimitOrOffset => f.write_str("LIMIT, OFFSET and FETCH are not supported"),
+            Reason::WindowFunction { name } => write!(f, "window function {name}()"),
+            Reason::RecursiveCte => f.write_str("recursive common table expression"),
+            Reason::UnsupportedAggregate { name } => {
+                write!(f, "aggregate {name}() cannot be maintained incrementally")
+            }
+            Reason::OrderSensitiveAggregate { name } => {
+                write!(
+                    f,
+                    "aggregate {name}() depends on input order; add ORDER BY inside it"
+                )
+            }
+            Reason::SubqueryInExpression => f.write_str(
+                "subquery outside FROM and top-level [NOT] EXISTS / [NOT] IN conditions",
+            ),
+            Reason::TypeWithoutEquality { column, type_name } => {
+                write!(
+                    f,
+                    "column \"{column}\" has type {type_name}, which has no equality"
+                )
+            }
+            Reason::DistinctOn => f.write_str("DISTINCT ON"),
+            Reason::GroupingSets => f.write_str("GROUPING SETS, ROLLUP and CUBE"),
+            Reason::LateralOrTableFunction => {
+                f.write_str("LATERAL subqueries and functions in FROM")
+            }
+            Reason::Construct { construct } => write!(f, "{construct}"),
+        }
+    }
+}
+
+/// Errors of the engine boundary. Messages follow PostgreSQL style: lowercase, no period.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("syntax error: {message}")]
+    Syntax { message: String },
+    #[error("relation \"{name}\" does not exist")]
+    UndefinedTable { name: String },
+    #[error("column \"{name}\" does not exist")]
+    UndefinedColumn { name: String },
+    #[error("column reference \"{name}\" is ambiguous")]
+    AmbiguousColumn { name: String },
+    #[error("table name \"{name}\" specified more than once")]
+    DuplicateAlias { name: String },
+    #[error("column \"{name}\" specified more than once")]
+    DuplicateColumn { name: String },
+    #[error("function {name} does not exist")]
+    UndefinedFunction { name: String },
+    #[error("{message}")]
+    DatatypeMismatch { message: String },
+    #[error("{message}")]
+    Grouping { message: String },
+    #[error("{message}")]
+    InvalidDefiningQuery { message: String },
+    #[error("{0}")]
+    NotDifferentiable(Reason),
+    #[error("internal engine error: {message}")]
+    Internal { message: String },
+}
+
+impl EngineError {
+    /// The SQLSTATE the extension reports for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            EngineError::Syntax { .. } => "42601",
+            EngineError::UndefinedTable { .. } => "42P01",
+            EngineError::UndefinedColumn { .. } => "42703",
+            EngineError::AmbiguousColumn { .. } => "42702",
+            EngineError::DuplicateAlias { .. } => "42712",
+            EngineError::DuplicateColumn { .. } => "42701",
+            EngineError::UndefinedFunction { .. } => "42883",
+            EngineError::DatatypeMismatch { .. } => "42804",
+            EngineError::Grouping { .. } => "42803",
+            EngineError::InvalidDefiningQuery { .. } => "0A000",
+            EngineError::NotDifferentiable(_) => "0A000",
+            EngineError::Internal { .. } => "XX000",
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        EngineError::Internal {
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The operator tree: relational operators over Z-sets, one per file under `operator/`, each
+//! with its Z-set semantics (`eval`), its delta rule (`delta`) and its SQL (`render`).
+//! Invariants: `eval` is the executable specification — PostgreSQL bag semantics when inputs
+//! are positive; `delta(op)` evaluated over the post-change database equals
+//! `eval(op, after) - eval(op, before)` (checked by the property tests in `tests/`).
+
+pub mod aggregate;
+pub mod consolidate;
+pub mod delta_scan;
+pub mod distinct;
+pub mod filter;
+pub mod join;
+pub mod negate;
+pub mod project;
+pub mod repeat;
+pub mod scan;
+pub mod semi_join;
+pub mod set_op;
+pub mod support;
+pub mod union_all;
+
+use std::collections::BTreeMap;
+
+pub use aggregate::{AggCall, AggFunc, Aggregate};
+pub use consolidate::Consolidate;
+pub use delta_scan::DeltaScan;
+pub use distinct::Distinct;
+pub use filter::Filter;
+pub use join::{Join, JoinKind};
+pub use negate::Negate;
+pub use project::Project;
+pub use repeat::Repeat;
+pub use scan::{Scan, TableRef};
+pub use semi_join::{SemiJoin, SemiMode};
+pub use set_op::{SetOp, SetOpKind};
+pub use support::Support;
+pub use union_all::UnionAll;
+
+use crate::error::EngineError;
+use crate::expr::eval::EvalError;
+use crate::render::{Fragment, SqlWriter};
+use crate::types::SqlType;
+use crate::zset::ZSet;
+
+/// The type and nullability of one output column of an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColType {
+    pub ty: SqlType,
+    pub nullable: bool,
+}
+
+impl ColType {
+    pub fn new(ty: SqlType, nullable: bool) -> Self {
+        ColType { ty, nullable }
+    }
+}
+
+/// Table states for evaluation: table id → Z-set of full table rows (all columns, in catalog
+/// order).
+pub type Tables = BTreeMap<u32, ZSet>;
+
+/// What `eval` reads: the post-change state of every table and the change window's deltas.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalContext<'a> {
+    pub current: &'a Tables,
+    pub deltas: &'a Tables,
+}
+
+/// A node of the operator tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    Scan(Scan),
+    DeltaScan(DeltaScan),
+    Filter(Filter),
+    Project(Project),
+    Join(Join),
+    SemiJoin(SemiJoin),
+    Aggregate(Aggregate),
+    Distinct(Distinct),
+    UnionAll(UnionAll),
+    Negate(Negate),
+    SetOp(SetOp),
+    Repeat(Repeat),
+    Consolidate(Consolidate),
+    Support(Support),
+}
+
+impl Operator {
+    /// The output columns.
+    pub fn columns(&self) -> Vec<ColType> {
+        match self {
+            Operator::Scan(o) => o.columns(),
+            Operator::DeltaScan(o) => o.scan.columns(),
+            Operator::Filter(o) => o.input.columns(),
+            Operator::Project(o) => o.types.clone(),
+            Operator::Join(o) => o.columns(),
+            Operator::SemiJoin(o) => o.left.columns(),
+            Operator::Aggregate(o) => o.columns(),
+            Operator::Distinct(o) => o.input.columns(),
+            Operator::UnionAll(o) => o.columns(),
+            Operator::Negate(o) => o.input.columns(),
+            Operator::SetOp(o) => o.left.columns(),
+            Operator::Repeat(o) => o.input.columns(),
+            Operator::Consolidate(o) => o.input.columns(),
+            Operator::Support(o) => o.input.columns(),
+        }
+    }
+
+    pub fn arity(&self) -> usize {
+        self.columns().len()
+    }
+
+    /// Direct inputs, left to right.
+    pub fn children(&self) -> Vec<&Operator> {
+        match self {
+            Operator::Scan(_) | Operator::DeltaScan(_) => vec![],
+            Operator::Filter(o) => vec![&o.input],
+            Operator::Project(o) => vec![&o.input],
+            Operator::Join(o) => vec![&o.left, &o.right],
+            Operator::SemiJoin(o) => vec![&o.left, &o.right],
+            Operator::Aggregate(o) => vec![&o.input],
+            Operator::Distinct(o) => vec![&o.input],
+            Operator::UnionAll(o) => o.inputs.iter().collect(),
+            Operator::Negate(o) => vec![&o.input],
+            Operator::SetOp(o) => vec![&o.left, &o.right],
+            Operator::Repeat(o) => vec![&o.input],
+            Operator::Consolidate(o) => vec![&o.input],
+            Operator::Support(o) => vec![&o.input],
+        }
+    }
+
+    /// A short name for explain output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operator::Scan(_) => "Scan",
+            Operator::DeltaScan(_) => "DeltaScan",
+            Operator::Filter(_) => "Filter",
+            Operator::Project(_) => "Project",
+            Operator::Join(_) => "Join",
+            Operator::SemiJoin(_) => "SemiJoin",
+            Operator::Aggregate(_) => "Aggregate",
+            Operator::Distinct(_) => "Distinct",
+            Operator::UnionAll(_) => "UnionAll",
+            Operator::Negate(_) => "Negate",
+            Operator::SetOp(_) => "SetOp",
+            Operator::Repeat(_) => "Repeat",
+            Operator::Consolidate(_) => "Consolidate",
+            Operator::Support(_) => "Support",
+        }
+    }
+
+    /// Evaluates the operator over Z-sets (the executable specification).
+    pub fn eval(&self, ctx: EvalContext<'_>) -> Result<ZSet, EvalError> {
+        match self {
+            Operator::Scan(o) => o.eval(ctx),
+            Operator::DeltaScan(o) => o.eval(ctx),
+            Operator::Filter(o) => o.eval(ctx),
+            Operator::Project(o) => o.eval(ctx),
+            Operator::Join(o) => o.eval(ctx),
+            Operator::SemiJoin(o) => o.eval(ctx),
+            Operator::Aggregate(o) => o.eval(ctx),
+            Operator::Distinct(o) => o.eval(ctx),
+            Operator::UnionAll(o) => o.eval(ctx),
+            Operator::Negate(o) => o.eval(ctx),
+            Operator::SetOp(o) => o.eval(ctx),
+            Operator::Repeat(o) => o.eval(ctx),
+            Operator::Consolidate(o) => o.eval(ctx),
+            Operator::Support(o) => o.eval(ctx),
+        }
+    }
+
+    /// The delta of this operator as an operator tree over post-change states (`Scan`) and
+    /// change windows (`DeltaScan`): `eval(delta) = eval(self, after) - eval(self, before)`.
+    pub fn delta(&self) -> Result<Operator, EngineError> {
+        match self {
+            Operator::Scan(o) => Ok(o.delta()),
+            Operator::Filter(o) => o.delta(),
+            Operator::Project(o) => o.delta(),
+            Operator::Join(o) => o.delta(),
+            Operator::SemiJoin(o) => o.delta(),
+            Operator::Aggregate(o) => o.delta(),
+            Operator::Distinct(o) => o.delta(),
+            Operator::UnionAll(o) => o.delta(),
+            Operator::Negate(o) => o.delta(),
+            Operator::SetOp(o) => o.delta(),
+            Operator::Repeat(o) => o.delta(),
+            Operator::Consolidate(o) => o.delta(),
+            Operator::DeltaScan(_) | Operator::Support(_) => Err(EngineError::internal(format!(
+                "{} appears only in delta plans and has no delta itself",
+                self.name()
+            ))),
+        }
+    }
+
+    /// Renders the operator as one SQL `SELECT` producing columns `c0..cN` (and
+    /// `__pgt_weight` when the fragment is weighted).
+    pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
+        match self {
+            Operator::Scan(o) => Ok(o.render()),
+            Operator::DeltaScan(o) => o.render(w),
+            Operator::Filter(o) => o.render(w),
+            Operator::Project(o) => o.render(w),
+            Operator::Join(o) => o.render(w),
+            Operator::SemiJoin(o) => o.render(w),
+            Operator::Aggregate(o) => o.render(w),
+            Operator::Distinct(o) => o.render(w),
+            Operator::UnionAll(o) => o.render(w),
+            Operator::Negate(o) => o.render(w),
+            Operator::SetOp(o) => o.render(w),
+            Operator::Repeat(o) => o.render(w),
+            Operator::Consolidate(o) => o.render(w),
+            Operator::Support(o) => o.render(w),
+        }
+    }
+
+    /// Whether the operator reads a change window somewhere below.
+    pub fn contains_delta(&self) -> bool {
+        matches!(self, Operator::DeltaScan(_)) || self.children().iter().any(|c| c.contains_delta())
+    }
+
+    /// Whether the operator's output size is bounded by the change window (times join
+    /// fan-out), so that materialising it once is cheap. Full-table operators are not.
+    pub fn is_delta_driven(&self) -> bool {
+        match self {
+            Operator::DeltaScan(_) => true,
+            Operator::Scan(_) => false,
+            Operator::Join(o) => o.left.is_delta_driven() || o.right.is_delta_driven(),
+            Operator::SemiJoin(o) => {
+                o.left.is_delta_driven() || (o.mode == SemiMode::Any && o.right.is_delta_driven())
+            }
+            Operator::UnionAll(o) => o.inputs.iter().all(|i| i.is_delta_driven()),
+            Operator::SetOp(_) => false,
+            Operator::Aggregate(o) => !o.keys.is_empty() && o.input.is_delta_driven(),
+            Operator::Filter(_)
+            | Operator::Project(_)
+            | Operator::Distinct(_)
+            | Operator::Negate(_)
+            | Operator::Repeat(_)
+            | Operator::Consolidate(_)
+            | Operator::Support(_) => self.children().iter().all(|c| c.is_delta_driven()),
+        }
+    }
+
+    /// Every table scanned (current state or change window), with ids deduplicated.
+    pub fn tables(&self, out: &mut BTreeMap<u32, TableRef>) {
+        match self {
+            Operator::Scan(s) => {
+                out.insert(s.table.id, s.table.clone());
+            }
+            Operator::DeltaScan(d) => {
+                out.insert(d.scan.table.id, d.scan.table.clone());
+            }
+            _ => self.children().iter().for_each(|c| c.tables(out)),
+        }
+    }
+}
+
+/// `Box::new` shorthand for building trees.
+pub(crate) fn bx(op: Operator) -> Box<Operator> {
+    Box::new(op)
+}
+
+/// Restricts `input` to rows whose `keys` appear in the (unweighted, duplicate-free) key set
+/// `keys_set` — a semi join on `key_i IS NOT DISTINCT FROM k_i`, written with `=` when both
+/// sides are NOT NULL so that PostgreSQL can use hash joins and indexes.
+pub(crate) fn restrict(
+    input: Operator,
+    keys: &[crate::expr::Expr],
+    key_types: &[ColType],
+    keys_set: Operator,
+) -> Operator {
+    let arity = input.arity();
+    let input_cols = input.columns();
+    let conds = keys
+        .iter()
+        .zip(key_types)
+        .enumerate()
+        .map(|(i, (k, kt))| {
+            let right = crate::expr::Expr::Column(arity + i);
+            if !kt.nullable && !crate::expr::nullable(k, &input_cols) {
+                crate::expr::Expr::binary(crate::expr::BinOp::Eq, k.clone(), right)
+            } else {
+                crate::expr::Expr::not_distinct(k.clone(), right)
+            }
+        })
+        .collect();
+    Operator::SemiJoin(SemiJoin {
+        left: bx(input),
+        right: bx(keys_set),
+        on: crate::expr::Expr::and_all(conds),
+        mode: SemiMode::Positive,
+    })
+}
+
+/// `before(op)` restricted by `restrict_fn`: the pre-change state, computed as the
+/// consolidation of `after - delta` (DESIGN §3; no pre-state tables needed). Cost: one pass
+/// over the restricted post-change rows plus the restricted delta.
+pub(crate) fn before_state(after: Operator, delta: Operator) -> Operator {
+    Operator::Consolidate(Consolidate {
+        input: bx(Operator::UnionAll(UnionAll {
+            inputs: vec![after, Operator::Negate(Negate { input: bx(delta) })],
+        })),
+    })
+}

@@ -1,0 +1,52 @@
+//! `DeltaScan`: the change window of a source table as a Z-set, read from its change buffer
+//! (`__pgt_op` 'I' → weight +1, 'D' → −1; an UPDATE is captured as 'D' old + 'I' new).
+//! Appears only in delta plans; it has no delta itself. Cost: O(|ΔT|) with the buffer's
+//! window predicate.
+
+use super::{EvalContext, Scan};
+use crate::error::EngineError;
+use crate::expr::eval::EvalError;
+use crate::render::{qualified, quote_ident, Fragment, SqlWriter, WEIGHT};
+use crate::zset::ZSet;
+
+/// Reads the change window of `scan`'s table, with the same columns as `scan`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaScan {
+    pub scan: Scan,
+}
+
+impl DeltaScan {
+    pub fn eval(&self, ctx: EvalContext<'_>) -> Result<ZSet, EvalError> {
+        self.scan.project_rows(ctx.deltas.get(&self.scan.table.id))
+    }
+
+    pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
+        let table = &self.scan.table;
+        let buffer = w
+            .sources
+            .and_then(|s| s.buffers.get(&table.id))
+            .ok_or_else(|| {
+                EngineError::internal(format!(
+                    "no change buffer given for source {}.{} (id {})",
+                    table.schema, table.name, table.id
+                ))
+            })?;
+        let mut cols = self.scan.select_list("d");
+        cols.push(format!(
+            "CAST(CASE WHEN {}.{} = 'I' THEN 1 ELSE -1 END AS int8) AS {}",
+            quote_ident("d"),
+            quote_ident("__pgt_op"),
+            quote_ident(WEIGHT)
+        ));
+        Ok(Fragment {
+            sql: format!(
+                "SELECT {} FROM {} AS {} WHERE ({})",
+                cols.join(", "),
+                qualified(&buffer.schema, &buffer.name),
+                quote_ident("d"),
+                buffer.predicate
+            ),
+            weighted: true,
+        })
+    }
+}

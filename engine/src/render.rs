@@ -1,0 +1,145 @@
+//! Deterministic SQL rendering: quoting, the writer that turns operator trees into nested
+//! `SELECT`s (hoisting change-window-driven parts into CTEs), and the public entry points
+//! for the full, delta and apply statements. Invariants: every identifier written is quoted
+//! by `quote_ident`; output is byte-stable for a given plan; fragments expose columns
+//! `"c0".."cN"` plus `"__pgt_weight"` exactly when they are weighted.
+
+pub mod apply;
+pub mod expr;
+pub mod statements;
+
+use std::collections::BTreeMap;
+
+use crate::error::EngineError;
+use crate::operator::Operator;
+
+/// The weight column of delta relations.
+pub const WEIGHT: &str = "__pgt_weight";
+
+/// Quotes an identifier for PostgreSQL (always, even when not needed).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal (standard_conforming_strings = on).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `"schema"."name"`.
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// The name of internal column `i` of a fragment.
+pub fn col_name(i: usize) -> String {
+    quote_ident(&format!("c{i}"))
+}
+
+/// `"alias"."c{i}"`.
+pub fn col_ref(alias: &str, i: usize) -> String {
+    format!("{}.{}", quote_ident(alias), col_name(i))
+}
+
+/// `"alias"."__pgt_weight"`.
+pub fn weight_ref(alias: &str) -> String {
+    format!("{}.{}", quote_ident(alias), quote_ident(WEIGHT))
+}
+
+/// `"a"."c0" AS "c0", …` for `n` columns, renumbered from `offset`.
+pub fn select_cols(alias: &str, n: usize, offset: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{} AS {}", col_ref(alias, i), col_name(i + offset)))
+        .collect()
+}
+
+/// One rendered operator: a complete `SELECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    pub sql: String,
+    /// Whether the fragment has a `"__pgt_weight"` column (otherwise every row weighs 1).
+    pub weighted: bool,
+}
+
+/// The change buffer of one source for one refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeBuffer {
+    /// Schema of the buffer relation, unquoted (e.g. `pgtrickle_changes`).
+    pub schema: String,
+    /// Name of the buffer relation, unquoted (e.g. `changes_16384`).
+    pub name: String,
+    /// A boolean SQL expression over the buffer's columns selecting the change window
+    /// (written by the extension, inserted verbatim in parentheses).
+    pub predicate: String,
+}
+
+/// Change buffers by source table id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeltaSources {
+    pub buffers: BTreeMap<u32, ChangeBuffer>,
+}
+
+impl DeltaSources {
+    pub fn new() -> Self {
+        DeltaSources::default()
+    }
+
+    pub fn with(mut self, table_id: u32, buffer: ChangeBuffer) -> Self {
+        self.buffers.insert(table_id, buffer);
+        self
+    }
+}
+
+/// Renders operator trees; collects CTEs for the change-window-driven parts.
+pub(crate) struct SqlWriter<'a> {
+    pub(crate) sources: Option<&'a DeltaSources>,
+    ctes: Vec<(String, String)>,
+    cte_by_sql: BTreeMap<String, String>,
+}
+
+impl<'a> SqlWriter<'a> {
+    pub(crate) fn new(sources: Option<&'a DeltaSources>) -> Self {
+        SqlWriter {
+            sources,
+            ctes: Vec::new(),
+            cte_by_sql: BTreeMap::new(),
+        }
+    }
+
+    /// Renders `op` as an input of another operator. Parts bounded by the change window are
+    /// hoisted into (deduplicated) CTEs: PostgreSQL materialises a CTE referenced twice, which
+    /// is what we want for small delta relations and never for full tables (their scans must
+    /// stay inline so that join conditions reach their indexes).
+    pub(crate) fn input(&mut self, op: &Operator) -> Result<Fragment, EngineError> {
+        let fragment = op.render(self)?;
+        if !op.is_delta_driven() {
+            return Ok(fragment);
+        }
+        let name = match self.cte_by_sql.get(&fragment.sql) {
+            Some(name) => name.clone(),
+            None => {
+                let name = quote_ident(&format!("__pgt_d{}", self.ctes.len() + 1));
+                self.ctes.push((name.clone(), fragment.sql.clone()));
+                self.cte_by_sql.insert(fragment.sql, name.clone());
+                name
+            }
+        };
+        Ok(Fragment {
+            sql: format!("SELECT * FROM {name}"),
+            weighted: fragment.weighted,
+        })
+    }
+
+    /// Prefixes `body` with the collected CTEs.
+    pub(crate) fn finish(self, body: &str) -> String {
+        if self.ctes.is_empty() {
+            return body.to_string();
+        }
+        let ctes: Vec<String> = self
+            .ctes
+            .iter()
+            .map(|(name, sql)| format!("{name} AS ({sql})"))
+            .collect();
+        format!("WITH {}\n{}", ctes.join(",\n"), body)
+    }
+}
