@@ -235,10 +235,26 @@ impl Expr {
 
     /// The same expression with every column position `i` replaced by `f(i)`.
     pub fn map_columns<F: Fn(usize) -> usize>(&self, f: &F) -> Expr {
-        let b = |e: &Expr| Box::new(e.map_columns(f));
+        self.transform(&mut |e| match e {
+            Expr::Column(i) => Some(Expr::Column(f(*i))),
+            _ => None,
+        })
+    }
+
+    /// Rewrites top-down: where `f` returns a replacement it is used as is, elsewhere the
+    /// children are transformed.
+    pub fn transform(&self, f: &mut dyn FnMut(&Expr) -> Option<Expr>) -> Expr {
+        match f(self) {
+            Some(replacement) => replacement,
+            None => self.map_children(&mut |c| c.transform(f)),
+        }
+    }
+
+    /// The same node with every direct child replaced by `f(child)`.
+    pub fn map_children(&self, f: &mut dyn FnMut(&Expr) -> Expr) -> Expr {
+        let mut b = |e: &Expr| Box::new(f(e));
         match self {
-            Expr::Column(i) => Expr::Column(f(*i)),
-            Expr::Literal(l) => Expr::Literal(l.clone()),
+            Expr::Column(_) | Expr::Literal(_) => self.clone(),
             Expr::Not(a) => Expr::Not(b(a)),
             Expr::Negate(a) => Expr::Negate(b(a)),
             Expr::Binary { op, left, right } => Expr::Binary {
@@ -274,29 +290,26 @@ impl Expr {
                 otherwise,
             } => Expr::Case {
                 operand: operand.as_ref().map(|o| b(o)),
-                whens: whens
-                    .iter()
-                    .map(|(w, t)| (w.map_columns(f), t.map_columns(f)))
-                    .collect(),
+                whens: whens.iter().map(|(w, t)| (*b(w), *b(t))).collect(),
                 otherwise: otherwise.as_ref().map(|o| b(o)),
             },
             Expr::Cast { arg, ty } => Expr::Cast {
                 arg: b(arg),
                 ty: ty.clone(),
             },
-            Expr::Coalesce(args) => Expr::Coalesce(args.iter().map(|a| a.map_columns(f)).collect()),
+            Expr::Coalesce(args) => Expr::Coalesce(args.iter().map(|a| *b(a)).collect()),
             Expr::NullIf(l, r) => Expr::NullIf(b(l), b(r)),
             Expr::Extremum { greatest, args } => Expr::Extremum {
                 greatest: *greatest,
-                args: args.iter().map(|a| a.map_columns(f)).collect(),
+                args: args.iter().map(|a| *b(a)).collect(),
             },
             Expr::Func { name, args } => Expr::Func {
                 name: name.clone(),
-                args: args.iter().map(|a| a.map_columns(f)).collect(),
+                args: args.iter().map(|a| *b(a)).collect(),
             },
             Expr::InList { arg, list, negated } => Expr::InList {
                 arg: b(arg),
-                list: list.iter().map(|a| a.map_columns(f)).collect(),
+                list: list.iter().map(|a| *b(a)).collect(),
                 negated: *negated,
             },
             Expr::Like {

@@ -1,0 +1,259 @@
+//! In-memory model of a stream table's storage and of the three statements the renderer
+//! emits (full, delta, apply), over Z-sets. It is the executable specification the property
+//! tests hold the maintenance strategies to: apply(full(before), delta) = full(after), and
+//! full(state) holds exactly the defining query's rows (INV-1, DESIGN §3).
+
+use std::collections::BTreeMap;
+
+use crate::expr::eval::{eval, is_true, EvalError};
+use crate::operator::{AggFunc, EvalContext, Tables};
+use crate::plan::{Aux, Grouped, Maintenance, Plan};
+use crate::render::apply::user_expr;
+use crate::value::{Row, Value};
+use crate::zset::{Weight, ZSet};
+
+/// Storage rows (user columns then hidden columns), each with weight 1.
+pub type Storage = ZSet;
+
+fn no_deltas() -> Tables {
+    Tables::new()
+}
+
+fn opaque() -> EvalError {
+    EvalError::Unsupported("plan without differential maintenance".into())
+}
+
+/// The storage content after a FULL refresh at `tables`.
+pub fn full(plan: &Plan, tables: &Tables) -> Result<Storage, EvalError> {
+    let empty = no_deltas();
+    let ctx = EvalContext {
+        current: tables,
+        deltas: &empty,
+    };
+    match &plan.maintenance {
+        Maintenance::Opaque => Err(opaque()),
+        Maintenance::Keyed { root, .. } => root.eval(ctx),
+        Maintenance::Grouped(g) => {
+            let aux = aux_groups(g, &g.input.eval(ctx)?, true)?;
+            let mut out = ZSet::new();
+            for (key, values) in aux {
+                out.add(storage_row(plan, g, &key, &values)?, 1);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The rows of the delta relation (`delta_query_sql`) for a change window. Keyed plans:
+/// storage rows weighted ±1. Grouped plans: `keys ++ aux deltas`, weight 1.
+pub fn delta(plan: &Plan, after: &Tables, deltas: &Tables) -> Result<ZSet, EvalError> {
+    let ctx = EvalContext {
+        current: after,
+        deltas,
+    };
+    let unsupported = |e: crate::error::EngineError| EvalError::Unsupported(e.to_string());
+    match &plan.maintenance {
+        Maintenance::Opaque => Err(opaque()),
+        Maintenance::Keyed { root, .. } => root.delta().map_err(unsupported)?.eval(ctx),
+        Maintenance::Grouped(g) => {
+            let d = g.input.delta().map_err(unsupported)?.eval(ctx)?;
+            let mut out = ZSet::new();
+            for (mut key, values) in aux_groups(g, &d, false)? {
+                key.extend(values);
+                out.add(key, 1);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Applies a delta (as produced by `delta`) to `storage`, as the MERGE/UPDATE statements do.
+pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, EvalError> {
+    match &plan.maintenance {
+        Maintenance::Opaque => Err(opaque()),
+        Maintenance::Keyed { key, .. } => {
+            let id = |r: &Row| key.iter().map(|k| r[*k].clone()).collect::<Row>();
+            // DISTINCT ON (identity) ORDER BY weight DESC: the insertion wins over the deletion.
+            let mut chosen: BTreeMap<Row, (Row, Weight)> = BTreeMap::new();
+            for (row, w) in delta.iter() {
+                let entry = chosen.entry(id(row)).or_insert((row.clone(), w));
+                if w > entry.1 {
+                    *entry = (row.clone(), w);
+                }
+            }
+            let mut by_id: BTreeMap<Row, Row> =
+                storage.iter().map(|(r, _)| (id(r), r.clone())).collect();
+            for (k, (row, w)) in chosen {
+                if w < 0 {
+                    by_id.remove(&k);
+                } else if w > 0 {
+                    by_id.insert(k, row);
+                }
+            }
+            Ok(ZSet::from_rows(by_id.into_values()))
+        }
+        Maintenance::Grouped(g) => {
+            let nk = g.keys.len();
+            let key_pos: Vec<usize> = g.key_storage.clone();
+            let aux_start = plan.columns.len() + plan.hidden.len() - g.aux.len();
+            let mut groups: BTreeMap<Row, Vec<Value>> = BTreeMap::new();
+            for (row, _) in storage.iter() {
+                let key: Row = key_pos.iter().map(|p| row[*p].clone()).collect();
+                groups.insert(key, row[aux_start..].to_vec());
+            }
+            for (row, _) in delta.iter() {
+                let (key, d) = row.split_at(nk);
+                let new = match groups.get(key) {
+                    Some(old) => add_aux(old, d)?,
+                    None => d.to_vec(),
+                };
+                let count = match new.first() {
+                    Some(Value::Int(c)) => *c,
+                    _ => 0,
+                };
+                if count > 0 || nk == 0 {
+                    groups.insert(key.to_vec(), new);
+                } else {
+                    groups.remove(key);
+                }
+            }
+            let mut out = ZSet::new();
+            for (key, values) in groups {
+                out.add(storage_row(plan, g, &key, &values)?, 1);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The defining query's result as the storage holds it: user columns, duplicates expanded
+/// for bag results.
+pub fn visible(plan: &Plan, storage: &Storage) -> ZSet {
+    let n = plan.columns.len();
+    let count_at = match &plan.identity {
+        crate::plan::Identity::Multiplicity {
+            duplicates: true, ..
+        } => Some(n + plan.hidden.len() - 1),
+        _ => None,
+    };
+    let mut out = ZSet::new();
+    for (row, w) in storage.iter() {
+        let weight = match count_at.and_then(|c| row.get(c)) {
+            Some(Value::Int(c)) => *c,
+            _ => w,
+        };
+        out.add(row[..n].to_vec(), weight);
+    }
+    out
+}
+
+fn add_aux(old: &[Value], d: &[Value]) -> Result<Vec<Value>, EvalError> {
+    old.iter()
+        .zip(d)
+        .map(|(a, b)| match (a, b) {
+            (Value::Int(x), Value::Int(y)) => {
+                x.checked_add(*y).map(Value::Int).ok_or(EvalError::Overflow)
+            }
+            (Value::Float(x), Value::Float(y)) => Ok(Value::float(x.get() + y.get())),
+            #[allow(clippy::cast_precision_loss)]
+            (Value::Float(x), Value::Int(y)) | (Value::Int(y), Value::Float(x)) => {
+                Ok(Value::float(x.get() + *y as f64))
+            }
+            _ => Err(EvalError::InvalidInput("aux column".into())),
+        })
+        .collect()
+}
+
+fn storage_row(plan: &Plan, g: &Grouped, key: &[Value], aux: &[Value]) -> Result<Row, EvalError> {
+    let base: Row = key.iter().chain(aux.iter()).cloned().collect();
+    let mut row = Vec::new();
+    for i in 0..plan.columns.len() {
+        row.push(eval(&user_expr(g, i), &base)?);
+    }
+    for (k, p) in g.key_storage.iter().enumerate() {
+        if *p >= plan.columns.len() {
+            row.push(key[k].clone());
+        }
+    }
+    row.extend(aux.iter().cloned());
+    Ok(row)
+}
+
+/// Aux values per group of a Z-set (weights multiply every contribution). With `positive`,
+/// a scalar aggregate always has its one group.
+fn aux_groups(
+    g: &Grouped,
+    input: &ZSet,
+    positive: bool,
+) -> Result<BTreeMap<Row, Vec<Value>>, EvalError> {
+    let mut groups: BTreeMap<Row, Vec<Value>> = BTreeMap::new();
+    let zero = || -> Vec<Value> {
+        g.aux
+            .iter()
+            .map(|a| match a {
+                Aux::SumOf(j) if is_float(g, *j) => Value::float(0.0),
+                _ => Value::Int(0),
+            })
+            .collect()
+    };
+    if g.keys.is_empty() && positive {
+        groups.insert(Vec::new(), zero());
+    }
+    for (row, w) in input.iter() {
+        let key = g
+            .keys
+            .iter()
+            .map(|k| eval(k, row))
+            .collect::<Result<Row, _>>()?;
+        let contribution = g
+            .aux
+            .iter()
+            .map(|a| aux_contribution(g, a, row, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entry = groups.entry(key).or_insert_with(zero);
+        *entry = add_aux(entry, &contribution)?;
+    }
+    if g.keys.is_empty() && !positive {
+        groups.entry(Vec::new()).or_insert_with(zero);
+    }
+    Ok(groups)
+}
+
+fn is_float(g: &Grouped, j: usize) -> bool {
+    g.aggs[j].arg_type.as_ref().is_some_and(|t| {
+        matches!(
+            t.class(),
+            crate::types::TypeClass::Float4 | crate::types::TypeClass::Float8
+        )
+    })
+}
+
+fn aux_contribution(g: &Grouped, a: &Aux, row: &Row, w: Weight) -> Result<Value, EvalError> {
+    let counted = |j: usize| -> Result<Option<Value>, EvalError> {
+        let agg = &g.aggs[j];
+        if let Some(f) = &agg.filter {
+            if !is_true(&eval(f, row)?) {
+                return Ok(None);
+            }
+        }
+        match agg.args.first() {
+            Some(x) if agg.func != AggFunc::CountStar => {
+                let v = eval(x, row)?;
+                Ok((!v.is_null()).then_some(v))
+            }
+            _ => Ok(Some(Value::Int(1))),
+        }
+    };
+    Ok(match a {
+        Aux::Count => Value::Int(w),
+        Aux::CountOf(j) => Value::Int(if counted(*j)?.is_some() { w } else { 0 }),
+        Aux::SumOf(j) => match counted(*j)? {
+            Some(Value::Int(x)) => Value::Int(x.checked_mul(w).ok_or(EvalError::Overflow)?),
+            #[allow(clippy::cast_precision_loss)]
+            Some(Value::Float(x)) => Value::float(x.get() * w as f64),
+            Some(_) => return Err(EvalError::InvalidInput("sum argument".into())),
+            None if is_float(g, *j) => Value::float(0.0),
+            None => Value::Int(0),
+        },
+    })
+}

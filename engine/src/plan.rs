@@ -1,0 +1,440 @@
+//! The plan of a stream table: its operator tree, storage columns (user-visible and hidden
+//! `__pgt_` columns), row identity, sources and differentiability, and the choice of how the
+//! storage is maintained.
+//! Invariants: every storage row has an exact identity (key columns, a multiplicity row, or
+//! the single row of a scalar aggregate) — never a hash; a plan that is not differentiable
+//! carries a typed `Reason` and only supports the full query.
+
+use std::collections::BTreeMap;
+
+use crate::catalog::{Catalog, TableInfo};
+use crate::error::{EngineError, Reason};
+use crate::expr::Expr;
+use crate::operator::{AggCall, AggFunc, ColType, Operator, Project};
+use crate::planner::{parse, plan_tree, Planned};
+use crate::types::{sum_result, SqlType};
+
+/// A storage column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputColumn {
+    pub name: String,
+    /// PostgreSQL type as SQL text (e.g. `int4`, `numeric`, `bpchar(3)`).
+    pub type_name: String,
+    pub nullable: bool,
+}
+
+/// How storage rows are identified (the MERGE key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// Rows are unique on these storage columns; nullable ones match with IS NOT DISTINCT FROM.
+    Key { columns: Vec<String> },
+    /// Each distinct row is stored once with its multiplicity in `count_column`; the identity
+    /// is every user column (IS NOT DISTINCT FROM). `duplicates` is true for bag results
+    /// (the query returns `count` copies), false for DISTINCT results (one copy).
+    Multiplicity {
+        count_column: String,
+        duplicates: bool,
+    },
+    /// Exactly one row (a scalar aggregate).
+    Single,
+    /// Not differentiable: the storage is the plain query result, refreshed in full.
+    None,
+}
+
+/// Whether the plan can be maintained differentially.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Differentiability {
+    Differential,
+    NotDifferentiable(Reason),
+}
+
+/// A table the stream table reads, with the columns its change buffer must capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTable {
+    pub id: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<String>,
+}
+
+/// One aux column of an algebraically maintained aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Aux {
+    /// `__pgt_count`: rows in the group.
+    Count,
+    /// `__pgt_cnt_j`: rows counted by aggregate j (FILTER passed, argument not NULL).
+    CountOf(usize),
+    /// `__pgt_sum_j`: the sum of aggregate j's argument (0 when none).
+    SumOf(usize),
+}
+
+/// Algebraic maintenance of `[Project] Aggregate(input)` (and of DISTINCT and bag results
+/// as an aggregate keyed by every column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Grouped {
+    pub input: Operator,
+    pub keys: Vec<Expr>,
+    pub key_types: Vec<ColType>,
+    pub aggs: Vec<AggCall>,
+    /// User columns as expressions over `keys ++ aggregate results`.
+    pub user: Vec<Expr>,
+    /// Storage position of each key (a user column or a hidden `__pgt_grp_i`).
+    pub key_storage: Vec<usize>,
+    pub aux: Vec<Aux>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Maintenance {
+    Opaque,
+    /// `root` yields every storage column; rows are unique on `key` (storage positions).
+    Keyed {
+        root: Operator,
+        key: Vec<usize>,
+    },
+    Grouped(Grouped),
+}
+
+/// The plan of a defining query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The defining query's operator tree (user columns only); `None` when not modelled.
+    pub tree: Option<Operator>,
+    pub columns: Vec<OutputColumn>,
+    pub hidden: Vec<OutputColumn>,
+    pub identity: Identity,
+    pub sources: Vec<SourceTable>,
+    pub differentiability: Differentiability,
+    pub(crate) maintenance: Maintenance,
+    pub(crate) sql: String,
+}
+
+impl Plan {
+    /// Every storage column: user columns then hidden ones.
+    pub fn storage_columns(&self) -> Vec<OutputColumn> {
+        self.columns
+            .iter()
+            .chain(self.hidden.iter())
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_differential(&self) -> bool {
+        self.differentiability == Differentiability::Differential
+    }
+}
+
+fn column(name: &str, t: &ColType) -> OutputColumn {
+    OutputColumn {
+        name: name.to_string(),
+        type_name: t.ty.sql().to_string(),
+        nullable: t.nullable,
+    }
+}
+
+/// Plans `sql` against `catalog`.
+pub fn plan(sql: &str, catalog: &dyn Catalog) -> Result<Plan, EngineError> {
+    let query = parse(sql)?;
+    let tree = match plan_tree(&query, catalog) {
+        Ok(tree) => tree,
+        Err(EngineError::NotDifferentiable(reason)) => return Ok(opaque(sql, reason)),
+        Err(e) => return Err(e),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &tree.planned.names {
+        if name.starts_with("__pgt_") {
+            return Err(EngineError::InvalidDefiningQuery {
+                message: format!("column name \"{name}\" is reserved (prefix __pgt_)"),
+            });
+        }
+        if !seen.insert(name.clone()) {
+            return Err(EngineError::DuplicateColumn { name: name.clone() });
+        }
+    }
+    let sources = tree
+        .tables
+        .values()
+        .map(|t| SourceTable {
+            id: t.id,
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            columns: t
+                .columns
+                .iter()
+                .filter(|c| tree.used.get(&t.id).is_some_and(|u| u.contains(&c.name)))
+                .map(|c| c.name.clone())
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    for s in &sources {
+        if let Some(t) = tree.tables.get(&s.id) {
+            for c in t.columns.iter().filter(|c| s.columns.contains(&c.name)) {
+                if !SqlType::new(&c.type_name).has_equality() {
+                    let reason = Reason::TypeWithoutEquality {
+                        column: c.name.clone(),
+                        type_name: c.type_name.clone(),
+                    };
+                    let mut p = opaque(sql, reason);
+                    p.sources = sources.clone();
+                    return Ok(p);
+                }
+            }
+        }
+    }
+    let mut plan = maintain(tree.planned, &tree.tables)?;
+    plan.sources = sources;
+    plan.sql = sql.to_string();
+    Ok(plan)
+}
+
+fn opaque(sql: &str, reason: Reason) -> Plan {
+    Plan {
+        tree: None,
+        columns: Vec::new(),
+        hidden: Vec::new(),
+        identity: Identity::None,
+        sources: Vec::new(),
+        differentiability: Differentiability::NotDifferentiable(reason),
+        maintenance: Maintenance::Opaque,
+        sql: sql.to_string(),
+    }
+}
+
+/// Exact row identity of an operator's output (positions), when one exists.
+pub(crate) fn unique_key(op: &Operator, tables: &BTreeMap<u32, TableInfo>) -> Option<Vec<usize>> {
+    match op {
+        Operator::Scan(s) => {
+            let ids = tables.get(&s.table.id)?.identity_columns()?;
+            ids.iter()
+                .map(|i| s.columns.iter().position(|c| c.index == *i))
+                .collect()
+        }
+        Operator::Filter(f) => unique_key(&f.input, tables),
+        Operator::Consolidate(c) => unique_key(&c.input, tables),
+        Operator::Project(p) => unique_key(&p.input, tables)?
+            .iter()
+            .map(|k| p.exprs.iter().position(|e| *e == Expr::Column(*k)))
+            .collect(),
+        Operator::Join(j) => {
+            let mut l = unique_key(&j.left, tables)?;
+            let la = j.left.arity();
+            l.extend(unique_key(&j.right, tables)?.iter().map(|k| k + la));
+            Some(l)
+        }
+        Operator::SemiJoin(s) => unique_key(&s.left, tables),
+        Operator::Aggregate(a) => Some((0..a.keys.len()).collect()),
+        Operator::Distinct(d) => Some((0..d.input.arity()).collect()),
+        Operator::SetOp(s) if !s.all => Some((0..s.left.arity()).collect()),
+        _ => None,
+    }
+}
+
+fn algebraic(agg: &AggCall) -> bool {
+    !agg.distinct
+        && agg.order_by.is_empty()
+        && match agg.func {
+            AggFunc::CountStar | AggFunc::Count => true,
+            AggFunc::Sum | AggFunc::Avg => agg
+                .arg_type
+                .as_ref()
+                .is_some_and(SqlType::is_numeric_family),
+            _ => false,
+        }
+}
+
+/// Chooses the maintenance strategy and lays out the storage columns.
+fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan, EngineError> {
+    let Planned { op, names } = planned;
+    let types = op.columns();
+    let user_cols: Vec<OutputColumn> = names
+        .iter()
+        .zip(&types)
+        .map(|(n, t)| column(n, t))
+        .collect();
+    // DISTINCT: count the input's multiplicity per row.
+    if let Operator::Distinct(d) = &op {
+        let n = d.input.arity();
+        let g = Grouped {
+            input: (*d.input).clone(),
+            keys: (0..n).map(Expr::Column).collect(),
+            key_types: d.input.columns(),
+            aggs: Vec::new(),
+            user: (0..n).map(Expr::Column).collect(),
+            key_storage: (0..n).collect(),
+            aux: vec![Aux::Count],
+        };
+        return Ok(grouped_plan(op.clone(), user_cols, g, false));
+    }
+    // [Project] Aggregate with only COUNT/SUM/AVG: aux columns, O(|Δ|) apply.
+    if let Operator::Project(p) = &op {
+        if let Operator::Aggregate(a) = p.input.as_ref() {
+            if a.aggs.iter().all(algebraic) {
+                let nk = a.keys.len();
+                let key_storage: Vec<usize> = (0..nk)
+                    .map(|k| p.exprs.iter().position(|e| *e == Expr::Column(k)))
+                    .scan(names.len(), |next, found| {
+                        Some(found.unwrap_or_else(|| {
+                            *next += 1;
+                            *next - 1
+                        }))
+                    })
+                    .collect();
+                let mut aux = vec![Aux::Count];
+                for (j, agg) in a.aggs.iter().enumerate() {
+                    match agg.func {
+                        AggFunc::CountStar if agg.filter.is_none() => {}
+                        AggFunc::CountStar | AggFunc::Count => aux.push(Aux::CountOf(j)),
+                        _ => {
+                            aux.push(Aux::SumOf(j));
+                            aux.push(Aux::CountOf(j));
+                        }
+                    }
+                }
+                let g = Grouped {
+                    input: (*a.input).clone(),
+                    keys: a.keys.clone(),
+                    key_types: a.key_types.clone(),
+                    aggs: a.aggs.clone(),
+                    user: p.exprs.clone(),
+                    key_storage,
+                    aux,
+                };
+                return Ok(grouped_plan(op.clone(), user_cols, g, false));
+            }
+        }
+    }
+    // A unique key among the output columns, or hidden `__pgt_id_i` columns carrying one.
+    if let Some(key) = unique_key(&op, tables) {
+        let columns = key.iter().map(|k| names[*k].clone()).collect();
+        return Ok(keyed_plan(
+            op.clone(),
+            op,
+            user_cols,
+            Vec::new(),
+            key,
+            columns,
+        ));
+    }
+    if let Operator::Project(p) = &op {
+        if let Some(inner_key) = unique_key(&p.input, tables) {
+            let in_types = p.input.columns();
+            let mut exprs = p.exprs.clone();
+            let mut col_types = p.types.clone();
+            let mut hidden = Vec::new();
+            let mut key = Vec::new();
+            for (i, k) in inner_key.iter().enumerate() {
+                let name = format!("__pgt_id_{i}");
+                let t = in_types
+                    .get(*k)
+                    .cloned()
+                    .ok_or_else(|| EngineError::internal("key"))?;
+                hidden.push(column(&name, &t));
+                key.push(exprs.len());
+                exprs.push(Expr::Column(*k));
+                col_types.push(t);
+            }
+            let root = Operator::Project(Project {
+                input: p.input.clone(),
+                exprs,
+                types: col_types,
+            });
+            let columns = hidden.iter().map(|h| h.name.clone()).collect();
+            return Ok(keyed_plan(
+                op.clone(),
+                root,
+                user_cols,
+                hidden,
+                key,
+                columns,
+            ));
+        }
+    }
+    // A bag without identity: count duplicates.
+    let n = op.arity();
+    let g = Grouped {
+        input: op.clone(),
+        keys: (0..n).map(Expr::Column).collect(),
+        key_types: types,
+        aggs: Vec::new(),
+        user: (0..n).map(Expr::Column).collect(),
+        key_storage: (0..n).collect(),
+        aux: vec![Aux::Count],
+    };
+    Ok(grouped_plan(op, user_cols, g, true))
+}
+
+fn keyed_plan(
+    tree: Operator,
+    root: Operator,
+    columns: Vec<OutputColumn>,
+    hidden: Vec<OutputColumn>,
+    key: Vec<usize>,
+    key_names: Vec<String>,
+) -> Plan {
+    let identity = if key.is_empty() {
+        Identity::Single
+    } else {
+        Identity::Key { columns: key_names }
+    };
+    Plan {
+        tree: Some(tree),
+        columns,
+        hidden,
+        identity,
+        sources: Vec::new(),
+        differentiability: Differentiability::Differential,
+        maintenance: Maintenance::Keyed { root, key },
+        sql: String::new(),
+    }
+}
+
+/// The name and type of aux column `a`.
+pub(crate) fn aux_column(g: &Grouped, a: &Aux) -> OutputColumn {
+    let int8 = ColType::new(SqlType::int8(), false);
+    match a {
+        Aux::Count => column("__pgt_count", &int8),
+        Aux::CountOf(j) => column(&format!("__pgt_cnt_{j}"), &int8),
+        Aux::SumOf(j) => {
+            let arg = g.aggs[*j].arg_type.clone().unwrap_or_else(SqlType::numeric);
+            column(
+                &format!("__pgt_sum_{j}"),
+                &ColType::new(sum_result(&arg), false),
+            )
+        }
+    }
+}
+
+fn grouped_plan(tree: Operator, columns: Vec<OutputColumn>, g: Grouped, duplicates: bool) -> Plan {
+    let mut hidden = Vec::new();
+    for (k, pos) in g.key_storage.iter().enumerate() {
+        if *pos >= columns.len() {
+            hidden.push(column(&format!("__pgt_grp_{k}"), &g.key_types[k]));
+        }
+    }
+    hidden.extend(g.aux.iter().map(|a| aux_column(&g, a)));
+    let identity = if g.keys.is_empty() {
+        Identity::Single
+    } else if g.aggs.is_empty()
+        && g.user.len() == g.keys.len()
+        && g.key_storage.iter().enumerate().all(|(i, p)| i == *p)
+    {
+        Identity::Multiplicity {
+            count_column: "__pgt_count".to_string(),
+            duplicates,
+        }
+    } else {
+        let all: Vec<OutputColumn> = columns.iter().chain(hidden.iter()).cloned().collect();
+        Identity::Key {
+            columns: g.key_storage.iter().map(|p| all[*p].name.clone()).collect(),
+        }
+    };
+    Plan {
+        tree: Some(tree),
+        columns,
+        hidden,
+        identity,
+        sources: Vec::new(),
+        differentiability: Differentiability::Differential,
+        maintenance: Maintenance::Grouped(g),
+        sql: String::new(),
+    }
+}

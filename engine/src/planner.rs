@@ -1,0 +1,278 @@
+//! SQL text → operator tree: parsing (PostgreSQL dialect), CTEs, set operations and table
+//! resolution; SELECT blocks are in `select`, expressions in `expr`.
+//! Invariants: planning is deterministic; the second pass scans exactly the columns the first
+//! pass saw referenced plus each table's identity columns, so change buffers carry every
+//! column the delta plan reads.
+
+pub mod expr;
+pub mod scope;
+pub mod select;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlparser::ast;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::catalog::{Catalog, TableInfo};
+use crate::error::{EngineError, Reason};
+use crate::operator::scan::ScanColumn;
+use crate::operator::{
+    bx, ColType, Distinct, Operator, Scan, SetOp, SetOpKind, TableRef, UnionAll,
+};
+use crate::types::SqlType;
+
+/// An operator with the names of its output columns.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub op: Operator,
+    pub names: Vec<String>,
+}
+
+pub(crate) struct Planner<'a> {
+    pub(crate) catalog: &'a dyn Catalog,
+    /// Columns to scan per table (second pass); `None` scans every column (first pass).
+    prune: Option<BTreeMap<u32, BTreeSet<String>>>,
+    /// Columns referenced so far, per table.
+    pub(crate) seen: BTreeMap<u32, BTreeSet<String>>,
+    ctes: Vec<(String, Planned)>,
+    pub(crate) tables: BTreeMap<u32, TableInfo>,
+}
+
+/// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
+pub(crate) fn fold(id: &ast::Ident) -> String {
+    if id.quote_style.is_some() {
+        id.value.clone()
+    } else {
+        id.value.to_lowercase()
+    }
+}
+
+pub(crate) fn object_name(n: &ast::ObjectName) -> Result<Vec<String>, EngineError> {
+    n.0.iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(id) => Ok(fold(id)),
+            other => Err(EngineError::InvalidDefiningQuery {
+                message: format!("unsupported name part {other}"),
+            }),
+        })
+        .collect()
+}
+
+fn unsupported(construct: &str) -> EngineError {
+    EngineError::NotDifferentiable(Reason::Construct {
+        construct: construct.to_string(),
+    })
+}
+
+/// Parses exactly one SELECT statement.
+pub(crate) fn parse(sql: &str) -> Result<ast::Query, EngineError> {
+    let mut statements =
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| EngineError::Syntax {
+            message: e.to_string(),
+        })?;
+    if statements.len() != 1 {
+        return Err(EngineError::InvalidDefiningQuery {
+            message: format!(
+                "a defining query must be exactly one statement, got {}",
+                statements.len()
+            ),
+        });
+    }
+    match statements.pop() {
+        Some(ast::Statement::Query(q)) => Ok(*q),
+        _ => Err(EngineError::InvalidDefiningQuery {
+            message: "a defining query must be a SELECT".to_string(),
+        }),
+    }
+}
+
+/// The planned query, the tables it reads and the columns it uses per table.
+pub(crate) struct Tree {
+    pub planned: Planned,
+    pub tables: BTreeMap<u32, TableInfo>,
+    pub used: BTreeMap<u32, BTreeSet<String>>,
+}
+
+/// Plans `query` in two passes (see the module invariant).
+pub(crate) fn plan_tree(query: &ast::Query, catalog: &dyn Catalog) -> Result<Tree, EngineError> {
+    let mut first = Planner::new(catalog, None);
+    first.query(query)?;
+    let mut used = first.seen;
+    for (id, table) in &first.tables {
+        let cols = used.entry(*id).or_default();
+        for i in table.identity_columns().unwrap_or_default() {
+            cols.insert(table.columns[i].name.clone());
+        }
+    }
+    let mut second = Planner::new(catalog, Some(used.clone()));
+    let planned = second.query(query)?;
+    Ok(Tree {
+        planned,
+        tables: second.tables,
+        used,
+    })
+}
+
+impl<'a> Planner<'a> {
+    fn new(catalog: &'a dyn Catalog, prune: Option<BTreeMap<u32, BTreeSet<String>>>) -> Self {
+        Planner {
+            catalog,
+            prune,
+            seen: BTreeMap::new(),
+            ctes: Vec::new(),
+            tables: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn query(&mut self, q: &ast::Query) -> Result<Planned, EngineError> {
+        if q.limit_clause.is_some() || q.fetch.is_some() {
+            return Err(EngineError::NotDifferentiable(Reason::LimitOrOffset));
+        }
+        if !q.locks.is_empty() || q.for_clause.is_some() || !q.pipe_operators.is_empty() {
+            return Err(unsupported("FOR UPDATE/SHARE and pipe operators"));
+        }
+        // ORDER BY without LIMIT does not change the rows of a table: it is ignored.
+        let depth = self.ctes.len();
+        if let Some(with) = &q.with {
+            if with.recursive {
+                return Err(EngineError::NotDifferentiable(Reason::RecursiveCte));
+            }
+            for cte in &with.cte_tables {
+                let mut planned = self.query(&cte.query)?;
+                rename(&mut planned, &cte.alias)?;
+                self.ctes.push((fold(&cte.alias.name), planned));
+            }
+        }
+        let result = self.set_expr(&q.body);
+        self.ctes.truncate(depth);
+        result
+    }
+
+    fn set_expr(&mut self, body: &ast::SetExpr) -> Result<Planned, EngineError> {
+        match body {
+            ast::SetExpr::Select(s) => self.select(s),
+            ast::SetExpr::Query(q) => self.query(q),
+            ast::SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                let l = self.set_expr(left)?;
+                let r = self.set_expr(right)?;
+                if l.names.len() != r.names.len() {
+                    return Err(EngineError::Syntax {
+                        message: format!("each {op} query must have the same number of columns"),
+                    });
+                }
+                let all = match set_quantifier {
+                    ast::SetQuantifier::All => true,
+                    ast::SetQuantifier::Distinct | ast::SetQuantifier::None => false,
+                    other => return Err(unsupported(&format!("set quantifier {other}"))),
+                };
+                let op = match op {
+                    ast::SetOperator::Union => {
+                        let union = Operator::UnionAll(UnionAll {
+                            inputs: vec![l.op, r.op],
+                        });
+                        if all {
+                            union
+                        } else {
+                            Operator::Distinct(Distinct { input: bx(union) })
+                        }
+                    }
+                    ast::SetOperator::Intersect | ast::SetOperator::Except => {
+                        Operator::SetOp(SetOp {
+                            kind: if matches!(op, ast::SetOperator::Intersect) {
+                                SetOpKind::Intersect
+                            } else {
+                                SetOpKind::Except
+                            },
+                            all,
+                            left: bx(l.op),
+                            right: bx(r.op),
+                        })
+                    }
+                    other => return Err(unsupported(&format!("set operator {other}"))),
+                };
+                Ok(Planned { op, names: l.names })
+            }
+            ast::SetExpr::Values(_) => Err(unsupported("VALUES")),
+            _ => Err(unsupported("this kind of query body")),
+        }
+    }
+
+    /// A CTE (by unqualified name) or a catalog table.
+    pub(crate) fn relation(
+        &mut self,
+        name: &ast::ObjectName,
+    ) -> Result<(Planned, Option<u32>), EngineError> {
+        let parts = object_name(name)?;
+        if let [single] = parts.as_slice() {
+            if let Some((_, planned)) = self.ctes.iter().rev().find(|(n, _)| n == single) {
+                return Ok((planned.clone(), None));
+            }
+        }
+        let (schema, table) = match parts.as_slice() {
+            [t] => (None, t.as_str()),
+            [s, t] => (Some(s.as_str()), t.as_str()),
+            [_, s, t] => (Some(s.as_str()), t.as_str()),
+            _ => {
+                return Err(EngineError::InvalidDefiningQuery {
+                    message: format!("improper relation name {name}"),
+                })
+            }
+        };
+        let info = self.catalog.resolve_table(schema, table).ok_or_else(|| {
+            EngineError::UndefinedTable {
+                name: parts.join("."),
+            }
+        })?;
+        let id = info.id;
+        let keep = |c: &str| match &self.prune {
+            None => true,
+            Some(p) => p.get(&id).is_some_and(|cols| cols.contains(c)),
+        };
+        let columns: Vec<ScanColumn> = info
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| keep(&c.name))
+            .map(|(i, c)| ScanColumn {
+                index: i,
+                name: c.name.clone(),
+                ty: ColType::new(SqlType::new(&c.type_name), c.nullable),
+            })
+            .collect();
+        let names = columns.iter().map(|c| c.name.clone()).collect();
+        let scan = Operator::Scan(Scan {
+            table: TableRef {
+                id,
+                schema: info.schema.clone(),
+                name: info.name.clone(),
+            },
+            columns,
+        });
+        self.tables.insert(id, info);
+        Ok((Planned { op: scan, names }, Some(id)))
+    }
+}
+
+/// Applies a `name(col, …)` alias's column list.
+pub(crate) fn rename(planned: &mut Planned, alias: &ast::TableAlias) -> Result<(), EngineError> {
+    if alias.columns.len() > planned.names.len() {
+        return Err(EngineError::InvalidDefiningQuery {
+            message: format!(
+                "table \"{}\" has {} columns available but {} columns specified",
+                fold(&alias.name),
+                planned.names.len(),
+                alias.columns.len()
+            ),
+        });
+    }
+    for (i, c) in alias.columns.iter().enumerate() {
+        planned.names[i] = fold(&c.name);
+    }
+    Ok(())
+}
