@@ -1,0 +1,69 @@
+//! The catalog tables of pg_trickle (schema `pgtrickle`): stream tables, their dependencies on
+//! sources, and the refresh history. Created with the extension; the frontier columns hold the
+//! snapshot of each stream table's last refresh (INV-1, INV-2).
+
+use pgrx::prelude::*;
+
+extension_sql!(
+    r#"
+CREATE TABLE pgtrickle.pgt_stream_tables (
+    pgt_id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_relid           oid NOT NULL UNIQUE,
+    pgt_schema          name NOT NULL,
+    pgt_name            name NOT NULL,
+    defining_query      text NOT NULL,
+    schedule            text NOT NULL DEFAULT 'calculated',
+    refresh_mode        text NOT NULL DEFAULT 'AUTO'
+                        CHECK (refresh_mode IN ('AUTO', 'DIFFERENTIAL', 'FULL', 'IMMEDIATE')),
+    -- What AUTO resolved to, and why FULL when it did.
+    effective_mode      text NOT NULL CHECK (effective_mode IN ('DIFFERENTIAL', 'FULL', 'IMMEDIATE')),
+    full_reason         text,
+    status              text NOT NULL DEFAULT 'ACTIVE'
+                        CHECK (status IN ('ACTIVE', 'SUSPENDED', 'ERROR')),
+    is_populated        boolean NOT NULL DEFAULT false,
+    -- The frontier: the snapshot the last refresh read in, plus the refreshing transaction's
+    -- own xid and the highest buffer sequence it consumed of its own rows (see frontier.rs).
+    frontier_snapshot   pg_snapshot,
+    frontier_xid        xid8,
+    frontier_seq        bigint,
+    last_refresh_at     timestamptz,
+    last_error          text,
+    consecutive_errors  integer NOT NULL DEFAULT 0,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (pgt_schema, pgt_name)
+);
+
+CREATE TABLE pgtrickle.pgt_dependencies (
+    pgt_id          bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    source_relid    oid NOT NULL,
+    -- The source columns this stream table reads (the buffer captures their union).
+    columns_used    name[] NOT NULL,
+    PRIMARY KEY (pgt_id, source_relid)
+);
+CREATE INDEX ON pgtrickle.pgt_dependencies (source_relid);
+
+CREATE TABLE pgtrickle.pgt_refresh_history (
+    refresh_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id          bigint NOT NULL,
+    start_time      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    end_time        timestamptz,
+    action          text NOT NULL CHECK (action IN ('FULL', 'DIFFERENTIAL', 'NO_DATA')),
+    status          text NOT NULL CHECK (status IN ('RUNNING', 'COMPLETED', 'FAILED')),
+    reason          text,
+    rows_inserted   bigint,
+    rows_deleted    bigint,
+    error_sqlstate  text,
+    error_message   text
+);
+-- Plan A11: monitoring reads history by time alone; the pruner deletes by time.
+CREATE INDEX pgt_refresh_history_start_time_idx ON pgtrickle.pgt_refresh_history (start_time);
+CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);
+
+REVOKE ALL ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
+              pgtrickle.pgt_refresh_history FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
+                pgtrickle.pgt_refresh_history TO PUBLIC;
+"#,
+    name = "catalog_tables",
+    requires = ["schemas"]
+);

@@ -1,0 +1,413 @@
+//! Change capture (DESIGN §2): one typed change buffer per source,
+//! `pgtrickle_changes.changes_<source oid>`, shared by every stream table reading the source,
+//! filled by statement-level AFTER triggers with transition tables. A row is `I` (inserted) or
+//! `D` (deleted); an UPDATE is its old rows as `D` plus its new rows as `I`. `T` marks a
+//! TRUNCATE and `P` a write whose capture was skipped (`pg_trickle.cdc_paused` or
+//! `pg_trickle.enabled = off`): a refresh whose window holds either runs FULL, so pausing never
+//! leaves a silently wrong stream table. Rows carry the writer's xid and a sequence number for
+//! the frontier (frontier.rs; INV-2) and are deleted once every dependent consumed them (INV-3).
+
+use engine::render::{quote_ident, quote_literal};
+use pgrx::prelude::*;
+
+use crate::error::PgTrickleError;
+use crate::frontier;
+
+extension_sql!(
+    r#"
+-- One sequence for every buffer: a refresh bounds its own transaction's rows in all of its
+-- buffers by one number (see frontier.rs).
+CREATE SEQUENCE pgtrickle_changes.change_seq AS bigint CACHE 64;
+"#,
+    name = "change_seq",
+    requires = ["schemas"]
+);
+
+/// `"pgtrickle_changes"."changes_<oid>"`.
+pub fn buffer_name(source: pg_sys::Oid) -> String {
+    format!(
+        "pgtrickle_changes.{}",
+        quote_ident(&format!("changes_{}", source.to_u32()))
+    )
+}
+
+fn capture_function_name(source: pg_sys::Oid) -> String {
+    format!(
+        "pgtrickle_changes.{}",
+        quote_ident(&format!("capture_{}", source.to_u32()))
+    )
+}
+
+/// A source column: name and `format_type` text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceColumn {
+    pub name: String,
+    pub type_sql: String,
+}
+
+/// The named columns of `source` with their types, in table order. Unknown names are an error
+/// (42703).
+pub fn source_columns(
+    source: pg_sys::Oid,
+    names: &[String],
+) -> Result<Vec<SourceColumn>, PgTrickleError> {
+    let sql = format!(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
+         WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        source.to_u32()
+    );
+    let all: Vec<SourceColumn> = Spi::connect(|client| {
+        client
+            .select(&sql, None, &[])?
+            .map(|row| {
+                Ok(SourceColumn {
+                    name: row.get::<String>(1)?.unwrap_or_default(),
+                    type_sql: row.get::<String>(2)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .find(|c| &c.name == n)
+                .cloned()
+                .ok_or_else(|| PgTrickleError::Spi {
+                    sqlstate: "42703".into(),
+                    message: format!(
+                        "column \"{n}\" does not exist in relation {}",
+                        source.to_u32()
+                    ),
+                    detail: None,
+                })
+        })
+        .collect()
+}
+
+/// Makes sure `source` has a buffer holding at least `columns` and capture triggers writing
+/// them. Idempotent; adds buffer columns when a new dependent reads more of the source. Runs
+/// `CREATE TRIGGER`, whose lock waits for writers in flight (see DESIGN §7, create time).
+pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTrickleError> {
+    let buffer = buffer_name(source);
+    let exists = Spi::get_one::<bool>(&format!(
+        "SELECT to_regclass({}) IS NOT NULL",
+        quote_literal(&buffer)
+    ))?
+    .unwrap_or(false);
+    if !exists {
+        Spi::run(&format!(
+            "CREATE TABLE {buffer} (\
+             __pgt_seq bigint NOT NULL DEFAULT nextval('pgtrickle_changes.change_seq'), \
+             __pgt_xid xid8 NOT NULL DEFAULT pg_current_xact_id(), \
+             __pgt_op \"char\" NOT NULL)"
+        ))?;
+        Spi::run(&format!("CREATE INDEX ON {buffer} (__pgt_xid, __pgt_seq)"))?;
+    }
+    let mut captured = buffer_columns(source)?;
+    for c in source_columns(source, columns)? {
+        if !captured.iter().any(|n| n == &c.name) {
+            Spi::run(&format!(
+                "ALTER TABLE {buffer} ADD COLUMN {} {}",
+                quote_ident(&c.name),
+                c.type_sql
+            ))?;
+            captured.push(c.name);
+        }
+    }
+    install_triggers(source, &captured)
+}
+
+/// The user columns a source's buffer captures, in buffer order.
+pub fn buffer_columns(source: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError> {
+    let sql = format!(
+        "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass({}) \
+         AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
+        quote_literal(&buffer_name(source))
+    );
+    Ok(Spi::connect(|client| {
+        client
+            .select(&sql, None, &[])?
+            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?)
+}
+
+/// (Re)creates the capture function and the four triggers on `source`.
+fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTrickleError> {
+    let buffer = buffer_name(source);
+    let func = capture_function_name(source);
+    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    let (target, from_new, from_old) = if cols.is_empty() {
+        ("__pgt_op".to_string(), String::new(), String::new())
+    } else {
+        (
+            format!("__pgt_op, {}", cols.join(", ")),
+            format!(
+                ", {}",
+                cols.iter()
+                    .map(|c| format!("n.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!(
+                ", {}",
+                cols.iter()
+                    .map(|c| format!("o.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    };
+    // SECURITY DEFINER: writers need no privilege on the buffer (not usable by PUBLIC). The
+    // GUCs are read with missing_ok so a backend that somehow lacks the library still captures.
+    Spi::run(&format!(
+        r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$
+BEGIN
+  IF coalesce(current_setting('pg_trickle.cdc_paused', true), 'off')::boolean
+     OR NOT coalesce(current_setting('pg_trickle.enabled', true), 'on')::boolean THEN
+    INSERT INTO {buffer} (__pgt_op) VALUES ('P');
+  ELSIF TG_OP = 'INSERT' THEN
+    INSERT INTO {buffer} ({target}) SELECT 'I'{from_new} FROM __pgt_new n;
+  ELSIF TG_OP = 'UPDATE' THEN
+    INSERT INTO {buffer} ({target})
+      SELECT 'D'{from_old} FROM __pgt_old o UNION ALL SELECT 'I'{from_new} FROM __pgt_new n;
+  ELSIF TG_OP = 'DELETE' THEN
+    INSERT INTO {buffer} ({target}) SELECT 'D'{from_old} FROM __pgt_old o;
+  ELSE
+    INSERT INTO {buffer} (__pgt_op) VALUES ('T');
+  END IF;
+  RETURN NULL;
+END
+$pgt$"#
+    ))?;
+    let rel = format!("{}::regclass", source.to_u32());
+    let table = Spi::get_one::<String>(&format!("SELECT {rel}::text"))?.ok_or_else(|| {
+        PgTrickleError::Internal(format!("relation {} vanished", source.to_u32()))
+    })?;
+    let specs = [
+        (
+            "__pgt_capture_ins",
+            "INSERT",
+            "REFERENCING NEW TABLE AS __pgt_new",
+        ),
+        (
+            "__pgt_capture_upd",
+            "UPDATE",
+            "REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new",
+        ),
+        (
+            "__pgt_capture_del",
+            "DELETE",
+            "REFERENCING OLD TABLE AS __pgt_old",
+        ),
+        ("__pgt_capture_trunc", "TRUNCATE", ""),
+    ];
+    for (name, event, referencing) in specs {
+        Spi::run(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"))?;
+        Spi::run(&format!(
+            "CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {func}()"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Removes capture from `source` (its last dependent is gone): triggers, function, buffer.
+pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    let table = Spi::get_one::<String>(&format!(
+        "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = {}",
+        source.to_u32()
+    ))?;
+    if let Some(table) = table {
+        for name in [
+            "__pgt_capture_ins",
+            "__pgt_capture_upd",
+            "__pgt_capture_del",
+            "__pgt_capture_trunc",
+        ] {
+            Spi::run(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"))?;
+        }
+    }
+    Spi::run(&format!(
+        "DROP FUNCTION IF EXISTS {}()",
+        capture_function_name(source)
+    ))?;
+    Spi::run(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)))?;
+    Ok(())
+}
+
+/// Deletes the buffer rows of `source` that every dependent stream table has consumed
+/// (INV-3). A dependent that never refreshed consumed nothing, so nothing is deleted for it.
+pub fn cleanup(source: pg_sys::Oid) -> Result<u64, PgTrickleError> {
+    let consumed = frontier::consumed_by_columns(
+        "b",
+        "s.frontier_snapshot",
+        "s.frontier_xid",
+        "s.frontier_seq",
+    );
+    let sql = format!(
+        "WITH gone AS (DELETE FROM {buffer} b WHERE NOT EXISTS (\
+           SELECT 1 FROM pgtrickle.pgt_dependencies d \
+           JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+           WHERE d.source_relid = {oid} AND NOT {consumed}) RETURNING 1) \
+         SELECT count(*) FROM gone",
+        buffer = buffer_name(source),
+        oid = source.to_u32()
+    );
+    let n = Spi::connect_mut(|client| client.update(&sql, None, &[])?.first().get_one::<i64>())?;
+    Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use super::*;
+
+    fn oid_of(table: &str) -> pg_sys::Oid {
+        Spi::get_one::<pg_sys::Oid>(&format!("SELECT {}::regclass::oid", quote_literal(table)))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn buffer_rows(source: pg_sys::Oid, cols: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT concat_ws('|', __pgt_op, {cols}) FROM {} ORDER BY __pgt_seq",
+            buffer_name(source)
+        );
+        Spi::connect(|c| {
+            c.select(&sql, None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap())
+                .collect()
+        })
+    }
+
+    #[pg_test]
+    fn capture_records_inserts_updates_deletes_and_truncate() {
+        Spi::run("CREATE TABLE \"Order Items\" (id int PRIMARY KEY, \"select\" text, w int)")
+            .unwrap();
+        let src = oid_of("\"Order Items\"");
+        ensure_capture(src, &["id".into(), "select".into()]).unwrap();
+        Spi::run("INSERT INTO \"Order Items\" VALUES (1, 'a', 10), (2, 'b', 20)").unwrap();
+        Spi::run("UPDATE \"Order Items\" SET \"select\" = 'c' WHERE id = 1").unwrap();
+        Spi::run("DELETE FROM \"Order Items\" WHERE id = 2").unwrap();
+        Spi::run("TRUNCATE \"Order Items\"").unwrap();
+        let rows = buffer_rows(src, "id, \"select\"");
+        assert_eq!(rows, ["I|1|a", "I|2|b", "D|1|a", "I|1|c", "D|2|b", "T"]);
+        // Only the columns dependents use are captured.
+        assert_eq!(buffer_columns(src).unwrap(), ["id", "select"]);
+    }
+
+    #[pg_test]
+    fn new_dependent_widens_buffer_and_capture() {
+        Spi::run("CREATE TABLE t (id int, v text, w int)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into()]).unwrap();
+        ensure_capture(src, &["w".into(), "id".into()]).unwrap();
+        Spi::run("INSERT INTO t VALUES (1, 'x', 7)").unwrap();
+        assert_eq!(buffer_columns(src).unwrap(), ["id", "w"]);
+        assert_eq!(buffer_rows(src, "id, w"), ["I|1|7"]);
+    }
+
+    #[pg_test]
+    fn unknown_column_is_refused_with_42703() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        let err = ensure_capture(oid_of("t"), &["nope".into()]).unwrap_err();
+        assert_eq!(err.sqlstate(), "42703");
+    }
+
+    #[pg_test]
+    fn paused_capture_leaves_one_marker_per_statement() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into()]).unwrap();
+        Spi::run("SET LOCAL pg_trickle.cdc_paused = on").unwrap();
+        Spi::run("INSERT INTO t SELECT generate_series(1, 5)").unwrap();
+        Spi::run("SET LOCAL pg_trickle.cdc_paused = off").unwrap();
+        Spi::run("SET LOCAL pg_trickle.enabled = off").unwrap();
+        Spi::run("DELETE FROM t").unwrap();
+        Spi::run("SET LOCAL pg_trickle.enabled = on").unwrap();
+        Spi::run("INSERT INTO t VALUES (9)").unwrap();
+        assert_eq!(buffer_rows(src, "id"), ["P", "P", "I|9"]);
+    }
+
+    #[pg_test]
+    fn writer_without_buffer_privileges_is_captured() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into()]).unwrap();
+        Spi::run("CREATE ROLE pgt_writer").unwrap();
+        Spi::run("GRANT INSERT ON t TO pgt_writer").unwrap();
+        let public_reads = Spi::get_one::<bool>(&format!(
+            "SELECT has_table_privilege('pgt_writer', {}, 'SELECT')",
+            quote_literal(&buffer_name(src))
+        ));
+        assert_eq!(public_reads, Ok(Some(false)));
+        Spi::run("SET LOCAL ROLE pgt_writer").unwrap();
+        Spi::run("INSERT INTO t VALUES (3)").unwrap();
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(buffer_rows(src, "id"), ["I|3"]);
+    }
+
+    /// INV-3: rows go only once every dependent consumed them; the frontier of a refresh that
+    /// ran in the writing transaction covers exactly the own rows it read (INV-2).
+    #[pg_test]
+    fn cleanup_deletes_only_rows_every_dependent_consumed() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into()]).unwrap();
+        Spi::run(
+            "INSERT INTO pgtrickle.pgt_stream_tables \
+             (pgt_relid, pgt_schema, pgt_name, defining_query, effective_mode) \
+             VALUES (1, 'public', 'st1', 'SELECT 1', 'FULL'), (2, 'public', 'st2', 'SELECT 1', 'FULL')",
+        )
+        .unwrap();
+        Spi::run(&format!(
+            "INSERT INTO pgtrickle.pgt_dependencies SELECT pgt_id, {}, '{{id}}' \
+             FROM pgtrickle.pgt_stream_tables",
+            src.to_u32()
+        ))
+        .unwrap();
+        Spi::run("INSERT INTO t SELECT generate_series(1, 3)").unwrap();
+        let capture = frontier::capture_sql(&[buffer_name(src)]);
+        let set_frontier = |name: &str| {
+            Spi::run(&format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET (frontier_snapshot, frontier_xid, frontier_seq) \
+                 = (SELECT a::pg_snapshot, b::xid8, c FROM (SELECT {capture}) AS f(a, b, c)) \
+                 WHERE pgt_name = '{name}'"
+            ))
+            .unwrap();
+        };
+        set_frontier("st1");
+        assert_eq!(cleanup(src).unwrap(), 0, "st2 has consumed nothing");
+        set_frontier("st2");
+        Spi::run("INSERT INTO t VALUES (4), (5)").unwrap();
+        assert_eq!(
+            cleanup(src).unwrap(),
+            3,
+            "both consumed the first three rows"
+        );
+        assert_eq!(buffer_rows(src, "id"), ["I|4", "I|5"]);
+    }
+
+    #[pg_test]
+    fn drop_capture_removes_triggers_function_and_buffer() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into()]).unwrap();
+        drop_capture(src).unwrap();
+        let triggers = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = {} AND tgname LIKE '__pgt_capture%'",
+            src.to_u32()
+        ));
+        assert_eq!(triggers, Ok(Some(0)));
+        let buffer = Spi::get_one::<bool>(&format!(
+            "SELECT to_regclass({}) IS NULL",
+            quote_literal(&buffer_name(src))
+        ));
+        assert_eq!(buffer, Ok(Some(true)));
+        Spi::run("INSERT INTO t VALUES (1)").unwrap();
+    }
+}

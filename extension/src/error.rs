@@ -1,0 +1,213 @@
+//! The extension's one error type and its one conversion to a PostgreSQL error: every variant
+//! maps to a SQLSTATE by an exhaustive match. Errors raised by PostgreSQL inside SPI are caught
+//! with their SQLSTATE (`catch_spi`) and classified retryable or permanent by that code
+//! (plan A04); message text is never consulted for errors that carry a code.
+
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
+use std::panic::{RefUnwindSafe, UnwindSafe};
+
+/// Everything that can go wrong in the extension, with the fields needed to report it.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTrickleError {
+    #[error("stream table \"{0}\" does not exist")]
+    UnknownStreamTable(String),
+    #[error("relation \"{0}\" already exists")]
+    AlreadyExists(String),
+    #[error("invalid value for parameter \"{param}\": \"{value}\"")]
+    InvalidParameter {
+        param: &'static str,
+        value: String,
+        hint: String,
+    },
+    #[error("{0}")]
+    Engine(#[from] engine::EngineError),
+    #[error("stream table \"{name}\" cannot be maintained in DIFFERENTIAL mode: {reason}")]
+    NotDifferentiable { name: String, reason: String },
+    #[error("cannot modify stream table \"{0}\" directly")]
+    DirectWrite(String),
+    #[error("pg_trickle is disabled")]
+    Disabled,
+    #[error("{message}")]
+    Spi {
+        sqlstate: String,
+        message: String,
+        detail: Option<String>,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Whether retrying the same work later may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Retryable,
+    Permanent,
+}
+
+impl PgTrickleError {
+    /// The SQLSTATE this error is reported with (five characters).
+    pub fn sqlstate(&self) -> String {
+        match self {
+            PgTrickleError::UnknownStreamTable(_) => "42P01".into(),
+            PgTrickleError::AlreadyExists(_) => "42P07".into(),
+            PgTrickleError::InvalidParameter { .. } => "22023".into(),
+            PgTrickleError::Engine(e) => e.sqlstate().into(),
+            PgTrickleError::NotDifferentiable { .. } => "0A000".into(),
+            PgTrickleError::DirectWrite(_) => "42809".into(),
+            PgTrickleError::Disabled => "55000".into(),
+            PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
+            PgTrickleError::Internal(_) => "XX000".into(),
+        }
+    }
+
+    /// Retryable or permanent, decided by SQLSTATE alone.
+    pub fn retry(&self) -> Retry {
+        classify_sqlstate(&self.sqlstate())
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            PgTrickleError::InvalidParameter { hint, .. } => Some(hint.clone()),
+            PgTrickleError::NotDifferentiable { .. } => Some(
+                "Use refresh_mode => 'FULL', or 'AUTO' to fall back to FULL automatically.".into(),
+            ),
+            PgTrickleError::DirectWrite(_) => Some(
+                "Stream tables are written only by their refreshes; change their sources.".into(),
+            ),
+            PgTrickleError::Disabled => Some("SET pg_trickle.enabled = on".into()),
+            PgTrickleError::UnknownStreamTable(_)
+            | PgTrickleError::AlreadyExists(_)
+            | PgTrickleError::Engine(_)
+            | PgTrickleError::Spi { .. }
+            | PgTrickleError::Internal(_) => None,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            PgTrickleError::Spi { detail, .. } => detail.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// The one conversion to a PostgreSQL error: `#[pg_extern]` functions return
+/// `Result<_, ErrorReport>` and `?` turns a `PgTrickleError` into its SQLSTATE, detail and hint.
+impl From<PgTrickleError> for ErrorReport {
+    fn from(e: PgTrickleError) -> Self {
+        let code = sqlstate_to_code(&e.sqlstate());
+        let mut report = ErrorReport::new(code, e.to_string(), "pg_trickle");
+        if let Some(d) = e.detail() {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = e.hint() {
+            report = report.set_hint(h);
+        }
+        report
+    }
+}
+
+/// Retryable SQLSTATE classes: 40 (transaction rollback: serialization failure, deadlock),
+/// 08 (connection), 53 (insufficient resources), and the codes 55P03 (lock not available) and
+/// 57014 (query canceled). Everything else is permanent.
+pub fn classify_sqlstate(sqlstate: &str) -> Retry {
+    let class = sqlstate.get(0..2).unwrap_or("");
+    if matches!(class, "40" | "08" | "53") || matches!(sqlstate, "55P03" | "57014") {
+        Retry::Retryable
+    } else {
+        Retry::Permanent
+    }
+}
+
+/// Last-resort classification for errors that carry no SQLSTATE (none of PostgreSQL's do; this
+/// is for messages from outside it, such as a remote node's text).
+pub fn classify_message(message: &str) -> Retry {
+    let m = message.to_ascii_lowercase();
+    let transient = [
+        "deadlock",
+        "could not serialize",
+        "connection",
+        "timeout",
+        "canceling",
+    ];
+    if transient.iter().any(|t| m.contains(t)) {
+        Retry::Retryable
+    } else {
+        Retry::Permanent
+    }
+}
+
+/// Decodes PostgreSQL's packed SQLSTATE (six bits per character) into its five characters.
+pub fn code_to_sqlstate(code: PgSqlErrorCode) -> String {
+    let packed = code as i64;
+    (0..5)
+        .map(|i| char::from(((packed >> (6 * i)) & 0x3F) as u8 + b'0'))
+        .collect()
+}
+
+/// Encodes five SQLSTATE characters into PostgreSQL's packed form; unknown input maps to
+/// XX000 (internal error).
+pub fn sqlstate_to_code(sqlstate: &str) -> PgSqlErrorCode {
+    let bytes = sqlstate.as_bytes();
+    if bytes.len() != 5 {
+        return PgSqlErrorCode::ERRCODE_INTERNAL_ERROR;
+    }
+    let packed = bytes.iter().enumerate().fold(0i32, |acc, (i, b)| {
+        acc | ((i32::from(b.wrapping_sub(b'0')) & 0x3F) << (6 * i))
+    });
+    PgSqlErrorCode::from(packed)
+}
+
+/// Runs `f` (which issues SPI queries); a PostgreSQL error raised inside becomes
+/// `PgTrickleError::Spi` carrying its SQLSTATE. The caller must abort the (sub)transaction the
+/// error happened in before touching the database again: PostgreSQL's state is that of an
+/// error in progress. Rust panics are re-raised unchanged.
+pub fn catch_spi<R>(f: impl FnOnce() -> R + UnwindSafe) -> Result<R, PgTrickleError>
+where
+    R: RefUnwindSafe,
+{
+    PgTryBuilder::new(move || Ok(f()))
+        .catch_others(|e| match e {
+            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
+                Err(PgTrickleError::Spi {
+                    sqlstate: code_to_sqlstate(report.sql_error_code()),
+                    message: report.message().to_string(),
+                    detail: report.detail().map(str::to_string),
+                })
+            }
+            CaughtError::RustPanic { .. } => e.rethrow(),
+        })
+        .execute()
+}
+
+/// Converts pgrx's SPI API errors (misuse of the API, datum conversion) into ours.
+impl From<pgrx::spi::Error> for PgTrickleError {
+    fn from(e: pgrx::spi::Error) -> Self {
+        PgTrickleError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_round_trips_through_packed_code() {
+        for s in [
+            "42P01", "0A000", "40001", "55P03", "57014", "22023", "XX000", "42601",
+        ] {
+            assert_eq!(code_to_sqlstate(sqlstate_to_code(s)), s);
+        }
+    }
+
+    #[test]
+    fn retryable_classes_are_decided_by_code() {
+        for s in ["40001", "40P01", "08006", "53200", "55P03", "57014"] {
+            assert_eq!(classify_sqlstate(s), Retry::Retryable, "{s}");
+        }
+        for s in ["42P01", "22012", "23505", "0A000", "55000", "XX000"] {
+            assert_eq!(classify_sqlstate(s), Retry::Permanent, "{s}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The refresh frontier (DESIGN §3; INV-1, INV-2, INV-3). A change buffer row is *consumed* by
+//! a stream table when its writing transaction is visible in the snapshot of the table's last
+//! refresh — or when it was written by the refreshing transaction itself, up to the highest
+//! buffer sequence number that refresh read. The second clause exists because a transaction's
+//! own xid can be at or above its snapshot's `xmax` (then `pg_visible_in_snapshot` says no,
+//! although the refresh read those rows) or below it (then it says yes, although rows the
+//! same transaction writes *after* the refresh were never read). Sequence numbers come from
+//! one sequence for all buffers, so one number bounds a refresh's own rows in every buffer.
+
+use engine::render::quote_literal;
+
+/// What one refresh consumed: its snapshot, its own xid and its own highest sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontier {
+    /// `pg_snapshot` text form (`xmin:xmax:xip,...`).
+    pub snapshot: String,
+    /// The refreshing transaction's xid (`xid8` text).
+    pub xid: String,
+    /// Highest `__pgt_seq` of the refreshing transaction's own buffer rows (0 if none).
+    pub seq: i64,
+}
+
+/// SQL that yields, inside the statement that reads the change window, the frontier of that
+/// statement: `(snapshot text, xid text, own max seq)`. `buffers` are the qualified buffer
+/// names the refresh reads. Evaluated in the same statement as the window, it sees the same
+/// snapshot (one statement, one snapshot: INV-1).
+pub fn capture_sql(buffers: &[String]) -> String {
+    let own = buffers
+        .iter()
+        .map(|b| {
+            format!("SELECT max(__pgt_seq) AS s FROM {b} WHERE __pgt_xid = pg_current_xact_id()")
+        })
+        .collect::<Vec<_>>();
+    let own_max = if own.is_empty() {
+        "0".to_string()
+    } else {
+        format!(
+            "(SELECT coalesce(max(s), 0) FROM ({}) AS __pgt_own)",
+            own.join(" UNION ALL ")
+        )
+    };
+    format!("pg_current_snapshot()::text, pg_current_xact_id()::text, {own_max}")
+}
+
+/// Boolean SQL: the buffer row aliased `alias` was consumed by `frontier`.
+pub fn consumed_sql(alias: &str, frontier: &Frontier) -> String {
+    consumed_by_columns(
+        alias,
+        &format!("{}::pg_snapshot", quote_literal(&frontier.snapshot)),
+        &format!("{}::xid8", quote_literal(&frontier.xid)),
+        &frontier.seq.to_string(),
+    )
+}
+
+/// Boolean SQL: `alias` was consumed by the frontier held in the given SQL expressions (used by
+/// cleanup against the catalog's columns). NULL frontier parts yield false: never refreshed
+/// means nothing consumed.
+pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
+    format!(
+        "coalesce((pg_visible_in_snapshot({alias}.__pgt_xid, {snapshot}) \
+         AND {alias}.__pgt_xid <> {xid}) \
+         OR ({alias}.__pgt_xid = {xid} AND {alias}.__pgt_seq <= {seq}), false)"
+    )
+}
+
+/// Boolean SQL selecting the change window of a refresh whose previous frontier is `old`:
+/// rows the refresh statement can see (MVCC) that `old` did not consume. The `xmin` bound lets
+/// the buffer's xid index skip rows every earlier refresh consumed.
+pub fn window_sql(alias: &str, old: &Frontier) -> String {
+    format!(
+        "{alias}.__pgt_xid >= pg_snapshot_xmin({snap}::pg_snapshot) AND NOT {consumed}",
+        snap = quote_literal(&old.snapshot),
+        consumed = consumed_sql(alias, old)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f() -> Frontier {
+        Frontier {
+            snapshot: "10:20:12,15".into(),
+            xid: "21".into(),
+            seq: 7,
+        }
+    }
+
+    #[test]
+    fn window_excludes_rows_consumed_by_snapshot_or_own_sequence() {
+        let w = window_sql("c", &f());
+        assert_eq!(
+            w,
+            "c.__pgt_xid >= pg_snapshot_xmin('10:20:12,15'::pg_snapshot) AND NOT \
+             coalesce((pg_visible_in_snapshot(c.__pgt_xid, '10:20:12,15'::pg_snapshot) \
+             AND c.__pgt_xid <> '21'::xid8) OR (c.__pgt_xid = '21'::xid8 AND c.__pgt_seq <= 7), false)"
+        );
+    }
+
+    #[test]
+    fn capture_bounds_own_rows_across_every_buffer() {
+        let c = capture_sql(&["a".into(), "b".into()]);
+        assert!(c.contains("FROM a WHERE __pgt_xid = pg_current_xact_id() UNION ALL SELECT"));
+        assert!(c.starts_with("pg_current_snapshot()::text, pg_current_xact_id()::text"));
+        assert_eq!(
+            capture_sql(&[]),
+            "pg_current_snapshot()::text, pg_current_xact_id()::text, 0"
+        );
+    }
+}
