@@ -262,6 +262,7 @@ pub fn cleanup(source: pg_sys::Oid) -> Result<u64, PgTrickleError> {
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,11 +1,9 @@
 //! The extension's one error type and its one conversion to a PostgreSQL error: every variant
-//! maps to a SQLSTATE by an exhaustive match. Errors raised by PostgreSQL inside SPI are caught
-//! with their SQLSTATE (`catch_spi`) and classified retryable or permanent by that code
-//! (plan A04); message text is never consulted for errors that carry a code.
+//! maps to a SQLSTATE by an exhaustive match, and errors are classified retryable or permanent
+//! by SQLSTATE alone (plan A04), never by message text.
 
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::panic::{RefUnwindSafe, UnwindSafe};
 
 /// Everything that can go wrong in the extension, with the fields needed to report it.
 #[derive(Debug, thiserror::Error)]
@@ -120,24 +118,6 @@ pub fn classify_sqlstate(sqlstate: &str) -> Retry {
     }
 }
 
-/// Last-resort classification for errors that carry no SQLSTATE (none of PostgreSQL's do; this
-/// is for messages from outside it, such as a remote node's text).
-pub fn classify_message(message: &str) -> Retry {
-    let m = message.to_ascii_lowercase();
-    let transient = [
-        "deadlock",
-        "could not serialize",
-        "connection",
-        "timeout",
-        "canceling",
-    ];
-    if transient.iter().any(|t| m.contains(t)) {
-        Retry::Retryable
-    } else {
-        Retry::Permanent
-    }
-}
-
 /// Decodes PostgreSQL's packed SQLSTATE (six bits per character) into its five characters.
 pub fn code_to_sqlstate(code: PgSqlErrorCode) -> String {
     let packed = code as i64;
@@ -157,28 +137,6 @@ pub fn sqlstate_to_code(sqlstate: &str) -> PgSqlErrorCode {
         acc | ((i32::from(b.wrapping_sub(b'0')) & 0x3F) << (6 * i))
     });
     PgSqlErrorCode::from(packed)
-}
-
-/// Runs `f` (which issues SPI queries); a PostgreSQL error raised inside becomes
-/// `PgTrickleError::Spi` carrying its SQLSTATE. The caller must abort the (sub)transaction the
-/// error happened in before touching the database again: PostgreSQL's state is that of an
-/// error in progress. Rust panics are re-raised unchanged.
-pub fn catch_spi<R>(f: impl FnOnce() -> R + UnwindSafe) -> Result<R, PgTrickleError>
-where
-    R: RefUnwindSafe,
-{
-    PgTryBuilder::new(move || Ok(f()))
-        .catch_others(|e| match e {
-            CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                Err(PgTrickleError::Spi {
-                    sqlstate: code_to_sqlstate(report.sql_error_code()),
-                    message: report.message().to_string(),
-                    detail: report.detail().map(str::to_string),
-                })
-            }
-            CaughtError::RustPanic { .. } => e.rethrow(),
-        })
-        .execute()
 }
 
 /// Converts pgrx's SPI API errors (misuse of the API, datum conversion) into ours.
