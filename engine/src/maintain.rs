@@ -72,7 +72,19 @@ pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, Ev
     match &plan.maintenance {
         Maintenance::Opaque => Err(opaque()),
         Maintenance::Keyed { key, .. } => {
-            let id = |r: &Row| key.iter().map(|k| r[*k].clone()).collect::<Row>();
+            let all = plan.storage_columns();
+            // MERGE compares NOT NULL key columns with `=`: a NULL there never matches, which
+            // this model reproduces by giving such rows a unique, unmatchable identity.
+            let mut unmatchable = 0i64;
+            let mut id = |r: &Row| {
+                let broken = key.iter().any(|k| !all[*k].nullable && r[*k].is_null());
+                let mut v: Row = key.iter().map(|k| r[*k].clone()).collect();
+                if broken {
+                    unmatchable += 1;
+                    v.push(Value::Int(unmatchable));
+                }
+                v
+            };
             // DISTINCT ON (identity) ORDER BY weight DESC: the insertion wins over the deletion.
             let mut chosen: BTreeMap<Row, (Row, Weight)> = BTreeMap::new();
             for (row, w) in delta.iter() {
@@ -103,6 +115,16 @@ pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, Ev
             }
             for (row, _) in delta.iter() {
                 let (key, d) = row.split_at(nk);
+                if key
+                    .iter()
+                    .zip(&g.key_types)
+                    .any(|(v, t)| v.is_null() && !t.nullable)
+                {
+                    // MERGE matches NOT NULL keys with `=`, under which NULL matches nothing.
+                    return Err(EvalError::InvalidInput(
+                        "NULL in a key declared NOT NULL".into(),
+                    ));
+                }
                 let new = match groups.get(key) {
                     Some(old) => add_aux(old, d)?,
                     None => d.to_vec(),

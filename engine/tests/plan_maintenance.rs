@@ -56,6 +56,9 @@ pub const QUERIES: &[&str] = &[
     "SELECT DISTINCT a.g FROM a LEFT JOIN c ON a.x = c.z",
     "SELECT g, sum(x) AS s FROM a GROUP BY g HAVING sum(x) IS NULL OR min(x) > 0",
     "SELECT x, count(*) AS n FROM (SELECT x FROM a UNION ALL SELECT y FROM b) AS u GROUP BY x",
+    "SELECT b.k, count(*) AS n FROM a LEFT JOIN b ON a.g = b.g GROUP BY b.k",
+    "SELECT b.k, min(a.x) AS mn FROM a RIGHT JOIN b ON a.g = b.g GROUP BY b.k",
+    "SELECT a.k, b.k AS bk FROM a LEFT JOIN b ON a.x = b.y WHERE b.k IS NULL",
 ];
 
 fn sources() -> DeltaSources {

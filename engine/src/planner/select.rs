@@ -341,6 +341,7 @@ impl Planner<'_> {
         for join in &twj.joins {
             let (right, rrels) = self.factor(&join.relation)?;
             let la = op.arity();
+            let left_rels = rels.len();
             rels.extend(shift_rels(rrels, la));
             use ast::JoinOperator as J;
             let (kind, constraint) = match &join.join_operator {
@@ -359,6 +360,16 @@ impl Planner<'_> {
                 Some(ast::JoinConstraint::None) => Expr::bool(true),
                 Some(_) => return Err(unsupported("JOIN … USING and NATURAL JOIN")),
             };
+            // The side(s) an outer join pads with NULLs become nullable for everything above.
+            let padded = match kind {
+                JoinKind::Inner => 0..0,
+                JoinKind::Left => left_rels..rels.len(),
+                JoinKind::Right => 0..left_rels,
+                JoinKind::Full => 0..rels.len(),
+            };
+            for rel in &mut rels[padded] {
+                rel.columns.iter_mut().for_each(|c| c.1.nullable = true);
+            }
             op = Operator::Join(Join {
                 kind,
                 left: bx(op),
