@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod explain;
 pub mod expr;
 pub mod maintain;
 pub mod operator;
@@ -18,6 +19,7 @@ pub mod zset;
 
 pub use catalog::{Catalog, ColumnInfo, FunctionInfo, MemoryCatalog, TableInfo, Volatility};
 pub use error::{EngineError, Reason};
+pub use explain::{explain, ExplainFormat};
 pub use operator::{ColType, EvalContext, Operator, Tables};
 pub use plan::{plan, Differentiability, Identity, OutputColumn, Plan, SourceTable};
 pub use render::apply::{apply_sql, delta_query_sql, full_query_sql, RelName};

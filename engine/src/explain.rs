@@ -1,0 +1,220 @@
+//! EXPLAIN rendering of a plan's operator tree as text, JSON and DOT, marking each operator
+//! with how it is maintained (groundwork for `pgtrickle.explain_stream_table`).
+//! Invariant: a plan that is not differentiable is shown as one node marked FULL with its
+//! reason; a differentiable plan marks every node DIFFERENTIAL with its delta strategy.
+
+use serde_json::{json, Value as Json};
+
+use crate::operator::{JoinKind, Operator, SemiMode};
+use crate::plan::{Differentiability, Maintenance, Plan};
+use crate::render::expr::render_expr;
+use crate::render::quote_ident;
+
+/// Output format of `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExplainFormat {
+    Text,
+    Json,
+    Dot,
+}
+
+/// One node of the explain tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    operator: String,
+    detail: String,
+    mode: &'static str,
+    strategy: String,
+    children: Vec<Node>,
+}
+
+fn col(i: usize) -> String {
+    format!("${i}")
+}
+
+fn describe(op: &Operator, root_algebraic: bool) -> Node {
+    let e = |x: &crate::expr::Expr| render_expr(x, &col);
+    let (detail, strategy) = match op {
+        Operator::Scan(s) => (
+            format!(
+                "{}.{} ({})",
+                quote_ident(&s.table.schema),
+                quote_ident(&s.table.name),
+                s.columns
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "change buffer rows, O(|Δ|)".to_string(),
+        ),
+        Operator::DeltaScan(d) => (d.scan.table.name.clone(), "change window".into()),
+        Operator::Filter(f) => (e(&f.predicate), "linear: σ(ΔA), O(|Δ|)".into()),
+        Operator::Project(p) => (
+            p.exprs.iter().map(e).collect::<Vec<_>>().join(", "),
+            "linear: π(ΔA), O(|Δ|)".into(),
+        ),
+        Operator::Join(j) => (
+            format!("{} ON {}", j.kind.sql(), e(&j.on)),
+            match j.kind {
+                JoinKind::Inner => "bilinear: ΔA⋈B + A⋈ΔB − ΔA⋈ΔB".into(),
+                _ => "inner-join delta + anti-join delta of the padded rows".into(),
+            },
+        ),
+        Operator::SemiJoin(s) => (
+            format!(
+                "{} ON {}",
+                match s.mode {
+                    SemiMode::Positive => "SEMI JOIN",
+                    SemiMode::NonPositive => "ANTI JOIN",
+                    SemiMode::Any => "MATCHING",
+                },
+                e(&s.on)
+            ),
+            "ΔA⋉B_before + existence re-checked for rows of A matching ΔB".into(),
+        ),
+        Operator::Aggregate(a) => (
+            format!(
+                "GROUP BY {} AGG {}",
+                a.keys.iter().map(e).collect::<Vec<_>>().join(", "),
+                a.aggs
+                    .iter()
+                    .map(|c| c.func.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            if root_algebraic {
+                "algebraic: aux columns merged, O(|Δ|)".into()
+            } else {
+                "recompute the touched groups".into()
+            },
+        ),
+        Operator::Distinct(_) => (
+            String::new(),
+            if root_algebraic {
+                "counting: __pgt_count merged, O(|Δ|)".into()
+            } else {
+                "counting: recompute the touched rows".into()
+            },
+        ),
+        Operator::UnionAll(_) => (String::new(), "linear: sum of deltas".into()),
+        Operator::SetOp(s) => (
+            format!("{:?}{}", s.kind, if s.all { " ALL" } else { "" }),
+            "counting per row: recompute the touched rows".into(),
+        ),
+        Operator::Negate(_) | Operator::Repeat(_) => (String::new(), "linear".into()),
+        Operator::Consolidate(_) | Operator::Support(_) => (String::new(), "delta helper".into()),
+    };
+    let child_algebraic = root_algebraic && matches!(op, Operator::Project(_));
+    Node {
+        operator: op.name().to_string(),
+        detail,
+        mode: "DIFFERENTIAL",
+        strategy,
+        children: op
+            .children()
+            .into_iter()
+            .map(|c| describe(c, child_algebraic && matches!(c, Operator::Aggregate(_))))
+            .collect(),
+    }
+}
+
+fn tree(plan: &Plan) -> Node {
+    match (&plan.differentiability, &plan.tree) {
+        (Differentiability::Differential, Some(op)) => {
+            let algebraic = matches!(plan.maintenance, Maintenance::Grouped(_));
+            let mut root = describe(op, algebraic);
+            if algebraic && matches!(op, Operator::Distinct(_)) {
+                root.strategy = "counting: __pgt_count merged, O(|Δ|)".into();
+            }
+            root
+        }
+        (Differentiability::NotDifferentiable(reason), _) => Node {
+            operator: "Query".into(),
+            detail: String::new(),
+            mode: "FULL",
+            strategy: reason.to_string(),
+            children: Vec::new(),
+        },
+        (Differentiability::Differential, None) => Node {
+            operator: "Query".into(),
+            detail: String::new(),
+            mode: "FULL",
+            strategy: "no operator tree".into(),
+            children: Vec::new(),
+        },
+    }
+}
+
+fn text(node: &Node, depth: usize, out: &mut String) {
+    let pad = "  ".repeat(depth);
+    let arrow = if depth == 0 { "" } else { "-> " };
+    let detail = if node.detail.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", node.detail)
+    };
+    out.push_str(&format!(
+        "{pad}{arrow}{}{detail} [{}: {}]\n",
+        node.operator, node.mode, node.strategy
+    ));
+    node.children.iter().for_each(|c| text(c, depth + 1, out));
+}
+
+fn to_json(node: &Node) -> Json {
+    json!({
+        "Node Type": node.operator,
+        "Detail": node.detail,
+        "Mode": node.mode,
+        "Strategy": node.strategy,
+        "Plans": node.children.iter().map(to_json).collect::<Vec<_>>(),
+    })
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn dot(node: &Node, next: &mut usize, out: &mut String) -> usize {
+    let id = *next;
+    *next += 1;
+    let color = if node.mode == "FULL" {
+        "red"
+    } else {
+        "darkgreen"
+    };
+    out.push_str(&format!(
+        "  n{id} [label=\"{}\\n{}\\n{}: {}\", color={color}];\n",
+        dot_escape(&node.operator),
+        dot_escape(&node.detail),
+        node.mode,
+        dot_escape(&node.strategy)
+    ));
+    for c in &node.children {
+        let child = dot(c, next, out);
+        out.push_str(&format!("  n{child} -> n{id};\n"));
+    }
+    id
+}
+
+/// Renders the plan's operator tree in `format`.
+pub fn explain(plan: &Plan, format: ExplainFormat) -> String {
+    let root = tree(plan);
+    match format {
+        ExplainFormat::Text => {
+            let mut out = String::new();
+            text(&root, 0, &mut out);
+            out
+        }
+        ExplainFormat::Json => {
+            serde_json::to_string_pretty(&json!([{ "Plan": to_json(&root) }])).unwrap_or_default()
+        }
+        ExplainFormat::Dot => {
+            let mut out = String::from("digraph stream_table {\n  node [shape=box];\n");
+            let mut next = 0;
+            dot(&root, &mut next, &mut out);
+            out.push_str("}\n");
+            out
+        }
+    }
+}

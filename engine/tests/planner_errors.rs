@@ -1,0 +1,193 @@
+//! Claims about planning errors (SQLSTATEs), "not differentiable" reasons, identities and
+//! explain output.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+#[path = "support/db.rs"]
+mod db;
+
+use engine::{explain, plan, Differentiability, EngineError, ExplainFormat, Identity, Reason};
+
+fn error(sql: &str) -> EngineError {
+    match plan(sql, &db::catalog()) {
+        Err(e) => e,
+        Ok(p) => panic!("{sql} planned: {:?}", p.differentiability),
+    }
+}
+
+fn reason(sql: &str) -> Reason {
+    match plan(sql, &db::catalog()).unwrap().differentiability {
+        Differentiability::NotDifferentiable(r) => r,
+        Differentiability::Differential => panic!("{sql} is differential"),
+    }
+}
+
+#[test]
+fn planning_errors_carry_postgres_sqlstates() {
+    let cases = [
+        ("SELEC k FROM a", "42601"),
+        ("SELECT k FROM nowhere", "42P01"),
+        ("SELECT nope FROM a", "42703"),
+        ("SELECT k FROM a JOIN b ON a.g = b.g", "42702"),
+        ("SELECT a.k FROM a JOIN a ON true", "42712"),
+        ("SELECT k, k FROM a", "42701"),
+        ("SELECT no_such_fn(k) FROM a", "42883"),
+        ("SELECT k FROM a WHERE x = 'text'::text", "42804"),
+        ("SELECT g, x FROM a GROUP BY g", "42803"),
+        ("INSERT INTO a VALUES (1, 2, 3)", "0A000"),
+    ];
+    for (sql, state) in cases {
+        assert_eq!(error(sql).sqlstate(), state, "{sql}: {}", error(sql));
+    }
+}
+
+#[test]
+fn unsupported_constructs_are_not_differentiable_with_a_typed_reason() {
+    assert!(matches!(
+        reason("SELECT k, random() AS r FROM a"),
+        Reason::VolatileFunction { .. }
+    ));
+    assert!(matches!(
+        reason("SELECT k, now() AS t FROM a"),
+        Reason::VolatileFunction { .. }
+    ));
+    assert!(matches!(
+        reason("SELECT k FROM a ORDER BY k LIMIT 3"),
+        Reason::LimitOrOffset
+    ));
+    assert!(matches!(
+        reason("SELECT k, row_number() OVER (ORDER BY k) AS n FROM a"),
+        Reason::WindowFunction { .. }
+    ));
+    assert!(matches!(
+        reason("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r"),
+        Reason::RecursiveCte
+    ));
+    assert!(matches!(
+        reason("SELECT string_agg(CAST(x AS text), ',') AS s FROM a"),
+        Reason::OrderSensitiveAggregate { .. }
+    ));
+    assert!(matches!(
+        reason("SELECT k FROM a WHERE x > (SELECT min(y) FROM b)"),
+        Reason::SubqueryInExpression
+    ));
+    assert!(matches!(
+        reason("SELECT DISTINCT ON (g) g, x FROM a"),
+        Reason::DistinctOn
+    ));
+    assert!(matches!(
+        reason("SELECT k FROM generate_series(1, 3) AS k"),
+        Reason::LateralOrTableFunction
+    ));
+}
+
+#[test]
+fn not_differentiable_reasons_read_not_differentiable() {
+    let r = reason("SELECT k FROM a LIMIT 1");
+    assert!(r.to_string().starts_with("not differentiable: "), "{r}");
+    assert_eq!(EngineError::NotDifferentiable(r).sqlstate(), "0A000");
+}
+
+#[test]
+fn order_by_without_limit_is_ignored() {
+    assert!(plan("SELECT k, x FROM a ORDER BY x", &db::catalog())
+        .unwrap()
+        .is_differential());
+}
+
+#[test]
+fn identity_is_exact_key_columns_or_multiplicity() {
+    let cat = db::catalog();
+    let id = |sql: &str| plan(sql, &cat).unwrap().identity;
+    assert_eq!(
+        id("SELECT k, x FROM a"),
+        Identity::Key {
+            columns: vec!["k".into()]
+        }
+    );
+    assert_eq!(
+        id("SELECT x FROM a"),
+        Identity::Key {
+            columns: vec!["__pgt_id_0".into()]
+        }
+    );
+    assert_eq!(
+        id("SELECT a.x, b.y FROM a JOIN b ON a.g = b.g"),
+        Identity::Key {
+            columns: vec!["__pgt_id_0".into(), "__pgt_id_1".into()]
+        }
+    );
+    assert_eq!(
+        id("SELECT g, count(*) AS n FROM a GROUP BY g"),
+        Identity::Key {
+            columns: vec!["g".into()]
+        }
+    );
+    assert_eq!(id("SELECT count(*) AS n FROM a"), Identity::Single);
+    assert_eq!(
+        id("SELECT v FROM d"),
+        Identity::Multiplicity {
+            count_column: "__pgt_count".into(),
+            duplicates: true
+        }
+    );
+    assert_eq!(
+        id("SELECT DISTINCT v FROM d"),
+        Identity::Multiplicity {
+            count_column: "__pgt_count".into(),
+            duplicates: false
+        }
+    );
+}
+
+#[test]
+fn sources_list_only_the_columns_the_query_uses_plus_keys() {
+    let p = plan("SELECT x FROM a WHERE g > 1", &db::catalog()).unwrap();
+    assert_eq!(p.sources.len(), 1);
+    assert_eq!(p.sources[0].columns, vec!["k", "x", "g"]);
+    let p = plan("SELECT count(*) AS n FROM c", &db::catalog()).unwrap();
+    assert_eq!(p.sources[0].columns, vec!["k"]);
+}
+
+#[test]
+fn hidden_aggregate_columns_are_prefixed() {
+    let p = plan(
+        "SELECT g, sum(x) AS s, avg(x) AS a FROM a GROUP BY g",
+        &db::catalog(),
+    )
+    .unwrap();
+    let hidden: Vec<String> = p.hidden.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(
+        hidden,
+        vec![
+            "__pgt_count",
+            "__pgt_sum_0",
+            "__pgt_cnt_0",
+            "__pgt_sum_1",
+            "__pgt_cnt_1"
+        ]
+    );
+    assert_eq!(p.columns[1].type_name, "int8");
+    assert_eq!(p.columns[2].type_name, "numeric");
+}
+
+#[test]
+fn explain_marks_differential_operators_and_full_fallbacks() {
+    let cat = db::catalog();
+    let p = plan(
+        "SELECT a.g, count(*) AS n FROM a JOIN b ON a.g = b.g GROUP BY a.g",
+        &cat,
+    )
+    .unwrap();
+    let text = explain(&p, ExplainFormat::Text);
+    assert!(
+        text.contains("Aggregate") && text.contains("DIFFERENTIAL: algebraic"),
+        "{text}"
+    );
+    assert!(text.contains("bilinear"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&explain(&p, ExplainFormat::Json)).unwrap();
+    assert_eq!(json[0]["Plan"]["Node Type"], "Project");
+    assert!(explain(&p, ExplainFormat::Dot).starts_with("digraph"));
+    let full = plan("SELECT k FROM a LIMIT 2", &cat).unwrap();
+    let text = explain(&full, ExplainFormat::Text);
+    assert!(text.contains("FULL: not differentiable: LIMIT"), "{text}");
+}
