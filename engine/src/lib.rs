@@ -2,6 +2,16 @@
 //! Z-sets, derives delta plans and renders deterministic SQL. Pure Rust: no pgrx, no I/O, no
 //! clock. Invariant upheld crate-wide: for every differentiable plan, the delta plan evaluated
 //! over the post-change state equals recompute-after minus recompute-before (DESIGN §3).
+//!
+//! How the extension uses it:
+//! 1. `plan(query, &catalog)` → `Plan` (or an `EngineError` with `sqlstate()`); check
+//!    `plan.differentiability`; create the storage table from `plan.storage_columns()` (or
+//!    with `CREATE TABLE … AS full_query_sql(&plan) WITH NO DATA` for exact type modifiers);
+//!    capture `plan.sources[i].columns` of every source in its change buffer.
+//! 2. Initial load / FULL refresh: `INSERT INTO storage full_query_sql(&plan)`.
+//! 3. DIFFERENTIAL refresh: materialise `delta_query_sql(&plan, &sources)` once (a temp
+//!    table), then run `apply_sql(&plan, &storage, &delta)` in order.
+//! 4. `explain(&plan, format)` for `explain_stream_table`.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
