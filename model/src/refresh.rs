@@ -1,17 +1,20 @@
 //! Refresh protocol: writer transactions take change ids from a sequence and commit out of id
 //! order (or abort); capture triggers append their changes, tagged with the writer's xid, to one
-//! change buffer shared by two stream tables; each refresh consumes the rows past its frontier;
-//! cleanup deletes buffer rows every dependent has consumed.
+//! change buffer shared by two stream tables; each refresh consumes the rows past its frontier
+//! and reads the source; cleanup deletes buffer rows every dependent has consumed.
 //!
 //! Checks INV-1 (stream table = query at the refresh snapshot), INV-2 (no change consumed twice
 //! or lost) and INV-3 (cleanup only after all dependents consumed). With [`Frontier::Snapshot`]
-//! all three hold; with [`Frontier::IdRange`] the checker finds the lost change.
+//! and [`SourceRead::RefreshSnapshot`] all three hold; with [`Frontier::IdRange`] the checker
+//! finds the lost change; with [`SourceRead::LatestCommitted`] it finds the join stream table
+//! counting a change that its frontier has not consumed yet.
 //!
-//! A refresh is one atomic step. That is sound: a refresh reads the buffer and the sources only
-//! through its snapshot, and writes only its stream table and its frontier, which nothing else
-//! writes (one refresher per stream table holds its lock). Cleanup reads committed frontiers, so
-//! a cleanup overlapping a refresh reads the older frontier and deletes a subset of what it could
-//! delete after the refresh; buffer rows deleted after the refresh's snapshot stay visible to it.
+//! A refresh is two steps: it begins (takes its snapshot S_new) and later finishes (consumes the
+//! buffer rows, reads the source, applies, commits its frontier); writers, cleanup and the other
+//! stream table's refresh interleave between them. Under MVCC everything the refresh reads
+//! through S_new is fixed when S_new is taken, so the finish step evaluates against S_new; buffer
+//! rows are physically deleted by cleanup in this spec, which is conservative (a refresh would
+//! still see them in S_new) and INV-3 shows cleanup never deletes a row a refresh still needs.
 
 use crate::zset::ZSet;
 use stateright::{Model, Property};
@@ -30,6 +33,17 @@ pub enum Frontier {
     IdRange,
 }
 
+/// Which snapshot a refresh reads the source tables in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SourceRead {
+    /// pg_trickle's design: the snapshot whose visibility defines the consumed rows (one
+    /// REPEATABLE READ snapshot for the whole refresh).
+    RefreshSnapshot,
+    /// The naive design: a READ COMMITTED statement snapshot taken when the source is read,
+    /// which may include commits the buffer read did not.
+    LatestCommitted,
+}
+
 /// Sizes and protocol variant of the refresh spec.
 #[derive(Clone, Debug)]
 pub struct RefreshModel {
@@ -41,6 +55,8 @@ pub struct RefreshModel {
     pub values: u8,
     /// The frontier the refreshes use.
     pub frontier: Frontier,
+    /// The snapshot the refreshes read the source in.
+    pub source_read: SourceRead,
 }
 
 /// Where a writer transaction is in its life.
@@ -82,7 +98,9 @@ pub struct Change {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StreamTable {
     /// Its stored rows.
-    pub contents: ZSet<u8>,
+    pub contents: ZSet<Vec<u8>>,
+    /// Snapshot of a refresh that has begun and not finished (bit per committed xid).
+    pub refreshing: Option<u8>,
     /// Committed-transaction set (bit per xid) of the snapshot its last refresh ran in: the
     /// frontier itself under [`Frontier::Snapshot`], bookkeeping for the invariants otherwise.
     pub snapshot: u8,
@@ -128,8 +146,10 @@ pub enum RefreshAction {
     Commit(u8),
     /// The transaction rolls back.
     Abort(u8),
-    /// Stream table `i` refreshes in a fresh snapshot.
-    Refresh(u8),
+    /// A refresh of stream table `i` begins: it takes its snapshot.
+    BeginRefresh(u8),
+    /// The refresh of stream table `i` consumes, reads the source, applies and commits.
+    FinishRefresh(u8),
     /// Buffer cleanup deletes the rows every stream table has consumed.
     Cleanup,
 }
@@ -139,12 +159,28 @@ fn visible(xid: u8, snapshot: u8) -> bool {
     snapshot & (1 << xid) != 0
 }
 
-/// The defining query of stream table `st`: ST 0 is `SELECT v FROM src`, ST 1 is
-/// `SELECT v FROM src WHERE v = 0`. Both are linear, so Δquery = query(Δ).
-fn query(st: usize, rows: &ZSet<u8>) -> ZSet<u8> {
+/// `R ⋈ S` on the row value, output rows `[v, v]`.
+fn self_join(r: &ZSet<u8>, s: &ZSet<u8>) -> ZSet<Vec<u8>> {
+    r.join(s, |v| *v, |v| *v, |a, b| vec![*a, *b])
+}
+
+/// The defining query of stream table `st` over the source: ST 0 is `SELECT v FROM src`
+/// (linear), ST 1 is `SELECT a.v, b.v FROM src a JOIN src b USING (v)` (bilinear).
+pub fn query(st: usize, src: &ZSet<u8>) -> ZSet<Vec<u8>> {
     match st {
-        0 => rows.clone(),
-        _ => rows.filter(|v| *v == 0),
+        0 => src.iter().map(|(v, w)| (vec![*v], w)).collect(),
+        _ => self_join(src, src),
+    }
+}
+
+/// The change of `query(st)` given the source change `delta` and the post-change source `post`
+/// (INV-4 rule): linear for ST 0, `ΔA⋈A' + A'⋈ΔA − ΔA⋈ΔA` for ST 1.
+fn query_delta(st: usize, delta: &ZSet<u8>, post: &ZSet<u8>) -> ZSet<Vec<u8>> {
+    match st {
+        0 => query(0, delta),
+        _ => self_join(delta, post)
+            .plus(&self_join(post, delta))
+            .minus(&self_join(delta, delta)),
     }
 }
 
@@ -203,8 +239,7 @@ impl RefreshModel {
         }
     }
 
-    fn refresh(&self, s: &mut RefreshState, st: usize) {
-        let snapshot = s.committed;
+    fn finish_refresh(&self, s: &mut RefreshState, st: usize, snapshot: u8) {
         let (picked, last_max) = self.rows_to_consume(s, st, snapshot);
         let mut delta = ZSet::new();
         let mut max_consumed = 0;
@@ -218,17 +253,23 @@ impl RefreshModel {
             }
             table.consumed |= 1 << c.id;
         }
+        let source = match self.source_read {
+            SourceRead::RefreshSnapshot => s.source_in(snapshot),
+            SourceRead::LatestCommitted => s.source_in(s.committed),
+        };
         let table = &mut s.stream_tables[st];
-        table.contents = table.contents.plus(&query(st, &delta));
+        table.contents = table.contents.plus(&query_delta(st, &delta, &source));
         table.snapshot = snapshot;
         table.last_max = last_max;
-        // Bookkeeping for the reachability property: open writers holding a lower id.
-        for (xid, txn) in s.txns.iter().enumerate() {
+        table.refreshing = None;
+        // Bookkeeping for the reachability property: writers not yet committed in the snapshot
+        // that hold a lower id than one this refresh consumed.
+        for (xid, txn) in (0u8..).zip(&s.txns) {
             let holds_lower = s
                 .changes
                 .iter()
-                .any(|c| usize::from(c.xid) == xid && c.id < max_consumed);
-            if txn.status == TxnStatus::Open && holds_lower {
+                .any(|c| c.xid == xid && c.id < max_consumed);
+            if txn.status != TxnStatus::Aborted && !visible(xid, snapshot) && holds_lower {
                 s.overtaken |= 1 << xid;
             }
         }
@@ -261,6 +302,7 @@ impl Model for RefreshModel {
         assert!(u32::from(self.txns) * u32::from(self.writes_max) < 64);
         let empty = StreamTable {
             contents: ZSet::new(),
+            refreshing: None,
             snapshot: 0,
             last_max: 0,
             consumed: 0,
@@ -308,8 +350,11 @@ impl Model for RefreshModel {
                 actions.push(RefreshAction::Abort(xid));
             }
         }
-        for st in 0..STREAM_TABLES as u8 {
-            actions.push(RefreshAction::Refresh(st));
+        for (st, table) in (0u8..).zip(&s.stream_tables) {
+            actions.push(match table.refreshing {
+                None => RefreshAction::BeginRefresh(st),
+                Some(_) => RefreshAction::FinishRefresh(st),
+            });
         }
         actions.push(RefreshAction::Cleanup);
     }
@@ -337,7 +382,15 @@ impl Model for RefreshModel {
                 s.txns[usize::from(txn)].status = TxnStatus::Aborted;
                 s.changes.retain(|c| c.xid != txn);
             }
-            RefreshAction::Refresh(st) => self.refresh(&mut s, usize::from(st)),
+            RefreshAction::BeginRefresh(st) => {
+                s.stream_tables[usize::from(st)].refreshing = Some(s.committed);
+            }
+            RefreshAction::FinishRefresh(st) => {
+                let st = usize::from(st);
+                if let Some(snapshot) = s.stream_tables[st].refreshing {
+                    self.finish_refresh(&mut s, st, snapshot);
+                }
+            }
             RefreshAction::Cleanup => self.cleanup(&mut s),
         }
         (s != *last).then_some(s)
