@@ -1,16 +1,35 @@
 -- The pg_trickle demo scenario, run by ci/demo against a fresh database `demo`.
 CREATE EXTENSION pg_trickle;
-
--- What the extension installed: its version and its schemas.
 SELECT pgtrickle.version() AS pg_trickle_version;
-SELECT nspname AS schema, pg_get_userbyid(nspowner) AS owner
-  FROM pg_namespace WHERE nspname LIKE 'pgtrickle%' ORDER BY 1;
 
--- The SQL API available in this build.
-SELECT p.proname || '(' || pg_get_function_arguments(p.oid) || ')' AS function,
-       pg_get_function_result(p.oid) AS returns
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE n.nspname = 'pgtrickle' ORDER BY 1;
+-- Two source tables.
+CREATE TABLE customers (id int PRIMARY KEY, region text NOT NULL);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, amount numeric(10,2) NOT NULL);
+INSERT INTO customers VALUES (1, 'emea'), (2, 'americas'), (3, 'apac');
+INSERT INTO orders SELECT g, 1 + g % 3, (g % 50) + 0.99 FROM generate_series(1, 10000) g;
 
--- The library is loaded from shared_preload_libraries.
-SHOW shared_preload_libraries;
+-- A join + aggregate stream table, maintained differentially (AUTO picks DIFFERENTIAL).
+SELECT pgtrickle.create_stream_table(
+  'revenue_by_region',
+  $$SELECT c.region, count(*) AS orders, sum(o.amount) AS revenue
+      FROM orders o JOIN customers c ON c.id = o.customer_id
+     GROUP BY c.region$$);
+SELECT region, orders, revenue FROM revenue_by_region ORDER BY region;
+
+-- Writes to both sources: new orders, a deleted order, a customer moving region.
+INSERT INTO orders VALUES (10001, 2, 1000.00), (10002, 3, 250.50);
+DELETE FROM orders WHERE id = 1;
+UPDATE customers SET region = 'emea' WHERE id = 3;
+
+-- Refresh applies only the change, then the stream table equals its query again.
+SELECT pgtrickle.refresh_stream_table('revenue_by_region');
+SELECT region, orders, revenue FROM revenue_by_region ORDER BY region;
+SELECT c.region, count(*) AS orders, sum(o.amount) AS revenue
+  FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region ORDER BY 1;
+
+-- A query the engine cannot maintain differentially: AUTO falls back to FULL and says why.
+SELECT pgtrickle.create_stream_table('sampled', 'SELECT id, random() AS r FROM customers');
+
+-- Status and refresh history.
+SELECT name, refresh_mode, effective_mode, status, is_populated FROM pgtrickle.pgt_status();
+SELECT action, reason, delta_rows FROM pgtrickle.get_refresh_history('revenue_by_region');

@@ -18,6 +18,11 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     -- What AUTO resolved to, and why FULL when it did.
     effective_mode      text NOT NULL CHECK (effective_mode IN ('DIFFERENTIAL', 'FULL', 'IMMEDIATE')),
     full_reason         text,
+    -- 'plan': storage has the engine's layout (user + hidden columns), so the mode can switch
+    -- between FULL and DIFFERENTIAL; 'query': the plain query result (FULL only).
+    storage_layout      text NOT NULL CHECK (storage_layout IN ('plan', 'query')),
+    -- Set when the next refresh must be FULL whatever the change window holds.
+    needs_full_reason   text,
     status              text NOT NULL DEFAULT 'ACTIVE'
                         CHECK (status IN ('ACTIVE', 'SUSPENDED', 'ERROR')),
     is_populated        boolean NOT NULL DEFAULT false,
@@ -52,6 +57,7 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
     reason          text,
     rows_inserted   bigint,
     rows_deleted    bigint,
+    delta_rows      bigint,
     error_sqlstate  text,
     error_message   text
 );

@@ -205,7 +205,7 @@ $pgt$"#
         ("__pgt_capture_trunc", "TRUNCATE", ""),
     ];
     for (name, event, referencing) in specs {
-        Spi::run(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"))?;
+        drop_trigger(source, name, &table)?;
         Spi::run(&format!(
             "CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} \
              FOR EACH STATEMENT EXECUTE FUNCTION {func}()"
@@ -227,14 +227,42 @@ pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
             "__pgt_capture_del",
             "__pgt_capture_trunc",
         ] {
-            Spi::run(&format!("DROP TRIGGER IF EXISTS {name} ON {table}"))?;
+            drop_trigger(source, name, &table)?;
         }
     }
-    Spi::run(&format!(
-        "DROP FUNCTION IF EXISTS {}()",
-        capture_function_name(source)
-    ))?;
-    Spi::run(&format!("DROP TABLE IF EXISTS {}", buffer_name(source)))?;
+    let func = format!("{}()", capture_function_name(source));
+    let has_func = Spi::get_one::<bool>(&format!(
+        "SELECT to_regprocedure({}) IS NOT NULL",
+        quote_literal(&func)
+    ))?
+    .unwrap_or(false);
+    if has_func {
+        Spi::run(&format!("DROP FUNCTION {func}"))?;
+    }
+    let buffer = buffer_name(source);
+    let has_buffer = Spi::get_one::<bool>(&format!(
+        "SELECT to_regclass({}) IS NOT NULL",
+        quote_literal(&buffer)
+    ))?
+    .unwrap_or(false);
+    if has_buffer {
+        Spi::run(&format!("DROP TABLE {buffer}"))?;
+    }
+    Ok(())
+}
+
+/// Drops trigger `name` on `source` if it is there (checked first: the NOTICE of the
+/// conditional form would reach the client).
+fn drop_trigger(source: pg_sys::Oid, name: &str, table: &str) -> Result<(), PgTrickleError> {
+    let exists = Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = {} AND tgname = {})",
+        source.to_u32(),
+        quote_literal(name)
+    ))?
+    .unwrap_or(false);
+    if exists {
+        Spi::run(&format!("DROP TRIGGER {name} ON {table}"))?;
+    }
     Ok(())
 }
 
@@ -242,7 +270,7 @@ pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
 /// (INV-3). A dependent that never refreshed consumed nothing, so nothing is deleted for it.
 pub fn cleanup(source: pg_sys::Oid) -> Result<u64, PgTrickleError> {
     let consumed = frontier::consumed_by_columns(
-        "b",
+        "b.",
         "s.frontier_snapshot",
         "s.frontier_xid",
         "s.frontier_seq",
@@ -361,8 +389,9 @@ mod tests {
         ensure_capture(src, &["id".into()]).unwrap();
         Spi::run(
             "INSERT INTO pgtrickle.pgt_stream_tables \
-             (pgt_relid, pgt_schema, pgt_name, defining_query, effective_mode) \
-             VALUES (1, 'public', 'st1', 'SELECT 1', 'FULL'), (2, 'public', 'st2', 'SELECT 1', 'FULL')",
+             (pgt_relid, pgt_schema, pgt_name, defining_query, effective_mode, storage_layout) \
+             VALUES (1, 'public', 'st1', 'SELECT 1', 'FULL', 'query'), \
+             (2, 'public', 'st2', 'SELECT 1', 'FULL', 'query')",
         )
         .unwrap();
         Spi::run(&format!(

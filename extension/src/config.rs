@@ -9,6 +9,9 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pg_trickle.cdc_paused`: capture triggers skip row capture and leave a marker that makes
 /// every dependent's next refresh FULL (plan A07).
 pub static CDC_PAUSED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pg_trickle.force_full_refresh`: every refresh runs FULL while set (plan A08).
+pub static FORCE_FULL_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Registers the GUCs. Called from `_PG_init` in every process that loads the library.
 pub(crate) fn define() {
     GucRegistry::define_bool_guc(
@@ -29,4 +32,17 @@ pub(crate) fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.force_full_refresh",
+        c"Makes every refresh FULL, whatever each stream table's mode.",
+        c"For diagnosis: overrides the refresh mode of every stream table while set; each \
+          such refresh says so in a NOTICE and in its history row.",
+        &FORCE_FULL_REFRESH,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+pub(crate) fn force_full_refresh() -> bool {
+    FORCE_FULL_REFRESH.get()
 }

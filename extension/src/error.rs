@@ -10,6 +10,12 @@ use pgrx::prelude::*;
 pub enum PgTrickleError {
     #[error("stream table \"{0}\" does not exist")]
     UnknownStreamTable(String),
+    #[error("invalid name syntax: \"{0}\"")]
+    InvalidName(String),
+    #[error("{0} must run in a READ COMMITTED transaction")]
+    NeedsReadCommitted(&'static str),
+    #[error("refresh mode \"{0}\" is not supported yet")]
+    ModeNotSupported(String),
     #[error("relation \"{0}\" already exists")]
     AlreadyExists(String),
     #[error("invalid value for parameter \"{param}\": \"{value}\"")]
@@ -24,8 +30,6 @@ pub enum PgTrickleError {
     NotDifferentiable { name: String, reason: String },
     #[error("cannot modify stream table \"{0}\" directly")]
     DirectWrite(String),
-    #[error("pg_trickle is disabled")]
-    Disabled,
     #[error("{message}")]
     Spi {
         sqlstate: String,
@@ -48,12 +52,14 @@ impl PgTrickleError {
     pub fn sqlstate(&self) -> String {
         match self {
             PgTrickleError::UnknownStreamTable(_) => "42P01".into(),
+            PgTrickleError::InvalidName(_) => "42602".into(),
+            PgTrickleError::NeedsReadCommitted(_) => "25000".into(),
+            PgTrickleError::ModeNotSupported(_) => "0A000".into(),
             PgTrickleError::AlreadyExists(_) => "42P07".into(),
             PgTrickleError::InvalidParameter { .. } => "22023".into(),
             PgTrickleError::Engine(e) => e.sqlstate().into(),
             PgTrickleError::NotDifferentiable { .. } => "0A000".into(),
             PgTrickleError::DirectWrite(_) => "42809".into(),
-            PgTrickleError::Disabled => "55000".into(),
             PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
             PgTrickleError::Internal(_) => "XX000".into(),
         }
@@ -73,8 +79,16 @@ impl PgTrickleError {
             PgTrickleError::DirectWrite(_) => Some(
                 "Stream tables are written only by their refreshes; change their sources.".into(),
             ),
-            PgTrickleError::Disabled => Some("SET pg_trickle.enabled = on".into()),
+            PgTrickleError::NeedsReadCommitted(_) => Some(
+                "Its capture triggers must be in place before the snapshot that populates the \
+                 stream table is taken; a REPEATABLE READ transaction took its snapshot earlier."
+                    .into(),
+            ),
+            PgTrickleError::ModeNotSupported(_) => {
+                Some("Use 'AUTO', 'DIFFERENTIAL' or 'FULL'.".into())
+            }
             PgTrickleError::UnknownStreamTable(_)
+            | PgTrickleError::InvalidName(_)
             | PgTrickleError::AlreadyExists(_)
             | PgTrickleError::Engine(_)
             | PgTrickleError::Spi { .. }
@@ -119,7 +133,8 @@ pub fn classify_sqlstate(sqlstate: &str) -> Retry {
 }
 
 /// Decodes PostgreSQL's packed SQLSTATE (six bits per character) into its five characters.
-pub fn code_to_sqlstate(code: PgSqlErrorCode) -> String {
+#[cfg(test)]
+fn code_to_sqlstate(code: PgSqlErrorCode) -> String {
     let packed = code as i64;
     (0..5)
         .map(|i| char::from(((packed >> (6 * i)) & 0x3F) as u8 + b'0'))

@@ -42,7 +42,8 @@ pub fn capture_sql(buffers: &[String]) -> String {
     format!("pg_current_snapshot()::text, pg_current_xact_id()::text, {own_max}")
 }
 
-/// Boolean SQL: the buffer row aliased `alias` was consumed by `frontier`.
+/// Boolean SQL: the buffer row was consumed by `frontier`. `alias` prefixes column names: `""`
+/// for unqualified columns or `"b."`.
 pub fn consumed_sql(alias: &str, frontier: &Frontier) -> String {
     consumed_by_columns(
         alias,
@@ -57,19 +58,23 @@ pub fn consumed_sql(alias: &str, frontier: &Frontier) -> String {
 /// means nothing consumed.
 pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
     format!(
-        "coalesce((pg_visible_in_snapshot({alias}.__pgt_xid, {snapshot}) \
-         AND {alias}.__pgt_xid <> {xid}) \
-         OR ({alias}.__pgt_xid = {xid} AND {alias}.__pgt_seq <= {seq}), false)"
+        "coalesce((pg_visible_in_snapshot({alias}__pgt_xid, {snapshot}) \
+         AND {alias}__pgt_xid <> {xid}) \
+         OR ({alias}__pgt_xid = {xid} AND {alias}__pgt_seq <= {seq}), false)"
     )
 }
 
 /// Boolean SQL selecting the change window of a refresh whose previous frontier is `old`:
-/// rows the refresh statement can see (MVCC) that `old` did not consume. The `xmin` bound lets
-/// the buffer's xid index skip rows every earlier refresh consumed.
+/// rows the refresh statement can see (MVCC) that `old` did not consume. The lower bound lets
+/// the buffer's xid index skip rows every earlier refresh consumed: an xid below the old
+/// snapshot's xmin had finished by then (consumed if committed), unless it is the old
+/// refresh's own transaction, which may have written more after refreshing.
 pub fn window_sql(alias: &str, old: &Frontier) -> String {
     format!(
-        "{alias}.__pgt_xid >= pg_snapshot_xmin({snap}::pg_snapshot) AND NOT {consumed}",
+        "{alias}__pgt_xid >= least(pg_snapshot_xmin({snap}::pg_snapshot), {xid}::xid8) \
+         AND NOT {consumed}",
         snap = quote_literal(&old.snapshot),
+        xid = quote_literal(&old.xid),
         consumed = consumed_sql(alias, old)
     )
 }
@@ -88,10 +93,10 @@ mod tests {
 
     #[test]
     fn window_excludes_rows_consumed_by_snapshot_or_own_sequence() {
-        let w = window_sql("c", &f());
+        let w = window_sql("c.", &f());
         assert_eq!(
             w,
-            "c.__pgt_xid >= pg_snapshot_xmin('10:20:12,15'::pg_snapshot) AND NOT \
+            "c.__pgt_xid >= least(pg_snapshot_xmin('10:20:12,15'::pg_snapshot), '21'::xid8) AND NOT \
              coalesce((pg_visible_in_snapshot(c.__pgt_xid, '10:20:12,15'::pg_snapshot) \
              AND c.__pgt_xid <> '21'::xid8) OR (c.__pgt_xid = '21'::xid8 AND c.__pgt_seq <= 7), false)"
         );

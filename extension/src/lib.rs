@@ -4,18 +4,18 @@
 
 use pgrx::prelude::*;
 
-// The refresh machinery below lands ahead of the SQL API that drives it (next step of the
-// "stream tables" work); until then only its tests call it.
-#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
+mod api;
 mod catalog;
-#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 mod cdc;
 mod config;
-#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 mod error;
-#[cfg_attr(not(any(test, feature = "pg_test")), allow(dead_code))]
 mod frontier;
+mod pgcatalog;
 mod preload;
+mod refresh;
+mod schedule;
+mod storage;
+mod stream_table;
 
 ::pgrx::pg_module_magic!(name, version);
 

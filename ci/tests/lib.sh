@@ -1,0 +1,61 @@
+# ci/tests/lib.sh — helpers for the psql-driven integration tests (sourced).
+# Each test gets its own database in the cluster named by $CLUSTER.
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+PG="$ROOT/ci/pg"
+checks=0
+
+# psql against $DB, tuples only, stop on error.
+q() { "$PG" psql "$CLUSTER" -d "$DB" -X -Atq -v ON_ERROR_STOP=1 "$@"; }
+
+fresh_db() {
+  DB=$1
+  "$PG" psql "$CLUSTER" -Atq -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" -c "CREATE DATABASE \"$DB\""
+  q -c 'CREATE EXTENSION pg_trickle'
+}
+
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+# expect_eq SQL WANT — the query's output (tuples only, | separated) equals WANT.
+expect_eq() {
+  local got
+  got=$(q -c "$1" 2>&1) || die "$1 failed: $got"
+  [ "$got" = "$2" ] || die "$1
+  want: $2
+  got:  $got"
+  checks=$((checks + 1))
+}
+
+# expect_error SQLSTATE SQL — the statement fails with that SQLSTATE.
+expect_error() {
+  local out
+  out=$(q -v VERBOSITY=verbose -c "$2" 2>&1) && die "$2 succeeded, want SQLSTATE $1"
+  grep -q "ERROR:  $1:" <<<"$out" || die "$2: want SQLSTATE $1, got: $out"
+  checks=$((checks + 1))
+}
+
+# expect_notice TEXT SQL... — running the statements prints a NOTICE containing TEXT.
+expect_notice() {
+  local want=$1 out
+  shift
+  out=$(q "${@/#/-c}" 2>&1) || die "$* failed: $out"
+  grep -qF "NOTICE:  $want" <<<"$out" || die "$*: want NOTICE '$want', got: $out"
+  checks=$((checks + 1))
+}
+
+# no_notice SQL... — the statements print no NOTICE at all.
+no_notice() {
+  local out
+  out=$(q "${@/#/-c}" 2>&1) || die "$* failed: $out"
+  if grep -q "NOTICE" <<<"$out"; then die "$*: unexpected notice: $out"; fi
+  checks=$((checks + 1))
+}
+
+# same_as_query ST QUERY — the stream table's user columns equal QUERY as multisets.
+same_as_query() {
+  local cols
+  cols=$(q -c "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+               WHERE attrelid = '$1'::regclass AND attnum > 0 AND NOT attisdropped
+               AND attname NOT LIKE '\_\_pgt\_%'")
+  expect_eq "SELECT (SELECT count(*) FROM (SELECT $cols FROM $1 EXCEPT ALL ($2)) x)
+             + (SELECT count(*) FROM (($2) EXCEPT ALL SELECT $cols FROM $1) y)" 0
+}

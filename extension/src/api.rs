@@ -1,0 +1,477 @@
+//! The SQL API in schema `pgtrickle`: create, alter, drop and refresh stream tables. Every
+//! function returns `Result<_, ErrorReport>`, so each error reaches the client with its
+//! SQLSTATE through the one conversion in error.rs.
+
+// `ErrorReport` is pgrx's error type at the SQL boundary (it carries the SQLSTATE); it is
+// returned once per call, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
+use engine::render::quote_literal;
+use engine::{Differentiability, Identity, Plan};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+use crate::cdc;
+use crate::error::PgTrickleError;
+use crate::pgcatalog::PgCatalog;
+use crate::refresh;
+use crate::schedule;
+use crate::storage::{self, qualified};
+use crate::stream_table::{self, parse_name};
+
+const MODES: &[&str] = &["AUTO", "DIFFERENTIAL", "FULL", "IMMEDIATE"];
+
+fn parse_mode(mode: &str) -> Result<String, PgTrickleError> {
+    let m = mode.trim().to_ascii_uppercase();
+    if !MODES.contains(&m.as_str()) {
+        return Err(PgTrickleError::InvalidParameter {
+            param: "refresh_mode",
+            value: mode.to_string(),
+            hint: "Valid refresh modes are AUTO, DIFFERENTIAL, FULL and IMMEDIATE.".into(),
+        });
+    }
+    if m == "IMMEDIATE" {
+        return Err(PgTrickleError::ModeNotSupported(m));
+    }
+    Ok(m)
+}
+
+fn check_schedule(s: &str) -> Result<(), PgTrickleError> {
+    schedule::validate(s).map_err(|e| PgTrickleError::InvalidParameter {
+        param: "schedule",
+        value: e.0,
+        hint: "Use 'calculated', a duration such as '30s', '5m' or '1h30m', or a cron \
+               expression such as '*/5 * * * *' or '@hourly'."
+            .into(),
+    })
+}
+
+/// Checks the query with PostgreSQL itself (so a bad query fails with PostgreSQL's own error
+/// and SQLSTATE) and returns the tables it reads, from the dependencies of a throwaway view.
+fn probe_sources(query: &str) -> Result<Vec<pg_sys::Oid>, PgTrickleError> {
+    crate::storage::drop_temp("__pgt_probe", "VIEW")?;
+    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS {query}"))?;
+    let oids = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT DISTINCT d.refobjid FROM pg_catalog.pg_depend d \
+                 JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+                 JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
+                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                 AND r.ev_class = 'pg_temp.__pgt_probe'::regclass \
+                 AND d.refobjid <> r.ev_class AND c.relkind IN ('r', 'p') ORDER BY 1",
+                None,
+                &[],
+            )?
+            .filter_map(|row| row.get::<pg_sys::Oid>(1).transpose())
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
+    Ok(oids)
+}
+
+/// How a new stream table will be maintained, decided from the requested mode and the plan.
+struct Decision {
+    effective_mode: &'static str,
+    full_reason: Option<String>,
+    plan: Option<Plan>,
+}
+
+fn decide(
+    name: &str,
+    mode: &str,
+    planned: Result<Plan, engine::EngineError>,
+) -> Result<Decision, PgTrickleError> {
+    // The engine's reason for not maintaining the query differentially, if any. PostgreSQL
+    // already accepted the query, so an engine planning error is a limitation, not bad input.
+    let (plan, reason) = match planned {
+        Ok(p) => match &p.differentiability {
+            // A keyless bag result would be stored once per distinct row with a count, so
+            // `SELECT *` on the stream table would not repeat duplicates as the query does.
+            Differentiability::Differential
+                if matches!(
+                    p.identity,
+                    Identity::Multiplicity {
+                        duplicates: true,
+                        ..
+                    }
+                ) =>
+            {
+                let reason = "not differentiable: the result has no key and may hold duplicate \
+                              rows (give the sources a primary key, or use DISTINCT)";
+                (None, Some(reason.to_string()))
+            }
+            Differentiability::Differential => (Some(p), None),
+            Differentiability::NotDifferentiable(r) => (None, Some(r.to_string())),
+        },
+        Err(e) => (None, Some(format!("not differentiable: {e}"))),
+    };
+    match (mode, reason) {
+        ("DIFFERENTIAL", Some(reason)) => Err(PgTrickleError::NotDifferentiable {
+            name: name.to_string(),
+            reason,
+        }),
+        ("AUTO", Some(reason)) => {
+            pgrx::notice!("stream table {name} using FULL refresh: {reason}");
+            Ok(Decision {
+                effective_mode: "FULL",
+                full_reason: Some(reason),
+                plan,
+            })
+        }
+        ("FULL", reason) => Ok(Decision {
+            effective_mode: "FULL",
+            full_reason: reason,
+            plan,
+        }),
+        (_, _) => Ok(Decision {
+            effective_mode: "DIFFERENTIAL",
+            full_reason: None,
+            plan,
+        }),
+    }
+}
+
+fn require_read_committed(what: &'static str) -> Result<(), PgTrickleError> {
+    let iso = Spi::get_one::<String>("SELECT current_setting('transaction_isolation')")?
+        .unwrap_or_default();
+    if iso == "read committed" {
+        Ok(())
+    } else {
+        Err(PgTrickleError::NeedsReadCommitted(what))
+    }
+}
+
+/// Creates a stream table `name` defined by `query`, captures changes of its sources and (by
+/// default) populates it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_stream_table(
+    name: &str,
+    query: &str,
+    schedule: default!(&str, "'calculated'"),
+    refresh_mode: default!(&str, "'AUTO'"),
+    initialize: default!(bool, true),
+) -> Result<(), ErrorReport> {
+    Ok(create(name, query, schedule, refresh_mode, initialize)?)
+}
+
+fn create(
+    name: &str,
+    query: &str,
+    schedule: &str,
+    refresh_mode: &str,
+    initialize: bool,
+) -> Result<(), PgTrickleError> {
+    require_read_committed("create_stream_table()")?;
+    let mode = parse_mode(refresh_mode)?;
+    check_schedule(schedule)?;
+    let (schema, rel) = parse_name(name)?;
+    let schema = match schema {
+        Some(s) => s,
+        None => Spi::get_one::<String>("SELECT current_schema()::text")?
+            .ok_or_else(|| PgTrickleError::Internal("no schema in search_path".into()))?,
+    };
+    let table = qualified(&schema, &rel);
+    let taken = Spi::get_one::<bool>(&format!(
+        "SELECT to_regclass({}) IS NOT NULL",
+        quote_literal(&table)
+    ))?
+    .unwrap_or(false);
+    if taken {
+        return Err(PgTrickleError::AlreadyExists(table));
+    }
+    let query = query.trim().trim_end_matches(';').trim().to_string();
+    let sources = probe_sources(&query)?;
+    let decision = decide(&table, &mode, engine::plan(&query, &PgCatalog))?;
+    let layout = match &decision.plan {
+        Some(plan) => {
+            storage::create_for_plan(&schema, &rel, plan)?;
+            "plan"
+        }
+        None => {
+            storage::create_for_query(&schema, &rel, &query)?;
+            "query"
+        }
+    };
+    let id = Spi::get_one::<i64>(&format!(
+        "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_schema, pgt_name, \
+         defining_query, schedule, refresh_mode, effective_mode, full_reason, storage_layout) \
+         VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}) RETURNING pgt_id",
+        quote_literal(&table),
+        quote_literal(&schema),
+        quote_literal(&rel),
+        quote_literal(&query),
+        quote_literal(schedule.trim()),
+        quote_literal(&mode),
+        quote_literal(decision.effective_mode),
+        decision
+            .full_reason
+            .as_deref()
+            .map_or("NULL".into(), quote_literal),
+        quote_literal(layout)
+    ))?
+    .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
+    // Capture first: CREATE TRIGGER waits for writers in flight, and the population below then
+    // reads in a snapshot taken after every capture trigger exists (DESIGN §7, create time).
+    for source in &sources {
+        let columns: Vec<String> = match (&decision.plan, decision.effective_mode) {
+            (Some(plan), "DIFFERENTIAL") => plan
+                .sources
+                .iter()
+                .find(|s| s.id == source.to_u32())
+                .map(|s| s.columns.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Spi::run(&format!(
+            "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, columns_used) \
+             VALUES ({id}, {}, {})",
+            source.to_u32(),
+            name_array(&columns)
+        ))?;
+        cdc::ensure_capture(*source, &columns)?;
+    }
+    if initialize {
+        let st = stream_table::find(&table, true)?;
+        refresh::initial_load(&st)?;
+    }
+    Ok(())
+}
+
+fn name_array(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| quote_literal(n)).collect();
+    format!("ARRAY[{}]::name[]", quoted.join(", "))
+}
+
+/// Refreshes a stream table now: DIFFERENTIAL over the changes since its last refresh, or FULL
+/// when its mode says so or this cycle requires it (a NOTICE then says why).
+#[pg_extern(volatile, parallel_unsafe)]
+fn refresh_stream_table(name: &str) -> Result<(), ErrorReport> {
+    let st = stream_table::find(name, true)?;
+    refresh::refresh(&st)?;
+    Ok(())
+}
+
+/// Drops a stream table, its storage, and the change capture of sources nothing else reads.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_stream_table(name: &str) -> Result<(), ErrorReport> {
+    Ok(drop(name)?)
+}
+
+fn drop(name: &str) -> Result<(), PgTrickleError> {
+    let st = stream_table::find(name, true)?;
+    let sources = stream_table::sources(st.id)?;
+    Spi::run(&format!(
+        "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
+        st.id
+    ))?;
+    Spi::run(&format!("DROP TABLE {}", st.qualified()))?;
+    release_sources(&sources)
+}
+
+/// Drops the capture of sources no stream table reads any more; cleans the others' buffers.
+pub(crate) fn release_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
+    for s in sources {
+        let still_read = Spi::get_one::<bool>(&format!(
+            "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies WHERE source_relid = {})",
+            s.to_u32()
+        ))?
+        .unwrap_or(false);
+        if still_read {
+            cdc::cleanup(*s)?;
+        } else {
+            cdc::drop_capture(*s)?;
+        }
+    }
+    Ok(())
+}
+
+/// Changes a stream table's schedule, refresh mode or status (`ACTIVE` or `SUSPENDED`).
+/// Arguments left NULL keep their value.
+#[pg_extern(volatile, parallel_unsafe)]
+fn alter_stream_table(
+    name: &str,
+    schedule: default!(Option<&str>, "NULL"),
+    refresh_mode: default!(Option<&str>, "NULL"),
+    status: default!(Option<&str>, "NULL"),
+) -> Result<(), ErrorReport> {
+    Ok(alter(name, schedule, refresh_mode, status)?)
+}
+
+fn alter(
+    name: &str,
+    schedule: Option<&str>,
+    refresh_mode: Option<&str>,
+    status: Option<&str>,
+) -> Result<(), PgTrickleError> {
+    let st = stream_table::find(name, true)?;
+    let mut sets: Vec<String> = Vec::new();
+    if let Some(s) = schedule {
+        check_schedule(s)?;
+        sets.push(format!("schedule = {}", quote_literal(s.trim())));
+    }
+    if let Some(s) = status {
+        let s = s.trim().to_ascii_uppercase();
+        if s != "ACTIVE" && s != "SUSPENDED" {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "status",
+                value: s,
+                hint: "Valid statuses are ACTIVE and SUSPENDED.".into(),
+            });
+        }
+        sets.push(format!("status = {}", quote_literal(&s)));
+        if s == "ACTIVE" {
+            sets.push("consecutive_errors = 0".into());
+        }
+    }
+    if let Some(m) = refresh_mode {
+        let mode = parse_mode(m)?;
+        sets.extend(change_mode(&st, &mode)?);
+    }
+    if !sets.is_empty() {
+        Spi::run(&format!(
+            "UPDATE pgtrickle.pgt_stream_tables SET {} WHERE pgt_id = {}",
+            sets.join(", "),
+            st.id
+        ))?;
+    }
+    Ok(())
+}
+
+/// The catalog changes for a new refresh mode. Switching to DIFFERENTIAL needs a
+/// differentiable query and a plan-based storage layout; the buffers then start capturing the
+/// columns the delta reads, and the next refresh runs FULL once, because rows captured so far
+/// lack those columns.
+fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>, PgTrickleError> {
+    let planned = engine::plan(&st.query, &PgCatalog);
+    let decision = decide(&st.qualified(), mode, planned)?;
+    if decision.effective_mode == "DIFFERENTIAL" && st.storage_layout != "plan" {
+        return Err(PgTrickleError::NotDifferentiable {
+            name: st.qualified(),
+            reason: "its storage was created for FULL refresh only; drop and recreate it".into(),
+        });
+    }
+    let mut sets = vec![
+        format!("refresh_mode = {}", quote_literal(mode)),
+        format!(
+            "effective_mode = {}",
+            quote_literal(decision.effective_mode)
+        ),
+        format!(
+            "full_reason = {}",
+            decision
+                .full_reason
+                .as_deref()
+                .map_or("NULL".into(), quote_literal)
+        ),
+    ];
+    if decision.effective_mode == "DIFFERENTIAL" && st.effective_mode != "DIFFERENTIAL" {
+        if let Some(plan) = &decision.plan {
+            for s in &plan.sources {
+                Spi::run(&format!(
+                    "UPDATE pgtrickle.pgt_dependencies SET columns_used = {} \
+                     WHERE pgt_id = {} AND source_relid = {}",
+                    name_array(&s.columns),
+                    st.id,
+                    s.id
+                ))?;
+                cdc::ensure_capture(pg_sys::Oid::from(s.id), &s.columns)?;
+            }
+        }
+        sets.push(format!(
+            "needs_full_reason = {}",
+            quote_literal("the refresh mode changed to DIFFERENTIAL")
+        ));
+    }
+    Ok(sets)
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION pgtrickle.pgt_status()
+RETURNS TABLE (name text, refresh_mode text, effective_mode text, status text, schedule text,
+               is_populated boolean, last_refresh_at timestamptz, staleness interval,
+               consecutive_errors integer, last_error text, full_reason text)
+LANGUAGE sql STABLE AS $$
+    SELECT format('%I.%I', pgt_schema, pgt_name), refresh_mode, effective_mode, status,
+           schedule, is_populated, last_refresh_at, now() - last_refresh_at,
+           consecutive_errors, last_error, full_reason
+      FROM pgtrickle.pgt_stream_tables ORDER BY 1
+$$;
+COMMENT ON FUNCTION pgtrickle.pgt_status() IS
+    'One row per stream table: mode, status, last refresh, staleness and last error';
+
+CREATE FUNCTION pgtrickle.get_refresh_history(name text, max_rows integer DEFAULT 20)
+RETURNS TABLE (refresh_id bigint, start_time timestamptz, end_time timestamptz, action text,
+               status text, reason text, rows_inserted bigint, rows_deleted bigint,
+               delta_rows bigint, error_sqlstate text, error_message text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 0 THEN
+        RAISE EXCEPTION 'max_rows must be zero or more' USING ERRCODE = '22023';
+    END IF;
+    SELECT s.pgt_id INTO id FROM pgtrickle.pgt_stream_tables s
+     WHERE s.pgt_relid = to_regclass(get_refresh_history.name);
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'stream table "%" does not exist', get_refresh_history.name
+            USING ERRCODE = '42P01';
+    END IF;
+    RETURN QUERY
+        SELECT h.refresh_id, h.start_time, h.end_time, h.action, h.status, h.reason,
+               h.rows_inserted, h.rows_deleted, h.delta_rows, h.error_sqlstate, h.error_message
+          FROM pgtrickle.pgt_refresh_history h
+         WHERE h.pgt_id = id ORDER BY h.refresh_id DESC LIMIT max_rows;
+END
+$$;
+
+-- DROP TABLE of a stream table's storage forgets the stream table; DROP TABLE of a source
+-- puts its dependents in ERROR. Either way, capture left without readers is removed.
+CREATE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    obj record;
+    src oid;
+BEGIN
+    -- Only drops of permanent relations outside the buffer schema matter; this also keeps the
+    -- drops below (and refreshes' temp tables) from doing the work again.
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
+                    WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0
+                      AND NOT is_temporary AND schema_name <> 'pgtrickle_changes') THEN
+        RETURN;
+    END IF;
+    FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
+               WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0
+    LOOP
+        DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = obj.objid;
+        UPDATE pgtrickle.pgt_stream_tables
+           SET status = 'ERROR',
+               last_error = format('source table %s was dropped', obj.object_identity)
+         WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies
+                           WHERE source_relid = obj.objid);
+        DELETE FROM pgtrickle.pgt_dependencies WHERE source_relid = obj.objid;
+    END LOOP;
+    -- Buffers whose source nobody reads any more (or which no longer exists).
+    FOR src IN SELECT substr(c.relname, 9)::oid FROM pg_catalog.pg_class c
+                WHERE c.relnamespace = 'pgtrickle_changes'::regnamespace AND c.relkind = 'r'
+                  AND c.relname ~ '^changes_[0-9]+$'
+                  AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d
+                                   WHERE d.source_relid = substr(c.relname, 9)::oid)
+    LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = src) THEN
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_ins ON %s', src::regclass);
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_upd ON %s', src::regclass);
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_del ON %s', src::regclass);
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_trunc ON %s', src::regclass);
+        END IF;
+        EXECUTE format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I()', 'capture_' || src);
+        EXECUTE format('DROP TABLE IF EXISTS pgtrickle_changes.%I', 'changes_' || src);
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER pgt_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle.on_sql_drop();
+"#,
+    name = "status_history_and_drop_handling",
+    requires = ["catalog_tables"]
+);

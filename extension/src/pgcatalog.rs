@@ -1,0 +1,107 @@
+//! The engine's `Catalog` over PostgreSQL's own catalog (SPI): tables, columns, types, primary
+//! keys and unique indexes, resolved with the session's search_path like PostgreSQL does.
+
+use engine::render::quote_literal;
+use engine::{Catalog, ColumnInfo, TableInfo};
+use pgrx::prelude::*;
+
+/// Reads `pg_catalog` through SPI. Lookups that fail are reported as "no such table": the
+/// query has already been checked by PostgreSQL itself (see api.rs), so the engine only learns
+/// about tables that exist.
+pub struct PgCatalog;
+
+fn rows<T>(sql: &str, f: impl Fn(&pgrx::spi::SpiHeapTupleData) -> Option<T>) -> Vec<T> {
+    Spi::connect(|client| match client.select(sql, None, &[]) {
+        Ok(table) => table.filter_map(|row| f(&row)).collect(),
+        Err(_) => Vec::new(),
+    })
+}
+
+fn text(row: &pgrx::spi::SpiHeapTupleData, i: usize) -> Option<String> {
+    row.get::<String>(i).ok().flatten()
+}
+
+impl PgCatalog {
+    fn table_by_oid(&self, oid: u32) -> Option<TableInfo> {
+        let head = rows(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = {oid} AND c.relkind IN ('r', 'p')"
+            ),
+            |r| Some((text(r, 1)?, text(r, 2)?)),
+        );
+        let (schema, name) = head.into_iter().next()?;
+        let columns = rows(
+            &format!(
+                "SELECT attname::text, format_type(atttypid, atttypmod), NOT attnotnull \
+                 FROM pg_catalog.pg_attribute WHERE attrelid = {oid} AND attnum > 0 \
+                 AND NOT attisdropped ORDER BY attnum"
+            ),
+            |r| {
+                Some(ColumnInfo {
+                    name: text(r, 1)?,
+                    type_name: text(r, 2)?,
+                    nullable: r.get::<bool>(3).ok().flatten()?,
+                })
+            },
+        );
+        // Plain (non-partial, non-expression) unique indexes, primary key first.
+        let indexes = rows(
+            &format!(
+                "SELECT i.indisprimary, array_agg(a.attname::text ORDER BY k.ord) \
+                 FROM pg_catalog.pg_index i \
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE i.indrelid = {oid} AND i.indisunique AND i.indpred IS NULL \
+                 AND i.indexprs IS NULL AND i.indisvalid \
+                 GROUP BY i.indexrelid, i.indisprimary ORDER BY i.indisprimary DESC, i.indexrelid"
+            ),
+            |r| {
+                Some((
+                    r.get::<bool>(1).ok().flatten()?,
+                    r.get::<Vec<String>>(2).ok().flatten()?,
+                ))
+            },
+        );
+        let primary_key = indexes
+            .iter()
+            .find(|(primary, _)| *primary)
+            .map(|(_, cols)| cols.clone())
+            .unwrap_or_default();
+        let unique_indexes = indexes
+            .into_iter()
+            .filter(|(primary, _)| !primary)
+            .map(|(_, cols)| cols)
+            .collect();
+        Some(TableInfo {
+            id: oid,
+            schema,
+            name,
+            columns,
+            primary_key,
+            unique_indexes,
+        })
+    }
+}
+
+impl Catalog for PgCatalog {
+    fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<TableInfo> {
+        // Names arrive case-folded; quote them so PostgreSQL resolves exactly that name.
+        let quoted = match schema {
+            Some(s) => format!(
+                "{}.{}",
+                engine::render::quote_ident(s),
+                engine::render::quote_ident(name)
+            ),
+            None => engine::render::quote_ident(name),
+        };
+        let oid = rows(
+            &format!("SELECT to_regclass({})::oid::int8", quote_literal(&quoted)),
+            |r| r.get::<i64>(1).ok().flatten(),
+        )
+        .into_iter()
+        .next()?;
+        self.table_by_oid(u32::try_from(oid).ok()?)
+    }
+}

@@ -1,0 +1,105 @@
+//! A stream table's catalog record (`pgtrickle.pgt_stream_tables`) and how to find one by the
+//! name a user gives (`schema.table`, or unqualified through the search_path).
+
+use engine::render::quote_literal;
+use pgrx::prelude::*;
+
+use crate::error::PgTrickleError;
+use crate::frontier::Frontier;
+use crate::storage::qualified;
+
+/// The columns of `pgt_stream_tables` the refresh needs.
+#[derive(Debug, Clone)]
+pub struct StreamTable {
+    pub id: i64,
+    pub schema: String,
+    pub name: String,
+    pub query: String,
+    pub effective_mode: String,
+    pub storage_layout: String,
+    pub is_populated: bool,
+    pub frontier: Option<Frontier>,
+    pub needs_full_reason: Option<String>,
+}
+
+impl StreamTable {
+    /// `"schema"."name"`, always quoted (also the form used in NOTICEs).
+    pub fn qualified(&self) -> String {
+        qualified(&self.schema, &self.name)
+    }
+}
+
+/// Splits a user-given name into (schema, relation) with PostgreSQL's own rules
+/// (`parse_ident`): quoted parts keep their case, unquoted ones fold to lower case. An
+/// unqualified name gets `None` for the schema.
+pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError> {
+    let parts =
+        Spi::get_one::<Vec<String>>(&format!("SELECT parse_ident({})", quote_literal(name)))?
+            .unwrap_or_default();
+    match parts.as_slice() {
+        [rel] => Ok((None, rel.clone())),
+        [schema, rel] => Ok((Some(schema.clone()), rel.clone())),
+        _ => Err(PgTrickleError::InvalidName(name.to_string())),
+    }
+}
+
+const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query, \
+    effective_mode, storage_layout, is_populated, frontier_snapshot::text, frontier_xid::text, \
+    frontier_seq, needs_full_reason";
+
+/// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
+/// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
+pub fn find(name: &str, lock: bool) -> Result<StreamTable, PgTrickleError> {
+    let (schema, rel) = parse_name(name)?;
+    let target = match &schema {
+        Some(s) => qualified(s, &rel),
+        None => engine::render::quote_ident(&rel),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables \
+         WHERE pgt_relid = to_regclass({}){}",
+        quote_literal(&target),
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let found = Spi::connect(|client| -> Result<Option<StreamTable>, pgrx::spi::Error> {
+        let table = client.select(&sql, None, &[])?;
+        match table.into_iter().next() {
+            None => Ok(None),
+            Some(row) => {
+                let snapshot: Option<String> = row.get(8)?;
+                let xid: Option<String> = row.get(9)?;
+                let seq: Option<i64> = row.get(10)?;
+                let frontier = match (snapshot, xid, seq) {
+                    (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
+                    _ => None,
+                };
+                Ok(Some(StreamTable {
+                    id: row.get(1)?.unwrap_or_default(),
+                    schema: row.get(2)?.unwrap_or_default(),
+                    name: row.get(3)?.unwrap_or_default(),
+                    query: row.get(4)?.unwrap_or_default(),
+                    effective_mode: row.get(5)?.unwrap_or_default(),
+                    storage_layout: row.get(6)?.unwrap_or_default(),
+                    is_populated: row.get(7)?.unwrap_or_default(),
+                    frontier,
+                    needs_full_reason: row.get(11)?,
+                }))
+            }
+        }
+    })?;
+    found.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
+}
+
+/// The source tables (OIDs) a stream table depends on, with the buffer names.
+pub fn sources(id: i64) -> Result<Vec<pg_sys::Oid>, PgTrickleError> {
+    let sql = format!(
+        "SELECT source_relid FROM pgtrickle.pgt_dependencies WHERE pgt_id = {id} \
+         ORDER BY source_relid"
+    );
+    Ok(Spi::connect(|client| {
+        client
+            .select(&sql, None, &[])?
+            .filter_map(|row| row.get::<pg_sys::Oid>(1).transpose())
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?)
+}
