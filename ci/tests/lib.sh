@@ -59,3 +59,27 @@ same_as_query() {
   expect_eq "SELECT (SELECT count(*) FROM (SELECT $cols FROM $1 EXCEPT ALL ($2)) x)
              + (SELECT count(*) FROM (($2) EXCEPT ALL SELECT $cols FROM $1) y)" 0
 }
+
+# eventually SECONDS SQL WANT — polls until the query returns WANT (generous deadlines: the
+# machines are shared; never assert durations).
+eventually() {
+  local deadline=$(( $(date +%s) + $1 )) got
+  while :; do
+    got=$(q -c "$2" 2>&1 || true)
+    [ "$got" = "$3" ] && { checks=$((checks + 1)); return 0; }
+    [ "$(date +%s)" -lt "$deadline" ] || die "after ${1}s: $2
+  want: $3
+  got:  $got"
+    sleep 0.5
+  done
+}
+
+# diff_sql ST QUERY — SQL counting rows in which the stream table and QUERY differ.
+diff_sql() {
+  local cols
+  cols=$(q -c "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+               WHERE attrelid = '$1'::regclass AND attnum > 0 AND NOT attisdropped
+               AND attname NOT LIKE '\_\_pgt\_%'")
+  printf 'SELECT (SELECT count(*) FROM (SELECT %s FROM %s EXCEPT ALL (%s)) x) + (SELECT count(*) FROM ((%s) EXCEPT ALL SELECT %s FROM %s) y)' \
+    "$cols" "$1" "$2" "$2" "$cols" "$1"
+}

@@ -30,9 +30,6 @@ fn parse_mode(mode: &str) -> Result<String, PgTrickleError> {
             hint: "Valid refresh modes are AUTO, DIFFERENTIAL, FULL and IMMEDIATE.".into(),
         });
     }
-    if m == "IMMEDIATE" {
-        return Err(PgTrickleError::ModeNotSupported(m));
-    }
     Ok(m)
 }
 
@@ -104,10 +101,15 @@ fn decide(
             Differentiability::Differential => (Some(p), None),
             Differentiability::NotDifferentiable(r) => (None, Some(r.to_string())),
         },
-        Err(e) => (None, Some(format!("not differentiable: {e}"))),
+        Err(e) => (
+            None,
+            Some(format!(
+                "not differentiable: the engine cannot plan this query: {e}"
+            )),
+        ),
     };
     match (mode, reason) {
-        ("DIFFERENTIAL", Some(reason)) => Err(PgTrickleError::NotDifferentiable {
+        ("DIFFERENTIAL" | "IMMEDIATE", Some(reason)) => Err(PgTrickleError::NotDifferentiable {
             name: name.to_string(),
             reason,
         }),
@@ -122,6 +124,11 @@ fn decide(
         ("FULL", reason) => Ok(Decision {
             effective_mode: "FULL",
             full_reason: reason,
+            plan,
+        }),
+        ("IMMEDIATE", None) => Ok(Decision {
+            effective_mode: "IMMEDIATE",
+            full_reason: None,
             plan,
         }),
         (_, _) => Ok(Decision {
@@ -195,8 +202,10 @@ fn create(
     };
     let id = Spi::get_one::<i64>(&format!(
         "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_schema, pgt_name, \
-         defining_query, schedule, refresh_mode, effective_mode, full_reason, storage_layout) \
-         VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}) RETURNING pgt_id",
+         defining_query, schedule, refresh_mode, effective_mode, full_reason, storage_layout, \
+         search_path) \
+         VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}, current_setting('search_path')) \
+         RETURNING pgt_id",
         quote_literal(&table),
         quote_literal(&schema),
         quote_literal(&rel),
@@ -215,7 +224,7 @@ fn create(
     // reads in a snapshot taken after every capture trigger exists (DESIGN §7, create time).
     for source in &sources {
         let columns: Vec<String> = match (&decision.plan, decision.effective_mode) {
-            (Some(plan), "DIFFERENTIAL") => plan
+            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
                 .sources
                 .iter()
                 .find(|s| s.id == source.to_u32())
@@ -231,7 +240,8 @@ fn create(
         ))?;
         cdc::ensure_capture(*source, &columns)?;
     }
-    if initialize {
+    // IMMEDIATE: populated now, whatever `initialize` says (every write maintains it).
+    if initialize || decision.effective_mode == "IMMEDIATE" {
         let st = stream_table::find(&table, true)?;
         refresh::initial_load(&st)?;
     }
@@ -248,7 +258,7 @@ fn name_array(names: &[String]) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_stream_table(name: &str) -> Result<(), ErrorReport> {
     let st = stream_table::find(name, true)?;
-    refresh::refresh(&st)?;
+    refresh::refresh(&st, None)?;
     Ok(())
 }
 
@@ -278,6 +288,7 @@ pub(crate) fn release_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleEr
         ))?
         .unwrap_or(false);
         if still_read {
+            cdc::regenerate(*s)?;
             cdc::cleanup(*s)?;
         } else {
             cdc::drop_capture(*s)?;
@@ -324,9 +335,9 @@ fn alter(
             sets.push("consecutive_errors = 0".into());
         }
     }
-    if let Some(m) = refresh_mode {
-        let mode = parse_mode(m)?;
-        sets.extend(change_mode(&st, &mode)?);
+    let mode = refresh_mode.map(parse_mode).transpose()?;
+    if let Some(mode) = &mode {
+        sets.extend(change_mode(&st, mode)?);
     }
     if !sets.is_empty() {
         Spi::run(&format!(
@@ -335,17 +346,30 @@ fn alter(
             st.id
         ))?;
     }
+    if mode.is_some() {
+        // Capture triggers maintain IMMEDIATE dependents: regenerate them for the new mode.
+        for source in stream_table::sources(st.id)? {
+            cdc::regenerate(source)?;
+        }
+        let now = stream_table::find_by_id(st.id, true)?;
+        if let Some(now) = now.filter(|n| n.effective_mode == "IMMEDIATE") {
+            // Brought up to date at once: from now on every write maintains it.
+            refresh::refresh(&now, None)?;
+        }
+    }
     Ok(())
 }
 
-/// The catalog changes for a new refresh mode. Switching to DIFFERENTIAL needs a
+/// The catalog changes for a new refresh mode. Switching to DIFFERENTIAL or IMMEDIATE needs a
 /// differentiable query and a plan-based storage layout; the buffers then start capturing the
-/// columns the delta reads, and the next refresh runs FULL once, because rows captured so far
-/// lack those columns.
+/// columns the delta reads, and the next refresh runs FULL once when the stream table was
+/// FULL, because rows captured so far lack those columns.
 fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>, PgTrickleError> {
-    let planned = engine::plan(&st.query, &PgCatalog);
+    let planned =
+        refresh::with_search_path(&st.search_path, || Ok(engine::plan(&st.query, &PgCatalog)))?;
     let decision = decide(&st.qualified(), mode, planned)?;
-    if decision.effective_mode == "DIFFERENTIAL" && st.storage_layout != "plan" {
+    let incremental = matches!(decision.effective_mode, "DIFFERENTIAL" | "IMMEDIATE");
+    if incremental && st.storage_layout != "plan" {
         return Err(PgTrickleError::NotDifferentiable {
             name: st.qualified(),
             reason: "its storage was created for FULL refresh only; drop and recreate it".into(),
@@ -365,7 +389,7 @@ fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>
                 .map_or("NULL".into(), quote_literal)
         ),
     ];
-    if decision.effective_mode == "DIFFERENTIAL" && st.effective_mode != "DIFFERENTIAL" {
+    if incremental && st.effective_mode == "FULL" {
         if let Some(plan) = &decision.plan {
             for s in &plan.sources {
                 Spi::run(&format!(
@@ -380,7 +404,10 @@ fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>
         }
         sets.push(format!(
             "needs_full_reason = {}",
-            quote_literal("the refresh mode changed to DIFFERENTIAL")
+            quote_literal(&format!(
+                "the refresh mode changed to {}",
+                decision.effective_mode
+            ))
         ));
     }
     Ok(sets)

@@ -12,6 +12,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     pgt_schema          name NOT NULL,
     pgt_name            name NOT NULL,
     defining_query      text NOT NULL,
+    -- The search_path the query was created under; every refresh resolves names with it.
+    search_path         text NOT NULL DEFAULT '',
     schedule            text NOT NULL DEFAULT 'calculated',
     refresh_mode        text NOT NULL DEFAULT 'AUTO'
                         CHECK (refresh_mode IN ('AUTO', 'DIFFERENTIAL', 'FULL', 'IMMEDIATE')),
@@ -34,6 +36,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_refresh_at     timestamptz,
     last_error          text,
     consecutive_errors  integer NOT NULL DEFAULT 0,
+    -- Set after a failed scheduled refresh: the scheduler waits until then (backoff).
+    next_retry_at       timestamptz,
     created_at          timestamptz NOT NULL DEFAULT now(),
     UNIQUE (pgt_schema, pgt_name)
 );
@@ -52,7 +56,8 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
     pgt_id          bigint NOT NULL,
     start_time      timestamptz NOT NULL DEFAULT clock_timestamp(),
     end_time        timestamptz,
-    action          text NOT NULL CHECK (action IN ('FULL', 'DIFFERENTIAL', 'NO_DATA')),
+    -- NULL while RUNNING and when the refresh failed before choosing.
+    action          text CHECK (action IN ('FULL', 'DIFFERENTIAL', 'NO_DATA')),
     status          text NOT NULL CHECK (status IN ('RUNNING', 'COMPLETED', 'FAILED')),
     reason          text,
     rows_inserted   bigint,

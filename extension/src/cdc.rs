@@ -133,7 +133,18 @@ pub fn buffer_columns(source: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError
     })?)
 }
 
-/// (Re)creates the capture function and the four triggers on `source`.
+/// Re-creates the capture function of `source` for its current buffer columns and dependents
+/// (after a dependent changed mode or went away).
+pub fn regenerate(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    let columns = buffer_columns(source)?;
+    install_triggers(source, &columns)
+}
+
+/// (Re)creates the capture function and the four triggers on `source`. When some dependent
+/// is IMMEDIATE, the function also maintains those dependents inside the writing statement
+/// (INV-5: each maintenance locks the stream table's catalog row, serialising writers on its
+/// different sources; under REPEATABLE READ a writer whose snapshot predates another's
+/// maintenance gets 40001 from that lock instead of computing a delta on stale state).
 fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTrickleError> {
     let buffer = buffer_name(source);
     let func = capture_function_name(source);
@@ -159,15 +170,41 @@ fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTri
             ),
         )
     };
+    let has_immediate = Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d \
+         JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+         WHERE d.source_relid = {} AND s.effective_mode = 'IMMEDIATE')",
+        source.to_u32()
+    ))?
+    .unwrap_or(false);
+    // The catalog is read again at run time, so a dependent dropped with DROP TABLE (without
+    // regenerating this function) is simply no longer found.
+    let maintain = if has_immediate {
+        format!(
+            "FOR st IN SELECT s.pgt_relid FROM pgtrickle.pgt_dependencies d \
+               JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+               WHERE d.source_relid = {} AND s.effective_mode = 'IMMEDIATE' \
+                 AND s.status = 'ACTIVE' ORDER BY s.pgt_id \
+             LOOP PERFORM pgtrickle.refresh_stream_table(st::regclass::text); END LOOP;",
+            source.to_u32()
+        )
+    } else {
+        String::new()
+    };
     // SECURITY DEFINER: writers need no privilege on the buffer (not usable by PUBLIC). The
     // GUCs are read with missing_ok so a backend that somehow lacks the library still captures.
+    // While capture is paused, IMMEDIATE dependents are not maintained either; the marker
+    // makes their next maintenance FULL.
     Spi::run(&format!(
         r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$
+DECLARE
+  st oid;
 BEGIN
   IF coalesce(current_setting('pg_trickle.cdc_paused', true), 'off')::boolean
      OR NOT coalesce(current_setting('pg_trickle.enabled', true), 'on')::boolean THEN
     INSERT INTO {buffer} (__pgt_op) VALUES ('P');
+    RETURN NULL;
   ELSIF TG_OP = 'INSERT' THEN
     INSERT INTO {buffer} ({target}) SELECT 'I'{from_new} FROM __pgt_new n;
   ELSIF TG_OP = 'UPDATE' THEN
@@ -178,6 +215,7 @@ BEGIN
   ELSE
     INSERT INTO {buffer} (__pgt_op) VALUES ('T');
   END IF;
+  {maintain}
   RETURN NULL;
 END
 $pgt$"#

@@ -1,6 +1,8 @@
 //! The `pg_trickle.*` GUCs: defined once in `_PG_init`, read through the accessors here.
 //! Every GUC is documented in docs/CONFIGURATION.md (the catalogue there lists exactly these).
 
+use std::ffi::CStr;
+
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// `pg_trickle.enabled`: master switch. Off: change capture records only a "skipped" marker
@@ -11,6 +13,21 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static CDC_PAUSED: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pg_trickle.force_full_refresh`: every refresh runs FULL while set (plan A08).
 pub static FORCE_FULL_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// `pg_trickle.scheduler_interval_ms`: how often each database's scheduler wakes up.
+pub static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_trickle.default_schedule_seconds`: how often a `'calculated'` stream table is checked
+/// for source changes (and refreshed when there are some).
+pub static DEFAULT_SCHEDULE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(1);
+/// `pg_trickle.max_consecutive_errors`: failed scheduled refreshes in a row before a stream
+/// table is put in status ERROR.
+pub static MAX_CONSECUTIVE_ERRORS: GucSetting<i32> = GucSetting::<i32>::new(3);
+/// `pg_trickle.refresh_lock_timeout_ms`: `lock_timeout` of scheduled refreshes (0: none).
+pub static REFRESH_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// `pg_trickle.history_retention_days`: refresh history older than this is pruned.
+pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+/// `pg_trickle.history_prune_interval_seconds`: how often the pruner runs.
+pub static HISTORY_PRUNE_INTERVAL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
 
 /// Registers the GUCs. Called from `_PG_init` in every process that loads the library.
 pub(crate) fn define() {
@@ -41,7 +58,81 @@ pub(crate) fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    for (name, short, long, setting, min, max) in INT_GUCS {
+        GucRegistry::define_int_guc(
+            name,
+            short,
+            long,
+            setting,
+            *min,
+            *max,
+            GucContext::Sighup,
+            GucFlags::default(),
+        );
+    }
 }
+
+/// Integer GUCs: (name, short description, long description, setting, min, max).
+type IntGuc = (
+    &'static CStr,
+    &'static CStr,
+    &'static CStr,
+    &'static GucSetting<i32>,
+    i32,
+    i32,
+);
+
+const INT_GUCS: &[IntGuc] = &[
+    (
+        c"pg_trickle.scheduler_interval_ms",
+        c"How often the scheduler of each database wakes up, in milliseconds.",
+        c"Each wake-up refreshes the stream tables that are due, in dependency order.",
+        &SCHEDULER_INTERVAL_MS,
+        10,
+        3_600_000,
+    ),
+    (
+        c"pg_trickle.default_schedule_seconds",
+        c"How often a stream table with schedule 'calculated' is checked for source changes.",
+        c"It is refreshed when one of its sources changed since its last refresh.",
+        &DEFAULT_SCHEDULE_SECONDS,
+        1,
+        86_400,
+    ),
+    (
+        c"pg_trickle.max_consecutive_errors",
+        c"Failed scheduled refreshes in a row before a stream table goes to status ERROR.",
+        c"Retryable failures back off exponentially in between; permanent ones (by SQLSTATE) \
+          go to ERROR at once.",
+        &MAX_CONSECUTIVE_ERRORS,
+        1,
+        1_000,
+    ),
+    (
+        c"pg_trickle.refresh_lock_timeout_ms",
+        c"lock_timeout of scheduled refreshes, in milliseconds (0 waits forever).",
+        c"A refresh that times out on a lock fails with 55P03 and is retried with backoff.",
+        &REFRESH_LOCK_TIMEOUT_MS,
+        0,
+        3_600_000,
+    ),
+    (
+        c"pg_trickle.history_retention_days",
+        c"Refresh history older than this many days is deleted by the history pruner.",
+        c"",
+        &HISTORY_RETENTION_DAYS,
+        1,
+        36_500,
+    ),
+    (
+        c"pg_trickle.history_prune_interval_seconds",
+        c"How often the history pruner runs, in seconds.",
+        c"It deletes in batches of 10,000 rows, one transaction each.",
+        &HISTORY_PRUNE_INTERVAL_SECONDS,
+        1,
+        86_400,
+    ),
+];
 
 pub(crate) fn force_full_refresh() -> bool {
     FORCE_FULL_REFRESH.get()

@@ -14,8 +14,6 @@ pub enum PgTrickleError {
     InvalidName(String),
     #[error("{0} must run in a READ COMMITTED transaction")]
     NeedsReadCommitted(&'static str),
-    #[error("refresh mode \"{0}\" is not supported yet")]
-    ModeNotSupported(String),
     #[error("relation \"{0}\" already exists")]
     AlreadyExists(String),
     #[error("invalid value for parameter \"{param}\": \"{value}\"")]
@@ -54,7 +52,6 @@ impl PgTrickleError {
             PgTrickleError::UnknownStreamTable(_) => "42P01".into(),
             PgTrickleError::InvalidName(_) => "42602".into(),
             PgTrickleError::NeedsReadCommitted(_) => "25000".into(),
-            PgTrickleError::ModeNotSupported(_) => "0A000".into(),
             PgTrickleError::AlreadyExists(_) => "42P07".into(),
             PgTrickleError::InvalidParameter { .. } => "22023".into(),
             PgTrickleError::Engine(e) => e.sqlstate().into(),
@@ -84,9 +81,6 @@ impl PgTrickleError {
                  stream table is taken; a REPEATABLE READ transaction took its snapshot earlier."
                     .into(),
             ),
-            PgTrickleError::ModeNotSupported(_) => {
-                Some("Use 'AUTO', 'DIFFERENTIAL' or 'FULL'.".into())
-            }
             PgTrickleError::UnknownStreamTable(_)
             | PgTrickleError::InvalidName(_)
             | PgTrickleError::AlreadyExists(_)
@@ -133,8 +127,7 @@ pub fn classify_sqlstate(sqlstate: &str) -> Retry {
 }
 
 /// Decodes PostgreSQL's packed SQLSTATE (six bits per character) into its five characters.
-#[cfg(test)]
-fn code_to_sqlstate(code: PgSqlErrorCode) -> String {
+pub fn code_to_sqlstate(code: PgSqlErrorCode) -> String {
     let packed = code as i64;
     (0..5)
         .map(|i| char::from(((packed >> (6 * i)) & 0x3F) as u8 + b'0'))

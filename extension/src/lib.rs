@@ -14,8 +14,11 @@ mod pgcatalog;
 mod preload;
 mod refresh;
 mod schedule;
+mod scheduler;
 mod storage;
 mod stream_table;
+mod txn;
+mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -48,6 +51,9 @@ SELECT pgtrickle.assert_preloaded();
 pub extern "C-unwind" fn _PG_init() {
     preload::record_load();
     config::define();
+    if preload::loaded_at_startup() {
+        worker::register_launcher();
+    }
 }
 
 /// The version of the pg_trickle library loaded in this backend (the crate version).

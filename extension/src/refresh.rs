@@ -26,8 +26,34 @@ pub struct Outcome {
 }
 
 /// Refreshes `st` (whose catalog row the caller holds FOR UPDATE) and records the frontier,
-/// the history row and buffer cleanup.
-pub fn refresh(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
+/// the history row and buffer cleanup. `history` is a RUNNING history row to complete (the
+/// scheduler writes one first, in its own transaction); without it a row is inserted.
+pub fn refresh(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
+    with_search_path(&st.search_path, || refresh_inner(st, history))
+}
+
+/// Runs `f` with the stream table's creation-time search_path (so its query means what it
+/// meant at creation, whoever refreshes: a user, the scheduler, a capture trigger), then
+/// restores the caller's. On error the transaction is aborted, which restores it too.
+pub(crate) fn with_search_path<R>(
+    path: &str,
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    let saved =
+        Spi::get_one::<String>("SELECT current_setting('search_path')")?.unwrap_or_default();
+    let set = |p: &str| {
+        Spi::run(&format!(
+            "SELECT set_config('search_path', {}, true)",
+            engine::render::quote_literal(p)
+        ))
+    };
+    set(path)?;
+    let result = f();
+    set(&saved)?;
+    result
+}
+
+fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
     let start = Spi::get_one::<String>("SELECT clock_timestamp()::text")?.unwrap_or_default();
     let sources = stream_table::sources(st.id)?;
     let buffers: Vec<String> = sources.iter().map(|s| cdc::buffer_name(*s)).collect();
@@ -56,7 +82,7 @@ pub fn refresh(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
             );
         }
     }
-    record(st, &outcome, &frontier, &start)?;
+    record(st, &outcome, &frontier, &start, history)?;
     for s in &sources {
         cdc::cleanup(*s)?;
     }
@@ -94,11 +120,15 @@ fn lock_sources(sources: &[pg_sys::Oid]) -> Result<bool, PgTrickleError> {
 
 /// Populates a new stream table (its first FULL refresh, no notice) and records it.
 pub fn initial_load(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
+    with_search_path(&st.search_path, || initial_load_inner(st))
+}
+
+fn initial_load_inner(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
     let start = Spi::get_one::<String>("SELECT clock_timestamp()::text")?.unwrap_or_default();
     let sources = stream_table::sources(st.id)?;
     let buffers: Vec<String> = sources.iter().map(|s| cdc::buffer_name(*s)).collect();
     let (outcome, frontier) = full(st, &buffers, Some("initial load".into()))?;
-    record(st, &outcome, &frontier, &start)?;
+    record(st, &outcome, &frontier, &start, None)?;
     Ok(outcome)
 }
 
@@ -314,12 +344,14 @@ fn run_delta(sql: &str) -> Result<(i64, Frontier, Option<String>), PgTrickleErro
     })?)
 }
 
-/// Stores the new frontier and refresh time, and writes the history row.
+/// Stores the new frontier and refresh time, and writes the history row. IMMEDIATE
+/// maintenance runs once per writing statement, so only its FULL refreshes are recorded.
 fn record(
     st: &StreamTable,
     outcome: &Outcome,
     frontier: &Frontier,
     start: &str,
+    history: Option<i64>,
 ) -> Result<(), PgTrickleError> {
     use engine::render::quote_literal as lit;
     let opt = |v: Option<i64>| v.map_or("NULL".to_string(), |n| n.to_string());
@@ -327,23 +359,38 @@ fn record(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier_snapshot = {}::pg_snapshot, \
          frontier_xid = {}::xid8, frontier_seq = {}, last_refresh_at = now(), \
          is_populated = true, needs_full_reason = NULL, last_error = NULL, \
-         consecutive_errors = 0 WHERE pgt_id = {}",
+         consecutive_errors = 0, next_retry_at = NULL WHERE pgt_id = {}",
         lit(&frontier.snapshot),
         lit(&frontier.xid),
         frontier.seq,
         st.id
     ))?;
-    Spi::run(&format!(
-        "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, start_time, end_time, action, \
-         status, reason, rows_inserted, rows_deleted, delta_rows) \
-         VALUES ({}, {}::timestamptz, clock_timestamp(), {}, 'COMPLETED', {}, {}, {}, {})",
-        st.id,
-        lit(start),
+    if st.effective_mode == "IMMEDIATE" && outcome.action != "FULL" && history.is_none() {
+        return Ok(());
+    }
+    let (action, reason) = (
         lit(outcome.action),
         outcome.reason.as_deref().map_or("NULL".to_string(), lit),
+    );
+    let (ins, del, delta) = (
         opt(outcome.rows_inserted),
         opt(outcome.rows_deleted),
-        opt(outcome.delta_rows)
-    ))?;
+        opt(outcome.delta_rows),
+    );
+    match history {
+        Some(id) => Spi::run(&format!(
+            "UPDATE pgtrickle.pgt_refresh_history SET end_time = clock_timestamp(), \
+             action = {action}, status = 'COMPLETED', reason = {reason}, rows_inserted = {ins}, \
+             rows_deleted = {del}, delta_rows = {delta} WHERE refresh_id = {id}"
+        ))?,
+        None => Spi::run(&format!(
+            "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, start_time, end_time, action, \
+             status, reason, rows_inserted, rows_deleted, delta_rows) \
+             VALUES ({}, {}::timestamptz, clock_timestamp(), {action}, 'COMPLETED', {reason}, \
+             {ins}, {del}, {delta})",
+            st.id,
+            lit(start)
+        ))?,
+    }
     Ok(())
 }

@@ -20,6 +20,8 @@ pub struct StreamTable {
     pub is_populated: bool,
     pub frontier: Option<Frontier>,
     pub needs_full_reason: Option<String>,
+    /// The search_path at creation; the defining query's names resolve with it.
+    pub search_path: String,
 }
 
 impl StreamTable {
@@ -45,7 +47,7 @@ pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError
 
 const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query, \
     effective_mode, storage_layout, is_populated, frontier_snapshot::text, frontier_xid::text, \
-    frontier_seq, needs_full_reason";
+    frontier_seq, needs_full_reason, search_path";
 
 /// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
 /// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
@@ -55,39 +57,48 @@ pub fn find(name: &str, lock: bool) -> Result<StreamTable, PgTrickleError> {
         Some(s) => qualified(s, &rel),
         None => engine::render::quote_ident(&rel),
     };
+    let filter = format!("pgt_relid = to_regclass({})", quote_literal(&target));
+    load(&filter, lock)?.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
+}
+
+/// Loads a stream table by catalog id (the scheduler's way), optionally FOR UPDATE; `None`
+/// when it was dropped meanwhile.
+pub fn find_by_id(id: i64, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
+    load(&format!("pgt_id = {id}"), lock)
+}
+
+fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables \
-         WHERE pgt_relid = to_regclass({}){}",
-        quote_literal(&target),
+        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE {filter}{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    let found = Spi::connect(|client| -> Result<Option<StreamTable>, pgrx::spi::Error> {
-        let table = client.select(&sql, None, &[])?;
-        match table.into_iter().next() {
-            None => Ok(None),
-            Some(row) => {
-                let snapshot: Option<String> = row.get(8)?;
-                let xid: Option<String> = row.get(9)?;
-                let seq: Option<i64> = row.get(10)?;
-                let frontier = match (snapshot, xid, seq) {
-                    (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
-                    _ => None,
-                };
-                Ok(Some(StreamTable {
-                    id: row.get(1)?.unwrap_or_default(),
-                    schema: row.get(2)?.unwrap_or_default(),
-                    name: row.get(3)?.unwrap_or_default(),
-                    query: row.get(4)?.unwrap_or_default(),
-                    effective_mode: row.get(5)?.unwrap_or_default(),
-                    storage_layout: row.get(6)?.unwrap_or_default(),
-                    is_populated: row.get(7)?.unwrap_or_default(),
-                    frontier,
-                    needs_full_reason: row.get(11)?,
-                }))
-            }
-        }
-    })?;
-    found.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
+    Ok(Spi::connect(
+        |client| -> Result<Option<StreamTable>, pgrx::spi::Error> {
+            let table = client.select(&sql, None, &[])?;
+            let Some(row) = table.into_iter().next() else {
+                return Ok(None);
+            };
+            let snapshot: Option<String> = row.get(8)?;
+            let xid: Option<String> = row.get(9)?;
+            let seq: Option<i64> = row.get(10)?;
+            let frontier = match (snapshot, xid, seq) {
+                (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
+                _ => None,
+            };
+            Ok(Some(StreamTable {
+                id: row.get(1)?.unwrap_or_default(),
+                schema: row.get(2)?.unwrap_or_default(),
+                name: row.get(3)?.unwrap_or_default(),
+                query: row.get(4)?.unwrap_or_default(),
+                effective_mode: row.get(5)?.unwrap_or_default(),
+                storage_layout: row.get(6)?.unwrap_or_default(),
+                is_populated: row.get(7)?.unwrap_or_default(),
+                frontier,
+                needs_full_reason: row.get(11)?,
+                search_path: row.get(12)?.unwrap_or_default(),
+            }))
+        },
+    )?)
 }
 
 /// The source tables (OIDs) a stream table depends on, with the buffer names.

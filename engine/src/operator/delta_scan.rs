@@ -1,7 +1,7 @@
 //! `DeltaScan`: the change window of a source table as a Z-set, read from its change buffer
-//! (`__pgt_op` 'I' → weight +1, 'D' → −1; an UPDATE is captured as 'D' old + 'I' new).
-//! Appears only in delta plans; it has no delta itself. Cost: O(|ΔT|) with the buffer's
-//! window predicate.
+//! (`__pgt_op` 'I' → weight +1, 'D' → −1; an UPDATE is captured as 'D' old + 'I' new),
+//! consolidated per row. Appears only in delta plans; it has no delta itself. Cost: O(|ΔT|)
+//! with the buffer's window predicate, plus the grouping of the window's rows.
 
 use super::{EvalContext, Scan};
 use crate::error::EngineError;
@@ -31,16 +31,32 @@ impl DeltaScan {
                     table.schema, table.name, table.id
                 ))
             })?;
+        // Consolidated here, before any expression sees a row: rows inserted and deleted
+        // again within the window cancel out, so what remains is exactly A_new − A_old.
+        // Every −row existed at the previous refresh and every +row exists now, so the delta
+        // evaluates expressions only on rows a FULL refresh evaluates too (an insert of
+        // (3, 0) deleted again before the refresh never reaches `10 / d`).
         let mut cols = self.scan.select_list("d");
-        cols.push(format!(
-            "CAST(CASE WHEN {}.{} = 'I' THEN 1 ELSE -1 END AS int8) AS {}",
+        let group: Vec<String> = self
+            .scan
+            .columns
+            .iter()
+            .map(|c| format!("{}.{}", quote_ident("d"), quote_ident(&c.name)))
+            .collect();
+        let weight = format!(
+            "SUM(CASE WHEN {}.{} = 'I' THEN 1 ELSE -1 END)",
             quote_ident("d"),
-            quote_ident("__pgt_op"),
-            quote_ident(WEIGHT)
-        ));
+            quote_ident("__pgt_op")
+        );
+        cols.push(format!("CAST({weight} AS int8) AS {}", quote_ident(WEIGHT)));
+        let group_by = if group.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", group.join(", "))
+        };
         Ok(Fragment {
             sql: format!(
-                "SELECT {} FROM {} AS {} WHERE ({})",
+                "SELECT {} FROM {} AS {} WHERE ({}){group_by} HAVING {weight} <> 0",
                 cols.join(", "),
                 qualified(&buffer.schema, &buffer.name),
                 quote_ident("d"),

@@ -3,7 +3,7 @@
 -- full
 SELECT "s"."c0" AS "g", "s"."c1" AS "n" FROM (SELECT "s"."c0" AS "c0", "s"."c1" AS "c1" FROM (SELECT "s".* FROM (SELECT "s"."c1" AS "c0", count(*) AS "c1" FROM (SELECT "t"."k" AS "c0", "t"."g" AS "c1" FROM "public"."a" AS "t") AS "s" GROUP BY "s"."c1") AS "s" WHERE ("s"."c1" > 1)) AS "s") AS "s"
 -- delta
-WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."g" AS "c1", CAST(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2))),
+WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."g" AS "c1", CAST(SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2)) GROUP BY "d"."k", "d"."g" HAVING SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) <> 0),
 "__pgt_d2" AS (SELECT DISTINCT "s"."c0" AS "c0", "s"."c1" AS "c1" FROM (SELECT * FROM "__pgt_d1") AS "s"),
 "__pgt_d3" AS (SELECT "s"."c1" AS "c0" FROM (SELECT * FROM "__pgt_d2") AS "s"),
 "__pgt_d4" AS (SELECT DISTINCT "s"."c0" AS "c0" FROM (SELECT * FROM "__pgt_d3") AS "s"),

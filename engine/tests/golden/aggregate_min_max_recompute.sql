@@ -3,7 +3,7 @@
 -- full
 SELECT "s"."c0" AS "g", "s"."c1" AS "mn", "s"."c2" AS "mx" FROM (SELECT "s"."c0" AS "c0", "s"."c1" AS "c1", "s"."c2" AS "c2" FROM (SELECT "s"."c2" AS "c0", min("s"."c1") AS "c1", max("s"."c1") AS "c2" FROM (SELECT "t"."k" AS "c0", "t"."x" AS "c1", "t"."g" AS "c2" FROM "public"."a" AS "t") AS "s" GROUP BY "s"."c2") AS "s") AS "s"
 -- delta
-WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."x" AS "c1", "d"."g" AS "c2", CAST(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2))),
+WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."x" AS "c1", "d"."g" AS "c2", CAST(SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2)) GROUP BY "d"."k", "d"."x", "d"."g" HAVING SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) <> 0),
 "__pgt_d2" AS (SELECT DISTINCT "s"."c0" AS "c0", "s"."c1" AS "c1", "s"."c2" AS "c2" FROM (SELECT * FROM "__pgt_d1") AS "s"),
 "__pgt_d3" AS (SELECT "s"."c2" AS "c0" FROM (SELECT * FROM "__pgt_d2") AS "s"),
 "__pgt_d4" AS (SELECT DISTINCT "s"."c0" AS "c0" FROM (SELECT * FROM "__pgt_d3") AS "s"),

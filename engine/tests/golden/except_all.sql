@@ -3,10 +3,10 @@
 -- full
 SELECT "g"."x" AS "x", "g"."__pgt_count" AS "__pgt_count" FROM (SELECT "s"."c0" AS "x", count(*) AS "__pgt_count" FROM (SELECT "s".* FROM ((SELECT "s"."c1" AS "c0" FROM (SELECT "t"."k" AS "c0", "t"."x" AS "c1" FROM "public"."a" AS "t") AS "s") EXCEPT ALL (SELECT "s"."c0" AS "c0" FROM (SELECT "t"."v" AS "c0" FROM "public"."d" AS "t") AS "s")) AS "s") AS "s" GROUP BY "s"."c0") AS "g"
 -- delta
-WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."x" AS "c1", CAST(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2))),
+WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."x" AS "c1", CAST(SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2)) GROUP BY "d"."k", "d"."x" HAVING SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) <> 0),
 "__pgt_d2" AS (SELECT "s"."c1" AS "c0", "s"."__pgt_weight" AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d1") AS "s"),
 "__pgt_d3" AS (SELECT "s"."c0" AS "c0", 1 AS "c1", "s"."__pgt_weight" AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d2") AS "s"),
-"__pgt_d4" AS (SELECT "d"."v" AS "c0", CAST(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16387" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2))),
+"__pgt_d4" AS (SELECT "d"."v" AS "c0", CAST(SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16387" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2)) GROUP BY "d"."v" HAVING SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) <> 0),
 "__pgt_d5" AS (SELECT "s"."c0" AS "c0", "s"."__pgt_weight" AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d4") AS "s"),
 "__pgt_d6" AS (SELECT "s"."c0" AS "c0", 2 AS "c1", "s"."__pgt_weight" AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d5") AS "s"),
 "__pgt_d7" AS (SELECT "s".* FROM ((SELECT * FROM "__pgt_d3") UNION ALL (SELECT * FROM "__pgt_d6")) AS "s"),

@@ -1,0 +1,53 @@
+//! Transactions for background workers: run a closure in its own transaction, commit when it
+//! succeeds, roll back when it returns an error or PostgreSQL raises one. A raised error is
+//! caught with its SQLSTATE (plan A04) so the caller can classify it by code.
+
+use std::panic::AssertUnwindSafe;
+
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+use crate::error::PgTrickleError;
+
+/// Runs `f` in a new transaction (background workers only: no transaction may be open).
+pub fn in_transaction<R>(
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    // SAFETY: called from a background worker's main loop between transactions, as
+    // PostgreSQL's own workers do: start a transaction and push a snapshot for SPI.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let body = AssertUnwindSafe(move || -> Result<R, PgTrickleError> {
+        let value = f()?;
+        // SAFETY: the snapshot pushed above is still the active one; committing inside the
+        // guarded closure means an error raised by COMMIT is caught like any other.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(value)
+    });
+    let result = PgTryBuilder::new(body)
+        .catch_others(|e| match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                Err(PgTrickleError::Spi {
+                    sqlstate: crate::error::code_to_sqlstate(r.sql_error_code()),
+                    message: r.message().to_string(),
+                    detail: r.detail().map(str::to_string),
+                })
+            }
+            CaughtError::RustPanic { ereport, .. } => {
+                Err(PgTrickleError::Internal(ereport.message().to_string()))
+            }
+        })
+        .execute();
+    if result.is_err() {
+        // SAFETY: pgrx copied and flushed the error state when it caught the error; what is
+        // left is an aborted (or failed-to-commit) transaction, which this cleans up.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    result
+}
