@@ -7,9 +7,7 @@ set -euo pipefail
 CLUSTER=test-api
 trap '"$PG" destroy "$CLUSTER" >/dev/null' EXIT
 "$PG" start "$CLUSTER" >/dev/null
-# Refreshes here are manual: keep the scheduler away from 'calculated' stream tables.
-"$PG" psql "$CLUSTER" -q -c "ALTER SYSTEM SET pg_trickle.default_schedule_seconds = 86400" \
-  -c "SELECT pg_reload_conf()" >/dev/null
+manual_refresh_only
 fresh_db api
 
 q <<'SQL'

@@ -13,6 +13,13 @@ fresh_db() {
   q -c 'CREATE EXTENSION pg_trickle'
 }
 
+# Keeps the background scheduler away from 'calculated' stream tables in $CLUSTER, for tests
+# whose refreshes are all manual (a concurrent scheduled refresh would race with them).
+manual_refresh_only() {
+  "$PG" psql "$CLUSTER" -q -c "ALTER SYSTEM SET pg_trickle.default_schedule_seconds = 86400" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+}
+
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 # expect_eq SQL WANT — the query's output (tuples only, | separated) equals WANT.

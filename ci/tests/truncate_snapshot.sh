@@ -8,6 +8,7 @@ set -euo pipefail
 CLUSTER=test-trunc
 trap '"$PG" destroy "$CLUSTER" >/dev/null' EXIT
 "$PG" start "$CLUSTER" >/dev/null
+manual_refresh_only
 fresh_db trunc
 q <<'SQL'
 CREATE TABLE a (id int PRIMARY KEY, k int);
