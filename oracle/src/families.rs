@@ -1,46 +1,294 @@
-//! The schema the oracle writes to and the defining queries it maintains, one or more per
-//! operator family. Join keys are nullable and drawn from a small domain so that joins fan
-//! out, groups empty and refill, and NULL keys occur.
+//! The defining queries the oracle maintains, in groups that share source tables, and the
+//! twin modes every query is created in. A case of the oracle creates one group's tables and
+//! every family of that group once per twin mode; its writes touch only those tables.
 
-/// Tables: `a`, `b`, `c` with primary keys; `n` without one.
-pub const SCHEMA: &str = "
-CREATE TABLE a (id int PRIMARY KEY, k int, v numeric, t text, f boolean);
-CREATE TABLE b (id int PRIMARY KEY, k int, w bigint, ts timestamp);
-CREATE TABLE c (id int PRIMARY KEY, k int, label text);
-CREATE TABLE n (k int, x int);
-";
+use crate::schema::{Table, A, B, C, M, N};
 
-/// A defining query and its family.
+/// What the engine is expected to make of a query in AUTO mode. A family expected
+/// DIFFERENTIAL that falls back to FULL fails the run: the oracle would silently stop testing
+/// the differential path for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Differential,
+    Full,
+}
+
+/// A defining query and its family name.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {
     pub name: &'static str,
     pub query: &'static str,
+    pub expect: Expect,
 }
 
-pub const FAMILIES: &[Family] = &[
-    Family { name: "scan_filter_project", query: "SELECT id, k, v * 2 AS v2, upper(t) AS tu FROM a WHERE f IS NOT FALSE AND (k IS NULL OR k <> 3)" },
-    Family { name: "join2", query: "SELECT a.id AS aid, b.id AS bid, a.v, b.w FROM a JOIN b ON a.k = b.k" },
-    Family { name: "join3", query: "SELECT a.id AS aid, b.id AS bid, c.id AS cid, c.label FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.k" },
-    Family { name: "join_non_equi", query: "SELECT a.id AS aid, c.id AS cid FROM a, c WHERE a.k < c.k AND c.label IS NOT NULL" },
-    Family { name: "left_join", query: "SELECT a.id AS aid, b.id AS bid, b.w FROM a LEFT JOIN b ON a.k = b.k" },
-    Family { name: "full_join", query: "SELECT a.id AS aid, c.id AS cid FROM a FULL JOIN c ON a.k = c.k" },
-    Family { name: "agg_join", query: "SELECT a.k, count(*) AS n, sum(b.w) AS sw, avg(a.v) AS av FROM a JOIN b ON a.k = b.k GROUP BY a.k" },
-    Family { name: "agg_minmax_having", query: "SELECT b.k, min(b.w) AS mn, max(b.ts) AS mx, count(b.w) AS cw FROM b GROUP BY b.k HAVING count(*) > 1" },
-    Family { name: "agg_join3", query: "SELECT c.label, count(*) AS n, sum(a.v) AS sv FROM a JOIN b ON a.k = b.k JOIN c ON c.k = a.k GROUP BY c.label" },
-    Family { name: "agg_filter", query: "SELECT k, count(*) FILTER (WHERE f) AS nf, sum(v) FILTER (WHERE v > 0) AS sp FROM a GROUP BY k" },
-    Family { name: "scalar_agg", query: "SELECT count(*) AS n, sum(v) AS s, max(t) AS mt FROM a" },
-    Family { name: "distinct", query: "SELECT DISTINCT k FROM b" },
-    Family { name: "distinct_join", query: "SELECT DISTINCT a.k, c.label FROM a JOIN c ON a.k = c.k" },
-    Family { name: "union", query: "SELECT k FROM a UNION SELECT k FROM c" },
-    Family { name: "union_all_keyed", query: "SELECT id, k FROM a UNION ALL SELECT id + 1000, k FROM c" },
-    Family { name: "intersect", query: "SELECT k FROM a INTERSECT SELECT k FROM b" },
-    Family { name: "except", query: "SELECT k FROM a EXCEPT SELECT k FROM c" },
-    Family { name: "except_all", query: "SELECT k FROM b EXCEPT ALL SELECT k FROM c" },
-    Family { name: "exists", query: "SELECT id, k FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k)" },
-    Family { name: "not_exists", query: "SELECT id FROM a WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.k = a.k)" },
-    Family { name: "in_subquery", query: "SELECT id FROM c WHERE k IN (SELECT k FROM b WHERE w > 10)" },
-    Family { name: "not_in", query: "SELECT id FROM a WHERE k NOT IN (SELECT k FROM c)" },
-    Family { name: "cte_subquery", query: "WITH big AS (SELECT id, k FROM b WHERE w > 5) SELECT a.id, s.id AS bid FROM a JOIN (SELECT * FROM big) AS s ON s.k = a.k" },
-    Family { name: "bag_no_key", query: "SELECT k, x FROM n WHERE x IS NOT NULL" },
-    Family { name: "agg_bag", query: "SELECT k, count(*) AS n, sum(x) AS sx FROM n GROUP BY k" },
+/// Source tables and the families over them.
+#[derive(Debug)]
+pub struct Group {
+    pub name: &'static str,
+    pub tables: &'static [&'static Table],
+    pub families: &'static [Family],
+}
+
+/// One way of maintaining a query: stream table `<prefix>_<family>` in `mode`. The first twin
+/// is the one under test; every twin is compared with the query and with the first twin.
+#[derive(Debug, Clone, Copy)]
+pub struct Twin {
+    pub prefix: &'static str,
+    pub mode: &'static str,
+}
+
+/// The twins of every family. Adding a mode is one line here.
+pub const TWINS: &[Twin] = &[
+    Twin {
+        prefix: "diff",
+        mode: "AUTO",
+    },
+    Twin {
+        prefix: "full",
+        mode: "FULL",
+    },
 ];
+
+const fn d(name: &'static str, query: &'static str) -> Family {
+    Family {
+        name,
+        query,
+        expect: Expect::Differential,
+    }
+}
+
+const fn f(name: &'static str, query: &'static str) -> Family {
+    Family {
+        name,
+        query,
+        expect: Expect::Full,
+    }
+}
+
+/// Every group, in the order cases visit them.
+pub static GROUPS: &[Group] = &[
+    Group {
+        name: "pk2",
+        tables: &[&A, &B],
+        families: PK2,
+    },
+    Group {
+        name: "pk3",
+        tables: &[&A, &B, &C],
+        families: PK3,
+    },
+    Group {
+        name: "nopk2",
+        tables: &[&N, &M],
+        families: NOPK2,
+    },
+    Group {
+        name: "mixed3",
+        tables: &[&A, &N, &M],
+        families: MIXED3,
+    },
+    Group {
+        name: "single",
+        tables: &[&A, &B, &N, &M],
+        families: SINGLE,
+    },
+];
+
+/// Two keyed tables: inner, non-equi and outer joins, aggregates over joins, semi/anti
+/// joins, set operations.
+#[rustfmt::skip]
+const PK2: &[Family] = &[
+    d("join2", "SELECT a.id AS aid, b.id AS bid, a.v, b.w FROM a JOIN b ON a.k = b.k"),
+    d("join2_non_equi", "SELECT a.id AS aid, b.id AS bid FROM a JOIN b ON a.k < b.k AND b.w > 10"),
+    d("left_join", "SELECT a.id AS aid, b.id AS bid, b.w FROM a LEFT JOIN b ON a.k = b.k"),
+    d("right_join", "SELECT a.id AS aid, b.id AS bid, a.t FROM a RIGHT JOIN b ON a.k = b.k AND a.f"),
+    d("full_join", "SELECT a.id AS aid, b.id AS bid, a.k AS ak, b.k AS bk FROM a FULL JOIN b ON a.k = b.k"),
+    d("agg_join", "SELECT a.k, count(*) AS cnt, sum(b.w) AS sw, avg(a.v) AS av, min(b.ts) AS mn, max(a.t) AS mx FROM a JOIN b ON a.k = b.k GROUP BY a.k HAVING count(*) > 1"),
+    d("agg_left_join", "SELECT a.id, count(b.id) AS cnt, sum(b.w) AS sw, max(b.ts) AS mx FROM a LEFT JOIN b ON a.k = b.k GROUP BY a.id"),
+    d("scalar_agg_join", "SELECT count(*) AS cnt, sum(a.v * b.w) AS total, min(b.w) AS mn FROM a JOIN b ON a.k = b.k"),
+    d("distinct_join", "SELECT DISTINCT a.k, b.w FROM a JOIN b ON a.k = b.k"),
+    d("exists", "SELECT id, k FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > 5)"),
+    d("not_exists", "SELECT id, t FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)"),
+    d("in_subquery", "SELECT id FROM b WHERE k IN (SELECT k FROM a WHERE f)"),
+    d("not_in", "SELECT id FROM a WHERE k NOT IN (SELECT k FROM b)"),
+    d("union", "SELECT k FROM a UNION SELECT k FROM b"),
+    f("union_all_keyed", "SELECT id, k FROM a UNION ALL SELECT id + 1000, k FROM b"),
+    d("intersect", "SELECT k FROM a INTERSECT SELECT k FROM b"),
+    d("except", "SELECT k FROM a EXCEPT SELECT k FROM b"),
+    f("except_all", "SELECT k FROM b EXCEPT ALL SELECT k FROM a"),
+    d("cte_subquery", "WITH big AS (SELECT id, k FROM b WHERE w > 5) SELECT a.id, s.id AS bid FROM a JOIN (SELECT * FROM big) AS s ON s.k = a.k"),
+];
+
+/// Three keyed tables: chains of inner and outer joins, aggregates over them, nested set
+/// operations.
+#[rustfmt::skip]
+const PK3: &[Family] = &[
+    d("join3", "SELECT a.id AS aid, b.id AS bid, c.id AS cid, c.label FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.k"),
+    d("join3_left_chain", "SELECT a.id AS aid, b.id AS bid, c.id AS cid FROM a LEFT JOIN b ON a.k = b.k LEFT JOIN c ON c.k = b.k AND c.label IS NOT NULL"),
+    d("join3_full", "SELECT a.id AS aid, b.id AS bid, c.id AS cid FROM a FULL JOIN b ON a.k = b.k FULL JOIN c ON c.id = b.id"),
+    d("join3_inner_outer", "SELECT a.id AS aid, b.w, c.label FROM a JOIN b ON a.k = b.k LEFT JOIN c ON c.k = a.k AND c.label = 'p'"),
+    d("join3_non_equi", "SELECT a.id AS aid, c.id AS cid FROM a JOIN c ON a.k < c.k JOIN b ON b.id = c.id"),
+    d("agg_join3", "SELECT c.label, count(*) AS cnt, sum(a.v) AS sv, avg(b.w) AS aw, min(a.t) AS mn, max(b.ts) AS mx FROM a JOIN b ON a.k = b.k JOIN c ON c.k = a.k GROUP BY c.label HAVING sum(b.w) > 5"),
+    d("agg_join3_left", "SELECT a.k, count(c.id) AS cc, count(b.id) AS cb FROM a LEFT JOIN b ON a.k = b.k LEFT JOIN c ON c.k = a.k GROUP BY a.k"),
+    d("distinct_join3", "SELECT DISTINCT c.label, b.w FROM a JOIN b ON a.k = b.k JOIN c ON c.k = b.k"),
+    d("exists_not_exists3", "SELECT id, k FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k) AND NOT EXISTS (SELECT 1 FROM c WHERE c.k = a.k AND c.label = 'q')"),
+    d("union3", "SELECT k FROM a UNION SELECT k FROM b UNION SELECT k FROM c"),
+    d("intersect_except3", "(SELECT k FROM a INTERSECT SELECT k FROM b) EXCEPT SELECT k FROM c"),
+    f("union_all3", "SELECT 'a' AS src, id, k FROM a UNION ALL SELECT 'b', id, k FROM b UNION ALL SELECT 'c', id, k FROM c"),
+    d("not_in3", "SELECT id FROM c WHERE k NOT IN (SELECT a.k FROM a JOIN b ON a.id = b.id)"),
+];
+
+/// Two tables without keys: bags. Joins that may repeat rows are FULL; aggregates, DISTINCT
+/// and set semantics are keyed by their output and maintained differentially.
+#[rustfmt::skip]
+const NOPK2: &[Family] = &[
+    f("bag_join", "SELECT n.k, n.x, m.y FROM n JOIN m ON n.k = m.k"),
+    d("agg_bag_join", "SELECT n.k, count(*) AS cnt, sum(m.y) AS sy, avg(n.x) AS ax, min(m.s) AS mn, max(n.x) AS mx FROM n JOIN m ON n.k = m.k GROUP BY n.k HAVING sum(n.x) > 1"),
+    d("distinct_bag_join", "SELECT DISTINCT n.x, m.s FROM n JOIN m ON n.k = m.k"),
+    d("agg_bag_left", "SELECT n.k, count(m.k) AS cm, max(m.y) AS my FROM n LEFT JOIN m ON n.k = m.k GROUP BY n.k"),
+    d("agg_bag_full", "SELECT coalesce(n.k, m.k) AS key, count(*) AS cnt, sum(n.x) AS sx FROM n FULL JOIN m ON n.k = m.k GROUP BY coalesce(n.k, m.k)"),
+    d("scalar_agg_bag_join", "SELECT count(*) AS cnt, sum(n.x) AS sx, max(m.s) AS ms FROM n JOIN m ON n.k = m.k"),
+    d("union_bag", "SELECT k FROM n UNION SELECT k FROM m"),
+    d("intersect_bag", "SELECT k FROM n INTERSECT SELECT k FROM m"),
+    f("intersect_all_bag", "SELECT k FROM n INTERSECT ALL SELECT k FROM m"),
+    d("except_bag", "SELECT k FROM m EXCEPT SELECT k FROM n"),
+    d("exists_bag", "SELECT DISTINCT k, x FROM n WHERE EXISTS (SELECT 1 FROM m WHERE m.k = n.k AND m.s IS NOT NULL)"),
+    d("not_exists_bag", "SELECT k, count(*) AS cnt FROM n WHERE NOT EXISTS (SELECT 1 FROM m WHERE m.k = n.k) GROUP BY k"),
+    f("semi_bag", "SELECT k, x FROM n WHERE k IN (SELECT k FROM m)"),
+];
+
+/// A keyed table with two bags: joins across keyed and unkeyed sides, int = bigint and
+/// text join keys.
+#[rustfmt::skip]
+const MIXED3: &[Family] = &[
+    d("agg_keyed_bag", "SELECT a.id, count(*) AS cnt, sum(n.x) AS sx FROM a JOIN n ON a.k = n.k GROUP BY a.id"),
+    d("agg_mixed3", "SELECT a.t, count(*) AS cnt, sum(n.x) AS sx, min(m.y) AS my, max(a.v) AS mv FROM a JOIN n ON n.k = a.k LEFT JOIN m ON m.k = a.k GROUP BY a.t HAVING count(*) > 1"),
+    d("distinct_mixed3", "SELECT DISTINCT a.f, n.x FROM a JOIN n ON a.k = n.k WHERE EXISTS (SELECT 1 FROM m WHERE m.k = n.k)"),
+    d("join_text_key", "SELECT a.id, count(m.s) AS cnt, max(m.y) AS my FROM a LEFT JOIN m ON a.t = m.s GROUP BY a.id"),
+    d("join_bigint_key", "SELECT DISTINCT a.id, m.y FROM a JOIN m ON a.k = m.k"),
+    f("left_join_bag", "SELECT a.id, n.x FROM a LEFT JOIN n ON a.k = n.k"),
+    d("union_mixed3", "SELECT k FROM a UNION SELECT k FROM n UNION SELECT k::int FROM m"),
+    d("except_mixed", "SELECT k FROM n EXCEPT SELECT k FROM a"),
+    d("intersect_mixed", "SELECT k FROM m INTERSECT SELECT k FROM a"),
+    d("not_exists_mixed3", "SELECT id FROM a WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.k = a.k) AND EXISTS (SELECT 1 FROM m WHERE m.s = a.t)"),
+    d("scalar_agg_mixed3", "SELECT count(*) AS cnt, sum(a.v) AS sv, avg(n.x) AS ax FROM a JOIN n ON a.k = n.k JOIN m ON m.k = n.k"),
+    d("full_join_mixed", "SELECT coalesce(a.k, n.k) AS key, count(a.id) AS ca, count(n.x) AS cx FROM a FULL JOIN n ON a.k = n.k GROUP BY coalesce(a.k, n.k)"),
+];
+
+/// One table at a time: scans, filters, projections, aggregates, DISTINCT, bags.
+#[rustfmt::skip]
+const SINGLE: &[Family] = &[
+    d("scan_filter_project", "SELECT id, k, v * 2 AS v2, upper(t) AS tu FROM a WHERE f IS NOT FALSE AND (k IS NULL OR k <> 3)"),
+    d("agg_minmax_having", "SELECT k, min(w) AS mn, max(ts) AS mx, count(w) AS cw FROM b GROUP BY k HAVING count(*) > 1"),
+    d("agg_filter", "SELECT k, count(*) FILTER (WHERE f) AS nf, sum(v) FILTER (WHERE v > 0) AS sp, bool_and(f) AS ba FROM a GROUP BY k"),
+    d("scalar_agg", "SELECT count(*) AS cnt, sum(v) AS sv, avg(v) AS av, max(t) AS mt FROM a"),
+    d("scalar_agg_empty", "SELECT count(*) AS cnt, sum(w) AS sw, min(ts) AS mn FROM b WHERE w > 15"),
+    d("distinct", "SELECT DISTINCT k FROM b"),
+    f("bag_no_key", "SELECT k, x FROM n WHERE x IS NOT NULL"),
+    d("agg_bag", "SELECT k, count(*) AS cnt, sum(x) AS sx, avg(x) AS ax FROM n GROUP BY k"),
+    d("distinct_bag", "SELECT DISTINCT s, y FROM m"),
+    d("agg_bag_minmax", "SELECT s, min(y) AS mn, max(k) AS mx, count(*) AS cnt FROM m GROUP BY s HAVING max(y) > 0.5"),
+];
+
+/// The group named `name`.
+pub fn group(name: &str) -> Option<&'static Group> {
+    GROUPS.iter().find(|g| g.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::TABLES;
+
+    fn words(query: &str) -> Vec<&str> {
+        query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn families_read_only_their_groups_tables() {
+        for g in GROUPS {
+            for fam in g.families {
+                for w in words(fam.query) {
+                    if let Some(t) = TABLES.iter().find(|t| t.name == w) {
+                        assert!(
+                            g.tables.iter().any(|gt| gt.name == t.name),
+                            "{} reads {} outside group {}",
+                            fam.name,
+                            t.name,
+                            g.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_groups_table_is_read_by_some_family() {
+        for g in GROUPS {
+            for t in g.tables {
+                assert!(
+                    g.families.iter().any(|f| words(f.query).contains(&t.name)),
+                    "{} in {}",
+                    t.name,
+                    g.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn family_names_are_unique_across_groups() {
+        let mut names: Vec<&str> = GROUPS
+            .iter()
+            .flat_map(|g| g.families.iter().map(|f| f.name))
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all);
+    }
+
+    #[test]
+    fn groups_cover_the_issue_operators() {
+        let all: String = GROUPS
+            .iter()
+            .flat_map(|g| g.families.iter().map(|f| f.query.to_uppercase() + " "))
+            .collect();
+        for op in [
+            " JOIN ",
+            "LEFT JOIN",
+            "RIGHT JOIN",
+            "FULL JOIN",
+            "COUNT(",
+            "SUM(",
+            "AVG(",
+            "MIN(",
+            "MAX(",
+            "HAVING",
+            "DISTINCT",
+            "UNION",
+            "EXCEPT",
+            "INTERSECT",
+            "NOT EXISTS",
+        ] {
+            assert!(all.contains(op), "{op}");
+        }
+        assert!(GROUPS
+            .iter()
+            .any(|g| g.tables.len() == 3 && g.tables.iter().all(|t| t.has_pk)));
+        assert!(GROUPS.iter().any(|g| g.tables.iter().all(|t| !t.has_pk)));
+    }
+
+    #[test]
+    fn twins_start_with_the_mode_under_test_and_have_distinct_prefixes() {
+        assert_eq!(TWINS[0].mode, "AUTO");
+        assert!(TWINS.iter().any(|t| t.mode == "FULL"));
+        let mut p: Vec<&str> = TWINS.iter().map(|t| t.prefix).collect();
+        p.dedup();
+        assert_eq!(p.len(), TWINS.len());
+    }
+}

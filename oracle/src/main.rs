@@ -1,72 +1,369 @@
 //! `oracle`: runs the differential oracle against a live server and prints what it found.
-//! Usage: oracle --url 'host=… port=… user=postgres dbname=postgres' [--iterations N]
-//!        [--seed S] [--concurrent]
+//! Modes: state-machine runs (default), `--sqlsmith N`, `--rerun DIR` (fixtures) and
+//! `--replay FILE`. `ci/oracle` wraps it; see docs/ORACLE.md.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use oracle::run::{run, Config};
+use oracle::families::{group, Expect, GROUPS};
+use oracle::fixture;
+use oracle::run::{run, Config, Counterexample, Report};
+use oracle::smith::{run_smith, SmithConfig, SmithReport};
+
+const USAGE: &str = "usage: oracle --url CONNSTR [--iterations N] [--seed S] [--concurrent] \
+[--writers W] [--steps-max L] [--group NAME]... [--case I] [--regressions DIR]
+       oracle --url CONNSTR --sqlsmith N [--seed S] [--rounds R] [--regressions DIR]
+       oracle --url CONNSTR --rerun DIR [--open]
+       oracle --url CONNSTR --replay FILE...";
+
+#[derive(Default)]
+struct Args {
+    url: String,
+    iterations: Option<u64>,
+    seed: Option<u64>,
+    writers: usize,
+    steps_max: Option<usize>,
+    groups: Vec<String>,
+    case: Option<u64>,
+    regressions: Option<PathBuf>,
+    sqlsmith: Option<u64>,
+    rounds: usize,
+    rerun: Option<PathBuf>,
+    open: bool,
+    replay: Vec<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        rounds: 4,
+        ..Args::default()
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{v}: {e}"));
+        match flag.as_str() {
+            "--url" => a.url = value()?,
+            "--iterations" => a.iterations = Some(num(value()?)?),
+            "--seed" => a.seed = Some(num(value()?)?),
+            "--concurrent" => a.writers = a.writers.max(2),
+            "--writers" => a.writers = num(value()?)? as usize,
+            "--steps-max" => a.steps_max = Some(num(value()?)? as usize),
+            "--group" => a.groups.push(value()?),
+            "--case" => a.case = Some(num(value()?)?),
+            "--regressions" => a.regressions = Some(value()?.into()),
+            "--sqlsmith" => a.sqlsmith = Some(num(value()?)?),
+            "--rounds" => a.rounds = num(value()?)? as usize,
+            "--rerun" => a.rerun = Some(value()?.into()),
+            "--open" => a.open = true,
+            "--replay" => a.replay.push(value()?.into()),
+            _ => return Err(format!("unknown argument {flag}")),
+        }
+    }
+    if a.url.is_empty() {
+        return Err("--url is required".into());
+    }
+    Ok(a)
+}
 
 fn main() -> ExitCode {
-    let mut cfg = Config {
-        admin_url: String::new(),
-        iterations: 300,
-        seed: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(1),
-        concurrent: false,
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("oracle: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_default();
-        match a.as_str() {
-            "--url" => cfg.admin_url = value(),
-            "--iterations" => cfg.iterations = value().parse().unwrap_or(cfg.iterations),
-            "--seed" => cfg.seed = value().parse().unwrap_or(cfg.seed),
-            "--concurrent" => cfg.concurrent = true,
-            _ => {
-                eprintln!("usage: oracle --url CONNSTR [--iterations N] [--seed S] [--concurrent]");
-                return ExitCode::from(2);
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    if !args.replay.is_empty() {
+        return replay(&args);
+    }
+    if let Some(dir) = &args.rerun {
+        return rerun(&args.url, dir, args.open);
+    }
+    if let Some(n) = args.sqlsmith {
+        let cfg = SmithConfig {
+            admin_url: args.url.clone(),
+            queries: n,
+            seed,
+            rounds: args.rounds,
+            writes_per_round: 15,
+            regressions: args.regressions.clone(),
+        };
+        println!(
+            "oracle sqlsmith: seed {seed}, {n} generated statements, {} rounds",
+            cfg.rounds
+        );
+        return match run_smith(&cfg) {
+            Ok(r) => print_smith(&r, seed),
+            Err(e) => {
+                println!("oracle sqlsmith: FAILED (seed {seed}): {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    state_machine(&args, seed)
+}
+
+fn state_machine(args: &Args, seed: u64) -> ExitCode {
+    let mut cfg = Config::new(args.url.clone(), seed);
+    cfg.iterations = args.iterations.unwrap_or(cfg.iterations);
+    cfg.writers = args.writers;
+    cfg.steps_max = args.steps_max.unwrap_or(cfg.steps_max);
+    cfg.only_case = args.case;
+    cfg.regressions = args.regressions.clone();
+    if !args.groups.is_empty() {
+        let mut groups = Vec::new();
+        for name in &args.groups {
+            match group(name) {
+                Some(g) => groups.push(g),
+                None => {
+                    let names: Vec<&str> = GROUPS.iter().map(|g| g.name).collect();
+                    eprintln!("oracle: no group {name} (groups: {})", names.join(", "));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        cfg.groups = groups;
+    }
+    println!(
+        "oracle: seed {seed}, {} iterations, groups {}, cases up to {} steps, {} concurrent writers",
+        cfg.iterations,
+        cfg.groups.iter().map(|g| g.name).collect::<Vec<_>>().join(","),
+        cfg.steps_max,
+        cfg.writers
+    );
+    match run(&cfg) {
+        Ok(r) => print_report(&cfg, &r),
+        Err(cx) => print_counterexample(&cx),
+    }
+}
+
+fn print_report(cfg: &Config, r: &Report) -> ExitCode {
+    let s = &r.stats;
+    let families: usize = cfg.groups.iter().map(|g| g.families.len()).sum();
+    let expected_full: Vec<&str> = cfg
+        .groups
+        .iter()
+        .flat_map(|g| g.families.iter())
+        .filter(|f| f.expect == Expect::Full)
+        .map(|f| f.name)
+        .collect();
+    println!(
+        "families: {families}, FULL in AUTO ({}):",
+        s.fallbacks.len()
+    );
+    for (f, why) in &s.fallbacks {
+        println!("  {f}: {why}");
+    }
+    for f in expected_full
+        .iter()
+        .filter(|f| !s.fallbacks.contains_key(*f))
+    {
+        println!("  note: {f} is expected FULL but ran DIFFERENTIAL (update its expectation)");
+    }
+    println!("refreshes of the twins under test, by action:");
+    for (action, n) in &s.actions {
+        println!("  {n:>7}  {action}");
+    }
+    let per_group: Vec<String> = r
+        .cases_per_group
+        .iter()
+        .map(|(g, n)| format!("{g} {n}"))
+        .collect();
+    println!("cases per group: {}", per_group.join(", "));
+    println!(
+        "oracle: {} cases, {} iterations ({} writes, {} refresh+checks), {} concurrent writes \
+         ({} conflicts rolled back), 0 counterexamples in {:.1}s (seed {})",
+        r.cases, s.steps, s.writes, s.checks, s.writer_writes, s.conflicts, r.seconds, cfg.seed
+    );
+    println!("oracle: {} passed, 0 failed", s.checks);
+    ExitCode::SUCCESS
+}
+
+fn print_counterexample(cx: &Counterexample) -> ExitCode {
+    let f = &cx.failure;
+    println!(
+        "oracle: FAILED (seed {}, case {}, group {}): {:?} {}: {}",
+        cx.seed,
+        cx.case,
+        cx.group,
+        f.kind,
+        f.family.unwrap_or("-"),
+        f.message
+    );
+    println!(
+        "{} from {} to {} steps; initial rows: {} inserts",
+        if cx.shrunk { "shrunk" } else { "not shrunk" },
+        cx.original_steps,
+        cx.steps.len(),
+        cx.initial.len()
+    );
+    println!("-- steps:");
+    for s in &cx.steps {
+        println!("--   {s:?}");
+    }
+    println!("-- replay script ({} statements):", f.script.len());
+    for s in &f.script {
+        println!("{s}");
+    }
+    for (i, log) in f.writer_logs.iter().enumerate() {
+        let skip = log.len().saturating_sub(200);
+        println!(
+            "-- concurrent writer {i}: last {} of {} writes",
+            log.len() - skip,
+            log.len()
+        );
+        for s in &log[skip..] {
+            println!("--   {s}");
+        }
+    }
+    if f.kind == oracle::exec::Kind::Setup && f.message.contains("connect") {
+        println!(
+            "(the server went away: restarted by a concurrent ci/install or ci/pg? \
+             `ci/pg stop oracle; ci/pg start oracle` and rerun)"
+        );
+    }
+    match cx.replayed {
+        Some(true) => println!("replayed in a fresh database: fails the same way"),
+        Some(false) => println!("replayed in a fresh database: did NOT fail"),
+        None => {}
+    }
+    if let Some(p) = &cx.fixture {
+        println!("fixture: {}", p.display());
+    }
+    println!(
+        "oracle: 0 passed, 1 failed (rerun: --seed {} --case {})",
+        cx.seed, cx.case
+    );
+    ExitCode::FAILURE
+}
+
+fn print_smith(r: &SmithReport, seed: u64) -> ExitCode {
+    println!(
+        "sqlsmith: {} statements generated, {} SELECTs ({} skipped: multi-line literals)",
+        r.generated, r.selects, r.skipped
+    );
+    println!(
+        "tried without their final top-level LIMIT: {}; without TABLESAMPLE: {}",
+        r.limits_removed, r.tablesamples_removed
+    );
+    let tried = r.selects - r.skipped;
+    let fallbacks: u64 = r.full_fallback.values().sum();
+    let refused: u64 = r.refused.values().sum();
+    println!(
+        "tried {tried}: {} accepted DIFFERENTIAL, {fallbacks} refused DIFFERENTIAL but AUTO falls \
+         back to FULL, {refused} refused in both modes",
+        r.accepted
+    );
+    for (title, map) in [
+        ("AUTO fell back to FULL, by reason", &r.full_fallback),
+        ("refused, by SQLSTATE and reason", &r.refused),
+        (
+            "accepted, but the query itself errors after writes",
+            &r.runtime_errors,
+        ),
+    ] {
+        println!("{title}:");
+        let mut rows: Vec<(&String, &u64)> = map.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (k, n) in rows {
+            println!("  {n:>5}  {k}");
+        }
+    }
+    if r.connection_losses > 0 {
+        println!(
+            "connection lost {} times (server crash?)",
+            r.connection_losses
+        );
+    }
+    for f in &r.failures {
+        println!("FAILED {}: {}\n  query: {}", f.name, f.message, f.query);
+        match &f.fixture {
+            Some(p) => println!("  fixture: {}", p.display()),
+            None => {
+                println!("  replay script:");
+                for s in &f.script {
+                    println!("{s}");
+                }
             }
         }
     }
     println!(
-        "oracle: seed {} iterations {} concurrent {}",
-        cfg.seed, cfg.iterations, cfg.concurrent
+        "oracle sqlsmith: {} accepted, {} converged, {} failed, {} refresh+checks in {:.1}s (seed {seed})",
+        r.accepted,
+        r.converged,
+        r.failures.len(),
+        r.checks,
+        r.seconds
     );
-    let started = std::time::Instant::now();
-    match run(&cfg) {
-        Ok(r) => {
-            println!(
-                "differential ({}): {}",
-                r.differential.len(),
-                r.differential.join(", ")
-            );
-            println!("fell back to FULL ({}):", r.full_fallback.len());
-            for (f, why) in &r.full_fallback {
-                println!("  {f}: {why}");
+    if r.failures.is_empty() && r.connection_losses == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn replay(args: &Args) -> ExitCode {
+    let mut failed = 0;
+    for path in &args.replay {
+        match fixture::replay_file(&args.url, path) {
+            Ok(()) => println!("passes: {}", path.display()),
+            Err(e) => {
+                failed += 1;
+                println!("FAILS: {}: {e}", path.display());
             }
-            println!("refused ({}):", r.refused.len());
-            for (f, why) in &r.refused {
-                println!("  {f}: {why}");
-            }
-            println!(
-                "oracle: {} writes, {} refresh+checks, 0 mismatches in {:.1}s (seed {})",
-                r.writes,
-                r.checks,
-                started.elapsed().as_secs_f64(),
-                cfg.seed
-            );
-            println!("oracle: {} passed, 0 failed", r.checks);
-            ExitCode::SUCCESS
         }
-        Err(f) => {
-            println!("oracle: FAILED (seed {}): {}", cfg.seed, f.message);
-            println!("-- replay script ({} statements):", f.script.len());
-            for s in &f.script {
-                println!("{s}");
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn rerun(url: &str, dir: &std::path::Path, open: bool) -> ExitCode {
+    let fixed = fixture::fixtures_in(dir);
+    let mut failed = 0;
+    for path in &fixed {
+        match fixture::replay_file(url, path) {
+            Ok(()) => println!("ok      {}", path.display()),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {}: {e}", path.display());
             }
-            ExitCode::FAILURE
         }
+    }
+    let open_paths = fixture::fixtures_in(&dir.join("open"));
+    if open {
+        for path in &open_paths {
+            match fixture::replay_file(url, path) {
+                Ok(()) => println!(
+                    "open, now PASSES (move it up when fixed): {}",
+                    path.display()
+                ),
+                Err(e) => println!("open, still fails: {}: {e}", path.display()),
+            }
+        }
+    }
+    println!(
+        "oracle regressions: {} fixed fixtures, {} failed; {} open fixtures {}",
+        fixed.len(),
+        failed,
+        open_paths.len(),
+        if open {
+            "replayed"
+        } else {
+            "not replayed (--open)"
+        }
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
