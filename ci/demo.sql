@@ -27,6 +27,33 @@ SELECT region, orders, revenue FROM revenue_by_region ORDER BY region;
 SELECT c.region, count(*) AS orders, sum(o.amount) AS revenue
   FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.region ORDER BY 1;
 
+-- IMMEDIATE: kept current inside every statement that writes a source.
+SELECT pgtrickle.create_stream_table(
+  'orders_per_customer',
+  'SELECT customer_id, count(*) AS orders FROM orders GROUP BY customer_id',
+  refresh_mode => 'IMMEDIATE');
+INSERT INTO orders VALUES (10003, 1, 5.00);
+SELECT customer_id, orders FROM orders_per_customer ORDER BY customer_id;
+
+-- Scheduled: the background scheduler refreshes this one about every second when it changed
+-- (its worker for this new database starts within seconds). Wait for it, at most 60 s.
+SELECT pgtrickle.create_stream_table(
+  'big_orders', 'SELECT id, amount FROM orders WHERE amount > 45', schedule => '1s');
+DELETE FROM orders WHERE amount > 49;
+DO $$
+DECLARE
+  waited int := 0;
+BEGIN
+  WHILE (SELECT count(*) FROM big_orders) <> (SELECT count(*) FROM orders WHERE amount > 45)
+        AND waited < 120 LOOP
+    PERFORM pg_sleep(0.5);
+    waited := waited + 1;
+  END LOOP;
+END
+$$;
+SELECT (SELECT count(*) FROM big_orders) AS big_orders_rows,
+       (SELECT count(*) FROM orders WHERE amount > 45) AS query_rows;
+
 -- A query the engine cannot maintain differentially: AUTO falls back to FULL and says why.
 SELECT pgtrickle.create_stream_table('sampled', 'SELECT id, random() AS r FROM customers');
 
