@@ -1,0 +1,1 @@
+WITH t AS (SELECT g, x FROM a WHERE x IS NOT NULL) SELECT t.g, sum(t.x) AS s FROM t GROUP BY t.g

@@ -1,0 +1,1 @@
+SELECT g, count(*) AS n, sum(x) AS s, avg(x) AS av FROM a GROUP BY g HAVING count(*) > 1

@@ -1,0 +1,1 @@
+SELECT a.k, b.k AS bk, a.x, b.y FROM a JOIN b ON a.g = b.g

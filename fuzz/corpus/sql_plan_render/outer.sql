@@ -1,0 +1,1 @@
+SELECT a.k, b.k AS bk FROM a FULL JOIN b ON a.x = b.y LEFT JOIN c ON c.z = b.g

@@ -1,0 +1,1 @@
+SELECT "select", count(*) AS "Count" FROM "Order Items" GROUP BY "select"

@@ -1,0 +1,1 @@
+SELECT DISTINCT e.t, sum(e.n) FILTER (WHERE e.ok) AS s, max(e.f) AS m FROM e GROUP BY e.t
