@@ -28,15 +28,21 @@ pub fn create_sql(table: &str, query: &str, mode: &str) -> String {
     )
 }
 
-/// Raises unless `table` (its `columns`) equals `query` as a multiset.
-pub fn query_check_sql(table: &str, columns: &[String], query: &str) -> String {
+/// Raises unless `table` (its `columns`) equals `query` as a multiset; `what` names the
+/// query in the message ("its query").
+pub fn query_check_sql(table: &str, columns: &[String], query: &str, what: &str) -> String {
     let cols = columns.join(", ");
     difference_block(
         &format!("SELECT {cols} FROM {table}"),
         &format!("({query})"),
-        &format!("{table} differs from its query"),
+        &format!("{table} differs from {what}"),
     )
 }
+
+/// The name of the defining query in messages.
+pub const QUERY: &str = "its query";
+/// The name of a downstream query with its upstream's query inlined, in messages.
+pub const COMPOSED: &str = "its query with the upstream query inlined";
 
 /// Raises unless `table` equals its twin `other` (same `columns`) as a multiset.
 pub fn twin_check_sql(table: &str, other: &str, columns: &[String]) -> String {
@@ -49,6 +55,8 @@ pub fn twin_check_sql(table: &str, other: &str, columns: &[String]) -> String {
 }
 
 fn difference_block(left: &str, right: &str, what: &str) -> String {
+    // `what` goes into a string literal that RAISE formats.
+    let what = what.replace('\'', "''").replace('%', "%%");
     format!(
         "DO $oracle$ DECLARE extra_rows_ bigint; missing_rows_ bigint; BEGIN \
          SELECT count(*) INTO extra_rows_ FROM ({left} EXCEPT ALL {right}) AS extra_; \
@@ -95,11 +103,22 @@ mod tests {
 
     #[test]
     fn query_check_compares_both_ways_and_raises_with_the_prefix() {
-        let sql = query_check_sql("diff_x", &["k".into(), "cnt".into()], "SELECT k FROM a");
+        let sql = query_check_sql(
+            "diff_x",
+            &["k".into(), "cnt".into()],
+            "SELECT k FROM a",
+            QUERY,
+        );
         assert!(sql.contains("(SELECT k, cnt FROM diff_x EXCEPT ALL (SELECT k FROM a))"));
         assert!(sql.contains("((SELECT k FROM a) EXCEPT ALL SELECT k, cnt FROM diff_x)"));
         assert!(sql.contains("RAISE EXCEPTION 'oracle: diff_x differs from its query"));
         assert!(!sql.contains('\n'));
+    }
+
+    #[test]
+    fn messages_escape_quotes_and_percent_signs() {
+        let sql = twin_check_sql("it's", "x%", &["k".into()]);
+        assert!(sql.contains("'oracle: twins it''s and x%% disagree: % extra rows"));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct Case<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub focus: Focus,
+    /// How many times the run visited the case's group before (which families get the
+    /// twins created in one case out of several).
+    pub round: u64,
     /// Concurrent writer connections (0: none, the case is deterministic).
     pub writers: usize,
     pub writer_seed: u64,
@@ -97,6 +100,8 @@ pub struct Stats {
     pub conflicts: u64,
     /// Refreshes of the twin under test by action (and reason, for FULL).
     pub actions: BTreeMap<String, u64>,
+    /// Stream tables created, by refresh mode.
+    pub created: BTreeMap<&'static str, u64>,
     /// Families whose twin under test runs FULL, with the reason.
     pub fallbacks: BTreeMap<&'static str, String>,
 }
@@ -104,10 +109,13 @@ pub struct Stats {
 /// SQLSTATEs a write may hit only because of concurrent writers.
 pub const CONFLICT_CODES: [&str; 3] = ["40P01", "40001", "23505"];
 
+/// The stream tables of one family and how to check them, fixed at creation.
 struct Created {
     family: &'static Family,
-    tables: Vec<String>,
-    columns: Vec<String>,
+    /// What a check refreshes, in order (an upstream before its downstream).
+    refresh: Vec<String>,
+    /// The check statements, each raising with its kind of failure.
+    checks: Vec<(Kind, String)>,
 }
 
 struct Exec {
@@ -174,7 +182,7 @@ pub fn run_case(
         concurrent: opts.writers > 0,
     };
     ex.setup(case)?;
-    ex.create_targets(case.group, opts.focus)?;
+    ex.create_targets(case.group, opts.focus, opts.round)?;
     let stop = Arc::new(AtomicBool::new(false));
     let url = db_url(admin_url, CASE_DB);
     let handles: Vec<_> = (0..opts.writers)
@@ -259,36 +267,87 @@ impl Exec {
         Ok(())
     }
 
-    fn create_targets(&mut self, group: &'static Group, focus: Focus) -> Result<(), Failure> {
+    fn create_targets(
+        &mut self,
+        group: &'static Group,
+        focus: Focus,
+        round: u64,
+    ) -> Result<(), Failure> {
         for (i, family) in group.families.iter().enumerate() {
             if focus != Focus::All && focus != Focus::Family(i) {
                 continue;
             }
-            let mut tables = Vec::new();
-            for twin in TWINS {
+            let mut created = Created {
+                family,
+                refresh: Vec::new(),
+                checks: Vec::new(),
+            };
+            let mut chains: Vec<(String, Vec<String>)> = Vec::new();
+            let twins = TWINS.iter().enumerate();
+            for (t, twin) in twins.filter(|(_, t)| t.applies_to(family, i, round)) {
                 let table = format!("{}_{}", twin.prefix, family.name);
-                let sql = check::create_sql(&table, family.query, twin.mode);
-                self.sql(&sql).map_err(|e| {
-                    self.fail(
-                        Kind::Create,
-                        Some(family.name),
-                        format!("{table}: {}", describe(&e)),
-                    )
-                })?;
-                tables.push(table);
+                let query = match family.upstream {
+                    Some(up_query) => {
+                        let up = format!("{table}_up");
+                        self.create(&mut created, &up, up_query, t)?;
+                        family.query_over(&up)
+                    }
+                    None => family.query.to_string(),
+                };
+                let columns = self.create(&mut created, &table, &query, t)?;
+                if family.upstream.is_some() {
+                    let composed = check::query_check_sql(
+                        &table,
+                        &columns,
+                        &family.composed(),
+                        check::COMPOSED,
+                    );
+                    created.checks.push((Kind::Mismatch, composed));
+                }
+                chains.push((table, columns));
             }
-            self.note_mode(family, &tables[0])?;
-            let columns = self.user_columns(&tables[0])?;
-            self.created.insert(
-                i,
-                Created {
-                    family,
-                    tables,
-                    columns,
-                },
-            );
+            if let Some(((first, columns), others)) = chains.split_first() {
+                for (other, _) in others {
+                    let sql = check::twin_check_sql(first, other, columns);
+                    created.checks.push((Kind::Twins, sql));
+                }
+            }
+            self.created.insert(i, created);
         }
         Ok(())
+    }
+
+    /// Creates `table` in twin `t`'s mode, adds its refresh and check to `created`, and
+    /// returns its user columns.
+    fn create(
+        &mut self,
+        created: &mut Created,
+        table: &str,
+        query: &str,
+        t: usize,
+    ) -> Result<Vec<String>, Failure> {
+        let (family, twin) = (created.family, &TWINS[t]);
+        let sql = check::create_sql(table, query, twin.mode);
+        self.sql(&sql).map_err(|e| {
+            self.fail(
+                Kind::Create,
+                Some(family.name),
+                format!("{table}: {}", describe(&e)),
+            )
+        })?;
+        *self.stats.created.entry(twin.mode).or_default() += 1;
+        if t == 0 {
+            self.note_mode(family, table)?;
+        }
+        let columns = self.user_columns(table)?;
+        if twin.refresh {
+            created.refresh.push(table.to_string());
+        }
+        created.checks.push((
+            Kind::Mismatch,
+            check::query_check_sql(table, &columns, query, check::QUERY),
+        ));
+        Ok(columns)
     }
 
     fn note_mode(&mut self, family: &'static Family, table: &str) -> Result<(), Failure> {
@@ -389,13 +448,12 @@ impl Exec {
         let Some(c) = self.created.get(&family) else {
             return Ok(());
         };
-        let (name, query) = (c.family.name, c.family.query);
-        let (tables, columns) = (c.tables.clone(), c.columns.clone());
+        let name = c.family.name;
+        let (refresh, checks) = (c.refresh.clone(), c.checks.clone());
         self.stats.checks += 1;
         self.sql(BEGIN)
             .map_err(|e| self.fail(Kind::Setup, Some(name), describe(&e)))?;
-        let result = self.check_in_tx(name, query, &tables, &columns, write);
-        match result {
+        match self.check_in_tx(name, &refresh, &checks, write) {
             Ok(true) => self.sql("COMMIT").map_err(|e| {
                 self.fail(
                     Kind::Refresh,
@@ -418,9 +476,8 @@ impl Exec {
     fn check_in_tx(
         &mut self,
         name: &'static str,
-        query: &str,
-        tables: &[String],
-        columns: &[String],
+        refresh: &[String],
+        checks: &[(Kind, String)],
         write: Option<&Write>,
     ) -> Result<bool, Failure> {
         if let Some(w) = write {
@@ -432,7 +489,7 @@ impl Exec {
                 }
             }
         }
-        for t in tables {
+        for t in refresh {
             self.sql(&check::refresh_sql(t)).map_err(|e| {
                 self.fail(
                     Kind::Refresh,
@@ -441,20 +498,11 @@ impl Exec {
                 )
             })?;
         }
-        let mut checks: Vec<(Kind, String)> = tables
-            .iter()
-            .map(|t| (Kind::Mismatch, check::query_check_sql(t, columns, query)))
-            .collect();
-        checks.extend(
-            tables[1..]
-                .iter()
-                .map(|t| (Kind::Twins, check::twin_check_sql(&tables[0], t, columns))),
-        );
         for (kind, sql) in checks {
-            if let Err(e) = self.sql(&sql) {
+            if let Err(e) = self.sql(sql) {
                 let msg = e.as_db_error().map(|d| d.message().to_string());
                 let kind = match msg {
-                    Some(m) if m.starts_with(MISMATCH_PREFIX) => kind,
+                    Some(m) if m.starts_with(MISMATCH_PREFIX) => *kind,
                     _ => Kind::Check,
                 };
                 return Err(self.fail(kind, Some(name), describe(&e)));

@@ -13,12 +13,33 @@ pub enum Expect {
     Full,
 }
 
-/// A defining query and its family name.
+/// A defining query and its family name. With `upstream`, the family is a stream table over
+/// a stream table: each twin first creates `<table>_up` defined by `upstream` (in the twin's
+/// mode), and `{up}` in `query` names it.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {
     pub name: &'static str,
     pub query: &'static str,
     pub expect: Expect,
+    pub upstream: Option<&'static str>,
+}
+
+/// The placeholder for the upstream stream table in a downstream query.
+pub const UP: &str = "{up}";
+
+impl Family {
+    /// The query with the upstream stream table named `up`.
+    pub fn query_over(&self, up: &str) -> String {
+        self.query.replace(UP, up)
+    }
+
+    /// The query with the upstream's defining query inlined: what the chain must equal.
+    pub fn composed(&self) -> String {
+        match self.upstream {
+            Some(u) => self.query.replace(UP, &format!("({u})")),
+            None => self.query.to_string(),
+        }
+    }
 }
 
 /// Source tables and the families over them.
@@ -35,63 +56,65 @@ pub struct Group {
 pub struct Twin {
     pub prefix: &'static str,
     pub mode: &'static str,
+    /// Refreshed before each check. IMMEDIATE twins are checked as they stand: a refresh
+    /// could repair what maintenance inside the writes got wrong.
+    pub refresh: bool,
+    /// Only for families expected DIFFERENTIAL (the mode refuses the others).
+    pub differentiable_only: bool,
+    /// Created for the `f`th family of a group in the `r`th case of that group when
+    /// `(f + r) % one_in == 0`: every family gets the twin in one case out of `one_in`. IMMEDIATE maintains every IMMEDIATE stream table on
+    /// every write of a source (about ten times the cost of a case without them).
+    pub one_in: u64,
 }
 
 /// The twins of every family. Adding a mode is one line here.
+#[rustfmt::skip]
 pub const TWINS: &[Twin] = &[
-    Twin {
-        prefix: "diff",
-        mode: "AUTO",
-    },
-    Twin {
-        prefix: "full",
-        mode: "FULL",
-    },
+    Twin { prefix: "diff", mode: "AUTO", refresh: true, differentiable_only: false, one_in: 1 },
+    Twin { prefix: "full", mode: "FULL", refresh: true, differentiable_only: false, one_in: 1 },
+    Twin { prefix: "imm", mode: "IMMEDIATE", refresh: false, differentiable_only: true, one_in: 3 },
 ];
 
-const fn d(name: &'static str, query: &'static str) -> Family {
-    Family {
-        name,
-        query,
-        expect: Expect::Differential,
+impl Twin {
+    /// Whether `family`, the `index`th of its group, gets this twin in the group's `round`th
+    /// case.
+    pub fn applies_to(&self, family: &Family, index: usize, round: u64) -> bool {
+        (!self.differentiable_only || family.expect == Expect::Differential)
+            && (index as u64)
+                .wrapping_add(round)
+                .is_multiple_of(self.one_in.max(1))
     }
 }
 
+#[rustfmt::skip]
+const fn d(name: &'static str, query: &'static str) -> Family {
+    Family { name, query, expect: Expect::Differential, upstream: None }
+}
+
+#[rustfmt::skip]
 const fn f(name: &'static str, query: &'static str) -> Family {
-    Family {
-        name,
-        query,
-        expect: Expect::Full,
-    }
+    Family { name, query, expect: Expect::Full, upstream: None }
+}
+
+#[rustfmt::skip]
+const fn dag(name: &'static str, upstream: &'static str, query: &'static str) -> Family {
+    Family { name, query, expect: Expect::Differential, upstream: Some(upstream) }
+}
+
+#[rustfmt::skip]
+const fn dag_full(name: &'static str, upstream: &'static str, query: &'static str) -> Family {
+    Family { name, query, expect: Expect::Full, upstream: Some(upstream) }
 }
 
 /// Every group, in the order cases visit them.
+#[rustfmt::skip]
 pub static GROUPS: &[Group] = &[
-    Group {
-        name: "pk2",
-        tables: &[&A, &B],
-        families: PK2,
-    },
-    Group {
-        name: "pk3",
-        tables: &[&A, &B, &C],
-        families: PK3,
-    },
-    Group {
-        name: "nopk2",
-        tables: &[&N, &M],
-        families: NOPK2,
-    },
-    Group {
-        name: "mixed3",
-        tables: &[&A, &N, &M],
-        families: MIXED3,
-    },
-    Group {
-        name: "single",
-        tables: &[&A, &B, &N, &M],
-        families: SINGLE,
-    },
+    Group { name: "pk2", tables: &[&A, &B], families: PK2 },
+    Group { name: "pk3", tables: &[&A, &B, &C], families: PK3 },
+    Group { name: "nopk2", tables: &[&N, &M], families: NOPK2 },
+    Group { name: "mixed3", tables: &[&A, &N, &M], families: MIXED3 },
+    Group { name: "single", tables: &[&A, &B, &N, &M], families: SINGLE },
+    Group { name: "dag", tables: &[&A, &B, &N], families: DAG },
 ];
 
 /// Two keyed tables: inner, non-equi and outer joins, aggregates over joins, semi/anti
@@ -190,6 +213,22 @@ const SINGLE: &[Family] = &[
     d("agg_bag_minmax", "SELECT s, min(y) AS mn, max(k) AS mx, count(*) AS cnt FROM m GROUP BY s HAVING max(y) > 0.5"),
 ];
 
+/// Stream tables over stream tables: a downstream query over an upstream stream table (each
+/// twin its own chain), checked against its query over the upstream and against the query
+/// with the upstream inlined.
+#[rustfmt::skip]
+const DAG: &[Family] = &[
+    dag("dag_agg_over_join", "SELECT a.id AS aid, b.id AS bid, a.k, b.w FROM a JOIN b ON a.k = b.k", "SELECT u.k, count(*) AS cnt, sum(u.w) AS sw, max(u.bid) AS mb FROM {up} AS u GROUP BY u.k"),
+    dag("dag_join_over_filter", "SELECT id, k, v FROM a WHERE f IS NOT FALSE", "SELECT u.id, b.id AS bid, u.v, b.w FROM {up} AS u JOIN b ON u.k = b.k"),
+    dag("dag_agg_over_semi", "SELECT a.id, a.k FROM a WHERE EXISTS (SELECT 1 FROM b WHERE b.k = a.k)", "SELECT u.k, count(*) AS cnt FROM {up} AS u GROUP BY u.k"),
+    dag("dag_count_over_distinct", "SELECT DISTINCT k FROM b", "SELECT count(*) AS cnt, min(u.k) AS mn FROM {up} AS u"),
+    dag("dag_anti_join_on_upstream", "SELECT id, k FROM a WHERE v > 0", "SELECT b.id FROM b WHERE NOT EXISTS (SELECT 1 FROM {up} AS u WHERE u.k = b.k)"),
+    dag("dag_agg_over_left_join", "SELECT a.id AS aid, b.id AS bid, b.w FROM a LEFT JOIN b ON a.k = b.k", "SELECT u.aid, count(u.bid) AS cnt, sum(u.w) AS sw FROM {up} AS u GROUP BY u.aid"),
+    dag_full("dag_filter_over_agg", "SELECT k, count(*) AS cnt, sum(w) AS sw FROM b GROUP BY k", "SELECT u.k, u.cnt FROM {up} AS u WHERE u.sw > 10"),
+    dag_full("dag_join_over_bag_agg", "SELECT k, count(*) AS cnt, sum(x) AS sx FROM n GROUP BY k", "SELECT a.id, u.cnt, u.sx FROM a JOIN {up} AS u ON u.k = a.k"),
+    dag_full("dag_bag_over_bag", "SELECT k, x FROM n WHERE x > 0", "SELECT u.k, count(*) AS cnt FROM {up} AS u GROUP BY u.k"),
+];
+
 /// The group named `name`.
 pub fn group(name: &str) -> Option<&'static Group> {
     GROUPS.iter().find(|g| g.name == name)
@@ -211,7 +250,7 @@ mod tests {
     fn families_read_only_their_groups_tables() {
         for g in GROUPS {
             for fam in g.families {
-                for w in words(fam.query) {
+                for w in words(&fam.composed()) {
                     if let Some(t) = TABLES.iter().find(|t| t.name == w) {
                         assert!(
                             g.tables.iter().any(|gt| gt.name == t.name),
@@ -231,7 +270,9 @@ mod tests {
         for g in GROUPS {
             for t in g.tables {
                 assert!(
-                    g.families.iter().any(|f| words(f.query).contains(&t.name)),
+                    g.families
+                        .iter()
+                        .any(|f| words(&f.composed()).contains(&t.name)),
                     "{} in {}",
                     t.name,
                     g.name
@@ -256,7 +297,7 @@ mod tests {
     fn groups_cover_the_issue_operators() {
         let all: String = GROUPS
             .iter()
-            .flat_map(|g| g.families.iter().map(|f| f.query.to_uppercase() + " "))
+            .flat_map(|g| g.families.iter().map(|f| f.composed().to_uppercase() + " "))
             .collect();
         for op in [
             " JOIN ",
@@ -281,6 +322,42 @@ mod tests {
             .iter()
             .any(|g| g.tables.len() == 3 && g.tables.iter().all(|t| t.has_pk)));
         assert!(GROUPS.iter().any(|g| g.tables.iter().all(|t| !t.has_pk)));
+    }
+
+    #[test]
+    fn downstream_queries_name_their_upstream_and_only_they_do() {
+        for fam in GROUPS.iter().flat_map(|g| g.families.iter()) {
+            assert_eq!(
+                fam.upstream.is_some(),
+                fam.query.contains(UP),
+                "{}",
+                fam.name
+            );
+            assert!(!fam.composed().contains(UP));
+        }
+        assert!(GROUPS
+            .iter()
+            .flat_map(|g| g.families.iter())
+            .any(|f| f.upstream.is_some()));
+    }
+
+    #[test]
+    fn immediate_twins_skip_families_that_are_not_differentiable() {
+        let imm = TWINS.iter().find(|t| t.mode == "IMMEDIATE").unwrap();
+        assert!(!imm.refresh);
+        assert!(imm.applies_to(&d("x", "SELECT 1"), 0, 0));
+        assert!(!imm.applies_to(&f("x", "SELECT 1"), 0, 0));
+    }
+
+    #[test]
+    fn every_family_gets_every_twin_within_one_in_cases() {
+        for twin in TWINS {
+            for index in 0..10 {
+                let fam = d("x", "SELECT 1");
+                assert!((0..twin.one_in).any(|round| twin.applies_to(&fam, index, round)));
+            }
+        }
+        assert!(TWINS[0].one_in == 1, "the twin under test is in every case");
     }
 
     #[test]

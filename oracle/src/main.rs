@@ -11,7 +11,7 @@ use oracle::run::{run, Config, Counterexample, Report};
 use oracle::smith::{run_smith, SmithConfig, SmithReport};
 
 const USAGE: &str = "usage: oracle --url CONNSTR [--iterations N] [--seed S] [--concurrent] \
-[--writers W] [--steps-max L] [--group NAME]... [--case I] [--regressions DIR]
+[--writers W] [--steps-max L] [--group NAME]... [--case I] [--cases C] [--regressions DIR]
        oracle --url CONNSTR --sqlsmith N [--seed S] [--rounds R] [--regressions DIR]
        oracle --url CONNSTR --rerun DIR [--open]
        oracle --url CONNSTR --replay FILE...";
@@ -25,6 +25,7 @@ struct Args {
     steps_max: Option<usize>,
     groups: Vec<String>,
     case: Option<u64>,
+    cases: u64,
     regressions: Option<PathBuf>,
     sqlsmith: Option<u64>,
     rounds: usize,
@@ -51,6 +52,7 @@ fn parse() -> Result<Args, String> {
             "--steps-max" => a.steps_max = Some(num(value()?)? as usize),
             "--group" => a.groups.push(value()?),
             "--case" => a.case = Some(num(value()?)?),
+            "--cases" => a.cases = num(value()?)?,
             "--regressions" => a.regressions = Some(value()?.into()),
             "--sqlsmith" => a.sqlsmith = Some(num(value()?)?),
             "--rounds" => a.rounds = num(value()?)? as usize,
@@ -115,6 +117,7 @@ fn state_machine(args: &Args, seed: u64) -> ExitCode {
     cfg.writers = args.writers;
     cfg.steps_max = args.steps_max.unwrap_or(cfg.steps_max);
     cfg.only_case = args.case;
+    cfg.cases_min = args.cases;
     cfg.regressions = args.regressions.clone();
     if !args.groups.is_empty() {
         let mut groups = Vec::new();
@@ -166,6 +169,8 @@ fn print_report(cfg: &Config, r: &Report) -> ExitCode {
     {
         println!("  note: {f} is expected FULL but ran DIFFERENTIAL (update its expectation)");
     }
+    let created: Vec<String> = s.created.iter().map(|(m, n)| format!("{m} {n}")).collect();
+    println!("stream tables created, by mode: {}", created.join(", "));
     println!("refreshes of the twins under test, by action:");
     for (action, n) in &s.actions {
         println!("  {n:>7}  {action}");

@@ -37,6 +37,8 @@ pub struct Config {
     pub groups: Vec<&'static Group>,
     /// Run only the case with this index (to reproduce one).
     pub only_case: Option<u64>,
+    /// Run at least this many cases (at least one per group in any case).
+    pub cases_min: u64,
     /// Where fixtures of counterexamples go (`<dir>/open/`); none: print only.
     pub regressions: Option<PathBuf>,
     /// Bound on the time spent shrinking one counterexample.
@@ -53,6 +55,7 @@ impl Config {
             steps_max: 300,
             groups: GROUPS.iter().collect(),
             only_case: None,
+            cases_min: 0,
             regressions: None,
             shrink_time_ms: 600_000,
         }
@@ -75,7 +78,8 @@ type Machine = Sequential<CaseState, Step, BoxedStrategy<CaseState>, BoxedStrate
 pub fn machine(group: &'static Group, steps_max: usize) -> Machine {
     let steps_max = steps_max.max(1);
     Sequential::new(
-        (steps_max / 4..=steps_max).into(),
+        // At least one step: the strategy cannot make empty sequences.
+        ((steps_max / 4).max(1)..=steps_max).into(),
         move || {
             proptest::collection::vec(insert_strategy(group), 2..=12)
                 .prop_map(move |initial| CaseState { group, initial })
@@ -119,14 +123,16 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Counterexample>> {
     let mut case = cfg.only_case.unwrap_or(0);
     loop {
         let group = cfg.groups[(case % cfg.groups.len() as u64) as usize];
+        let case_started = Instant::now();
         let stats = run_one_case(cfg, case, group)?;
         println!(
-            "case {case} ({}, seed {}): {} steps, {} writes, {} checks{}",
+            "case {case} ({}, seed {}): {} steps, {} writes, {} checks in {:.1}s{}",
             group.name,
             mix(cfg.seed, case),
             stats.steps,
             stats.writes,
             stats.checks,
+            case_started.elapsed().as_secs_f64(),
             if cfg.writers > 0 {
                 format!(", {} concurrent writes", stats.writer_writes)
             } else {
@@ -137,7 +143,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Counterexample>> {
         *report.cases_per_group.entry(group.name).or_default() += 1;
         merge(&mut report.stats, stats);
         case += 1;
-        let all_groups = report.cases >= cfg.groups.len() as u64;
+        let all_groups = report.cases >= (cfg.groups.len() as u64).max(cfg.cases_min);
         if cfg.only_case.is_some() || (all_groups && report.stats.steps >= cfg.iterations) {
             break;
         }
@@ -152,6 +158,9 @@ fn merge(into: &mut Stats, s: Stats) {
     into.checks += s.checks;
     into.writer_writes += s.writer_writes;
     into.conflicts += s.conflicts;
+    for (k, v) in s.created {
+        *into.created.entry(k).or_default() += v;
+    }
     for (k, v) in s.actions {
         *into.actions.entry(k).or_default() += v;
     }
@@ -186,6 +195,7 @@ fn attempt(
     );
     let opts = Options {
         focus,
+        round: index / cfg.groups.len() as u64,
         writers: cfg.writers,
         writer_seed: mix(cfg.seed ^ 0xC0FF_EE00, index),
     };
@@ -301,6 +311,7 @@ fn run_one_case(
         };
         let opts = Options {
             focus,
+            round: index / cfg.groups.len() as u64,
             writers: 0,
             writer_seed: 0,
         };
@@ -339,6 +350,16 @@ mod tests {
         };
         assert_eq!(gen(mix(3, 4)), gen(mix(3, 4)));
         assert_ne!(gen(mix(3, 4)), gen(mix(3, 5)));
+    }
+
+    #[test]
+    fn cases_of_at_most_one_step_have_one_step() {
+        let mut runner = seeded_runner(9, prop_config(false, 0));
+        let (_, steps, _) = machine(&GROUPS[0], 1)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        assert_eq!(steps.len(), 1);
     }
 
     #[test]

@@ -419,7 +419,7 @@ fn check_one(
     log: &mut Vec<Entry>,
 ) {
     let refresh = check::refresh_sql(&a.name);
-    let verify = check::query_check_sql(&a.name, &a.columns, &a.query);
+    let verify = check::query_check_sql(&a.name, &a.columns, &a.query, check::QUERY);
     report.checks += 1;
     for sql in [BEGIN, refresh.as_str(), verify.as_str(), "COMMIT"] {
         log.push(Entry::Own(j, format!("{sql};")));
