@@ -143,6 +143,22 @@ pub fn describe(e: &postgres::Error) -> String {
     }
 }
 
+/// Whether a failure message says the server was away or the extension being reinstalled
+/// (`ci/install` elsewhere, a cluster restart) rather than anything about refreshes.
+pub fn environmental(message: &str) -> bool {
+    const SIGNS: [&str; 8] = [
+        "could not find function",
+        "could not access file",
+        "(57P01)",
+        "(57P03)",
+        "connection closed",
+        "error communicating with the server",
+        "connect: ",
+        "could not load library",
+    ];
+    SIGNS.iter().any(|s| message.contains(s))
+}
+
 /// The SQLSTATE of a client error, if the server sent one.
 pub fn sqlstate(e: &postgres::Error) -> Option<&str> {
     e.as_db_error().map(|d| d.code().code())
@@ -524,5 +540,32 @@ impl Exec {
             let (action, n): (String, i64) = (r.get(0), r.get(1));
             *self.stats.actions.entry(action).or_default() += n as u64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reinstalls_and_restarts_are_environmental_but_mismatches_are_not() {
+        assert!(environmental(
+            "CREATE EXTENSION pg_trickle: could not find function \"x\" in file \"pg_trickle.so\" (42883)"
+        ));
+        assert!(environmental("connect: error connecting to server"));
+        assert!(!environmental(
+            "oracle: diff_join2 differs from its query: 1 extra rows"
+        ));
+        assert!(!environmental(
+            "refresh diff_join2: division by zero (22012)"
+        ));
+    }
+
+    #[test]
+    fn db_url_replaces_only_the_database() {
+        assert_eq!(
+            db_url("host=h port=5 user=u dbname=postgres", "x"),
+            "host=h port=5 user=u dbname=x"
+        );
     }
 }

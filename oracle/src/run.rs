@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestError};
 use proptest_state_machine::strategy::Sequential;
 
-use crate::exec::{run_case, Case, Failure, Focus, Kind, Options, Stats};
+use crate::exec::{environmental, run_case, Case, Failure, Focus, Kind, Options, Stats};
 use crate::families::{Group, GROUPS};
 use crate::fixture;
 use crate::step::{insert_strategy, step_strategy, Step, Write};
@@ -124,7 +124,7 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Counterexample>> {
     loop {
         let group = cfg.groups[(case % cfg.groups.len() as u64) as usize];
         let case_started = Instant::now();
-        let stats = run_one_case(cfg, case, group)?;
+        let stats = run_retrying(cfg, case, group)?;
         println!(
             "case {case} ({}, seed {}): {} steps, {} writes, {} checks in {:.1}s{}",
             group.name,
@@ -150,6 +150,31 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Counterexample>> {
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Retries of a case that failed because the server was away (see `environmental`).
+pub const ENVIRONMENT_RETRIES_MAX: u32 = 5;
+
+fn run_retrying(
+    cfg: &Config,
+    index: u64,
+    group: &'static Group,
+) -> Result<Stats, Box<Counterexample>> {
+    let mut tries = 0;
+    loop {
+        match run_one_case(cfg, index, group) {
+            Err(cx) if tries < ENVIRONMENT_RETRIES_MAX && environmental(&cx.failure.message) => {
+                tries += 1;
+                println!(
+                    "case {index}: server away or extension being reinstalled ({}); \
+                     again in 10 s",
+                    cx.failure.message
+                );
+                std::thread::sleep(std::time::Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn merge(into: &mut Stats, s: Stats) {
@@ -282,7 +307,8 @@ fn run_one_case(
         replayed: None,
         fixture: None,
     };
-    let shrinkable = !matches!(cx.failure.kind, Kind::Setup | Kind::Create | Kind::Coverage);
+    let shrinkable = !matches!(cx.failure.kind, Kind::Setup | Kind::Create | Kind::Coverage)
+        && !environmental(&cx.failure.message);
     if cfg.writers > 0 || !shrinkable {
         return Err(Box::new(cx));
     }
