@@ -78,6 +78,8 @@ pub struct Failure {
     pub script: Vec<String>,
     /// Statements of the concurrent writers (not replayable in order).
     pub writer_logs: Vec<Vec<String>>,
+    /// Steps that completed before the failure.
+    pub steps: u64,
 }
 
 impl Failure {
@@ -239,6 +241,7 @@ pub fn run_case(
     });
     if let Err(mut f) = outcome {
         f.writer_logs = logs;
+        f.steps = ex.stats.steps;
         return Err(f);
     }
     ex.collect_actions();
@@ -257,6 +260,7 @@ fn failure(
         message,
         script: script.to_vec(),
         writer_logs: Vec::new(),
+        steps: 0,
     }
 }
 

@@ -11,7 +11,7 @@ use oracle::run::{run, Config, Counterexample, Report};
 use oracle::smith::{run_smith, SmithConfig, SmithReport};
 
 const USAGE: &str = "usage: oracle --url CONNSTR [--iterations N] [--seed S] [--concurrent] \
-[--writers W] [--steps-max L] [--group NAME]... [--case I] [--cases C] [--regressions DIR]
+[--writers W] [--steps-max L] [--group NAME]... [--case I] [--cases C] [--keep-going] [--regressions DIR]
        oracle --url CONNSTR --sqlsmith N [--seed S] [--rounds R] [--regressions DIR]
        oracle --url CONNSTR --rerun DIR [--open]
        oracle --url CONNSTR --replay FILE...";
@@ -32,6 +32,7 @@ struct Args {
     rerun: Option<PathBuf>,
     open: bool,
     replay: Vec<PathBuf>,
+    keep_going: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -58,6 +59,7 @@ fn parse() -> Result<Args, String> {
             "--rounds" => a.rounds = num(value()?)? as usize,
             "--rerun" => a.rerun = Some(value()?.into()),
             "--open" => a.open = true,
+            "--keep-going" => a.keep_going = true,
             "--replay" => a.replay.push(value()?.into()),
             _ => return Err(format!("unknown argument {flag}")),
         }
@@ -118,6 +120,7 @@ fn state_machine(args: &Args, seed: u64) -> ExitCode {
     cfg.steps_max = args.steps_max.unwrap_or(cfg.steps_max);
     cfg.only_case = args.case;
     cfg.cases_min = args.cases;
+    cfg.keep_going = args.keep_going;
     cfg.regressions = args.regressions.clone();
     if !args.groups.is_empty() {
         let mut groups = Vec::new();
@@ -181,13 +184,33 @@ fn print_report(cfg: &Config, r: &Report) -> ExitCode {
         .map(|(g, n)| format!("{g} {n}"))
         .collect();
     println!("cases per group: {}", per_group.join(", "));
+    for cx in &r.counterexamples {
+        print_counterexample(cx);
+    }
+    for (sig, n) in &r.repeated {
+        println!("{n} more cases failed with the signature {sig}");
+    }
+    let failed = r.counterexamples.len() as u64 + r.repeated.values().sum::<u64>();
     println!(
         "oracle: {} cases, {} iterations ({} writes, {} refresh+checks), {} concurrent writes \
-         ({} conflicts rolled back), 0 counterexamples in {:.1}s (seed {})",
-        r.cases, s.steps, s.writes, s.checks, s.writer_writes, s.conflicts, r.seconds, cfg.seed
+         ({} conflicts rolled back), {} counterexamples ({} distinct) in {:.1}s (seed {})",
+        r.cases,
+        s.steps,
+        s.writes,
+        s.checks,
+        s.writer_writes,
+        s.conflicts,
+        failed,
+        r.counterexamples.len(),
+        r.seconds,
+        cfg.seed
     );
-    println!("oracle: {} passed, 0 failed", s.checks);
-    ExitCode::SUCCESS
+    println!("oracle: {} passed, {failed} failed", s.checks);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn print_counterexample(cx: &Counterexample) -> ExitCode {

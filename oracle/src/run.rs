@@ -43,6 +43,8 @@ pub struct Config {
     pub regressions: Option<PathBuf>,
     /// Bound on the time spent shrinking one counterexample.
     pub shrink_time_ms: u32,
+    /// Go on after a counterexample (shrinking only the first of each signature).
+    pub keep_going: bool,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Config {
             cases_min: 0,
             regressions: None,
             shrink_time_ms: 600_000,
+            keep_going: false,
         }
     }
 }
@@ -98,6 +101,15 @@ pub struct Report {
     pub stats: Stats,
     pub cases_per_group: BTreeMap<&'static str, u64>,
     pub seconds: f64,
+    /// With `keep_going`: the first counterexample of each signature, and how many more
+    /// cases failed with a signature already seen.
+    pub counterexamples: Vec<Box<Counterexample>>,
+    pub repeated: BTreeMap<String, u64>,
+}
+
+/// A failure's signature as text.
+fn signature_text(sig: (Kind, Option<&str>)) -> String {
+    format!("{:?} {}", sig.0, sig.1.unwrap_or("-"))
 }
 
 /// A counterexample, shrunk when the run was sequential.
@@ -108,6 +120,8 @@ pub struct Counterexample {
     pub group: &'static str,
     pub failure: Failure,
     pub original_steps: usize,
+    /// Steps of the original case that passed before it failed.
+    pub steps_before: u64,
     pub initial: Vec<Write>,
     pub steps: Vec<Step>,
     pub shrunk: bool,
@@ -124,24 +138,49 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Counterexample>> {
     loop {
         let group = cfg.groups[(case % cfg.groups.len() as u64) as usize];
         let case_started = Instant::now();
-        let stats = run_retrying(cfg, case, group)?;
-        println!(
-            "case {case} ({}, seed {}): {} steps, {} writes, {} checks in {:.1}s{}",
-            group.name,
-            mix(cfg.seed, case),
-            stats.steps,
-            stats.writes,
-            stats.checks,
-            case_started.elapsed().as_secs_f64(),
-            if cfg.writers > 0 {
-                format!(", {} concurrent writes", stats.writer_writes)
-            } else {
-                String::new()
+        let known: Vec<(Kind, Option<&'static str>)> = report
+            .counterexamples
+            .iter()
+            .map(|c| c.failure.signature())
+            .collect();
+        match run_retrying(cfg, case, group, &known) {
+            Ok(stats) => {
+                println!(
+                    "case {case} ({}, seed {}): {} steps, {} writes, {} checks in {:.1}s{}",
+                    group.name,
+                    mix(cfg.seed, case),
+                    stats.steps,
+                    stats.writes,
+                    stats.checks,
+                    case_started.elapsed().as_secs_f64(),
+                    if cfg.writers > 0 {
+                        format!(", {} concurrent writes", stats.writer_writes)
+                    } else {
+                        String::new()
+                    }
+                );
+                merge(&mut report.stats, stats);
             }
-        );
+            Err(cx) if cfg.keep_going => {
+                let sig = cx.failure.signature();
+                println!(
+                    "case {case} ({}): COUNTEREXAMPLE {} after {} steps: {}",
+                    group.name,
+                    signature_text(sig),
+                    cx.steps_before,
+                    cx.failure.message
+                );
+                report.stats.steps += cx.steps_before;
+                if known.contains(&sig) {
+                    *report.repeated.entry(signature_text(sig)).or_default() += 1;
+                } else {
+                    report.counterexamples.push(cx);
+                }
+            }
+            Err(cx) => return Err(cx),
+        }
         report.cases += 1;
         *report.cases_per_group.entry(group.name).or_default() += 1;
-        merge(&mut report.stats, stats);
         case += 1;
         let all_groups = report.cases >= (cfg.groups.len() as u64).max(cfg.cases_min);
         if cfg.only_case.is_some() || (all_groups && report.stats.steps >= cfg.iterations) {
@@ -159,10 +198,11 @@ fn run_retrying(
     cfg: &Config,
     index: u64,
     group: &'static Group,
+    known: &[(Kind, Option<&'static str>)],
 ) -> Result<Stats, Box<Counterexample>> {
     let mut tries = 0;
     loop {
-        match run_one_case(cfg, index, group) {
+        match run_one_case(cfg, index, group, known) {
             Err(cx) if tries < ENVIRONMENT_RETRIES_MAX && environmental(&cx.failure.message) => {
                 tries += 1;
                 println!(
@@ -283,13 +323,17 @@ fn unreachable_failure(group: &'static Group) -> Failure {
         message: format!("case of {} failed without a recorded failure", group.name),
         script: Vec::new(),
         writer_logs: Vec::new(),
+        steps: 0,
     }
 }
 
+/// Runs case `index`; a failure is shrunk and written as a fixture unless its signature is
+/// in `known` (already reported by this run).
 fn run_one_case(
     cfg: &Config,
     index: u64,
     group: &'static Group,
+    known: &[(Kind, Option<&'static str>)],
 ) -> Result<Stats, Box<Counterexample>> {
     let (failure, value) = match attempt(cfg, index, group, Focus::All, false, None) {
         Ok(stats) => return Ok(stats),
@@ -300,6 +344,7 @@ fn run_one_case(
         case: index,
         group: group.name,
         original_steps: value.1.len(),
+        steps_before: failure.steps,
         initial: value.0.initial.clone(),
         steps: value.1.clone(),
         failure,
@@ -309,7 +354,7 @@ fn run_one_case(
     };
     let shrinkable = !matches!(cx.failure.kind, Kind::Setup | Kind::Create | Kind::Coverage)
         && !environmental(&cx.failure.message);
-    if cfg.writers > 0 || !shrinkable {
+    if cfg.writers > 0 || !shrinkable || known.contains(&cx.failure.signature()) {
         return Err(Box::new(cx));
     }
     println!(
