@@ -18,6 +18,10 @@ const ITEMS_MAX: u32 = 3;
 /// nesting (about ×20 per aggregate-over-outer-join level), so deeper queries would spend the
 /// fuzzing budget rendering megabytes instead of exploring.
 const NONLINEAR_MAX: u32 = 2;
+/// Relations per query (FROM items and subquery tables together): the in-memory evaluator of
+/// operator_delta joins them by nested loops, so a self cross join of many copies of a table
+/// would exhaust time and memory.
+const RELATIONS_MAX: u32 = 4;
 
 #[derive(Debug, Clone)]
 struct Col {
@@ -40,6 +44,7 @@ pub struct Gen<'a, 'b> {
     aliases: u32,
     depth: u32,
     nonlinear: u32,
+    relations: u32,
 }
 
 /// One SELECT over `tables`, driven by `u`.
@@ -51,6 +56,7 @@ pub fn query(u: &mut Unstructured<'_>, tables: Vec<&'static TableSpec>) -> Resul
         aliases: 0,
         depth: 0,
         nonlinear: 0,
+        relations: 0,
     };
     g.top()
 }
@@ -197,6 +203,9 @@ impl Gen<'_, '_> {
         let (mut sql, mut scope) = self.relation()?;
         let joins = self.u.int_in_range(0..=JOINS_MAX)?;
         for j in 0..joins {
+            if self.relations >= RELATIONS_MAX {
+                break;
+            }
             let (rsql, rcols) = self.relation()?;
             // A comma binds looser than JOIN: later ON clauses could not see across it, so it
             // only joins the last relation.
@@ -243,7 +252,7 @@ impl Gen<'_, '_> {
 
     fn relation(&mut self) -> Result<(String, Vec<Col>)> {
         let choice = self.u.int_in_range(0..=5)?;
-        if choice == 0 && self.depth < DEPTH_MAX {
+        if choice == 0 && self.depth < DEPTH_MAX && self.relations + 2 <= RELATIONS_MAX {
             let (body, cols) = self.core()?;
             let alias = self.alias("s");
             let cols = cols
@@ -256,6 +265,7 @@ impl Gen<'_, '_> {
             return Ok((format!("({body}) AS {alias}"), cols));
         }
         if choice == 1 && !self.ctes.is_empty() {
+            self.relations += 1;
             let cte = self.u.choose(&self.ctes)?.clone();
             let alias = self.alias("r");
             let cols = cte
@@ -272,6 +282,7 @@ impl Gen<'_, '_> {
     }
 
     fn table_rel(&mut self) -> Result<(String, Vec<Col>)> {
+        self.relations += 1;
         let t = *self.u.choose(&self.tables)?;
         let alias = self.alias("t");
         let cols = t
