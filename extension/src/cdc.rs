@@ -322,7 +322,9 @@ pub fn cleanup(source: pg_sys::Oid) -> Result<u64, PgTrickleError> {
         buffer = buffer_name(source),
         oid = source.to_u32()
     );
-    let n = Spi::connect_mut(|client| client.update(&sql, None, &[])?.first().get_one::<i64>())?;
+    // Runs after every refresh that consumed rows of this buffer: kept, not re-planned.
+    let stmt = crate::refresh::cache::statement(&sql, &[])?;
+    let n = Spi::connect_mut(|client| client.update(&*stmt, None, &[])?.first().get_one::<i64>())?;
     Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
 }
 

@@ -42,19 +42,8 @@ pub fn capture_sql(buffers: &[String]) -> String {
     format!("pg_current_snapshot()::text, pg_current_xact_id()::text, {own_max}")
 }
 
-/// Boolean SQL: the buffer row was consumed by `frontier`. `alias` prefixes column names: `""`
-/// for unqualified columns or `"b."`.
-pub fn consumed_sql(alias: &str, frontier: &Frontier) -> String {
-    consumed_by_columns(
-        alias,
-        &format!("{}::pg_snapshot", quote_literal(&frontier.snapshot)),
-        &format!("{}::xid8", quote_literal(&frontier.xid)),
-        &frontier.seq.to_string(),
-    )
-}
-
 /// Boolean SQL: `alias` was consumed by the frontier held in the given SQL expressions (used by
-/// cleanup against the catalog's columns). NULL frontier parts yield false: never refreshed
+/// cleanup against the catalog's columns, and by the change window). NULL frontier parts yield false: never refreshed
 /// means nothing consumed.
 pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
     format!(
@@ -70,12 +59,20 @@ pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) ->
 /// snapshot's xmin had finished by then (consumed if committed), unless it is the old
 /// refresh's own transaction, which may have written more after refreshing.
 pub fn window_sql(alias: &str, old: &Frontier) -> String {
+    window_by_exprs(
+        alias,
+        &format!("{}::pg_snapshot", quote_literal(&old.snapshot)),
+        &format!("{}::xid8", quote_literal(&old.xid)),
+        &old.seq.to_string(),
+    )
+}
+
+/// [`window_sql`] with the previous frontier given as SQL expressions (of types
+/// `pg_snapshot`, `xid8`, `int8`), e.g. parameters of a prepared statement.
+pub fn window_by_exprs(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
     format!(
-        "{alias}__pgt_xid >= least(pg_snapshot_xmin({snap}::pg_snapshot), {xid}::xid8) \
-         AND NOT {consumed}",
-        snap = quote_literal(&old.snapshot),
-        xid = quote_literal(&old.xid),
-        consumed = consumed_sql(alias, old)
+        "{alias}__pgt_xid >= least(pg_snapshot_xmin({snapshot}), {xid}) AND NOT {}",
+        consumed_by_columns(alias, snapshot, xid, seq)
     )
 }
 

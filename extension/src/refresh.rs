@@ -3,6 +3,14 @@
 //! INV-1: the change window and the source reads happen in one statement, hence one snapshot,
 //! and that statement also yields the new frontier; INV-2: the window is exactly the buffer
 //! rows that statement sees and the previous frontier did not consume (frontier.rs).
+//! Cost: a refresh whose window is empty is one probe statement plus bookkeeping; otherwise
+//! the delta and apply statements are prepared once per session and stream table (cache.rs),
+//! so a small change is not dominated by planning.
+
+pub(crate) mod cache;
+
+use std::ffi::CString;
+use std::rc::Rc;
 
 use engine::{ChangeBuffer, DeltaSources, Plan, RelName};
 use pgrx::prelude::*;
@@ -13,7 +21,8 @@ use crate::error::PgTrickleError;
 use crate::frontier::{self, Frontier};
 use crate::pgcatalog::PgCatalog;
 use crate::storage::ApplyGuard;
-use crate::stream_table::{self, StreamTable};
+use crate::stream_table::StreamTable;
+use cache::{DiffState, INT8, TEXT};
 
 /// What a refresh did, for the history row and the caller.
 #[derive(Debug, Clone)]
@@ -33,45 +42,133 @@ pub fn refresh(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTric
 }
 
 /// Runs `f` with the stream table's creation-time search_path (so its query means what it
-/// meant at creation, whoever refreshes: a user, the scheduler, a capture trigger), then
-/// restores the caller's. On error the transaction is aborted, which restores it too.
+/// meant at creation, whoever refreshes: a user, the scheduler, a capture trigger) and with
+/// generic plans for prepared statements (their only parameters are the previous frontier,
+/// whose value does not change which plan is best), then restores both — what a function's
+/// SET clause does, without an SQL round trip. On error the (sub)transaction's abort restores
+/// them too.
 pub(crate) fn with_search_path<R>(
     path: &str,
     f: impl FnOnce() -> Result<R, PgTrickleError>,
 ) -> Result<R, PgTrickleError> {
-    let saved =
-        Spi::get_one::<String>("SELECT current_setting('search_path')")?.unwrap_or_default();
-    let set = |p: &str| {
-        Spi::run(&format!(
-            "SELECT set_config('search_path', {}, true)",
-            engine::render::quote_literal(p)
-        ))
-    };
-    set(path)?;
+    let path = CString::new(path)
+        .map_err(|_| PgTrickleError::Internal("search_path contains a NUL byte".into()))?;
+    // SAFETY: opens a GUC nest level, as fmgr does before applying a function's SET clause.
+    let level = unsafe { pg_sys::NewGUCNestLevel() };
+    for (name, value) in [
+        (c"search_path", path.as_c_str()),
+        (c"plan_cache_mode", c"force_generic_plan"),
+    ] {
+        // SAFETY: valid NUL-terminated name and value; GUC_ACTION_SAVE records the old value
+        // in the nest level opened above; a bad value raises an ERROR (elevel), which aborts.
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                PgLogLevel::ERROR as i32,
+                false,
+            );
+        }
+    }
     let result = f();
-    set(&saved)?;
+    // SAFETY: pops exactly the nest level opened above, restoring the saved values.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
     result
 }
 
-fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
-    let start = Spi::get_one::<String>("SELECT clock_timestamp()::text")?.unwrap_or_default();
-    let sources = stream_table::sources(st.id)?;
-    let buffers: Vec<String> = sources.iter().map(|s| cdc::buffer_name(*s)).collect();
-    let rewritten = lock_sources(&sources)?;
-    let reason = full_reason(st).or_else(|| {
-        rewritten.then(|| {
-            Some(
-                "a source table was truncated or rewritten after this transaction's snapshot"
-                    .to_string(),
-            )
+/// A stream table's sources as one refresh sees them.
+struct Sources {
+    /// When the refresh started (for the history row).
+    start: String,
+    /// Source table OIDs, ascending (the buffers are read in this order).
+    oids: Vec<pg_sys::Oid>,
+    /// The sources that still exist, as a `LOCK TABLE` list.
+    lock_names: Option<String>,
+    /// The storage table's OID.
+    storage: u32,
+}
+
+fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
+    let stmt = cache::statement(
+        "SELECT clock_timestamp()::text, \
+           coalesce(array_agg(d.source_relid::int8 ORDER BY d.source_relid), '{}'), \
+           string_agg((SELECT c.oid::regclass::text FROM pg_catalog.pg_class c \
+                       WHERE c.oid = d.source_relid), ', ' ORDER BY d.source_relid), \
+           (SELECT s.pgt_relid::int8 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = $1) \
+         FROM pgtrickle.pgt_dependencies d WHERE d.pgt_id = $1",
+        &[INT8],
+    )?;
+    Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+        let row = client.update(&*stmt, None, &[id.into()])?.first();
+        let oids: Vec<i64> = row.get(2)?.unwrap_or_default();
+        Ok(Sources {
+            start: row.get(1)?.unwrap_or_default(),
+            oids: oids
+                .into_iter()
+                .filter_map(|o| u32::try_from(o).ok())
+                .map(pg_sys::Oid::from)
+                .collect(),
+            lock_names: row.get(3)?,
+            storage: row
+                .get::<i64>(4)?
+                .and_then(|o| u32::try_from(o).ok())
+                .unwrap_or(0),
         })
-    });
-    let (outcome, frontier) = match reason {
-        Some(reason) => full(st, &buffers, reason)?,
-        None => match differential(st, &sources, &buffers)? {
-            Diff::Applied(outcome, frontier) => (outcome, frontier),
-            Diff::MustRunFull(reason) => full(st, &buffers, Some(reason))?,
-        },
+    })?)
+}
+
+fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
+    let src = sources_of(st.id)?;
+    // ACCESS SHARE on the sources for the rest of the transaction: no TRUNCATE or table
+    // rewrite can slip in between the checks below and the reads of the refresh.
+    if let Some(names) = &src.lock_names {
+        Spi::run(&format!("LOCK TABLE {names} IN ACCESS SHARE MODE"))?;
+    }
+    let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
+    let everything: Vec<pg_sys::Oid> = src.oids.clone();
+    let (outcome, frontier, to_clean) = match full_reason(st) {
+        Some(reason) => {
+            let (o, f) = full(st, &buffers, reason)?;
+            (o, f, everything)
+        }
+        None => {
+            let old = st.frontier.as_ref().ok_or_else(|| {
+                PgTrickleError::Internal("differential refresh without frontier".into())
+            })?;
+            let p = probe(&src.oids, &buffers, old)?;
+            if p.rewritten {
+                let reason = "a source table was truncated or rewritten after this \
+                              transaction's snapshot";
+                let (o, f) = full(st, &buffers, Some(reason.into()))?;
+                (o, f, everything)
+            } else if !p.changed.iter().any(|c| *c) {
+                // Nothing in the window: the delta is empty whatever the sources hold, and the
+                // probe's snapshot consumed exactly what the previous frontier did plus nothing.
+                (no_data(), p.frontier, Vec::new())
+            } else {
+                match differential(st, &src, &buffers, old)? {
+                    Diff::Applied(o, f) => {
+                        // Only buffers this refresh consumed rows of can have become garbage.
+                        let changed: Vec<pg_sys::Oid> = src
+                            .oids
+                            .iter()
+                            .zip(&p.changed)
+                            .filter(|(_, c)| **c)
+                            .map(|(s, _)| *s)
+                            .collect();
+                        (o, f, changed)
+                    }
+                    Diff::MustRunFull(reason) => {
+                        let (o, f) = full(st, &buffers, Some(reason))?;
+                        (o, f, everything)
+                    }
+                }
+            }
+        }
     };
     if let (Some(reason), true) = (&outcome.reason, outcome.action == "FULL") {
         if st.effective_mode != "FULL" {
@@ -82,40 +179,92 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
             );
         }
     }
-    record(st, &outcome, &frontier, &start, history)?;
-    for s in &sources {
+    record(st, &outcome, &frontier, &src.start, history)?;
+    for s in &to_clean {
         cdc::cleanup(*s)?;
     }
     Ok(outcome)
 }
 
-/// Locks the sources against TRUNCATE and table rewrites for the rest of the transaction and
-/// tells whether one was rewritten after this transaction's snapshot. TRUNCATE is not MVCC-safe:
-/// a snapshot taken before it commits reads the table as empty, while the TRUNCATE marker in
-/// the buffer stays invisible to it, so a delta computed in that snapshot would miss the
-/// deletion. The snapshot's copy of `pg_class` still shows the old file while the catalog
-/// cache shows the new one; under READ COMMITTED the check's own fresh snapshot sees the
-/// rewrite, and the marker then lands in the change window.
-fn lock_sources(sources: &[pg_sys::Oid]) -> Result<bool, PgTrickleError> {
-    if sources.is_empty() {
-        return Ok(false);
+fn no_data() -> Outcome {
+    Outcome {
+        action: "NO_DATA",
+        reason: None,
+        rows_inserted: None,
+        rows_deleted: None,
+        delta_rows: Some(0),
     }
-    let oids: Vec<String> = sources.iter().map(|s| s.to_u32().to_string()).collect();
-    let names = Spi::get_one::<String>(&format!(
-        "SELECT string_agg(oid::regclass::text, ', ') FROM pg_catalog.pg_class \
-         WHERE oid IN ({})",
-        oids.join(", ")
-    ))?
-    .unwrap_or_default();
-    if !names.is_empty() {
-        Spi::run(&format!("LOCK TABLE {names} IN ACCESS SHARE MODE"))?;
-    }
-    Ok(Spi::get_one::<bool>(&format!(
-        "SELECT coalesce(bool_or(c.relfilenode <> pg_relation_filenode(c.oid)), false) \
-         FROM pg_catalog.pg_class c WHERE c.oid IN ({}) AND c.relkind = 'r'",
-        oids.join(", ")
-    ))?
-    .unwrap_or(false))
+}
+
+/// What the probe of a differential refresh found.
+struct Probe {
+    /// A source was truncated or rewritten after this transaction's snapshot.
+    rewritten: bool,
+    /// Per buffer (in source order): whether its change window holds any row.
+    changed: Vec<bool>,
+    /// The probe statement's frontier (the new frontier when nothing changed).
+    frontier: Frontier,
+}
+
+/// The previous frontier as parameters `$1` (snapshot text), `$2` (xid text), `$3` (seq) of
+/// a prepared statement. The casts sit in sub-selects so that they run once per statement,
+/// not once per buffer row.
+fn window_params() -> String {
+    frontier::window_by_exprs("", "(SELECT $1::pg_snapshot)", "(SELECT $2::xid8)", "$3")
+}
+
+fn frontier_args(old: &Frontier) -> [pgrx::datum::DatumWithOid<'_>; 3] {
+    [
+        old.snapshot.as_str().into(),
+        old.xid.as_str().into(),
+        old.seq.into(),
+    ]
+}
+
+/// One statement, after the sources are locked: whether a source was rewritten after this
+/// transaction's snapshot (TRUNCATE is not MVCC-safe: a snapshot taken before it commits reads
+/// the table as empty while the TRUNCATE marker stays invisible to it; the snapshot's copy of
+/// `pg_class` still shows the old file while the catalog cache shows the new one, and under
+/// READ COMMITTED this statement's fresh snapshot sees the marker instead), which change
+/// windows hold rows, and this statement's frontier.
+fn probe(
+    sources: &[pg_sys::Oid],
+    buffers: &[String],
+    old: &Frontier,
+) -> Result<Probe, PgTrickleError> {
+    let rewritten = if sources.is_empty() {
+        "false".to_string()
+    } else {
+        let oids: Vec<String> = sources.iter().map(|s| s.to_u32().to_string()).collect();
+        format!(
+            "coalesce((SELECT bool_or(c.relfilenode <> pg_relation_filenode(c.oid)) \
+             FROM pg_catalog.pg_class c WHERE c.oid IN ({}) AND c.relkind = 'r'), false)",
+            oids.join(", ")
+        )
+    };
+    let window = window_params();
+    let exists: Vec<String> = buffers
+        .iter()
+        .map(|b| format!("EXISTS (SELECT FROM {b} WHERE {window})"))
+        .collect();
+    let sql = format!(
+        "SELECT {rewritten}, ARRAY[{}]::bool[], {}",
+        exists.join(", "),
+        frontier::capture_sql(buffers)
+    );
+    let stmt = cache::statement(&sql, &[TEXT, TEXT, INT8])?;
+    Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+        let row = client.update(&*stmt, None, &frontier_args(old))?.first();
+        Ok(Probe {
+            rewritten: row.get(1)?.unwrap_or(false),
+            changed: row.get(2)?.unwrap_or_default(),
+            frontier: Frontier {
+                snapshot: row.get::<String>(3)?.unwrap_or_default(),
+                xid: row.get::<String>(4)?.unwrap_or_default(),
+                seq: row.get::<i64>(5)?.unwrap_or(0),
+            },
+        })
+    })?)
 }
 
 /// Populates a new stream table (its first FULL refresh, no notice) and records it.
@@ -124,11 +273,10 @@ pub fn initial_load(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
 }
 
 fn initial_load_inner(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
-    let start = Spi::get_one::<String>("SELECT clock_timestamp()::text")?.unwrap_or_default();
-    let sources = stream_table::sources(st.id)?;
-    let buffers: Vec<String> = sources.iter().map(|s| cdc::buffer_name(*s)).collect();
+    let src = sources_of(st.id)?;
+    let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
     let (outcome, frontier) = full(st, &buffers, Some("initial load".into()))?;
-    record(st, &outcome, &frontier, &start, None)?;
+    record(st, &outcome, &frontier, &src.start, None)?;
     Ok(outcome)
 }
 
@@ -210,60 +358,49 @@ enum Diff {
     MustRunFull(String),
 }
 
+/// A temp table with more dead rows than this is truncated instead of emptied with DELETE:
+/// dead rows are still read by the next refreshes' scans of it, and a TRUNCATE (a new file)
+/// makes PostgreSQL re-plan the statements that read it, so neither may happen too often.
+const TRUNCATE_AFTER_DEAD_ROWS: i64 = 8_000;
+
 /// DIFFERENTIAL: materialise the consolidated delta of the change window into a temp table in
 /// one statement (which also yields the frontier and any TRUNCATE/paused markers in the
-/// window), then apply it with the engine's statements.
+/// window), then apply it with the engine's statements. Both are prepared once per session.
 fn differential(
     st: &StreamTable,
-    sources: &[pg_sys::Oid],
+    src: &Sources,
     buffers: &[String],
+    old: &Frontier,
 ) -> Result<Diff, PgTrickleError> {
-    let old = st
-        .frontier
-        .as_ref()
-        .ok_or_else(|| PgTrickleError::Internal("differential refresh without frontier".into()))?;
-    let plan = plan_of(st)?;
-    let window = frontier::window_sql("", old);
-    let mut delta_sources = DeltaSources::new();
-    for s in sources {
-        delta_sources = delta_sources.with(
-            s.to_u32(),
-            ChangeBuffer {
-                schema: "pgtrickle_changes".into(),
-                name: format!("changes_{}", s.to_u32()),
-                predicate: format!("{window} AND __pgt_op IN ('I', 'D')"),
-            },
-        );
-    }
-    let delta_sql = engine::delta_query_sql(&plan, &delta_sources)?;
-    let temp = format!("__pgt_delta_{}", st.id);
-    let temp_rel = RelName::new("pg_temp", &temp);
-    crate::storage::drop_temp(&temp, "TABLE")?;
-    Spi::run(&format!(
-        "CREATE TEMP TABLE {} ON COMMIT DROP AS {delta_sql} WITH NO DATA",
-        engine::render::quote_ident(&temp)
-    ))?;
-    let markers = if buffers.is_empty() {
-        "NULL::text".to_string()
-    } else {
-        let parts: Vec<String> = buffers
-            .iter()
-            .map(|b| format!("SELECT __pgt_op FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P')"))
-            .collect();
-        format!(
-            "(SELECT string_agg(DISTINCT __pgt_op::text, '') FROM ({}) AS __pgt_m)",
-            parts.join(" UNION ALL ")
-        )
+    let mut watched: Vec<u32> = src.oids.iter().map(|o| o.to_u32()).collect();
+    watched.push(src.storage);
+    let state = match cache::diff_state(st.id, &st.query, &st.search_path, &watched) {
+        Some(state) => state,
+        None => {
+            let state = Rc::new(build_diff_state(st, &src.oids, buffers, watched)?);
+            cache::store_diff_state(st.id, state.clone());
+            state
+        }
     };
-    let sql = format!(
-        "WITH __pgt_ins AS (INSERT INTO {} {delta_sql} RETURNING 1) \
-         SELECT (SELECT count(*) FROM __pgt_ins), {}, {markers}",
-        temp_rel.sql(),
-        frontier::capture_sql(buffers)
-    );
-    let (delta_rows, frontier, markers) = run_delta(&sql)?;
+    let (delta_rows, inserted, deleted, frontier, markers) =
+        Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+            let row = client
+                .update(&state.delta, None, &frontier_args(old))?
+                .first();
+            Ok((
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i64>(2)?,
+                row.get::<i64>(3)?,
+                Frontier {
+                    snapshot: row.get::<String>(4)?.unwrap_or_default(),
+                    xid: row.get::<String>(5)?.unwrap_or_default(),
+                    seq: row.get::<i64>(6)?.unwrap_or(0),
+                },
+                row.get::<String>(7)?,
+            ))
+        })?;
     if let Some(m) = markers {
-        Spi::run(&format!("DROP TABLE {}", temp_rel.sql()))?;
+        clear_temp(&state, delta_rows)?;
         let reason = if m.contains('T') {
             "a source table was truncated"
         } else {
@@ -271,14 +408,13 @@ fn differential(
         };
         return Ok(Diff::MustRunFull(reason.into()));
     }
-    let (inserted, deleted) = weight_counts(&temp_rel)?;
     if delta_rows > 0 {
         let _guard = ApplyGuard::new();
-        for stmt in engine::apply_sql(&plan, &storage_rel(st), &temp_rel)? {
-            Spi::run(&stmt)?;
+        for stmt in &state.apply {
+            Spi::connect_mut(|client| client.update(stmt, None, &[]).map(|_| ()))?;
         }
+        clear_temp(&state, delta_rows)?;
     }
-    Spi::run(&format!("DROP TABLE {}", temp_rel.sql()))?;
     let outcome = Outcome {
         action: if delta_rows == 0 {
             "NO_DATA"
@@ -293,26 +429,121 @@ fn differential(
     Ok(Diff::Applied(outcome, frontier))
 }
 
-/// Rows added and removed, for deltas that carry a `__pgt_weight` (row-keyed plans).
-fn weight_counts(temp: &RelName) -> Result<(Option<i64>, Option<i64>), PgTrickleError> {
-    let has_weight = Spi::get_one::<bool>(&format!(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = {}::regclass \
+/// Empties the delta temp table after use (a refresh later in the same transaction reuses
+/// it): DELETE while its dead rows are few, TRUNCATE otherwise.
+fn clear_temp(state: &DiffState, rows: i64) -> Result<(), PgTrickleError> {
+    if rows == 0 {
+        return Ok(());
+    }
+    let dead = state.dead_rows.get().saturating_add(rows);
+    if dead > TRUNCATE_AFTER_DEAD_ROWS {
+        Spi::run(&format!(
+            "TRUNCATE {}",
+            RelName::new("pg_temp", &state.temp_name).sql()
+        ))?;
+        state.dead_rows.set(0);
+    } else {
+        Spi::connect_mut(|client| client.update(&state.clear, None, &[]).map(|_| ()))?;
+        state.dead_rows.set(dead);
+    }
+    Ok(())
+}
+
+/// Plans the stream table, (re)creates its delta temp table and prepares the delta and apply
+/// statements. Runs once per session and stream table, and again after a source or the
+/// storage table changed.
+fn build_diff_state(
+    st: &StreamTable,
+    sources: &[pg_sys::Oid],
+    buffers: &[String],
+    watched: Vec<u32>,
+) -> Result<DiffState, PgTrickleError> {
+    let plan = plan_of(st)?;
+    let delta_sources = |predicate: &str| {
+        sources.iter().fold(DeltaSources::new(), |acc, s| {
+            acc.with(
+                s.to_u32(),
+                ChangeBuffer {
+                    schema: "pgtrickle_changes".into(),
+                    name: format!("changes_{}", s.to_u32()),
+                    predicate: predicate.to_string(),
+                },
+            )
+        })
+    };
+    let window = window_params();
+    let delta_sql = engine::delta_query_sql(
+        &plan,
+        &delta_sources(&format!("{window} AND __pgt_op IN ('I', 'D')")),
+    )?;
+    // The same query over no rows gives the temp table its columns and types.
+    let shape_sql = engine::delta_query_sql(&plan, &delta_sources("false"))?;
+    // Per user too: a temp table belongs to the role that created it.
+    let temp_name = format!("__pgt_delta_{}_{}", st.id, cache::current_user());
+    crate::storage::drop_temp(&temp_name, "TABLE")?;
+    Spi::run(&format!(
+        "CREATE TEMP TABLE {} AS {shape_sql} WITH NO DATA",
+        engine::render::quote_ident(&temp_name)
+    ))?;
+    let temp_oid = cache::temp_relid(&temp_name).ok_or_else(|| {
+        PgTrickleError::Internal(format!("temp table {temp_name} vanished after creation"))
+    })?;
+    let temp = RelName::new("pg_temp", &temp_name);
+    // Row-keyed plans carry a weight per delta row; grouped plans carry count changes.
+    let weighted = Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = {} \
          AND attname = '__pgt_weight' AND NOT attisdropped)",
-        engine::render::quote_literal(&temp.sql())
+        temp_oid.to_u32()
     ))?
     .unwrap_or(false);
-    if !has_weight {
-        return Ok((None, None));
-    }
-    let sql = format!(
-        "SELECT coalesce(sum(__pgt_weight) FILTER (WHERE __pgt_weight > 0), 0)::int8, \
-         coalesce(-sum(__pgt_weight) FILTER (WHERE __pgt_weight < 0), 0)::int8 FROM {}",
-        temp.sql()
-    );
-    Ok(Spi::connect(|client| -> Result<_, pgrx::spi::Error> {
-        let row = client.select(&sql, None, &[])?.first();
-        Ok((row.get::<i64>(1)?, row.get::<i64>(2)?))
-    })?)
+    let (returning, counts) = if weighted {
+        (
+            "\"__pgt_weight\"",
+            "(SELECT coalesce(sum(\"__pgt_weight\") FILTER (WHERE \"__pgt_weight\" > 0), 0)::int8 \
+             FROM __pgt_ins), \
+             (SELECT coalesce(-sum(\"__pgt_weight\") FILTER (WHERE \"__pgt_weight\" < 0), 0)::int8 \
+             FROM __pgt_ins)",
+        )
+    } else {
+        ("1", "NULL::int8, NULL::int8")
+    };
+    let markers = if buffers.is_empty() {
+        "NULL::text".to_string()
+    } else {
+        let parts: Vec<String> = buffers
+            .iter()
+            .map(|b| format!("SELECT __pgt_op FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P')"))
+            .collect();
+        format!(
+            "(SELECT string_agg(DISTINCT __pgt_op::text, '') FROM ({}) AS __pgt_m)",
+            parts.join(" UNION ALL ")
+        )
+    };
+    let delta = cache::prepare(
+        &format!(
+            "WITH __pgt_ins AS (INSERT INTO {} {delta_sql} RETURNING {returning}) \
+             SELECT (SELECT count(*) FROM __pgt_ins), {counts}, {}, {markers}",
+            temp.sql(),
+            frontier::capture_sql(buffers)
+        ),
+        &[TEXT, TEXT, INT8],
+    )?;
+    let apply = engine::apply_sql(&plan, &storage_rel(st), &temp)?
+        .iter()
+        .map(|sql| cache::prepare(sql, &[]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clear = cache::prepare(&format!("DELETE FROM {}", temp.sql()), &[])?;
+    Ok(DiffState {
+        query: st.query.clone(),
+        search_path: st.search_path.clone(),
+        watched,
+        temp_name,
+        temp_oid,
+        delta,
+        apply,
+        clear,
+        dead_rows: std::cell::Cell::new(0),
+    })
 }
 
 fn run_with_frontier(sql: &str) -> Result<(i64, Frontier), PgTrickleError> {
@@ -329,21 +560,6 @@ fn run_with_frontier(sql: &str) -> Result<(i64, Frontier), PgTrickleError> {
     })?)
 }
 
-fn run_delta(sql: &str) -> Result<(i64, Frontier, Option<String>), PgTrickleError> {
-    Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
-        let row = client.update(sql, None, &[])?.first();
-        Ok((
-            row.get::<i64>(1)?.unwrap_or(0),
-            Frontier {
-                snapshot: row.get::<String>(2)?.unwrap_or_default(),
-                xid: row.get::<String>(3)?.unwrap_or_default(),
-                seq: row.get::<i64>(4)?.unwrap_or(0),
-            },
-            row.get::<String>(5)?,
-        ))
-    })?)
-}
-
 /// Stores the new frontier and refresh time, and writes the history row. IMMEDIATE
 /// maintenance runs once per writing statement, so only its FULL refreshes are recorded.
 fn record(
@@ -353,44 +569,191 @@ fn record(
     start: &str,
     history: Option<i64>,
 ) -> Result<(), PgTrickleError> {
-    use engine::render::quote_literal as lit;
-    let opt = |v: Option<i64>| v.map_or("NULL".to_string(), |n| n.to_string());
-    Spi::run(&format!(
-        "UPDATE pgtrickle.pgt_stream_tables SET frontier_snapshot = {}::pg_snapshot, \
-         frontier_xid = {}::xid8, frontier_seq = {}, last_refresh_at = now(), \
+    let set_frontier = cache::statement(
+        "UPDATE pgtrickle.pgt_stream_tables SET frontier_snapshot = $1::pg_snapshot, \
+         frontier_xid = $2::xid8, frontier_seq = $3, last_refresh_at = now(), \
          is_populated = true, needs_full_reason = NULL, last_error = NULL, \
-         consecutive_errors = 0, next_retry_at = NULL WHERE pgt_id = {}",
-        lit(&frontier.snapshot),
-        lit(&frontier.xid),
-        frontier.seq,
-        st.id
-    ))?;
+         consecutive_errors = 0, next_retry_at = NULL WHERE pgt_id = $4",
+        &[TEXT, TEXT, INT8, INT8],
+    )?;
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                &*set_frontier,
+                None,
+                &[
+                    frontier.snapshot.as_str().into(),
+                    frontier.xid.as_str().into(),
+                    frontier.seq.into(),
+                    st.id.into(),
+                ],
+            )
+            .map(|_| ())
+    })?;
     if st.effective_mode == "IMMEDIATE" && outcome.action != "FULL" && history.is_none() {
         return Ok(());
     }
-    let (action, reason) = (
-        lit(outcome.action),
-        outcome.reason.as_deref().map_or("NULL".to_string(), lit),
-    );
-    let (ins, del, delta) = (
-        opt(outcome.rows_inserted),
-        opt(outcome.rows_deleted),
-        opt(outcome.delta_rows),
-    );
-    match history {
-        Some(id) => Spi::run(&format!(
+    let (sql, last) = match history {
+        Some(id) => (
             "UPDATE pgtrickle.pgt_refresh_history SET end_time = clock_timestamp(), \
-             action = {action}, status = 'COMPLETED', reason = {reason}, rows_inserted = {ins}, \
-             rows_deleted = {del}, delta_rows = {delta} WHERE refresh_id = {id}"
-        ))?,
-        None => Spi::run(&format!(
+             action = $1, status = 'COMPLETED', reason = $2, rows_inserted = $3, \
+             rows_deleted = $4, delta_rows = $5 WHERE refresh_id = $6",
+            id,
+        ),
+        None => (
             "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, start_time, end_time, action, \
              status, reason, rows_inserted, rows_deleted, delta_rows) \
-             VALUES ({}, {}::timestamptz, clock_timestamp(), {action}, 'COMPLETED', {reason}, \
-             {ins}, {del}, {delta})",
+             VALUES ($6, $7::timestamptz, clock_timestamp(), $1, 'COMPLETED', $2, $3, $4, $5)",
             st.id,
-            lit(start)
-        ))?,
+        ),
+    };
+    let mut types = vec![TEXT, TEXT, INT8, INT8, INT8, INT8];
+    let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
+        outcome.action.into(),
+        outcome.reason.as_deref().into(),
+        outcome.rows_inserted.into(),
+        outcome.rows_deleted.into(),
+        outcome.delta_rows.into(),
+        last.into(),
+    ];
+    if history.is_none() {
+        types.push(TEXT);
+        args.push(start.into());
     }
+    let stmt = cache::statement(sql, &types)?;
+    Spi::connect_mut(|client| client.update(&*stmt, None, &args).map(|_| ()))?;
     Ok(())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Rows in which stream table `st` (columns k, v) and `query` differ, both ways.
+    fn differences(st: &str, query: &str) -> i64 {
+        Spi::get_one::<i64>(&format!(
+            "SELECT (SELECT count(*) FROM (SELECT k, v FROM {st} EXCEPT ALL ({query})) x) \
+             + (SELECT count(*) FROM (({query}) EXCEPT ALL SELECT k, v FROM {st}) y)"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    fn refresh(st: &str) -> String {
+        Spi::run(&format!("SELECT pgtrickle.refresh_stream_table('{st}')")).unwrap();
+        Spi::get_one::<String>(&format!(
+            "SELECT action FROM pgtrickle.get_refresh_history('{st}', 1)"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    fn source_and_stream_table(src: &str, st: &str, query: &str) {
+        Spi::run(&format!(
+            "CREATE TABLE {src} (k int PRIMARY KEY, v int NOT NULL, w text)"
+        ))
+        .unwrap();
+        Spi::run(&format!(
+            "INSERT INTO {src} SELECT g, g, 'x' FROM generate_series(1, 50) g"
+        ))
+        .unwrap();
+        Spi::run(&format!(
+            "SELECT pgtrickle.create_stream_table('{st}', '{query}', \
+             refresh_mode => 'DIFFERENTIAL')"
+        ))
+        .unwrap();
+    }
+
+    /// The prepared statements of a session follow DDL on the source: after a column is
+    /// added, another dropped and a NOT NULL removed, the next refresh is planned again.
+    #[pg_test]
+    fn prepared_refresh_follows_source_ddl() {
+        let q = "SELECT k, v FROM src WHERE v % 2 = 0";
+        source_and_stream_table("src", "st", q);
+        Spi::run("UPDATE src SET v = v + 1 WHERE k <= 10").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        Spi::run("ALTER TABLE src ADD COLUMN extra int DEFAULT 7").unwrap();
+        Spi::run("ALTER TABLE src DROP COLUMN w").unwrap();
+        Spi::run("ALTER TABLE src ALTER COLUMN v DROP NOT NULL").unwrap();
+        Spi::run("INSERT INTO src (k, v) VALUES (100, 100), (101, NULL)").unwrap();
+        Spi::run("DELETE FROM src WHERE k = 2").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        assert_eq!(differences("st", q), 0);
+    }
+
+    /// A refresh with an empty change window records NO_DATA and moves the frontier, also
+    /// after rows the same transaction wrote and already consumed.
+    #[pg_test]
+    fn empty_window_is_no_data_and_later_changes_still_arrive() {
+        let q = "SELECT k, v FROM src WHERE v > 10";
+        source_and_stream_table("src", "st", q);
+        assert_eq!(refresh("st"), "NO_DATA");
+        Spi::run("INSERT INTO src VALUES (60, 60, 'y')").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        assert_eq!(refresh("st"), "NO_DATA");
+        Spi::run("UPDATE src SET v = 0 WHERE k = 60").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        assert_eq!(differences("st", q), 0);
+    }
+
+    /// The delta temp table is reused: dropped behind the refresh's back, it is created again.
+    #[pg_test]
+    fn refresh_recreates_a_dropped_delta_table() {
+        let q = "SELECT k, v FROM src";
+        source_and_stream_table("src", "st", q);
+        Spi::run("INSERT INTO src VALUES (70, 70, 'y')").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        Spi::run(
+            "DO $$ DECLARE r record; BEGIN FOR r IN SELECT c.oid::regclass AS t FROM pg_class c \
+             WHERE c.relnamespace = pg_my_temp_schema() AND c.relname LIKE '\\_\\_pgt\\_delta\\_%' \
+             LOOP EXECUTE format('DROP TABLE %s', r.t); END LOOP; END $$",
+        )
+        .unwrap();
+        Spi::run("DELETE FROM src WHERE k = 70").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        assert_eq!(differences("st", q), 0);
+    }
+
+    /// A subtransaction that created the delta table rolls back; the next refresh notices.
+    #[pg_test]
+    fn refresh_after_rolled_back_subtransaction() {
+        let q = "SELECT k, v FROM src";
+        source_and_stream_table("src", "st", q);
+        Spi::run(
+            "DO $$ BEGIN \
+               BEGIN \
+                 INSERT INTO src VALUES (80, 80, 'y'); \
+                 PERFORM pgtrickle.refresh_stream_table('st'); \
+                 RAISE EXCEPTION 'undo'; \
+               EXCEPTION WHEN raise_exception THEN NULL; \
+               END; \
+             END $$",
+        )
+        .unwrap();
+        Spi::run("INSERT INTO src VALUES (81, 81, 'y')").unwrap();
+        assert_eq!(refresh("st"), "DIFFERENTIAL");
+        assert_eq!(differences("st", q), 0);
+    }
+
+    /// Many refreshes in one transaction (as IMMEDIATE maintenance does): the delta table is
+    /// emptied after each, and truncated once its dead rows pile up.
+    #[pg_test]
+    fn many_refreshes_in_one_transaction() {
+        let q = "SELECT k, v FROM src";
+        source_and_stream_table("src", "st", q);
+        for i in 0..5 {
+            let base = 1000 + i * 3000;
+            Spi::run(&format!(
+                "INSERT INTO src SELECT g, g, 'z' FROM generate_series({base}, {}) g",
+                base + 2999
+            ))
+            .unwrap();
+            assert_eq!(refresh("st"), "DIFFERENTIAL");
+            Spi::run(&format!("UPDATE src SET v = v + 1 WHERE k % 7 = {i}")).unwrap();
+            assert_eq!(refresh("st"), "DIFFERENTIAL");
+            assert_eq!(differences("st", q), 0);
+        }
+    }
 }
