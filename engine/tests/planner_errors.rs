@@ -80,6 +80,21 @@ fn unsupported_constructs_are_not_differentiable_with_a_typed_reason() {
     ));
 }
 
+/// Regression (oracle, sqlsmith seed 1): TABLESAMPLE was dropped from the plan, so the stream
+/// table held every row. A clause the engine does not model must never be dropped silently.
+#[test]
+fn tablesample_is_not_differentiable_and_never_dropped() {
+    let r = reason("SELECT k FROM a TABLESAMPLE BERNOULLI (0)");
+    assert!(
+        matches!(&r, Reason::Construct { construct } if construct == "TABLESAMPLE"),
+        "{r}"
+    );
+    assert!(matches!(
+        reason("SELECT k FROM a TABLESAMPLE SYSTEM (3.3) REPEATABLE (7)"),
+        Reason::Construct { .. }
+    ));
+}
+
 #[test]
 fn not_differentiable_reasons_read_not_differentiable() {
     let r = reason("SELECT k FROM a LIMIT 1");

@@ -104,7 +104,10 @@ pub fn create_for_plan(schema: &str, name: &str, plan: &Plan) -> Result<(), PgTr
 /// columns (PostgreSQL derives names and types).
 pub fn create_for_query(schema: &str, name: &str, query: &str) -> Result<(), PgTrickleError> {
     let table = qualified(schema, name);
-    Spi::run(&format!("CREATE TABLE {table} AS {query} WITH NO DATA"))?;
+    // Parenthesised on lines of its own, like every splice of the user's text (see api.rs).
+    Spi::run(&format!(
+        "CREATE TABLE {table} AS (\n{query}\n) WITH NO DATA"
+    ))?;
     install_guard(&table)
 }
 

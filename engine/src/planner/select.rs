@@ -389,8 +389,15 @@ impl Planner<'_> {
                 with_hints,
                 version: None,
                 partitions,
+                with_ordinality: false,
+                json_path: None,
+                sample: None,
+                index_hints,
                 ..
-            } if with_hints.is_empty() && partitions.is_empty() => {
+            } if with_hints.is_empty() && partitions.is_empty() && index_hints.is_empty() => {
+                // Every clause of the table reference is matched above: one the engine does not
+                // model (TABLESAMPLE, …) must reach the fallback arm and make the query not
+                // differentiable, never be dropped silently.
                 let (planned, table) = self.relation(name)?;
                 let default = object_name(name)?.last().cloned().unwrap_or_default();
                 (planned, table, alias, default)
@@ -409,6 +416,14 @@ impl Planner<'_> {
                 table_with_joins,
                 alias: None,
             } => return self.table_with_joins(table_with_joins),
+            ast::TableFactor::Table {
+                sample: Some(_), ..
+            } => {
+                // A sample is not repeatable: no refresh can match a later evaluation.
+                return Err(EngineError::NotDifferentiable(Reason::Construct {
+                    construct: "TABLESAMPLE".to_string(),
+                }));
+            }
             _ => {
                 return Err(EngineError::NotDifferentiable(
                     Reason::LateralOrTableFunction,
