@@ -68,7 +68,7 @@ BEGIN
   INSERT INTO b SELECT g, 1 + g % 50, g % 10, 'b' || g FROM generate_series(1, nb) g;
   CREATE TABLE a (id bigint PRIMARY KEY, b_id int NOT NULL, grp int NOT NULL, val int NOT NULL,
                   pad text NOT NULL);
-  INSERT INTO a SELECT g, 1 + (g * 7919) % nb, g % 1000, (g * 31) % 1000, repeat('x', 60)
+  INSERT INTO a SELECT g, 1 + (g::int8 * 7919) % nb, g % 1000, (g::int8 * 31) % 1000, repeat('x', 60)
     FROM generate_series(1, n) g;
   -- Foreign-key-like columns are indexed, as they would be in an application.
   CREATE INDEX ON a (b_id);
@@ -95,7 +95,7 @@ BEGIN
    WHERE id IN (SELECT 1 + (random() * (top - 1))::bigint FROM generate_series(1, k / 2));
   DELETE FROM a
    WHERE id IN (SELECT 1 + (random() * (top - 1))::bigint FROM generate_series(1, k / 4));
-  INSERT INTO a SELECT top + g, 1 + (g * 7919) % nb, g % 1000, g % 1000, repeat('y', 60)
+  INSERT INTO a SELECT top + g, 1 + (g::int8 * 7919) % nb, g % 1000, g % 1000, repeat('y', 60)
     FROM generate_series(1, k - k / 2 - k / 4) g;
   IF kb > 0 THEN
     UPDATE b SET region = (region + 1) % 10, name = 'b' || id || '.' || floor(random() * 1000),

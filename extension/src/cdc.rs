@@ -96,11 +96,15 @@ pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgT
     ))?
     .unwrap_or(false);
     if !exists {
+        // A queue: rows are deleted soon after they are written, so it is vacuumed after a
+        // fixed number of dead rows rather than a fraction of its (small) size — scans of a
+        // buffer full of dead rows slow every refresh down until then.
         Spi::run(&format!(
             "CREATE TABLE {buffer} (\
              __pgt_seq bigint NOT NULL DEFAULT nextval('pgtrickle_changes.change_seq'), \
              __pgt_xid xid8 NOT NULL DEFAULT pg_current_xact_id(), \
-             __pgt_op \"char\" NOT NULL)"
+             __pgt_op \"char\" NOT NULL) \
+             WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000)"
         ))?;
         Spi::run(&format!("CREATE INDEX ON {buffer} (__pgt_xid, __pgt_seq)"))?;
     }

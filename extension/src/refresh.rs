@@ -13,6 +13,7 @@ use std::ffi::CString;
 use std::rc::Rc;
 
 use engine::{ChangeBuffer, DeltaSources, Plan, RelName};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::cdc;
@@ -206,19 +207,44 @@ struct Probe {
     frontier: Frontier,
 }
 
-/// The previous frontier as parameters `$1` (snapshot text), `$2` (xid text), `$3` (seq) of
-/// a prepared statement. The casts sit in sub-selects so that they run once per statement,
-/// not once per buffer row.
+/// The previous frontier as parameters `$1` (`pg_snapshot`), `$2` (`xid8`), `$3` (seq) of a
+/// prepared statement (see [`frontier_args`]).
 fn window_params() -> String {
-    frontier::window_by_exprs("", "(SELECT $1::pg_snapshot)", "(SELECT $2::xid8)", "$3")
+    frontier::window_by_exprs("", "$1", "$2", "$3")
 }
 
-fn frontier_args(old: &Frontier) -> [pgrx::datum::DatumWithOid<'_>; 3] {
-    [
-        old.snapshot.as_str().into(),
-        old.xid.as_str().into(),
+/// Parameter types of statements reading the change window.
+const FRONTIER_TYPES: [pgrx::pg_sys::PgOid; 3] = [
+    pgrx::pg_sys::PgOid::Custom(pg_sys::PG_SNAPSHOTOID),
+    pgrx::pg_sys::PgOid::Custom(pg_sys::XID8OID),
+    INT8,
+];
+
+/// The previous frontier as typed parameters: a `pg_snapshot` and an `xid8` datum parsed once
+/// here, so that the statement neither casts text per row nor needs sub-plans to cast once.
+fn frontier_args(old: &Frontier) -> Result<[DatumWithOid<'static>; 3], PgTrickleError> {
+    Ok([
+        typed_datum(pg_sys::PG_SNAPSHOTOID, &old.snapshot)?,
+        typed_datum(pg_sys::XID8OID, &old.xid)?,
         old.seq.into(),
-    ]
+    ])
+}
+
+/// A datum of type `ty` read from its text form by the type's input function (which raises
+/// an ERROR on malformed input).
+fn typed_datum(ty: pg_sys::Oid, text: &str) -> Result<DatumWithOid<'static>, PgTrickleError> {
+    let text = CString::new(text)
+        .map_err(|_| PgTrickleError::Internal("frontier contains a NUL byte".into()))?;
+    let (mut input, mut ioparam) = (pg_sys::InvalidOid, pg_sys::InvalidOid);
+    // SAFETY: `ty` is a built-in type with an input function; the text is NUL-terminated and
+    // outlives the call; the result is allocated in the current memory context, which lives
+    // until the statement using it has run.
+    let datum = unsafe {
+        pg_sys::getTypeInputInfo(ty, &mut input, &mut ioparam);
+        pg_sys::OidInputFunctionCall(input, text.as_ptr().cast_mut(), ioparam, -1)
+    };
+    // SAFETY: the datum was just produced by the input function of `ty`.
+    Ok(unsafe { DatumWithOid::new(datum, ty) })
 }
 
 /// One statement, after the sources are locked: whether a source was rewritten after this
@@ -243,18 +269,26 @@ fn probe(
         )
     };
     let window = window_params();
+    // The first window row in `__pgt_xid` order, not EXISTS: PostgreSQL plans EXISTS for its
+    // first row and so prefers a sequential scan, which walks every dead row a big cleanup
+    // left behind; this walks the buffer's xid index from the window's lower bound.
     let exists: Vec<String> = buffers
         .iter()
-        .map(|b| format!("EXISTS (SELECT FROM {b} WHERE {window})"))
+        .map(|b| {
+            format!(
+                "(SELECT __pgt_xid FROM {b} WHERE {window} ORDER BY __pgt_xid LIMIT 1) IS NOT NULL"
+            )
+        })
         .collect();
     let sql = format!(
         "SELECT {rewritten}, ARRAY[{}]::bool[], {}",
         exists.join(", "),
         frontier::capture_sql(buffers)
     );
-    let stmt = cache::statement(&sql, &[TEXT, TEXT, INT8])?;
+    let stmt = cache::statement(&sql, &FRONTIER_TYPES)?;
+    let args = frontier_args(old)?;
     Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
-        let row = client.update(&*stmt, None, &frontier_args(old))?.first();
+        let row = client.update(&*stmt, None, &args)?.first();
         Ok(Probe {
             rewritten: row.get(1)?.unwrap_or(false),
             changed: row.get(2)?.unwrap_or_default(),
@@ -329,8 +363,12 @@ fn full(
             format!(" ({})", cols.join(", ")),
         )
     } else {
+        // Parenthesised on lines of its own, like every splice of the user's text (api.rs).
         (
-            st.query.trim().trim_end_matches(';').to_string(),
+            format!(
+                "SELECT * FROM (\n{}\n) AS __pgt_q",
+                st.query.trim().trim_end_matches(';')
+            ),
             String::new(),
         )
     };
@@ -382,11 +420,10 @@ fn differential(
             state
         }
     };
+    let args = frontier_args(old)?;
     let (delta_rows, inserted, deleted, frontier, markers) =
         Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
-            let row = client
-                .update(&state.delta, None, &frontier_args(old))?
-                .first();
+            let row = client.update(&state.delta, None, &args)?.first();
             Ok((
                 row.get::<i64>(1)?.unwrap_or(0),
                 row.get::<i64>(2)?,
@@ -472,9 +509,22 @@ fn build_diff_state(
         })
     };
     let window = window_params();
+    // A window holding a TRUNCATE or paused-capture marker is refreshed FULL; its rows are
+    // then not a faithful delta (a TRUNCATE deletes rows it does not list), so the delta reads
+    // no row at all rather than compute on them (an average over a group the lost deletes
+    // would have emptied divides by zero). Same statement, same snapshot as the marker check.
+    let gate = if buffers.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = buffers
+            .iter()
+            .map(|b| format!("SELECT 1 FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P')"))
+            .collect();
+        format!(" AND NOT EXISTS ({})", parts.join(" UNION ALL "))
+    };
     let delta_sql = engine::delta_query_sql(
         &plan,
-        &delta_sources(&format!("{window} AND __pgt_op IN ('I', 'D')")),
+        &delta_sources(&format!("{window} AND __pgt_op IN ('I', 'D'){gate}")),
     )?;
     // The same query over no rows gives the temp table its columns and types.
     let shape_sql = engine::delta_query_sql(&plan, &delta_sources("false"))?;
@@ -526,7 +576,7 @@ fn build_diff_state(
             temp.sql(),
             frontier::capture_sql(buffers)
         ),
-        &[TEXT, TEXT, INT8],
+        &FRONTIER_TYPES,
     )?;
     let apply = engine::apply_sql(&plan, &storage_rel(st), &temp)?
         .iter()

@@ -170,22 +170,10 @@ pub fn apply_sql(
         Maintenance::Opaque => Err(not_differentiable(plan)),
         Maintenance::Keyed { key, .. } => {
             let key_names: Vec<String> = key.iter().map(|k| quote_ident(&all[*k].name)).collect();
-            let source = if key.is_empty() {
-                format!(
-                    "(SELECT * FROM {} AS {d} ORDER BY {d}.{} DESC LIMIT 1)",
-                    delta.sql(),
-                    quote_ident(WEIGHT)
-                )
-            } else {
-                let dk: Vec<String> = key_names.iter().map(|k| format!("{d}.{k}")).collect();
-                format!(
-                    "(SELECT DISTINCT ON ({keys}) * FROM {} AS {d} ORDER BY {keys}, {d}.{} DESC)",
-                    delta.sql(),
-                    quote_ident(WEIGHT),
-                    keys = dk.join(", ")
-                )
-            };
-            let on = match_condition(key.iter().map(|k| (&all[*k].name, all[*k].nullable)));
+            let keys: Vec<(&String, bool)> = key
+                .iter()
+                .map(|k| (&all[*k].name, all[*k].nullable))
+                .collect();
             let updates: Vec<String> = all
                 .iter()
                 .enumerate()
@@ -200,36 +188,109 @@ pub fn apply_sql(
             let names: Vec<String> = all.iter().map(|c| quote_ident(&c.name)).collect();
             let values: Vec<String> = names.iter().map(|n| format!("{d}.{n}")).collect();
             let w = quote_ident(WEIGHT);
-            Ok(vec![format!(
-                "MERGE INTO {} AS {t} USING {source} AS {d} ON {on} \
-                 WHEN MATCHED AND {d}.{w} < 0 THEN DELETE \
-                 WHEN MATCHED THEN {update} \
-                 WHEN NOT MATCHED AND {d}.{w} > 0 THEN INSERT ({}) VALUES ({})",
-                storage.sql(),
-                names.join(", "),
-                values.join(", ")
-            )])
+            let statement = |part: KeyPart| {
+                let source = if key.is_empty() {
+                    format!(
+                        "(SELECT * FROM {} AS {d} ORDER BY {d}.{} DESC LIMIT 1)",
+                        delta.sql(),
+                        quote_ident(WEIGHT)
+                    )
+                } else {
+                    let dk: Vec<String> = key_names.iter().map(|k| format!("{d}.{k}")).collect();
+                    format!(
+                        "(SELECT DISTINCT ON ({keys}) * FROM {} AS {d}{} ORDER BY {keys}, {d}.{} DESC)",
+                        delta.sql(),
+                        part.filter(&keys),
+                        quote_ident(WEIGHT),
+                        keys = dk.join(", ")
+                    )
+                };
+                format!(
+                    "MERGE INTO {} AS {t} USING {source} AS {d} ON {} \
+                     WHEN MATCHED AND {d}.{w} < 0 THEN DELETE \
+                     WHEN MATCHED THEN {update} \
+                     WHEN NOT MATCHED AND {d}.{w} > 0 THEN INSERT ({}) VALUES ({})",
+                    storage.sql(),
+                    part.condition(&keys),
+                    names.join(", "),
+                    values.join(", ")
+                )
+            };
+            Ok(KeyPart::parts(&keys).into_iter().map(statement).collect())
         }
-        Maintenance::Grouped(g) => Ok(vec![grouped_apply(plan, g, storage, delta)]),
+        Maintenance::Grouped(g) => Ok(grouped_apply(plan, g, storage, delta)),
     }
 }
 
-fn match_condition<'a>(cols: impl Iterator<Item = (&'a String, bool)>) -> String {
-    let (t, d) = (quote_ident("t"), quote_ident("d"));
-    let parts: Vec<String> = cols
-        .map(|(n, nullable)| {
-            let n = quote_ident(n);
-            if nullable {
-                format!("{t}.{n} IS NOT DISTINCT FROM {d}.{n}")
-            } else {
-                format!("{t}.{n} = {d}.{n}")
+/// Which delta rows one apply statement handles. Matching a nullable key with
+/// `IS NOT DISTINCT FROM` cannot use an index (nor a hash or merge join): PostgreSQL would
+/// compare every delta row with every storage row. So delta rows whose key has no NULL are
+/// applied with plain `=` (index lookups on the storage's key index), and the rare rows with a
+/// NULL in their key by a second statement whose condition `(t.k = d.k OR (t.k IS NULL AND
+/// d.k IS NULL))` — the same matches as `IS NOT DISTINCT FROM` — can still use that index
+/// (a BitmapOr of `k = …` and `k IS NULL`). The two sets of rows match disjoint storage rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyPart {
+    /// The key has no nullable column: one statement, `=` everywhere.
+    All,
+    /// Delta rows whose nullable key columns are all NOT NULL: `=` everywhere.
+    NoNull,
+    /// Delta rows with a NULL in some key column: NULL-safe matching of nullable columns.
+    SomeNull,
+}
+
+impl KeyPart {
+    fn parts(keys: &[(&String, bool)]) -> Vec<KeyPart> {
+        if keys.iter().any(|(_, nullable)| *nullable) {
+            vec![KeyPart::NoNull, KeyPart::SomeNull]
+        } else {
+            vec![KeyPart::All]
+        }
+    }
+
+    /// ` WHERE …` restricting the delta rows (`"d"` columns), or nothing.
+    fn filter(self, keys: &[(&String, bool)]) -> String {
+        let d = quote_ident("d");
+        let nullable: Vec<String> = keys
+            .iter()
+            .filter(|(_, nullable)| *nullable)
+            .map(|(n, _)| format!("{d}.{}", quote_ident(n)))
+            .collect();
+        match self {
+            KeyPart::All => String::new(),
+            KeyPart::NoNull => {
+                let parts: Vec<String> = nullable
+                    .iter()
+                    .map(|c| format!("{c} IS NOT NULL"))
+                    .collect();
+                format!(" WHERE {}", parts.join(" AND "))
             }
-        })
-        .collect();
-    if parts.is_empty() {
-        "TRUE".to_string()
-    } else {
-        parts.join(" AND ")
+            KeyPart::SomeNull => {
+                let parts: Vec<String> = nullable.iter().map(|c| format!("{c} IS NULL")).collect();
+                format!(" WHERE ({})", parts.join(" OR "))
+            }
+        }
+    }
+
+    /// The MERGE condition between storage `"t"` and delta `"d"` on the key columns.
+    fn condition(self, keys: &[(&String, bool)]) -> String {
+        let (t, d) = (quote_ident("t"), quote_ident("d"));
+        let parts: Vec<String> = keys
+            .iter()
+            .map(|(n, nullable)| {
+                let n = quote_ident(n);
+                if *nullable && self == KeyPart::SomeNull {
+                    format!("({t}.{n} = {d}.{n} OR ({t}.{n} IS NULL AND {d}.{n} IS NULL))")
+                } else {
+                    format!("{t}.{n} = {d}.{n}")
+                }
+            })
+            .collect();
+        if parts.is_empty() {
+            "TRUE".to_string()
+        } else {
+            parts.join(" AND ")
+        }
     }
 }
 
@@ -379,7 +440,7 @@ fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment) -> String {
     )
 }
 
-fn grouped_apply(plan: &Plan, g: &Grouped, storage: &RelName, delta: &RelName) -> String {
+fn grouped_apply(plan: &Plan, g: &Grouped, storage: &RelName, delta: &RelName) -> Vec<String> {
     let (t, d) = (quote_ident("t"), quote_ident("d"));
     let col = |alias: &str, n: &str| format!("{}.{}", quote_ident(alias), quote_ident(n));
     let new_aux = |a: &Aux| {
@@ -402,20 +463,20 @@ fn grouped_apply(plan: &Plan, g: &Grouped, storage: &RelName, delta: &RelName) -
         ));
     }
     if g.keys.is_empty() {
-        return format!(
+        return vec![format!(
             "UPDATE {} AS {t} SET {} FROM {} AS {d}",
             storage.sql(),
             sets.join(", "),
             delta.sql()
-        );
+        )];
     }
     let all = plan.storage_columns();
-    let on = match_condition(
-        g.key_storage
-            .iter()
-            .enumerate()
-            .map(|(k, p)| (&all[*p].name, g.key_types[k].nullable)),
-    );
+    let keys: Vec<(&String, bool)> = g
+        .key_storage
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (&all[*p].name, g.key_types[k].nullable))
+        .collect();
     let names: Vec<String> = all.iter().map(|c| quote_ident(&c.name)).collect();
     let mut values = Vec::new();
     for (i, c) in all.iter().enumerate() {
@@ -432,15 +493,28 @@ fn grouped_apply(plan: &Plan, g: &Grouped, storage: &RelName, delta: &RelName) -
         }
     }
     let count = quote_ident("__pgt_count");
-    format!(
-        "MERGE INTO {} AS {t} USING {} AS {d} ON {on} \
-         WHEN MATCHED AND {t}.{count} + {d}.{count} <= 0 THEN DELETE \
-         WHEN MATCHED THEN UPDATE SET {} \
-         WHEN NOT MATCHED AND {d}.{count} > 0 THEN INSERT ({}) VALUES ({})",
-        storage.sql(),
-        delta.sql(),
-        sets.join(", "),
-        names.join(", "),
-        values.join(", ")
-    )
+    KeyPart::parts(&keys)
+        .into_iter()
+        .map(|part| {
+            let source = match part {
+                KeyPart::All => delta.sql(),
+                _ => format!(
+                    "(SELECT * FROM {} AS {d}{})",
+                    delta.sql(),
+                    part.filter(&keys)
+                ),
+            };
+            format!(
+                "MERGE INTO {} AS {t} USING {source} AS {d} ON {} \
+                 WHEN MATCHED AND {t}.{count} + {d}.{count} <= 0 THEN DELETE \
+                 WHEN MATCHED THEN UPDATE SET {} \
+                 WHEN NOT MATCHED AND {d}.{count} > 0 THEN INSERT ({}) VALUES ({})",
+                storage.sql(),
+                part.condition(&keys),
+                sets.join(", "),
+                names.join(", "),
+                values.join(", ")
+            )
+        })
+        .collect()
 }
