@@ -303,6 +303,12 @@ fn print_smith(r: &SmithReport, seed: u64) -> ExitCode {
             println!("  {n:>5}  {k}");
         }
     }
+    if !r.suspicious.is_empty() {
+        println!("refusals to look at (an example query each):");
+        for (k, q) in &r.suspicious {
+            println!("  {k}\n    {q}");
+        }
+    }
     if r.connection_losses > 0 {
         println!(
             "connection lost {} times (server crash?)",

@@ -192,7 +192,8 @@ pub fn run(cfg: &Config) -> Result<Report, Box<Counterexample>> {
 }
 
 /// Retries of a case that failed because the server was away (see `environmental`).
-pub const ENVIRONMENT_RETRIES_MAX: u32 = 5;
+/// (`cargo pgrx test` installs a build with test functions for minutes at a time.)
+pub const ENVIRONMENT_RETRIES_MAX: u32 = 30;
 
 fn run_retrying(
     cfg: &Config,
@@ -394,7 +395,15 @@ fn run_one_case(
             break;
         }
     }
-    cx.replayed = Some(fixture::replay_script(&cfg.admin_url, &cx.failure.script).is_err());
+    if environmental(&cx.failure.message) {
+        return Err(Box::new(cx));
+    }
+    let replay = fixture::replay_script(&cfg.admin_url, &cx.failure.script);
+    if replay.as_ref().is_err_and(|e| environmental(e)) {
+        cx.failure.message = format!("replay: {}", replay.err().unwrap_or_default());
+        return Err(Box::new(cx));
+    }
+    cx.replayed = Some(replay.is_err());
     if let Some(dir) = &cfg.regressions {
         match fixture::write_open(dir, &cx) {
             Ok(path) => cx.fixture = Some(path),

@@ -79,6 +79,9 @@ pub struct SmithReport {
     /// counterexamples when the plain query errors too.
     pub runtime_errors: BTreeMap<String, u64>,
     pub converged: usize,
+    /// Refusals whose SQLSTATE says more than "PostgreSQL rejects this query" (internal
+    /// errors, constraint violations, missing relations…), with the first query of each.
+    pub suspicious: BTreeMap<String, String>,
     /// Times the server closed the connection (a crashed backend): each is a bug to report.
     pub connection_losses: u64,
     pub checks: u64,
@@ -370,11 +373,27 @@ fn try_create(
             let _ = db.batch_execute(&format!("SELECT pgtrickle.drop_stream_table('{name}')"));
         }
         Err(e) => {
-            let key = reason_key(sqlstate(&e).unwrap_or("-"), &message(&e));
+            let code = sqlstate(&e).unwrap_or("-");
+            let key = reason_key(code, &message(&e));
+            if suspicious(code) {
+                report
+                    .suspicious
+                    .entry(key.clone())
+                    .or_insert_with(|| query.to_string());
+            }
             *report.refused.entry(key).or_default() += 1;
         }
     }
     Ok(None)
+}
+
+/// SQLSTATEs a refused query should not produce: PostgreSQL's own refusals of sqlsmith's
+/// queries are syntax, type, feature and data errors (classes 42, 0A, 22, 55, 58).
+pub fn suspicious(code: &str) -> bool {
+    ["XX", "23", "25", "40", "53", "57", "-"]
+        .iter()
+        .any(|c| code.starts_with(c))
+        || code == "42P01"
 }
 
 fn message(e: &postgres::Error) -> String {
@@ -543,6 +562,12 @@ mod tests {
             ),
             ("select 1 from a as x join b as y on (true)".into(), 2)
         );
+    }
+
+    #[test]
+    fn internal_errors_and_constraint_violations_are_suspicious_refusals() {
+        assert!(suspicious("XX000") && suspicious("23505") && suspicious("42P01"));
+        assert!(!suspicious("42804") && !suspicious("0A000") && !suspicious("22012"));
     }
 
     #[test]
