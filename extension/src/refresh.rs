@@ -516,11 +516,18 @@ fn build_diff_state(
     let gate = if buffers.is_empty() {
         String::new()
     } else {
+        // Ordered by the buffer's xid index so that the check reads the window's rows, not
+        // every dead row of the buffer (NOT EXISTS would be planned as a sequential scan).
         let parts: Vec<String> = buffers
             .iter()
-            .map(|b| format!("SELECT 1 FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P')"))
+            .map(|b| {
+                format!(
+                    " AND (SELECT 1 FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P') \
+                     ORDER BY __pgt_xid LIMIT 1) IS NULL"
+                )
+            })
             .collect();
-        format!(" AND NOT EXISTS ({})", parts.join(" UNION ALL "))
+        parts.concat()
     };
     let delta_sql = engine::delta_query_sql(
         &plan,
