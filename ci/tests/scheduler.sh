@@ -51,16 +51,19 @@ eventually 30 "SELECT status, consecutive_errors FROM pgtrickle.pgt_stream_table
 
 # --- retryable errors back off, then ERROR after max_consecutive_errors ------------------------
 "$PG" psql "$CLUSTER" -q -c "ALTER SYSTEM SET pg_trickle.refresh_lock_timeout_ms = 100" -c "SELECT pg_reload_conf()" >/dev/null
-q -c "INSERT INTO e VALUES (4, 4)"
+# Suspended while the change and the lock are put in place, so no refresh slips in between.
+q -c "SELECT pgtrickle.alter_stream_table('ratio', status => 'SUSPENDED')" -c "INSERT INTO e VALUES (4, 4)"
 locker_out=$(mktemp)
 coproc LOCKER { q -v ON_ERROR_STOP=1 >"$locker_out" 2>&1; }
-echo "BEGIN; LOCK TABLE e IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;" >&"${LOCKER[1]}"
+echo "BEGIN; LOCK TABLE e IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120); COMMIT;" >&"${LOCKER[1]}"
+eventually 60 "SELECT count(*) FROM pg_locks WHERE relation = 'e'::regclass AND mode = 'AccessExclusiveLock' AND granted" 1
+q -c "SELECT pgtrickle.alter_stream_table('ratio', status => 'ACTIVE')"
 eventually 90 "SELECT status FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'ratio'" "ERROR"
 expect_eq "SELECT consecutive_errors, last_error LIKE '55P03:%' FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'ratio'" "3|t"
 # Three failures, each later than the one before by a growing backoff (1 s, then 2 s).
 expect_eq "SELECT count(*), bool_and(error_sqlstate = '55P03') FROM (SELECT * FROM pgtrickle.get_refresh_history('ratio', 3)) h" "3|t"
 expect_eq "SELECT (max(start_time) - min(start_time)) >= interval '3 seconds' FROM (SELECT * FROM pgtrickle.get_refresh_history('ratio', 3)) h" "t"
-q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()" >/dev/null
+q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()" >/dev/null
 if [ -n "${LOCKER[1]:-}" ]; then exec {LOCKER[1]}>&-; fi
 wait "${LOCKER_PID:-}" 2>/dev/null || true
 rm -f "$locker_out"
@@ -79,6 +82,8 @@ eventually 30 "SELECT $(grep -c 'history pruner: deleted 25000 rows in 3 batches
 expect_eq "SELECT count(*) > 0 FROM pgtrickle.pgt_refresh_history" "t"
 
 # --- a refresh killed mid-way: after a restart no RUNNING rows, and it converges ---------------
+# A crash test: commits must reach the WAL (ci/pg clusters run with synchronous_commit = off).
+"$PG" psql "$CLUSTER" -q -c "ALTER SYSTEM SET synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
 q <<'SQL'
 CREATE TABLE slow (id int PRIMARY KEY, v int);
 INSERT INTO slow SELECT x, x FROM generate_series(1, 400) x;
