@@ -311,25 +311,31 @@ fn drop_trigger(source: pg_sys::Oid, name: &str, table: &str) -> Result<(), PgTr
 /// Deletes the buffer rows of `source` that every dependent stream table has consumed
 /// (INV-3). A dependent that never refreshed consumed nothing, so nothing is deleted for it.
 pub fn cleanup(source: pg_sys::Oid) -> Result<u64, PgTrickleError> {
+    // Runs after refreshes and drops: kept, not re-planned.
+    let stmt = crate::refresh::cache::statement(&cleanup_sql(source, "TRUE"), &[])?;
+    let n = Spi::connect_mut(|client| client.update(&*stmt, None, &[])?.first().get_one::<i64>())?;
+    Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+}
+
+/// The statement of [`cleanup`], restricted to the buffer rows (alias `b`) for which
+/// `restrict` holds — a refresh passes its change window's lower bound, so that the delete
+/// reads only rows it may have consumed, not every row deleted before and not yet vacuumed.
+pub fn cleanup_sql(source: pg_sys::Oid, restrict: &str) -> String {
     let consumed = frontier::consumed_by_columns(
         "b.",
         "s.frontier_snapshot",
         "s.frontier_xid",
         "s.frontier_seq",
     );
-    let sql = format!(
-        "WITH gone AS (DELETE FROM {buffer} b WHERE NOT EXISTS (\
+    format!(
+        "WITH gone AS (DELETE FROM {buffer} b WHERE ({restrict}) AND NOT EXISTS (\
            SELECT 1 FROM pgtrickle.pgt_dependencies d \
            JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
            WHERE d.source_relid = {oid} AND NOT {consumed}) RETURNING 1) \
          SELECT count(*) FROM gone",
         buffer = buffer_name(source),
         oid = source.to_u32()
-    );
-    // Runs after every refresh that consumed rows of this buffer: kept, not re-planned.
-    let stmt = crate::refresh::cache::statement(&sql, &[])?;
-    let n = Spi::connect_mut(|client| client.update(&*stmt, None, &[])?.first().get_one::<i64>())?;
-    Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
+    )
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -9,7 +9,7 @@
 
 pub(crate) mod cache;
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::rc::Rc;
 
 use engine::{ChangeBuffer, DeltaSources, Plan, RelName};
@@ -54,12 +54,24 @@ pub(crate) fn with_search_path<R>(
 ) -> Result<R, PgTrickleError> {
     let path = CString::new(path)
         .map_err(|_| PgTrickleError::Internal("search_path contains a NUL byte".into()))?;
+    with_settings(
+        &[
+            (c"search_path", path.as_c_str()),
+            (c"plan_cache_mode", c"force_generic_plan"),
+        ],
+        f,
+    )
+}
+
+/// Runs `f` with the given settings, restored afterwards (by the (sub)transaction's abort if
+/// `f` raises an error).
+fn with_settings<R>(
+    settings: &[(&CStr, &CStr)],
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
     // SAFETY: opens a GUC nest level, as fmgr does before applying a function's SET clause.
     let level = unsafe { pg_sys::NewGUCNestLevel() };
-    for (name, value) in [
-        (c"search_path", path.as_c_str()),
-        (c"plan_cache_mode", c"force_generic_plan"),
-    ] {
+    for (name, value) in settings {
         // SAFETY: valid NUL-terminated name and value; GUC_ACTION_SAVE records the old value
         // in the nest level opened above; a bad value raises an ERROR (elevel), which aborts.
         unsafe {
@@ -181,10 +193,35 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
         }
     }
     record(st, &outcome, &frontier, &src.start, history)?;
-    for s in &to_clean {
-        cdc::cleanup(*s)?;
+    match (outcome.action, &st.frontier) {
+        ("FULL", _) | (_, None) => {
+            for s in &to_clean {
+                cdc::cleanup(*s)?;
+            }
+        }
+        (_, Some(old)) => cleanup_window(&to_clean, old)?,
     }
     Ok(outcome)
+}
+
+/// Deletes the consumed rows of the buffers a differential refresh read. Only rows of its
+/// change window can have become consumed by every dependent through this refresh, and those
+/// lie at or above the window's lower bound in the buffer's xid index: the delete walks that
+/// index range (sequential scans are switched off for it, whatever the buffer's statistics
+/// say) instead of every row deleted before and not yet vacuumed.
+fn cleanup_window(sources: &[pg_sys::Oid], old: &Frontier) -> Result<(), PgTrickleError> {
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let args = frontier_args(old)?;
+    let bound = "b.__pgt_xid >= least(pg_snapshot_xmin($1), $2)";
+    with_settings(&[(c"enable_seqscan", c"off")], || {
+        for s in sources {
+            let stmt = cache::statement(&cdc::cleanup_sql(*s, bound), &FRONTIER_TYPES[..2])?;
+            Spi::connect_mut(|client| client.update(&*stmt, None, &args[..2]).map(|_| ()))?;
+        }
+        Ok(())
+    })
 }
 
 fn no_data() -> Outcome {
