@@ -148,7 +148,7 @@ pub fn describe(e: &postgres::Error) -> String {
 /// Whether a failure message says the server was away or the extension being reinstalled
 /// (`ci/install` elsewhere, a cluster restart) rather than anything about refreshes.
 pub fn environmental(message: &str) -> bool {
-    const SIGNS: [&str; 8] = [
+    const SIGNS: [&str; 9] = [
         "could not find function",
         "could not access file",
         "(57P01)",
@@ -157,6 +157,7 @@ pub fn environmental(message: &str) -> bool {
         "error communicating with the server",
         "connect: ",
         "could not load library",
+        "version to install must be specified",
     ];
     SIGNS.iter().any(|s| message.contains(s))
 }

@@ -1,6 +1,6 @@
 -- pg_trickle oracle fixture: TABLESAMPLE is dropped from the defining query
--- status: OPEN (fails until the bug is fixed; not in the default rerun). When fixed, move it
--- from oracle/regressions/open/ to oracle/regressions/: ci/test reruns those and they must pass.
+-- status: FIXED (TABLESAMPLE is not differentiable: AUTO falls back to FULL with a NOTICE and
+-- the sample clause is kept in the rendered query); ci/test reruns it and it must pass.
 -- found by: ci/oracle --sqlsmith 1000 --seed 1 (smith_706: `FROM public.a AS sample_0
 -- TABLESAMPLE SYSTEM (3.3)` accepted as DIFFERENTIAL, 24 extra rows), minimised by hand.
 -- failure: the stream table holds every row of `a` in both modes; BERNOULLI (0) samples none.
