@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::catalog::{Catalog, TableInfo};
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
-use crate::operator::{AggCall, AggFunc, ColType, Operator, Project};
+use crate::operator::{AggCall, AggFunc, ColType, JoinKind, Operator, Project};
 use crate::planner::{parse, plan_tree, Planned};
 use crate::types::{sum_result, SqlType};
 
@@ -216,8 +216,20 @@ pub(crate) fn unique_key(op: &Operator, tables: &BTreeMap<u32, TableInfo>) -> Op
             .collect(),
         Operator::Join(j) => {
             let mut l = unique_key(&j.left, tables)?;
+            let r = unique_key(&j.right, tables)?;
+            // Where nothing matches, a FULL JOIN yields a left-padded and a right-padded row
+            // (two rows from two scalar aggregates). The pair of keys tells those apart only
+            // if one side's key has a column that side never leaves NULL: padded rows hold
+            // NULL there. (LEFT/RIGHT pad a row only when it has no match, so the pair of keys
+            // stays unique.)
+            if j.kind == JoinKind::Full
+                && !never_null_in(&j.left, &l)
+                && !never_null_in(&j.right, &r)
+            {
+                return None;
+            }
             let la = j.left.arity();
-            l.extend(unique_key(&j.right, tables)?.iter().map(|k| k + la));
+            l.extend(r.iter().map(|k| k + la));
             Some(l)
         }
         Operator::SemiJoin(s) => unique_key(&s.left, tables),
@@ -226,6 +238,13 @@ pub(crate) fn unique_key(op: &Operator, tables: &BTreeMap<u32, TableInfo>) -> Op
         Operator::SetOp(s) if !s.all => Some((0..s.left.arity()).collect()),
         _ => None,
     }
+}
+
+/// Whether one of the `key` columns of `op`'s output is never NULL.
+fn never_null_in(op: &Operator, key: &[usize]) -> bool {
+    let columns = op.columns();
+    key.iter()
+        .any(|k| columns.get(*k).is_some_and(|c| !c.nullable))
 }
 
 fn algebraic(agg: &AggCall) -> bool {

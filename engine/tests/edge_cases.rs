@@ -141,3 +141,48 @@ fn emptied_group_disappears_and_scalar_aggregate_keeps_its_row() {
     let rows: Vec<_> = full.iter().map(|(r, _)| r.clone()).collect();
     assert_eq!(rows, vec![vec![Value::Int(0), Value::Null, Value::Null]]);
 }
+
+/// A FULL JOIN where nothing matches yields a left-padded and a right-padded row. With two
+/// scalar aggregates (no key on either side) or two GROUP BYs of nullable columns (their NULL
+/// groups pad to the same pair of keys), the pair of side keys is no identity: the plan must
+/// not be keyed on it (found by the operator_delta fuzz target, which then kept one row).
+#[test]
+fn full_join_without_a_never_null_key_column_keeps_both_padded_rows() {
+    let s = scenario(
+        &[(db::A, &[Some(1), Some(1), Some(1)])],
+        &[
+            (db::A, &[Some(2), Some(0), None], 1),
+            (db::A, &[Some(3), Some(5), None], 1),
+        ],
+    );
+    let scalar = "SELECT l.m AS lo, r.m AS hi FROM (SELECT min(x) AS m FROM a) AS l \
+                  FULL JOIN (SELECT max(x) AS m FROM a) AS r ON l.m = r.m";
+    let p = plan(scalar, &db::catalog()).unwrap();
+    assert!(!matches!(
+        p.identity,
+        engine::Identity::Single | engine::Identity::Key { .. }
+    ));
+    assert_eq!(
+        maintain::visible(&p, &maintain::full(&p, &s.1).unwrap()).len(),
+        2
+    );
+    assert_incremental_equals_full(scalar, &s);
+    // The NULL group of each side: (NULL, 1, NULL, NULL) and (NULL, NULL, NULL, 1).
+    let grouped = "SELECT l.g, l.n, r.g AS rg, r.n AS rn \
+                   FROM (SELECT g, count(*) AS n FROM a GROUP BY g) AS l \
+                   FULL JOIN (SELECT g, count(*) AS n FROM b GROUP BY g) AS r ON l.g = r.g";
+    let s = scenario(
+        &[(db::A, &[Some(1), Some(1), Some(1)])],
+        &[
+            (db::A, &[Some(2), Some(0), None], 1),
+            (db::B, &[Some(1), Some(0), None], 1),
+        ],
+    );
+    let p = plan(grouped, &db::catalog()).unwrap();
+    assert!(!matches!(p.identity, engine::Identity::Key { .. }));
+    assert_incremental_equals_full(grouped, &s);
+    // Primary keys are never NULL: padded rows differ there, the join stays keyed.
+    let keyed = "SELECT a.k, b.k AS bk FROM a FULL JOIN b ON a.g = b.g";
+    let p = plan(keyed, &db::catalog()).unwrap();
+    assert!(matches!(p.identity, engine::Identity::Key { .. }));
+}

@@ -14,7 +14,8 @@ pub enum PgTrickleError {
     InvalidName(String),
     #[error("{0} must run in a READ COMMITTED transaction")]
     NeedsReadCommitted(&'static str),
-    #[error("relation \"{0}\" already exists")]
+    /// The relation's schema-qualified name, already quoted (`"public"."t"`).
+    #[error("relation {0} already exists")]
     AlreadyExists(String),
     #[error("invalid value for parameter \"{param}\": \"{value}\"")]
     InvalidParameter {
@@ -24,7 +25,8 @@ pub enum PgTrickleError {
     },
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
-    #[error("stream table \"{name}\" cannot be maintained in DIFFERENTIAL mode: {reason}")]
+    /// `name` is schema-qualified and already quoted, as in the FULL-fallback NOTICE.
+    #[error("stream table {name} cannot be maintained in DIFFERENTIAL mode: {reason}")]
     NotDifferentiable { name: String, reason: String },
     #[error("cannot modify stream table \"{0}\" directly")]
     DirectWrite(String),

@@ -23,9 +23,12 @@ mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 // The schema for change buffers is created with the extension; `pgtrickle` itself is the
-// extension's schema (see pg_trickle.control) and PostgreSQL creates it.
+// extension's schema (see pg_trickle.control) and PostgreSQL creates it. Everyone may use
+// `pgtrickle` (read the catalog, call the functions, which check privileges as the caller);
+// the change buffers are reached only through the capture triggers.
 extension_sql!(
     r#"
+GRANT USAGE ON SCHEMA pgtrickle TO PUBLIC;
 CREATE SCHEMA pgtrickle_changes;
 REVOKE ALL ON SCHEMA pgtrickle_changes FROM PUBLIC;
 COMMENT ON SCHEMA pgtrickle_changes IS 'pg_trickle change buffers (one table per source)';

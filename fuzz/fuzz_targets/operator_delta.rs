@@ -11,7 +11,7 @@
 
 use arbitrary::Unstructured;
 use engine::operator::{EvalContext, Operator};
-use engine::{maintain, plan, Identity, Plan, Tables, Value, ZSet};
+use engine::{maintain, plan, Tables, Value, ZSet};
 use libfuzzer_sys::fuzz_target;
 use pg_trickle_fuzz::scenario::{scenario, Scenario};
 use pg_trickle_fuzz::{schema, sqlgen, treegen};
@@ -64,15 +64,6 @@ fn by_value(z: &ZSet) -> ZSet {
     })
 }
 
-/// Open engine bugs the target steps around until they are fixed, so that fuzzing keeps
-/// exploring; each has an ignored test in tests/regressions.rs and its input in
-/// regressions/operator_delta/. Remove the check with the fix.
-fn known_open_bug(p: &Plan, before: &ZSet, after: &ZSet) -> bool {
-    // Identity::Single given to a FULL JOIN of single-row inputs, which yields two rows.
-    let rows = |z: &ZSet| z.iter().map(|(_, w)| w).sum::<i64>();
-    p.identity == Identity::Single && (rows(before) > 1 || rows(after) > 1)
-}
-
 fn check_query(sql: &str, s: &Scenario) {
     let Ok(p) = plan(sql, &schema::catalog()) else {
         return;
@@ -84,9 +75,6 @@ fn check_query(sql: &str, s: &Scenario) {
     else {
         return;
     };
-    if known_open_bug(&p, &before, &after) {
-        return;
-    }
     let empty = Tables::new();
     if let Ok(expected) = tree.eval(EvalContext {
         current: &s.after,

@@ -34,7 +34,11 @@ fn row(cells: &[Cell]) -> Row {
 }
 
 fn bag(items: &[(Vec<Cell>, i8)]) -> Vec<(Row, i64)> {
-    items.iter().take(64).map(|(c, w)| (row(c), i64::from(*w))).collect()
+    items
+        .iter()
+        .take(64)
+        .map(|(c, w)| (row(c), i64::from(*w)))
+        .collect()
 }
 
 fuzz_target!(|input: Input| {
@@ -42,10 +46,17 @@ fuzz_target!(|input: Input| {
     let a = consolidate(l.clone());
     let b = consolidate(r.clone());
     let both = consolidate(l.into_iter().chain(r));
-    assert_eq!(both, a.plus(&b), "consolidate(l ++ r) == consolidate(l) + consolidate(r)");
+    assert_eq!(
+        both,
+        a.plus(&b),
+        "consolidate(l ++ r) == consolidate(l) + consolidate(r)"
+    );
     assert_eq!(a.plus(&b), b.plus(&a), "plus commutes");
     assert!(a.minus(&a).is_empty(), "a - a == 0");
     assert_eq!(a.negate().negate(), a, "negation is an involution");
-    assert!(both.iter().all(|(_, w)| w != 0), "no zero weights are stored");
+    assert!(
+        both.iter().all(|(_, w)| w != 0),
+        "no zero weights are stored"
+    );
     assert_eq!(a.plus(&ZSet::new()), a, "0 is the identity");
 });

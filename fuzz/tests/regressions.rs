@@ -15,13 +15,12 @@ fn a_row(k: i64, x: i64) -> Vec<Value> {
     vec![Value::Int(k), Value::Int(x), Value::Null]
 }
 
-/// found by operator_delta (regressions/operator_delta/crash-full-join-single-identity): the
-/// plan gives a FULL JOIN of two scalar aggregates the identity `Single`, but when the join
-/// condition fails it yields two rows (one padded per side); the apply step keeps one of them.
-/// In PostgreSQL the stream table then silently lacks a row (slt/regress/
-/// full_join_of_scalar_aggregates.slt).
+/// found by operator_delta (corpus/operator_delta/regress-full-join-single-identity): the
+/// plan gave a FULL JOIN of two scalar aggregates the identity `Single`, but when the join
+/// condition fails it yields two rows (one padded per side); the apply step kept one of them.
+/// In PostgreSQL the stream table silently lacked a row (slt/regress/
+/// full_join_of_scalar_aggregates.slt). Fixed: such a join has no key (multiplicity instead).
 #[test]
-#[ignore = "open engine bug: Identity::Single for a FULL JOIN of single-row inputs"]
 fn full_join_of_two_scalar_aggregates_keeps_both_padded_rows_incrementally() {
     let sql = "SELECT l.m, r.m AS rm FROM (SELECT min(x) AS m FROM a) AS l \
                FULL JOIN (SELECT max(x) AS m FROM a) AS r ON l.m = r.m";
