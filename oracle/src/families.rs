@@ -140,6 +140,11 @@ const PK2: &[Family] = &[
     d("except", "SELECT k FROM a EXCEPT SELECT k FROM b"),
     f("except_all", "SELECT k FROM b EXCEPT ALL SELECT k FROM a"),
     d("cte_subquery", "WITH big AS (SELECT id, k FROM b WHERE w > 5) SELECT a.id, s.id AS bid FROM a JOIN (SELECT * FROM big) AS s ON s.k = a.k"),
+    // FULL JOINs of grouped sides: keyed (and DIFFERENTIAL) only where a side's key is never
+    // NULL; otherwise both unmatched sides pad to the same pair of keys (found by fuzzing).
+    d("full_join_groups", "SELECT l.k, l.cnt, r.k AS rk, r.sw FROM (SELECT id % 3 AS k, count(*) AS cnt FROM a GROUP BY id % 3) AS l FULL JOIN (SELECT k, sum(w) AS sw FROM b GROUP BY k) AS r ON l.k = r.k"),
+    f("full_join_null_groups", "SELECT l.k, l.cnt, r.k AS rk, r.sw FROM (SELECT k, count(*) AS cnt FROM a GROUP BY k) AS l FULL JOIN (SELECT k, sum(w) AS sw FROM b GROUP BY k) AS r ON l.k = r.k"),
+    f("full_join_scalar_aggs", "SELECT l.mn, r.mx FROM (SELECT min(k) AS mn FROM a) AS l FULL JOIN (SELECT max(k) AS mx FROM b) AS r ON l.mn = r.mx"),
 ];
 
 /// Three keyed tables: chains of inner and outer joins, aggregates over them, nested set
