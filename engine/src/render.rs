@@ -53,6 +53,24 @@ pub fn select_cols(alias: &str, n: usize, offset: usize) -> Vec<String> {
         .collect()
 }
 
+/// The consolidation of weighted rows, shared by `Consolidate` and `DeltaScan`:
+/// `SELECT cols, CAST(weight AS int8) AS "__pgt_weight" FROM from GROUP BY group HAVING
+/// weight <> 0`, where `weight` sums the rows' weights and `from` may carry a WHERE clause.
+/// Rows whose weights cancel disappear; no GROUP BY when there are no columns (one row).
+pub fn consolidated_select(cols: &[String], group: &[String], weight: &str, from: &str) -> String {
+    let group_by = if group.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", group.join(", "))
+    };
+    let mut list = cols.to_vec();
+    list.push(format!("CAST({weight} AS int8) AS {}", quote_ident(WEIGHT)));
+    format!(
+        "SELECT {} FROM {from}{group_by} HAVING {weight} <> 0",
+        list.join(", ")
+    )
+}
+
 /// One rendered operator: a complete `SELECT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fragment {

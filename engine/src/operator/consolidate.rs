@@ -6,7 +6,9 @@
 use super::{bx, EvalContext, Operator};
 use crate::error::EngineError;
 use crate::expr::eval::EvalError;
-use crate::render::{col_ref, quote_ident, select_cols, weight_ref, Fragment, SqlWriter, WEIGHT};
+use crate::render::{
+    col_ref, consolidated_select, quote_ident, select_cols, weight_ref, Fragment, SqlWriter,
+};
 use crate::zset::ZSet;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,21 +33,13 @@ impl Consolidate {
             return Ok(input);
         }
         let n = self.input.arity();
-        let mut cols = select_cols("s", n, 0);
-        let sum = format!("SUM({})", weight_ref("s"));
-        cols.push(format!("CAST({sum} AS int8) AS {}", quote_ident(WEIGHT)));
         let group: Vec<String> = (0..n).map(|i| col_ref("s", i)).collect();
-        let group_by = if group.is_empty() {
-            String::new()
-        } else {
-            format!(" GROUP BY {}", group.join(", "))
-        };
         Ok(Fragment {
-            sql: format!(
-                "SELECT {} FROM ({}) AS {}{group_by} HAVING {sum} <> 0",
-                cols.join(", "),
-                input.sql,
-                quote_ident("s")
+            sql: consolidated_select(
+                &select_cols("s", n, 0),
+                &group,
+                &format!("SUM({})", weight_ref("s")),
+                &format!("({}) AS {}", input.sql, quote_ident("s")),
             ),
             weighted: true,
         })

@@ -6,7 +6,7 @@
 use super::{EvalContext, Scan};
 use crate::error::EngineError;
 use crate::expr::eval::EvalError;
-use crate::render::{qualified, quote_ident, Fragment, SqlWriter, WEIGHT};
+use crate::render::{consolidated_select, qualified, quote_ident, Fragment, SqlWriter};
 use crate::zset::ZSet;
 
 /// Reads the change window of `scan`'s table, with the same columns as `scan`.
@@ -36,7 +36,6 @@ impl DeltaScan {
         // Every −row existed at the previous refresh and every +row exists now, so the delta
         // evaluates expressions only on rows a FULL refresh evaluates too (an insert of
         // (3, 0) deleted again before the refresh never reaches `10 / d`).
-        let mut cols = self.scan.select_list("d");
         let group: Vec<String> = self
             .scan
             .columns
@@ -48,20 +47,14 @@ impl DeltaScan {
             quote_ident("d"),
             quote_ident("__pgt_op")
         );
-        cols.push(format!("CAST({weight} AS int8) AS {}", quote_ident(WEIGHT)));
-        let group_by = if group.is_empty() {
-            String::new()
-        } else {
-            format!(" GROUP BY {}", group.join(", "))
-        };
+        let from = format!(
+            "{} AS {} WHERE ({})",
+            qualified(&buffer.schema, &buffer.name),
+            quote_ident("d"),
+            buffer.predicate
+        );
         Ok(Fragment {
-            sql: format!(
-                "SELECT {} FROM {} AS {} WHERE ({}){group_by} HAVING {weight} <> 0",
-                cols.join(", "),
-                qualified(&buffer.schema, &buffer.name),
-                quote_ident("d"),
-                buffer.predicate
-            ),
+            sql: consolidated_select(&self.scan.select_list("d"), &group, &weight, &from),
             weighted: true,
         })
     }
