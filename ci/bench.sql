@@ -27,7 +27,11 @@ INSERT INTO bench.shape VALUES
   (5, 'join+aggregate',
    'SELECT b.region, count(*) AS n, sum(a.val) AS total FROM a JOIN b ON b.id = a.b_id GROUP BY b.region'),
   (6, '3-join+aggregate',
-   'SELECT c.name, count(*) AS n, sum(a.val) AS total FROM a JOIN b ON b.id = a.b_id JOIN c ON c.id = b.c_id GROUP BY c.name');
+   'SELECT c.name, count(*) AS n, sum(a.val) AS total FROM a JOIN b ON b.id = a.b_id JOIN c ON c.id = b.c_id GROUP BY c.name'),
+  -- MIN/MAX recompute the touched groups; a group key that may be NULL (here an expression)
+  -- is matched NULL-safely, which PostgreSQL can neither hash nor index.
+  (7, 'min/max, nullable key',
+   'SELECT nullif(grp, 0) AS g, min(val) AS lo, max(val) AS hi FROM a GROUP BY nullif(grp, 0)');
 
 CREATE FUNCTION bench.since(t0 timestamptz) RETURNS float8 LANGUAGE sql AS
 $$ SELECT extract(epoch FROM clock_timestamp() - t0)::float8 * 1000 $$;

@@ -261,34 +261,85 @@ pub(crate) fn bx(op: Operator) -> Box<Operator> {
 }
 
 /// Restricts `input` to rows whose `keys` appear in the (unweighted, duplicate-free) key set
-/// `keys_set` — a semi join on `key_i IS NOT DISTINCT FROM k_i`, written with `=` when both
-/// sides are NOT NULL so that PostgreSQL can use hash joins and indexes.
+/// `keys_set`: a semi join on `key_i IS NOT DISTINCT FROM k_i`. PostgreSQL can neither hash
+/// nor index `IS NOT DISTINCT FROM` (a nested loop over input × key set), so the semi join is
+/// written with `=` where both sides are NOT NULL, and a key that may be NULL splits `input` in
+/// two disjoint parts, UNION ALL: rows whose nullable keys are all non-NULL match with `=`
+/// (hash or index semi join; a key-set row holding NULL cannot match them anyway), and rows
+/// with a NULL key match NULL-safely (for a single key: "the key set holds NULL", evaluated
+/// once). Every row is in exactly one part, so the result is the same bag.
 pub(crate) fn restrict(
     input: Operator,
     keys: &[crate::expr::Expr],
     key_types: &[ColType],
     keys_set: Operator,
 ) -> Operator {
+    use crate::expr::{BinOp, Expr};
     let arity = input.arity();
     let input_cols = input.columns();
-    let conds = keys
+    let nullable: Vec<bool> = keys
         .iter()
         .zip(key_types)
-        .enumerate()
-        .map(|(i, (k, kt))| {
-            let right = crate::expr::Expr::Column(arity + i);
-            if !kt.nullable && !crate::expr::nullable(k, &input_cols) {
-                crate::expr::Expr::binary(crate::expr::BinOp::Eq, k.clone(), right)
-            } else {
-                crate::expr::Expr::not_distinct(k.clone(), right)
-            }
-        })
+        .map(|(k, kt)| kt.nullable || crate::expr::nullable(k, &input_cols))
         .collect();
-    Operator::SemiJoin(SemiJoin {
-        left: bx(input),
-        right: bx(keys_set),
-        on: crate::expr::Expr::and_all(conds),
-        mode: SemiMode::Positive,
+    let eq = |i: usize, k: &Expr| Expr::binary(BinOp::Eq, k.clone(), Expr::Column(arity + i));
+    let semi = |input: Operator, keys_set: Operator, on: Expr| {
+        Operator::SemiJoin(SemiJoin {
+            left: bx(input),
+            right: bx(keys_set),
+            on,
+            mode: SemiMode::Positive,
+        })
+    };
+    let all_eq = Expr::and_all(keys.iter().enumerate().map(|(i, k)| eq(i, k)).collect());
+    if !nullable.contains(&true) {
+        return semi(input, keys_set, all_eq);
+    }
+    let is_null = |k: &Expr, negated: bool| Expr::IsNull {
+        arg: Box::new(k.clone()),
+        negated,
+    };
+    let nullable_keys: Vec<&Expr> = keys
+        .iter()
+        .zip(&nullable)
+        .filter(|(_, n)| **n)
+        .map(|(k, _)| k)
+        .collect();
+    let no_null = Expr::and_all(nullable_keys.iter().map(|k| is_null(k, true)).collect());
+    let some_null = nullable_keys
+        .iter()
+        .map(|k| is_null(k, false))
+        .reduce(|a, b| Expr::binary(BinOp::Or, a, b))
+        .unwrap_or_else(|| Expr::bool(false));
+    let null_safe = if keys.len() == 1 {
+        // The row's only key is NULL: it matches iff the key set holds NULL.
+        is_null(&Expr::Column(arity), false)
+    } else {
+        Expr::and_all(
+            keys.iter()
+                .enumerate()
+                .zip(&nullable)
+                .map(|((i, k), n)| {
+                    if *n {
+                        Expr::not_distinct(k.clone(), Expr::Column(arity + i))
+                    } else {
+                        eq(i, k)
+                    }
+                })
+                .collect(),
+        )
+    };
+    let part = |predicate: Expr| {
+        Operator::Filter(Filter {
+            input: bx(input.clone()),
+            predicate,
+        })
+    };
+    Operator::UnionAll(UnionAll {
+        inputs: vec![
+            semi(part(no_null), keys_set.clone(), all_eq),
+            semi(part(some_null), keys_set, null_safe),
+        ],
     })
 }
 
