@@ -8,6 +8,7 @@ mod api;
 mod catalog;
 mod cdc;
 mod config;
+mod db_hook;
 mod error;
 mod frontier;
 mod pgcatalog;
@@ -54,6 +55,7 @@ SELECT pgtrickle.assert_preloaded();
 pub extern "C-unwind" fn _PG_init() {
     preload::record_load();
     config::define();
+    db_hook::install();
     if preload::loaded_at_startup() {
         worker::register_launcher();
     }

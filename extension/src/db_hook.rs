@@ -1,0 +1,177 @@
+//! Keeps the background workers out of the way of database-level DDL. `DROP DATABASE`,
+//! `ALTER DATABASE … RENAME TO`, `ALTER DATABASE … SET TABLESPACE` and `CREATE DATABASE …
+//! TEMPLATE` refuse to run while other sessions are connected to the database (55006), and
+//! pg_trickle's scheduler and history pruner stay connected to every database that has the
+//! extension. A `ProcessUtility` hook asks the workers of the named database to exit (SIGTERM;
+//! a running refresh finishes first) before PostgreSQL checks for other sessions, which it
+//! does for up to five seconds; the launcher starts workers again no sooner than five seconds
+//! after they exit, and never in a database that no longer exists.
+
+use std::ffi::{c_char, CStr};
+
+use pgrx::prelude::*;
+use pgrx::PgList;
+
+/// The hook that was installed before ours (another extension's), called in its place.
+static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
+
+/// Installs the hook; called once from `_PG_init`.
+pub(crate) fn install() {
+    // SAFETY: `_PG_init` runs once per process on its main thread, before any statement, so
+    // nothing reads or writes the hook variables concurrently; chaining to the previous hook
+    // is the documented protocol for `ProcessUtility_hook`.
+    unsafe {
+        PREVIOUS = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
+    if let Some(name) = unsafe { database_needing_no_sessions(pstmt) } {
+        stop_workers_in(&name);
+    }
+    // SAFETY: the arguments are passed on unchanged, to the previous hook or to the standard
+    // implementation, exactly as PostgreSQL's ProcessUtility does; PREVIOUS was set once in
+    // `install`.
+    unsafe {
+        match PREVIOUS {
+            Some(previous) => previous(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+    }
+}
+
+/// The database a statement needs to be free of other sessions, if it is one of those.
+///
+/// # Safety
+/// `pstmt` must be a valid `PlannedStmt` (its `utilityStmt` null or a parse node).
+unsafe fn database_needing_no_sessions(pstmt: *mut pg_sys::PlannedStmt) -> Option<String> {
+    // SAFETY: the caller guarantees `pstmt`; each cast below follows the node's tag.
+    unsafe {
+        let node = pstmt.as_ref()?.utilityStmt;
+        if node.is_null() {
+            return None;
+        }
+        match (*node).type_ {
+            pg_sys::NodeTag::T_DropdbStmt => c_string((*node.cast::<pg_sys::DropdbStmt>()).dbname),
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = &*node.cast::<pg_sys::RenameStmt>();
+                if stmt.renameType == pg_sys::ObjectType::OBJECT_DATABASE {
+                    c_string(stmt.subname)
+                } else {
+                    None
+                }
+            }
+            pg_sys::NodeTag::T_CreatedbStmt => {
+                option_value((*node.cast::<pg_sys::CreatedbStmt>()).options, "template")
+            }
+            pg_sys::NodeTag::T_AlterDatabaseStmt => {
+                let stmt = &*node.cast::<pg_sys::AlterDatabaseStmt>();
+                option_value(stmt.options, "tablespace").and_then(|_| c_string(stmt.dbname))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A C string as an owned `String` (None for a null pointer).
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string.
+unsafe fn c_string(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated by the caller's guarantee.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// The value of option `name` in a list of `DefElem`s, when it has one.
+///
+/// # Safety
+/// `options` must be null or a valid `List` of `DefElem` nodes.
+unsafe fn option_value(options: *mut pg_sys::List, name: &str) -> Option<String> {
+    // SAFETY: a List of DefElem pointers by the caller's guarantee.
+    let list = unsafe { PgList::<pg_sys::DefElem>::from_pg(options) };
+    let found = list.iter_ptr().find_map(|d| {
+        // SAFETY: every element is a DefElem; `defGetString` reads its (non-null) argument
+        // node, as PostgreSQL's own option parsing does.
+        unsafe {
+            let def = d.as_ref()?;
+            if c_string(def.defname)? != name || def.arg.is_null() {
+                return None;
+            }
+            c_string(pg_sys::defGetString(d))
+        }
+    });
+    found
+}
+
+/// Sends SIGTERM to pg_trickle's workers connected to database `name` (none if it does not
+/// exist). Their main loops exit at the next wait; PostgreSQL then finds the database free.
+fn stop_workers_in(name: &str) {
+    let Ok(cname) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: a plain catalog lookup by name; `missing_ok` makes it return InvalidOid instead
+    // of raising an error for a database that does not exist.
+    let oid = unsafe { pg_sys::get_database_oid(cname.as_ptr(), true) };
+    if oid == pg_sys::InvalidOid {
+        return;
+    }
+    let pids = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datid = {} \
+                     AND backend_type IN ('pg_trickle scheduler', 'pg_trickle pruner')",
+                    oid.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .filter_map(|row| row.get::<i32>(1).transpose())
+            .collect::<Result<Vec<i32>, pgrx::spi::Error>>()
+    });
+    let Ok(pids) = pids else {
+        return;
+    };
+    for pid in pids {
+        // SAFETY: `kill` with a pid PostgreSQL reports as one of its own background workers
+        // (same OS user); SIGTERM makes its main loop exit. A pid that exited in the meantime
+        // makes `kill` fail harmlessly.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
