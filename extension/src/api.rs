@@ -458,17 +458,24 @@ $$;
 
 -- DROP TABLE of a stream table's storage forgets the stream table; DROP TABLE of a source
 -- puts its dependents in ERROR. Either way, capture left without readers is removed.
+-- SECURITY DEFINER: the role dropping a source or a storage table (its owner, say) may not
+-- write the catalog or the buffers; an event trigger function cannot be called directly, and
+-- it only acts on relations that were just dropped. Drops of anything else return at once.
 CREATE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     obj record;
     src oid;
 BEGIN
-    -- Only drops of permanent relations outside the buffer schema matter; this also keeps the
-    -- drops below (and refreshes' temp tables) from doing the work again.
-    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects()
-                    WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0
-                      AND NOT is_temporary AND schema_name <> 'pgtrickle_changes') THEN
+    -- Only drops of stream tables and of their sources matter; this also keeps the drops
+    -- below (and refreshes' temp tables) from doing the work again.
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
+                    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0
+                      AND NOT o.is_temporary AND o.schema_name <> 'pgtrickle_changes'
+                      AND (EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s
+                                    WHERE s.pgt_relid = o.objid)
+                           OR EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d
+                                       WHERE d.source_relid = o.objid))) THEN
         RETURN;
     END IF;
     FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
