@@ -4,7 +4,8 @@
 # … RENAME TO and CREATE DATABASE … TEMPLATE refuse to run while other sessions are connected
 # (55006 after five seconds of waiting). A ProcessUtility hook asks the workers of the named
 # database to exit first; the launcher brings them back (after its five-second pause) where the
-# database still exists. No WITH (FORCE) anywhere below.
+# database still exists. No WITH (FORCE) anywhere below. Also: a session holding advisory locks
+# does not keep the workers out of a database.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 CLUSTER=test-dbddl
@@ -33,6 +34,18 @@ wait_workers() {
 }
 
 wait_workers ddl_src 2
+# Any role may take advisory locks: holding the keys the workers once used must not keep them
+# out. Stop them while a session holds those locks; they come back.
+DB=ddl_src q -c "SELECT pg_advisory_lock(1885828210, 1), pg_advisory_lock(1885828210, 2), pg_sleep(600)" >/dev/null 2>&1 &
+locker=$!
+sleep 1
+admin "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'ddl_src'
+       AND backend_type IN ('pg_trickle scheduler', 'pg_trickle pruner')" >/dev/null
+wait_workers ddl_src 2
+kill "$locker" 2>/dev/null || true
+admin "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'ddl_src'
+       AND query LIKE '%pg_advisory_lock(1885828210%' AND pid <> pg_backend_pid()" >/dev/null
+wait "$locker" 2>/dev/null || true
 out=$(admin "CREATE DATABASE ddl_copy TEMPLATE ddl_src") || die "CREATE DATABASE … TEMPLATE: $out"
 checks=$((checks + 1))
 DB=ddl_copy expect_eq "SELECT count(*) FROM s" 1

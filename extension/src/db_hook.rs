@@ -154,8 +154,10 @@ fn stop_workers_in(name: &str) {
             .select(
                 &format!(
                     "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datid = {} \
-                     AND backend_type IN ('pg_trickle scheduler', 'pg_trickle pruner')",
-                    oid.to_u32()
+                     AND backend_type IN ('{}', '{}')",
+                    oid.to_u32(),
+                    crate::worker::SCHEDULER_TYPE,
+                    crate::worker::PRUNER_TYPE
                 ),
                 None,
                 &[],

@@ -2,8 +2,10 @@
 //! list of databases and starts, for each, a *scheduler* (refreshes due stream tables every
 //! `pg_trickle.scheduler_interval_ms`) and a *history pruner* (deletes refresh history older
 //! than `pg_trickle.history_retention_days`, in batches). Both exit at once in a database
-//! without the extension; the launcher tries again after a pause. Each takes a session
-//! advisory lock so that a relaunch never runs two of a kind in one database.
+//! without the extension; the launcher tries again after a pause. Each exits at once when
+//! another worker of its kind is connected to its database, so that a relaunch never runs two
+//! of a kind in one database. (Not an advisory lock: any role may take those and so keep the
+//! scheduler out of a database.)
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -21,10 +23,9 @@ use crate::{config, scheduler, txn};
 const RELAUNCH_PAUSE: Duration = Duration::from_secs(5);
 /// Rows the pruner deletes per transaction (plan A10).
 pub const PRUNE_BATCH_ROWS: i64 = 10_000;
-/// Advisory lock keys (first key: a constant for pg_trickle; second: the worker kind).
-const LOCK_CLASS: i32 = 0x7067_7472; // "pgtr"
-const LOCK_SCHEDULER: i32 = 1;
-const LOCK_PRUNER: i32 = 2;
+/// The `backend_type`s of the per-database workers (pg_stat_activity).
+pub(crate) const SCHEDULER_TYPE: &str = "pg_trickle scheduler";
+pub(crate) const PRUNER_TYPE: &str = "pg_trickle pruner";
 
 /// Registers the launcher; called from `_PG_init` while preloading.
 pub(crate) fn register_launcher() {
@@ -79,11 +80,11 @@ pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
             }
             let mut workers = Vec::new();
             for (kind, function) in [
-                ("scheduler", "pg_trickle_scheduler_main"),
-                ("pruner", "pg_trickle_pruner_main"),
+                (SCHEDULER_TYPE, "pg_trickle_scheduler_main"),
+                (PRUNER_TYPE, "pg_trickle_pruner_main"),
             ] {
-                let started = BackgroundWorkerBuilder::new(&format!("pg_trickle {kind} {db}"))
-                    .set_type(&format!("pg_trickle {kind}"))
+                let started = BackgroundWorkerBuilder::new(&format!("{kind} {db}"))
+                    .set_type(kind)
                     .set_function(function)
                     .set_library("pg_trickle")
                     .enable_spi_access()
@@ -122,9 +123,10 @@ fn list_databases() -> Result<Vec<u32>, crate::error::PgTrickleError> {
     })?)
 }
 
-/// Connects a per-database worker and takes its advisory lock; false when it should exit
-/// (no extension here, or another worker of its kind holds the lock).
-fn start_database_worker(lock: i32) -> bool {
+/// Connects a per-database worker; false when it should exit (no extension here, or another
+/// worker of its kind is connected: two starting at once both exit, and the launcher starts
+/// one again after its pause).
+fn start_database_worker(kind: &str) -> bool {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db: u32 = BackgroundWorker::get_extra().parse().unwrap_or(0);
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
@@ -133,7 +135,8 @@ fn start_database_worker(lock: i32) -> bool {
     }
     matches!(
         txn::in_transaction(|| Ok(Spi::get_one::<bool>(&format!(
-            "SELECT pg_try_advisory_lock({LOCK_CLASS}, {lock})"
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
+             WHERE datid = {db} AND backend_type = '{kind}' AND pid <> pg_catalog.pg_backend_pid())"
         ))?)),
         Ok(Some(true))
     )
@@ -143,7 +146,7 @@ fn start_database_worker(lock: i32) -> bool {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
-    if !start_database_worker(LOCK_SCHEDULER) {
+    if !start_database_worker(SCHEDULER_TYPE) {
         return;
     }
     match scheduler::recover_interrupted() {
@@ -170,7 +173,7 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_pruner_main(_arg: pg_sys::Datum) {
-    if !start_database_worker(LOCK_PRUNER) {
+    if !start_database_worker(PRUNER_TYPE) {
         return;
     }
     let mut last = Instant::now();
