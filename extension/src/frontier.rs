@@ -7,8 +7,6 @@
 //! same transaction writes *after* the refresh were never read). Sequence numbers come from
 //! one sequence for all buffers, so one number bounds a refresh's own rows in every buffer.
 
-use engine::render::quote_literal;
-
 /// What one refresh consumed: its snapshot, its own xid and its own highest sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frontier {
@@ -53,23 +51,14 @@ pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) ->
     )
 }
 
-/// Boolean SQL selecting the change window of a refresh whose previous frontier is `old`:
-/// rows the refresh statement can see (MVCC) that `old` did not consume. The lower bound lets
+/// Boolean SQL selecting the change window of a refresh whose previous frontier is given as SQL
+/// expressions of types `pg_snapshot`, `xid8` and `int8` (the parameters of a prepared
+/// statement, see refresh.rs): rows the refresh statement can see (MVCC) that the previous
+/// frontier did not consume. The lower bound lets
 /// the buffer's xid index skip rows every earlier refresh consumed: an xid below the old
 /// snapshot's xmin had finished by then (consumed if committed), unless it is the old
 /// refresh's own transaction, which may have written more after refreshing.
-pub fn window_sql(alias: &str, old: &Frontier) -> String {
-    window_by_exprs(
-        alias,
-        &format!("{}::pg_snapshot", quote_literal(&old.snapshot)),
-        &format!("{}::xid8", quote_literal(&old.xid)),
-        &old.seq.to_string(),
-    )
-}
-
-/// [`window_sql`] with the previous frontier given as SQL expressions (of types
-/// `pg_snapshot`, `xid8`, `int8`), e.g. parameters of a prepared statement.
-pub fn window_by_exprs(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
+pub fn window_sql(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
     format!(
         "{alias}__pgt_xid >= least(pg_snapshot_xmin({snapshot}), {xid}) AND NOT {}",
         consumed_by_columns(alias, snapshot, xid, seq)
@@ -80,17 +69,9 @@ pub fn window_by_exprs(alias: &str, snapshot: &str, xid: &str, seq: &str) -> Str
 mod tests {
     use super::*;
 
-    fn f() -> Frontier {
-        Frontier {
-            snapshot: "10:20:12,15".into(),
-            xid: "21".into(),
-            seq: 7,
-        }
-    }
-
     #[test]
     fn window_excludes_rows_consumed_by_snapshot_or_own_sequence() {
-        let w = window_sql("c.", &f());
+        let w = window_sql("c.", "'10:20:12,15'::pg_snapshot", "'21'::xid8", "7");
         assert_eq!(
             w,
             "c.__pgt_xid >= least(pg_snapshot_xmin('10:20:12,15'::pg_snapshot), '21'::xid8) AND NOT \

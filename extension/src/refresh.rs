@@ -247,7 +247,7 @@ struct Probe {
 /// The previous frontier as parameters `$1` (`pg_snapshot`), `$2` (`xid8`), `$3` (seq) of a
 /// prepared statement (see [`frontier_args`]).
 fn window_params() -> String {
-    frontier::window_by_exprs("", "$1", "$2", "$3")
+    frontier::window_sql("", "$1", "$2", "$3")
 }
 
 /// Parameter types of statements reading the change window.
@@ -284,6 +284,36 @@ fn typed_datum(ty: pg_sys::Oid, text: &str) -> Result<DatumWithOid<'static>, PgT
     Ok(unsafe { DatumWithOid::new(datum, ty) })
 }
 
+/// Boolean SQL: buffer `buffer`'s change window (parameters `$1`..`$3`, see [`frontier_args`])
+/// holds a row, optionally restricted by `and` (` AND …`). The first window row in `__pgt_xid`
+/// order, not EXISTS: PostgreSQL plans EXISTS for its first row and so prefers a sequential
+/// scan, which walks every dead row a big cleanup left behind; this walks the buffer's xid
+/// index from the window's lower bound.
+fn window_row_exists(buffer: &str, and: &str) -> String {
+    format!(
+        "(SELECT __pgt_xid FROM {buffer} WHERE {}{and} ORDER BY __pgt_xid LIMIT 1) IS NOT NULL",
+        window_params()
+    )
+}
+
+/// Whether any of `buffers` holds a row the previous frontier `old` did not consume (the
+/// scheduler's "did a source change?" for a stream table on a 'calculated' schedule).
+pub(crate) fn window_has_rows(buffers: &[String], old: &Frontier) -> Result<bool, PgTrickleError> {
+    if buffers.is_empty() {
+        return Ok(false);
+    }
+    let exists: Vec<String> = buffers.iter().map(|b| window_row_exists(b, "")).collect();
+    let stmt = cache::statement(&format!("SELECT {}", exists.join(" OR ")), &FRONTIER_TYPES)?;
+    let args = frontier_args(old)?;
+    Ok(Spi::connect_mut(|client| {
+        client
+            .update(&*stmt, None, &args)?
+            .first()
+            .get_one::<bool>()
+    })?
+    .unwrap_or(false))
+}
+
 /// One statement, after the sources are locked: whether a source was rewritten after this
 /// transaction's snapshot (TRUNCATE is not MVCC-safe: a snapshot taken before it commits reads
 /// the table as empty while the TRUNCATE marker stays invisible to it; the snapshot's copy of
@@ -305,18 +335,7 @@ fn probe(
             oids.join(", ")
         )
     };
-    let window = window_params();
-    // The first window row in `__pgt_xid` order, not EXISTS: PostgreSQL plans EXISTS for its
-    // first row and so prefers a sequential scan, which walks every dead row a big cleanup
-    // left behind; this walks the buffer's xid index from the window's lower bound.
-    let exists: Vec<String> = buffers
-        .iter()
-        .map(|b| {
-            format!(
-                "(SELECT __pgt_xid FROM {b} WHERE {window} ORDER BY __pgt_xid LIMIT 1) IS NOT NULL"
-            )
-        })
-        .collect();
+    let exists: Vec<String> = buffers.iter().map(|b| window_row_exists(b, "")).collect();
     let sql = format!(
         "SELECT {rewritten}, ARRAY[{}]::bool[], {}",
         exists.join(", "),
@@ -559,8 +578,8 @@ fn build_diff_state(
             .iter()
             .map(|b| {
                 format!(
-                    " AND (SELECT 1 FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P') \
-                     ORDER BY __pgt_xid LIMIT 1) IS NULL"
+                    " AND NOT {}",
+                    window_row_exists(b, " AND __pgt_op IN ('T', 'P')")
                 )
             })
             .collect();

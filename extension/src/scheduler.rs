@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 
 use crate::error::{classify_sqlstate, PgTrickleError, Retry};
 use crate::schedule::{self, Schedule};
-use crate::{cdc, config, frontier, refresh, stream_table, txn};
+use crate::{cdc, config, refresh, stream_table, txn};
 
 /// Longest backoff between retries of a failing stream table.
 const BACKOFF_MAX_SECONDS: i64 = 300;
@@ -196,18 +196,11 @@ fn has_pending_changes(st: &stream_table::StreamTable) -> Result<bool, PgTrickle
     let Some(old) = &st.frontier else {
         return Ok(true);
     };
-    let window = frontier::window_sql("", old);
-    for source in stream_table::sources(st.id)? {
-        let pending = Spi::get_one::<bool>(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE {window})",
-            cdc::buffer_name(source)
-        ))?
-        .unwrap_or(false);
-        if pending {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let buffers: Vec<String> = stream_table::sources(st.id)?
+        .into_iter()
+        .map(cdc::buffer_name)
+        .collect();
+    refresh::window_has_rows(&buffers, old)
 }
 
 fn start_history(id: i64) -> Result<i64, PgTrickleError> {
