@@ -47,10 +47,10 @@ fn check_schedule(s: &str) -> Result<(), PgTrickleError> {
 /// and SQLSTATE) and returns the tables it reads, from the dependencies of a throwaway view.
 fn probe_sources(query: &str) -> Result<Vec<pg_sys::Oid>, PgTrickleError> {
     crate::storage::drop_temp("__pgt_probe", "VIEW")?;
-    // The text goes inside parentheses on lines of its own: a trailing `-- comment` cannot
-    // swallow what follows, and `SELECT …; <another statement>` is a syntax error instead of
-    // a second statement run by the caller.
-    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS (\n{query}\n)"))?;
+    Spi::run(&format!(
+        "CREATE TEMP VIEW __pgt_probe AS {}",
+        crate::stream_table::enclosed(query)
+    ))?;
     let oids = Spi::connect(|client| {
         client
             .select(

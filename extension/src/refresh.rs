@@ -419,11 +419,10 @@ fn full(
             format!(" ({})", cols.join(", ")),
         )
     } else {
-        // Parenthesised on lines of its own, like every splice of the user's text (api.rs).
         (
             format!(
-                "SELECT * FROM (\n{}\n) AS __pgt_q",
-                st.query.trim().trim_end_matches(';')
+                "SELECT * FROM {} AS __pgt_q",
+                crate::stream_table::enclosed(&st.query)
             ),
             String::new(),
         )

@@ -104,9 +104,9 @@ pub fn create_for_plan(schema: &str, name: &str, plan: &Plan) -> Result<(), PgTr
 /// columns (PostgreSQL derives names and types).
 pub fn create_for_query(schema: &str, name: &str, query: &str) -> Result<(), PgTrickleError> {
     let table = qualified(schema, name);
-    // Parenthesised on lines of its own, like every splice of the user's text (see api.rs).
     Spi::run(&format!(
-        "CREATE TABLE {table} AS (\n{query}\n) WITH NO DATA"
+        "CREATE TABLE {table} AS {} WITH NO DATA",
+        crate::stream_table::enclosed(query)
     ))?;
     install_guard(&table)
 }

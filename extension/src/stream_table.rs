@@ -34,6 +34,14 @@ impl StreamTable {
 /// Splits a user-given name into (schema, relation) with PostgreSQL's own rules
 /// (`parse_ident`): quoted parts keep their case, unquoted ones fold to lower case. An
 /// unqualified name gets `None` for the schema.
+/// A user's defining query as it is spliced into a statement of ours: in parentheses, on lines
+/// of its own, so that a trailing `-- comment` cannot swallow what follows and `SELECT …;
+/// <another statement>` is a syntax error instead of a second statement run by the caller.
+/// (create_stream_table stores the text trimmed of trailing semicolons.)
+pub fn enclosed(query: &str) -> String {
+    format!("(\n{query}\n)")
+}
+
 pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError> {
     let parts =
         Spi::get_one::<Vec<String>>(&format!("SELECT parse_ident({})", quote_literal(name)))?

@@ -180,6 +180,6 @@ pub fn statement(sql: &str, types: &[PgOid]) -> Result<Rc<OwnedPreparedStatement
     Ok(prepared)
 }
 
-/// Text and bigint parameter types, the only ones these statements use.
+/// Text and bigint parameter types (frontier parameters have their own types, refresh.rs).
 pub const TEXT: PgOid = PgOid::BuiltIn(pg_sys::PgBuiltInOids::TEXTOID);
 pub const INT8: PgOid = PgOid::BuiltIn(pg_sys::PgBuiltInOids::INT8OID);
