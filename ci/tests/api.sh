@@ -152,10 +152,10 @@ q -c "SELECT pgtrickle.drop_stream_table('s2.\"Big Items\"')"
 q -c "DROP TABLE totals"
 expect_eq "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'totals'" "0"
 expect_eq "SELECT to_regclass('pgtrickle_changes.changes_$OI') IS NULL, count(*) FROM pg_trigger WHERE tgrelid = $OI AND tgname LIKE '\_\_pgt%'" "t|0"
-# Dropping a source puts its dependents in ERROR and removes its buffer.
+# Dropping a source puts its dependents in NEEDS_REINIT and removes its buffer.
 CU=$(q -c "SELECT 'customers'::regclass::oid")
 q -c "DROP TABLE customers"
-expect_eq "SELECT status, last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'lazy'" "ERROR|source table public.customers was dropped"
+expect_eq "SELECT status, last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'lazy'" "NEEDS_REINIT|source table public.customers was dropped"
 expect_eq "SELECT to_regclass('pgtrickle_changes.changes_$CU') IS NULL" "t"
 q -c "SELECT pgtrickle.drop_stream_table('lazy')" -c "SELECT pgtrickle.drop_stream_table('rnd')"
 expect_eq "SELECT count(*) FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace AND relkind = 'r'" "0"

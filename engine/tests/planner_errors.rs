@@ -206,3 +206,36 @@ fn explain_marks_differential_operators_and_full_fallbacks() {
     let text = explain(&full, ExplainFormat::Text);
     assert!(text.contains("FULL: not differentiable: LIMIT"), "{text}");
 }
+
+/// PostgreSQL's deparser writes `[NOT] [I]LIKE` as the operators `~~`, `~~*`, `!~~`, `!~~*`
+/// (a defining query rewritten after a source rename comes back in that form): each plans to
+/// exactly what its keyword form plans to.
+#[test]
+fn like_operators_plan_as_their_keyword_forms() {
+    let mut cat = engine::MemoryCatalog::new();
+    cat.add_table(
+        "public",
+        "t",
+        &[("id", "int4", false), ("s", "text", true)],
+        &["id"],
+    );
+    for (op, keyword) in [
+        ("~~", "LIKE"),
+        ("~~*", "ILIKE"),
+        ("!~~", "NOT LIKE"),
+        ("!~~*", "NOT ILIKE"),
+    ] {
+        let by_op = plan(&format!("SELECT id FROM t WHERE (t.s {op} 'p%')"), &cat).unwrap();
+        let by_kw = plan(&format!("SELECT id FROM t WHERE t.s {keyword} 'p%'"), &cat).unwrap();
+        assert_eq!(
+            by_op.differentiability,
+            Differentiability::Differential,
+            "{op}"
+        );
+        assert_eq!(
+            engine::full_query_sql(&by_op).unwrap(),
+            engine::full_query_sql(&by_kw).unwrap(),
+            "{op}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 use crate::cdc;
+use crate::definition;
 use crate::error::PgTrickleError;
 use crate::pgcatalog::PgCatalog;
 use crate::refresh;
@@ -43,48 +44,20 @@ fn check_schedule(s: &str) -> Result<(), PgTrickleError> {
     })
 }
 
-/// Checks the query with PostgreSQL itself (so a bad query fails with PostgreSQL's own error
-/// and SQLSTATE) and returns the tables it reads, from the dependencies of a throwaway view.
-fn probe_sources(query: &str) -> Result<Vec<pg_sys::Oid>, PgTrickleError> {
-    crate::storage::drop_temp("__pgt_probe", "VIEW")?;
-    Spi::run(&format!(
-        "CREATE TEMP VIEW __pgt_probe AS {}",
-        crate::stream_table::enclosed(query)
-    ))?;
-    let oids = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT DISTINCT d.refobjid FROM pg_catalog.pg_depend d \
-                 JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
-                 JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
-                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
-                 AND r.ev_class = 'pg_temp.__pgt_probe'::regclass \
-                 AND d.refobjid <> r.ev_class AND c.relkind IN ('r', 'p') ORDER BY 1",
-                None,
-                &[],
-            )?
-            .filter_map(|row| row.get::<pg_sys::Oid>(1).transpose())
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })?;
-    Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
-    Ok(oids)
-}
-
 /// How a new stream table will be maintained, decided from the requested mode and the plan.
-struct Decision {
-    effective_mode: &'static str,
-    full_reason: Option<String>,
-    plan: Option<Plan>,
+pub(crate) struct Decision {
+    pub effective_mode: &'static str,
+    pub full_reason: Option<String>,
+    pub plan: Option<Plan>,
 }
 
-fn decide(
-    name: &str,
-    mode: &str,
+/// The engine's plan of a query and, when it is not to be maintained differentially, why
+/// (PostgreSQL already accepted the query, so an engine planning error is a limitation, not
+/// bad input).
+pub(crate) fn differential_reason(
     planned: Result<Plan, engine::EngineError>,
-) -> Result<Decision, PgTrickleError> {
-    // The engine's reason for not maintaining the query differentially, if any. PostgreSQL
-    // already accepted the query, so an engine planning error is a limitation, not bad input.
-    let (plan, reason) = match planned {
+) -> (Option<Plan>, Option<String>) {
+    match planned {
         Ok(p) => match &p.differentiability {
             // A keyless bag result would be stored once per distinct row with a count, so
             // `SELECT *` on the stream table would not repeat duplicates as the query does.
@@ -110,7 +83,15 @@ fn decide(
                 "not differentiable: the engine cannot plan this query: {e}"
             )),
         ),
-    };
+    }
+}
+
+pub(crate) fn decide(
+    name: &str,
+    mode: &str,
+    planned: Result<Plan, engine::EngineError>,
+) -> Result<Decision, PgTrickleError> {
+    let (plan, reason) = differential_reason(planned);
     match (mode, reason) {
         ("DIFFERENTIAL" | "IMMEDIATE", Some(reason)) => Err(PgTrickleError::NotDifferentiable {
             name: name.to_string(),
@@ -191,7 +172,8 @@ fn create(
         return Err(PgTrickleError::AlreadyExists(table));
     }
     let query = query.trim().trim_end_matches(';').trim().to_string();
-    let sources = probe_sources(&query)?;
+    let def = definition::probe(&query)?;
+    crate::source_ddl::check_sources(&def.sources)?;
     let decision = decide(&table, &mode, engine::plan(&query, &PgCatalog))?;
     let layout = match &decision.plan {
         Some(plan) => {
@@ -205,14 +187,15 @@ fn create(
     };
     let id = Spi::get_one::<i64>(&format!(
         "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_schema, pgt_name, \
-         defining_query, schedule, refresh_mode, effective_mode, full_reason, storage_layout, \
-         search_path) \
-         VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}, current_setting('search_path')) \
+         defining_query, query_tree, schedule, refresh_mode, effective_mode, full_reason, \
+         storage_layout, search_path) \
+         VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}, {}, current_setting('search_path')) \
          RETURNING pgt_id",
         quote_literal(&table),
         quote_literal(&schema),
         quote_literal(&rel),
         quote_literal(&query),
+        quote_literal(&def.tree),
         quote_literal(schedule.trim()),
         quote_literal(&mode),
         quote_literal(decision.effective_mode),
@@ -225,24 +208,7 @@ fn create(
     .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
     // Capture first: CREATE TRIGGER waits for writers in flight, and the population below then
     // reads in a snapshot taken after every capture trigger exists (DESIGN §7, create time).
-    for source in &sources {
-        let columns: Vec<String> = match (&decision.plan, decision.effective_mode) {
-            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
-                .sources
-                .iter()
-                .find(|s| s.id == source.to_u32())
-                .map(|s| s.columns.clone())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        Spi::run(&format!(
-            "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, columns_used) \
-             VALUES ({id}, {}, {})",
-            source.to_u32(),
-            name_array(&columns)
-        ))?;
-        cdc::ensure_capture(*source, &columns)?;
-    }
+    record_sources(id, &def, decision.plan.as_ref(), decision.effective_mode)?;
     // IMMEDIATE: populated now, whatever `initialize` says (every write maintains it).
     if initialize || decision.effective_mode == "IMMEDIATE" {
         let st = stream_table::find(&table, true)?;
@@ -251,9 +217,33 @@ fn create(
     Ok(())
 }
 
+/// Records the dependencies of stream table `id` on every source of `def` and makes sure each
+/// source captures what the delta reads (nothing for FULL: only TRUNCATE and paused markers
+/// and the fact that a write happened matter then).
+pub(crate) fn record_sources(
+    id: i64,
+    def: &definition::Definition,
+    plan: Option<&Plan>,
+    effective_mode: &str,
+) -> Result<(), PgTrickleError> {
+    for (source, read) in def.sources.iter().zip(&def.read) {
+        let columns: Vec<String> = match (plan, effective_mode) {
+            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
+                .sources
+                .iter()
+                .find(|s| s.id == source.to_u32())
+                .map(|s| s.columns.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        definition::record_dependency(id, *source, read, &columns)?;
+        cdc::ensure_capture(*source, &columns)?;
+    }
+    Ok(())
+}
+
 fn name_array(names: &[String]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| quote_literal(n)).collect();
-    format!("ARRAY[{}]::name[]", quoted.join(", "))
+    definition::name_array(names)
 }
 
 /// Refreshes a stream table now: DIFFERENTIAL over the changes since its last refresh, or FULL
@@ -261,7 +251,11 @@ fn name_array(names: &[String]) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_stream_table(name: &str) -> Result<(), ErrorReport> {
     let st = stream_table::find(name, true)?;
-    refresh::refresh(&st, None)?;
+    if st.status == "NEEDS_REINIT" {
+        crate::source_ddl::reinitialise(&st)?;
+    } else {
+        refresh::refresh(&st, None)?;
+    }
     Ok(())
 }
 
@@ -319,6 +313,12 @@ fn alter(
     status: Option<&str>,
 ) -> Result<(), PgTrickleError> {
     let st = stream_table::find(name, true)?;
+    if st.status == "NEEDS_REINIT" && (status.is_some() || refresh_mode.is_some()) {
+        return Err(PgTrickleError::NeedsReinit {
+            name: st.qualified(),
+            reason: st.last_error.clone().unwrap_or_default(),
+        });
+    }
     let mut sets: Vec<String> = Vec::new();
     if let Some(s) = schedule {
         check_schedule(s)?;
@@ -457,7 +457,7 @@ END
 $$;
 
 -- DROP TABLE of a stream table's storage forgets the stream table; DROP TABLE of a source
--- puts its dependents in ERROR. Either way, capture left without readers is removed.
+-- puts its dependents in NEEDS_REINIT (a refresh rebuilds them once the query works again). Either way, capture left without readers is removed.
 -- SECURITY DEFINER: the role dropping a source or a storage table (its owner, say) may not
 -- write the catalog or the buffers; an event trigger function cannot be called directly, and
 -- it only acts on relations that were just dropped. Drops of anything else return at once.
@@ -483,7 +483,7 @@ BEGIN
     LOOP
         DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = obj.objid;
         UPDATE pgtrickle.pgt_stream_tables
-           SET status = 'ERROR',
+           SET status = 'NEEDS_REINIT',
                last_error = format('source table %s was dropped', obj.object_identity)
          WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies
                            WHERE source_relid = obj.objid);
@@ -504,6 +504,7 @@ BEGIN
         END IF;
         EXECUTE format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I()', 'capture_' || src);
         EXECUTE format('DROP TABLE IF EXISTS pgtrickle_changes.%I', 'changes_' || src);
+        DELETE FROM pgtrickle.pgt_capture_columns WHERE source_relid = src;
     END LOOP;
 END
 $$;

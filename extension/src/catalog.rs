@@ -12,6 +12,11 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     pgt_schema          name NOT NULL,
     pgt_name            name NOT NULL,
     defining_query      text NOT NULL,
+    -- The defining query as PostgreSQL analysed it (pg_node_tree text of a view's rule, with
+    -- relations by OID and columns by number): when a source is renamed, or one of its
+    -- columns, the query is rendered again from it (source_ddl.rs). No pg_depend entries, so
+    -- it never blocks DDL on the sources.
+    query_tree          text,
     -- The search_path the query was created under; every refresh resolves names with it.
     search_path         text NOT NULL DEFAULT '',
     schedule            text NOT NULL DEFAULT 'calculated',
@@ -25,8 +30,11 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     storage_layout      text NOT NULL CHECK (storage_layout IN ('plan', 'query')),
     -- Set when the next refresh must be FULL whatever the change window holds.
     needs_full_reason   text,
+    -- NEEDS_REINIT: a source's DDL changed what the query means or returns (a column it
+    -- reads was dropped, its result would no longer fit the storage, a source was dropped);
+    -- last_error says why, and refresh_stream_table rebuilds it (source_ddl.rs).
     status              text NOT NULL DEFAULT 'ACTIVE'
-                        CHECK (status IN ('ACTIVE', 'SUSPENDED', 'ERROR')),
+                        CHECK (status IN ('ACTIVE', 'SUSPENDED', 'ERROR', 'NEEDS_REINIT')),
     is_populated        boolean NOT NULL DEFAULT false,
     -- The frontier: the snapshot the last refresh read in, plus the refreshing transaction's
     -- own xid and the highest buffer sequence it consumed of its own rows (see frontier.rs).
@@ -45,11 +53,30 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
 CREATE TABLE pgtrickle.pgt_dependencies (
     pgt_id          bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
     source_relid    oid NOT NULL,
-    -- The source columns this stream table reads (the buffer captures their union).
+    -- The source columns this stream table's delta reads (the buffer captures their union).
     columns_used    name[] NOT NULL,
+    -- Every column of the source the stream table depends on (the ones PostgreSQL records for
+    -- the query, plus the ones the engine reads, such as a primary key), by number, with the
+    -- name and type (format_type) each had when the query was last planned, and the source's
+    -- name as the query's search_path renders it then: DDL on the source is compared with it.
+    read_attnums    int2[] NOT NULL DEFAULT '{}',
+    read_names      name[] NOT NULL DEFAULT '{}',
+    read_types      text[] NOT NULL DEFAULT '{}',
+    source_name     text,
     PRIMARY KEY (pgt_id, source_relid)
 );
 CREATE INDEX ON pgtrickle.pgt_dependencies (source_relid);
+
+-- The user columns of each change buffer: which source column (by number) each one captures,
+-- and the name and type it has in the buffer. Renames, type changes and drops of source
+-- columns are followed by number (cdc.rs).
+CREATE TABLE pgtrickle.pgt_capture_columns (
+    source_relid    oid NOT NULL,
+    attnum          int2 NOT NULL,
+    name            name NOT NULL,
+    type_sql        text NOT NULL,
+    PRIMARY KEY (source_relid, attnum)
+);
 
 CREATE TABLE pgtrickle.pgt_refresh_history (
     refresh_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -71,9 +98,9 @@ CREATE INDEX pgt_refresh_history_start_time_idx ON pgtrickle.pgt_refresh_history
 CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);
 
 REVOKE ALL ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
-              pgtrickle.pgt_refresh_history FROM PUBLIC;
+              pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns FROM PUBLIC;
 GRANT SELECT ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
-                pgtrickle.pgt_refresh_history TO PUBLIC;
+                pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns TO PUBLIC;
 "#,
     name = "catalog_tables",
     requires = ["schemas"]

@@ -38,9 +38,10 @@ fn capture_function_name(source: pg_sys::Oid) -> String {
     )
 }
 
-/// A source column: name and `format_type` text.
+/// A source column: number, name and `format_type` text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceColumn {
+    pub attnum: i16,
     pub name: String,
     pub type_sql: String,
 }
@@ -51,28 +52,17 @@ pub fn source_columns(
     source: pg_sys::Oid,
     names: &[String],
 ) -> Result<Vec<SourceColumn>, PgTrickleError> {
-    let sql = format!(
-        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
-         WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        source.to_u32()
-    );
-    let all: Vec<SourceColumn> = Spi::connect(|client| {
-        client
-            .select(&sql, None, &[])?
-            .map(|row| {
-                Ok(SourceColumn {
-                    name: row.get::<String>(1)?.unwrap_or_default(),
-                    type_sql: row.get::<String>(2)?.unwrap_or_default(),
-                })
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })?;
+    let all = crate::definition::attributes(source)?;
     names
         .iter()
         .map(|n| {
             all.iter()
                 .find(|c| &c.name == n)
-                .cloned()
+                .map(|c| SourceColumn {
+                    attnum: c.attnum,
+                    name: c.name.clone(),
+                    type_sql: c.type_sql.clone(),
+                })
                 .ok_or_else(|| PgTrickleError::Spi {
                     sqlstate: "42703".into(),
                     message: format!(
@@ -84,6 +74,11 @@ pub fn source_columns(
         })
         .collect()
 }
+
+/// The columns every buffer has before the captured ones; every other buffer column is a
+/// captured source column (whatever its name: a stream table read as a source has hidden
+/// `__pgt_…` columns of its own).
+const META_COLUMNS: [&str; 3] = ["__pgt_seq", "__pgt_xid", "__pgt_op"];
 
 /// Makes sure `source` has a buffer holding at least `columns` and capture triggers writing
 /// them. Idempotent; adds buffer columns when a new dependent reads more of the source. Runs
@@ -111,14 +106,172 @@ pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgT
     let mut captured = buffer_columns(source)?;
     for c in source_columns(source, columns)? {
         if !captured.iter().any(|n| n == &c.name) {
-            Spi::run(&format!(
-                "ALTER TABLE {buffer} ADD COLUMN {} {}",
-                quote_ident(&c.name),
-                c.type_sql
-            ))?;
+            add_buffer_column(source, &c)?;
             captured.push(c.name);
         }
     }
+    install_triggers(source, &captured)
+}
+
+/// Adds the buffer column capturing source column `c`, and records which source column it is.
+fn add_buffer_column(source: pg_sys::Oid, c: &SourceColumn) -> Result<(), PgTrickleError> {
+    Spi::run(&format!(
+        "ALTER TABLE {} ADD COLUMN {} {}",
+        buffer_name(source),
+        quote_ident(&c.name),
+        c.type_sql
+    ))?;
+    Spi::run(&format!(
+        "INSERT INTO pgtrickle.pgt_capture_columns (source_relid, attnum, name, type_sql) \
+         VALUES ({}, {}, {}, {}) ON CONFLICT (source_relid, attnum) DO UPDATE \
+         SET name = EXCLUDED.name, type_sql = EXCLUDED.type_sql",
+        source.to_u32(),
+        c.attnum,
+        quote_literal(&c.name),
+        quote_literal(&c.type_sql)
+    ))?;
+    Ok(())
+}
+
+/// Brings the buffer and capture trigger of `source` in line with the source after DDL on
+/// it: buffer columns follow their source column by number (renamed, retyped, or dropped
+/// with it), then the buffer captures exactly the columns the dependents' delta reads that
+/// the source still has, and the capture function is written for them. A write to the source
+/// can then never fail for a column the capture names.
+pub fn reconcile(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    let buffer = buffer_name(source);
+    let exists = Spi::get_one::<bool>(&format!(
+        "SELECT to_regclass({}) IS NOT NULL",
+        quote_literal(&buffer)
+    ))?
+    .unwrap_or(false);
+    if !exists {
+        return Ok(());
+    }
+    let recorded: Vec<(i16, String, String)> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT attnum, name::text, type_sql FROM pgtrickle.pgt_capture_columns \
+                     WHERE source_relid = {} ORDER BY attnum",
+                    source.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<i16>(1)?.unwrap_or(0),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let in_buffer = buffer_columns(source)?;
+    for name in &in_buffer {
+        if !recorded.iter().any(|(_, n, _)| n == name) {
+            return Err(PgTrickleError::Internal(format!(
+                "buffer column {} of {buffer} has no row in pgtrickle.pgt_capture_columns \
+                 (every captured column is recorded with its source column number)",
+                quote_ident(name)
+            )));
+        }
+    }
+    let now = crate::definition::attributes(source)?;
+    // Renames go through a temporary name first, so that swapping two names never collides.
+    let mut renames: Vec<(i16, String)> = Vec::new();
+    for (attnum, name, type_sql) in &recorded {
+        let Some(col) = now.iter().find(|a| a.attnum == *attnum) else {
+            Spi::run(&format!(
+                "ALTER TABLE {buffer} DROP COLUMN IF EXISTS {}",
+                quote_ident(name)
+            ))?;
+            Spi::run(&format!(
+                "DELETE FROM pgtrickle.pgt_capture_columns WHERE source_relid = {} \
+                 AND attnum = {attnum}",
+                source.to_u32()
+            ))?;
+            continue;
+        };
+        if col.type_sql != *type_sql {
+            // Captured values of the old type are not kept: dependents reading the column
+            // refresh FULL once (source_ddl.rs), the others never read it.
+            Spi::run(&format!(
+                "ALTER TABLE {buffer} ALTER COLUMN {c} TYPE {t} USING NULL::{t}",
+                c = quote_ident(name),
+                t = col.type_sql
+            ))?;
+        }
+        if col.name != *name {
+            Spi::run(&format!(
+                "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
+                quote_ident(name),
+                quote_ident(&format!("__pgt_renaming_{attnum}"))
+            ))?;
+            renames.push((*attnum, col.name.clone()));
+        }
+        Spi::run(&format!(
+            "UPDATE pgtrickle.pgt_capture_columns SET name = {}, type_sql = {} \
+             WHERE source_relid = {} AND attnum = {attnum}",
+            quote_literal(&col.name),
+            quote_literal(&col.type_sql),
+            source.to_u32()
+        ))?;
+    }
+    for (attnum, name) in &renames {
+        Spi::run(&format!(
+            "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
+            quote_ident(&format!("__pgt_renaming_{attnum}")),
+            quote_ident(name)
+        ))?;
+    }
+    // What the dependents read now (their records were brought up to date first; a stream
+    // table waiting for reinitialisation may name columns that are gone: skipped).
+    let wanted: Vec<String> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT DISTINCT u::text FROM pgtrickle.pgt_dependencies d, \
+                     unnest(d.columns_used) AS u WHERE d.source_relid = {} ORDER BY 1",
+                    source.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .filter_map(|row| row.get::<String>(1).transpose())
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let wanted: Vec<&crate::definition::Attribute> =
+        now.iter().filter(|a| wanted.contains(&a.name)).collect();
+    for name in buffer_columns(source)? {
+        if !wanted.iter().any(|a| a.name == name) {
+            Spi::run(&format!(
+                "ALTER TABLE {buffer} DROP COLUMN {}",
+                quote_ident(&name)
+            ))?;
+            Spi::run(&format!(
+                "DELETE FROM pgtrickle.pgt_capture_columns WHERE source_relid = {} \
+                 AND name = {}",
+                source.to_u32(),
+                quote_literal(&name)
+            ))?;
+        }
+    }
+    let captured = buffer_columns(source)?;
+    for a in wanted {
+        if !captured.contains(&a.name) {
+            add_buffer_column(
+                source,
+                &SourceColumn {
+                    attnum: a.attnum,
+                    name: a.name.clone(),
+                    type_sql: a.type_sql.clone(),
+                },
+            )?;
+        }
+    }
+    let captured = buffer_columns(source)?;
     install_triggers(source, &captured)
 }
 
@@ -126,8 +279,9 @@ pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgT
 pub fn buffer_columns(source: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError> {
     let sql = format!(
         "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass({}) \
-         AND attnum > 0 AND NOT attisdropped AND attname NOT LIKE '\\_\\_pgt\\_%' ORDER BY attnum",
-        quote_literal(&buffer_name(source))
+         AND attnum > 0 AND NOT attisdropped AND attname <> ALL ({}) ORDER BY attnum",
+        quote_literal(&buffer_name(source)),
+        crate::definition::name_array(&META_COLUMNS.map(String::from))
     );
     Ok(Spi::connect(|client| {
         client
@@ -290,6 +444,10 @@ pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
     if has_buffer {
         Spi::run(&format!("DROP TABLE {buffer}"))?;
     }
+    Spi::run(&format!(
+        "DELETE FROM pgtrickle.pgt_capture_columns WHERE source_relid = {}",
+        source.to_u32()
+    ))?;
     Ok(())
 }
 

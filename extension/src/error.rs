@@ -28,6 +28,15 @@ pub enum PgTrickleError {
     /// `name` is schema-qualified and already quoted, as in the FULL-fallback NOTICE.
     #[error("stream table {name} cannot be maintained in DIFFERENTIAL mode: {reason}")]
     NotDifferentiable { name: String, reason: String },
+    /// `name` is schema-qualified and already quoted.
+    #[error("stream table {name} needs reinitialisation: {reason}")]
+    NeedsReinit { name: String, reason: String },
+    /// A reinitialisation that cannot rebuild the storage in place.
+    #[error("stream table {name} cannot be reinitialised: {reason}")]
+    CannotReinit { name: String, reason: String },
+    /// A relation that cannot be a stream table's source (`what` says what it is).
+    #[error("{relation} cannot be a source of a stream table: it is {what}")]
+    UnsupportedSource { relation: String, what: String },
     #[error("cannot modify stream table \"{0}\" directly")]
     DirectWrite(String),
     #[error("{message}")]
@@ -59,6 +68,9 @@ impl PgTrickleError {
             PgTrickleError::Engine(e) => e.sqlstate().into(),
             PgTrickleError::NotDifferentiable { .. } => "0A000".into(),
             PgTrickleError::DirectWrite(_) => "42809".into(),
+            PgTrickleError::NeedsReinit { .. } => "55000".into(),
+            PgTrickleError::CannotReinit { .. } => "0A000".into(),
+            PgTrickleError::UnsupportedSource { .. } => "0A000".into(),
             PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
             PgTrickleError::Internal(_) => "XX000".into(),
         }
@@ -83,6 +95,16 @@ impl PgTrickleError {
                  stream table is taken; a REPEATABLE READ transaction took its snapshot earlier."
                     .into(),
             ),
+            PgTrickleError::NeedsReinit { .. } => Some(
+                "refresh_stream_table() rebuilds it (FULL) once its defining query works again."
+                    .into(),
+            ),
+            PgTrickleError::CannotReinit { .. } => {
+                Some("Drop the stream table and create it again.".into())
+            }
+            PgTrickleError::UnsupportedSource { .. } => {
+                Some("Stream tables read permanent user tables and other stream tables.".into())
+            }
             PgTrickleError::UnknownStreamTable(_)
             | PgTrickleError::InvalidName(_)
             | PgTrickleError::AlreadyExists(_)

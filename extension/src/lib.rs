@@ -9,6 +9,7 @@ mod catalog;
 mod cdc;
 mod config;
 mod db_hook;
+mod definition;
 mod error;
 mod frontier;
 mod pgcatalog;
@@ -16,6 +17,7 @@ mod preload;
 mod refresh;
 mod schedule;
 mod scheduler;
+mod source_ddl;
 mod storage;
 mod stream_table;
 mod txn;
@@ -53,6 +55,11 @@ SELECT pgtrickle.assert_preloaded();
 /// the postmaster or on first use in a backend.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // A Rust backtrace must never reach a client: pgrx's panic hook captures one into the
+    // error's DETAIL when RUST_BACKTRACE (or RUST_LIB_BACKTRACE) is set in the server's
+    // environment. PostgreSQL processes are single-threaded, and this runs before any panic.
+    std::env::remove_var("RUST_BACKTRACE");
+    std::env::remove_var("RUST_LIB_BACKTRACE");
     preload::record_load();
     config::define();
     db_hook::install();

@@ -359,13 +359,18 @@ fn probe(
 
 /// Populates a new stream table (its first FULL refresh, no notice) and records it.
 pub fn initial_load(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
-    with_search_path(&st.search_path, || initial_load_inner(st))
+    load(st, "initial load")
 }
 
-fn initial_load_inner(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
+/// A FULL refresh of `st` recorded with `reason` (a first load or a reinitialisation).
+pub fn load(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError> {
+    with_search_path(&st.search_path, || load_inner(st, reason))
+}
+
+fn load_inner(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError> {
     let src = sources_of(st.id)?;
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
-    let (outcome, frontier) = full(st, &buffers, Some("initial load".into()))?;
+    let (outcome, frontier) = full(st, &buffers, Some(reason.into()))?;
     record(st, &outcome, &frontier, &src.start, None)?;
     Ok(outcome)
 }

@@ -22,6 +22,15 @@ pub struct StreamTable {
     pub needs_full_reason: Option<String>,
     /// The search_path at creation; the defining query's names resolve with it.
     pub search_path: String,
+    /// ACTIVE, SUSPENDED, ERROR or NEEDS_REINIT.
+    pub status: String,
+    /// The mode the user asked for (AUTO, DIFFERENTIAL, FULL, IMMEDIATE).
+    pub refresh_mode: String,
+    /// The analysed defining query (definition.rs), when recorded.
+    pub query_tree: Option<String>,
+    /// The storage table's OID.
+    pub relid: pg_sys::Oid,
+    pub last_error: Option<String>,
 }
 
 impl StreamTable {
@@ -55,7 +64,8 @@ pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError
 
 const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query, \
     effective_mode, storage_layout, is_populated, frontier_snapshot::text, frontier_xid::text, \
-    frontier_seq, needs_full_reason, search_path";
+    frontier_seq, needs_full_reason, search_path, status, refresh_mode, query_tree, pgt_relid, \
+    last_error";
 
 /// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
 /// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
@@ -104,6 +114,11 @@ fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError>
                 frontier,
                 needs_full_reason: row.get(11)?,
                 search_path: row.get(12)?.unwrap_or_default(),
+                status: row.get(13)?.unwrap_or_default(),
+                refresh_mode: row.get(14)?.unwrap_or_default(),
+                query_tree: row.get(15)?,
+                relid: row.get(16)?.unwrap_or(pg_sys::InvalidOid),
+                last_error: row.get(17)?,
             }))
         },
     )?)

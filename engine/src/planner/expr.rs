@@ -159,6 +159,38 @@ impl Planner<'_> {
             }
             E::Value(v) => value_literal(&v.value),
             E::Nested(inner) => self.expr(inner, scope, aggs),
+            // `~~`, `~~*`, `!~~`, `!~~*` are PostgreSQL's operator names for [NOT] [I]LIKE
+            // (its deparser prints LIKE that way, e.g. in a stream table's defining query
+            // rewritten after a source rename).
+            E::BinaryOp {
+                left,
+                op:
+                    op @ (ast::BinaryOperator::PGLikeMatch
+                    | ast::BinaryOperator::PGILikeMatch
+                    | ast::BinaryOperator::PGNotLikeMatch
+                    | ast::BinaryOperator::PGNotILikeMatch),
+                right,
+            } => {
+                let (x, xt) = self.expr(left, scope, aggs)?;
+                let (p, pt) = self.expr(right, scope, aggs)?;
+                Ok((
+                    Expr::Like {
+                        arg: boxed(x),
+                        pattern: boxed(p),
+                        negated: matches!(
+                            op,
+                            ast::BinaryOperator::PGNotLikeMatch
+                                | ast::BinaryOperator::PGNotILikeMatch
+                        ),
+                        case_insensitive: matches!(
+                            op,
+                            ast::BinaryOperator::PGILikeMatch
+                                | ast::BinaryOperator::PGNotILikeMatch
+                        ),
+                    },
+                    bool_ty(xt.nullable || pt.nullable),
+                ))
+            }
             E::BinaryOp { left, op, right } => {
                 let op = binop(op).ok_or_else(|| unsupported(&format!("operator {op}")))?;
                 let (l, lt) = self.expr(left, scope, aggs)?;

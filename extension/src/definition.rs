@@ -1,0 +1,393 @@
+//! A defining query as PostgreSQL understands it: checked by PostgreSQL itself (a throwaway
+//! temp view), with the tables it reads, the columns of those it depends on, its result
+//! columns and its analysed form (the view's rule as `pg_node_tree` text), which names
+//! relations by OID and columns by number and so survives renames: [`deparse`] renders it
+//! with today's names. Also the per-source dependency records and the storage-shape check
+//! that DDL following (source_ddl.rs) and reinitialisation rely on.
+
+use std::ffi::{CStr, CString};
+
+use engine::render::{quote_ident, quote_literal};
+use pgrx::prelude::*;
+
+use crate::error::PgTrickleError;
+
+/// What PostgreSQL made of a defining query.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    /// Tables (and partitioned tables) it reads, ascending OID.
+    pub sources: Vec<pg_sys::Oid>,
+    /// Per source (same order), the column numbers PostgreSQL records the query depends on.
+    pub read: Vec<Vec<i16>>,
+    /// Result columns: name and type OID, in order.
+    pub columns: Vec<(String, u32)>,
+    /// The analysed query (`nodeToString` of PostgreSQL's parse analysis, before rewriting).
+    pub tree: String,
+}
+
+/// Checks `query` with PostgreSQL (so a bad query fails with PostgreSQL's own error and
+/// SQLSTATE) and describes it. Names resolve with the current search_path.
+pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
+    crate::storage::drop_temp("__pgt_probe", "VIEW")?;
+    Spi::run(&format!(
+        "CREATE TEMP VIEW __pgt_probe AS {}",
+        crate::stream_table::enclosed(query)
+    ))?;
+    let deps: Vec<(pg_sys::Oid, Vec<i16>)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT d.refobjid, coalesce(array_agg(DISTINCT d.refobjsubid::int2) \
+                   FILTER (WHERE d.refobjsubid > 0), '{}') \
+                 FROM pg_catalog.pg_depend d \
+                 JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+                 JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
+                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                 AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                 AND r.ev_class = 'pg_temp.__pgt_probe'::regclass \
+                 AND d.refobjid <> r.ev_class AND c.relkind IN ('r', 'p') \
+                 GROUP BY d.refobjid ORDER BY d.refobjid",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                let oid = row
+                    .get::<pg_sys::Oid>(1)?
+                    .ok_or(pgrx::spi::Error::NoTupleTable)?;
+                Ok((oid, row.get::<Vec<i16>>(2)?.unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let columns: Vec<(String, u32)> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT attname::text, atttypid::int8 FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = 'pg_temp.__pgt_probe'::regclass AND attnum > 0 \
+                 ORDER BY attnum",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<i64>(2)?
+                        .and_then(|t| u32::try_from(t).ok())
+                        .unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
+    let tree = analysed(query)?;
+    let (sources, read) = deps.into_iter().unzip();
+    Ok(Definition {
+        sources,
+        read,
+        columns,
+        tree,
+    })
+}
+
+/// PostgreSQL's parse analysis of `query` (one SELECT, already accepted by [`probe`]) in its
+/// text form: relations by OID, columns by number, `*` expanded. (Not a view's rule: in
+/// PostgreSQL 15 that also names the view itself, which is gone once the probe is dropped.)
+fn analysed(query: &str) -> Result<String, PgTrickleError> {
+    let text = CString::new(query)
+        .map_err(|_| PgTrickleError::Internal("a defining query contains a NUL byte".into()))?;
+    // SAFETY: `pg_parse_query` and `parse_analyze_fixedparams` read the NUL-terminated text,
+    // which outlives both calls, and allocate their results in the current memory context
+    // (errors are raised as ERRORs); the list is checked to hold exactly one statement before
+    // its head is used; `nodeToString` returns a palloc'd C string, copied out at once.
+    unsafe {
+        let raw = pgrx::PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
+        let stmt = match (raw.len(), raw.head()) {
+            (1, Some(stmt)) if !stmt.is_null() => stmt,
+            _ => {
+                return Err(PgTrickleError::Internal(
+                    "a defining query accepted as one view is not one statement".into(),
+                ))
+            }
+        };
+        let query = pg_sys::parse_analyze_fixedparams(
+            stmt,
+            text.as_ptr(),
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        );
+        let out = pg_sys::nodeToString(query.cast::<std::ffi::c_void>().cast_const());
+        Ok(CStr::from_ptr(out).to_string_lossy().into_owned())
+    }
+}
+
+/// Renders an analysed query (from [`probe`]) as SQL with the names its relations and
+/// columns have now, as `pg_get_viewdef` does for a view: relations outside the current
+/// search_path come out schema-qualified, an output column keeps its name (`s.val AS v`), and
+/// `*` stays the columns it stood for when the query was analysed. Fails (with PostgreSQL's
+/// error) when a relation it names no longer exists.
+pub fn deparse(tree: &str) -> Result<String, PgTrickleError> {
+    let text = CString::new(tree)
+        .map_err(|_| PgTrickleError::Internal("a query tree contains a NUL byte".into()))?;
+    // SAFETY: `stringToNode` parses the text form written by `nodeToString` (see
+    // [`analysed`]) into nodes allocated in the current memory context, raising an ERROR on
+    // malformed input; the result is checked to be a Query before `pg_get_querydef` reads it;
+    // the returned C string is palloc'd and copied out before the context can go away.
+    let sql = unsafe {
+        let node = pg_sys::stringToNode(text.as_ptr()).cast::<pg_sys::Node>();
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Query {
+            return Err(PgTrickleError::Internal(
+                "a stored query tree does not hold a query".into(),
+            ));
+        }
+        let out = pg_sys::pg_get_querydef(node.cast::<pg_sys::Query>(), false);
+        CStr::from_ptr(out).to_string_lossy().into_owned()
+    };
+    Ok(sql.trim().trim_end_matches(';').trim().to_string())
+}
+
+/// Records that stream table `id` reads `source`: the columns its delta captures
+/// (`capture`, names) and the snapshot of every column it depends on — the `read` numbers
+/// from [`probe`] plus the captured ones — with their names and types now, and the source's
+/// name as the current search_path renders it.
+pub fn record_dependency(
+    id: i64,
+    source: pg_sys::Oid,
+    read: &[i16],
+    capture: &[String],
+) -> Result<(), PgTrickleError> {
+    let oid = source.to_u32();
+    let attnums: Vec<String> = read.iter().map(i16::to_string).collect();
+    Spi::run(&format!(
+        "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, columns_used, \
+           read_attnums, read_names, read_types, source_name) \
+         SELECT {id}, {oid}, {capture}, \
+           coalesce(array_agg(a.attnum ORDER BY a.attnum), '{{}}'), \
+           coalesce(array_agg(a.attname ORDER BY a.attnum), '{{}}'), \
+           coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum), '{{}}'), \
+           {oid}::regclass::text \
+         FROM pg_catalog.pg_attribute a WHERE a.attrelid = {oid} AND a.attnum > 0 \
+           AND NOT a.attisdropped \
+           AND (a.attnum = ANY (ARRAY[{attnums}]::int2[]) OR a.attname = ANY ({capture}))",
+        capture = name_array(capture),
+        attnums = attnums.join(", "),
+    ))?;
+    Ok(())
+}
+
+/// `ARRAY[...]::name[]` of quoted literals.
+pub fn name_array(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| quote_literal(n)).collect();
+    format!("ARRAY[{}]::name[]", quoted.join(", "))
+}
+
+/// A stream table's dependency on one source, as last recorded.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    pub source: pg_sys::Oid,
+    pub read_attnums: Vec<i16>,
+    pub read_names: Vec<String>,
+    pub read_types: Vec<String>,
+    pub source_name: Option<String>,
+}
+
+/// The recorded dependencies of stream table `id`, by source OID.
+pub fn dependencies(id: i64) -> Result<Vec<Dependency>, PgTrickleError> {
+    let sql = format!(
+        "SELECT source_relid, read_attnums, read_names::text[], \
+         read_types, source_name FROM pgtrickle.pgt_dependencies WHERE pgt_id = {id} \
+         ORDER BY source_relid"
+    );
+    let deps = Spi::connect(|client| {
+        client
+            .select(&sql, None, &[])?
+            .map(|row| {
+                Ok(Dependency {
+                    source: row
+                        .get::<pg_sys::Oid>(1)?
+                        .ok_or(pgrx::spi::Error::NoTupleTable)?,
+                    read_attnums: row.get::<Vec<i16>>(2)?.unwrap_or_default(),
+                    read_names: row.get::<Vec<String>>(3)?.unwrap_or_default(),
+                    read_types: row.get::<Vec<String>>(4)?.unwrap_or_default(),
+                    source_name: row.get::<String>(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    for d in &deps {
+        if d.read_attnums.len() != d.read_names.len() || d.read_attnums.len() != d.read_types.len()
+        {
+            return Err(PgTrickleError::Internal(format!(
+                "pgt_dependencies of stream table {id} on {}: read_attnums, read_names and \
+                 read_types must have one entry per column",
+                d.source.to_u32()
+            )));
+        }
+    }
+    Ok(deps)
+}
+
+/// A relation's live column: name and `format_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub attnum: i16,
+    pub name: String,
+    pub type_sql: String,
+}
+
+/// The live (not dropped) columns of `rel`, by number.
+pub fn attributes(rel: pg_sys::Oid) -> Result<Vec<Attribute>, PgTrickleError> {
+    let sql = format!(
+        "SELECT attnum, attname::text, format_type(atttypid, atttypmod) \
+         FROM pg_catalog.pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped \
+         ORDER BY attnum",
+        rel.to_u32()
+    );
+    Ok(Spi::connect(|client| {
+        client
+            .select(&sql, None, &[])?
+            .map(|row| {
+                Ok(Attribute {
+                    attnum: row.get::<i16>(1)?.unwrap_or(0),
+                    name: row.get::<String>(2)?.unwrap_or_default(),
+                    type_sql: row.get::<String>(3)?.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?)
+}
+
+/// `rel` as the current search_path renders it (`regclass` output), or None when it is gone.
+pub fn relation_name(rel: pg_sys::Oid) -> Result<Option<String>, PgTrickleError> {
+    Ok(Spi::get_one::<String>(&format!(
+        "SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = {}",
+        rel.to_u32()
+    ))?)
+}
+
+/// How a storage table's columns differ from `want` (name and type, in order), or None when
+/// they are the same. Types are compared as resolved type OIDs (`want` types are SQL type
+/// names, resolved with `to_regtype`).
+pub fn storage_difference(
+    storage: pg_sys::Oid,
+    want: &[(String, String)],
+) -> Result<Option<ShapeDifference>, PgTrickleError> {
+    let have: Vec<(String, u32, String)> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT attname::text, atttypid::int8, format_type(atttypid, NULL) \
+                     FROM pg_catalog.pg_attribute WHERE attrelid = {} AND attnum > 0 \
+                     AND NOT attisdropped ORDER BY attnum",
+                    storage.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<i64>(2)?
+                        .and_then(|t| u32::try_from(t).ok())
+                        .unwrap_or(0),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    let names_have: Vec<&str> = have.iter().map(|h| h.0.as_str()).collect();
+    let names_want: Vec<&str> = want.iter().map(|w| w.0.as_str()).collect();
+    if names_have != names_want {
+        return Ok(Some(ShapeDifference::Columns {
+            have: names_have.join(", "),
+            want: names_want.join(", "),
+        }));
+    }
+    let mut retyped = Vec::new();
+    for ((name, have_oid, have_sql), (_, want_sql)) in have.iter().zip(want) {
+        let resolved = Spi::connect(|client| {
+            let t = client.select(
+                &format!(
+                    "SELECT t::oid::int8, format_type(t::oid, NULL) FROM to_regtype({}) AS t",
+                    quote_literal(want_sql)
+                ),
+                None,
+                &[],
+            )?;
+            let Some(row) = t.into_iter().next() else {
+                return Ok(None);
+            };
+            Ok::<_, pgrx::spi::Error>(match (row.get::<i64>(1)?, row.get::<String>(2)?) {
+                (Some(oid), Some(shown)) => u32::try_from(oid).ok().map(|o| (o, shown)),
+                _ => None,
+            })
+        })?;
+        let (want_oid, want_shown) = resolved.ok_or_else(|| {
+            PgTrickleError::Internal(format!("type {want_sql} of column {name} does not resolve"))
+        })?;
+        if want_oid != *have_oid {
+            retyped.push(Retyped {
+                column: name.clone(),
+                have: have_sql.clone(),
+                want: want_shown,
+            });
+        }
+    }
+    Ok(if retyped.is_empty() {
+        None
+    } else {
+        Some(ShapeDifference::Types(retyped))
+    })
+}
+
+/// A storage column whose type differs from the one the query now produces.
+#[derive(Debug, Clone)]
+pub struct Retyped {
+    pub column: String,
+    pub have: String,
+    pub want: String,
+}
+
+/// How a query's result no longer fits its storage table.
+#[derive(Debug, Clone)]
+pub enum ShapeDifference {
+    /// Different column names or order.
+    Columns { have: String, want: String },
+    /// Same columns, some of another type.
+    Types(Vec<Retyped>),
+}
+
+impl std::fmt::Display for ShapeDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShapeDifference::Columns { have, want } => write!(
+                f,
+                "its result would have the columns ({want}), its storage has ({have})"
+            ),
+            ShapeDifference::Types(cols) => {
+                let parts: Vec<String> = cols
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "column {} would be {} (the storage has {})",
+                            quote_ident(&c.column),
+                            c.want,
+                            c.have
+                        )
+                    })
+                    .collect();
+                write!(f, "{}", parts.join(", "))
+            }
+        }
+    }
+}
+
+/// The result columns of `def` as (name, type SQL) pairs, for [`storage_difference`].
+pub fn result_columns(def: &Definition) -> Result<Vec<(String, String)>, PgTrickleError> {
+    def.columns
+        .iter()
+        .map(|(name, ty)| {
+            let sql = Spi::get_one::<String>(&format!("SELECT format_type({ty}, NULL)"))?
+                .ok_or_else(|| PgTrickleError::Internal(format!("type {ty} has no name")))?;
+            Ok((name.clone(), sql))
+        })
+        .collect()
+}

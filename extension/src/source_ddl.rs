@@ -1,0 +1,536 @@
+//! DDL on sources while they are captured (docs/SQL_REFERENCE.md, "DDL on sources and
+//! stream tables"). A `ddl_command_end` event trigger sees every `ALTER TABLE` (rename of the
+//! table or a column, `SET SCHEMA`, `ADD`/`DROP COLUMN`, `ALTER COLUMN … TYPE`, constraints,
+//! `ATTACH`/`DETACH PARTITION`) of a source or of a stream table's storage and, in the same
+//! transaction:
+//!
+//! 1. follows each dependent stream table ([`follow`]): when the query still means what it
+//!    meant — a rename (the query is rendered again from its analysed form, by OID and column
+//!    number: definition.rs), an added column, a type change whose result still fits the
+//!    storage — it keeps being maintained (FULL once after a type change or an altered
+//!    partitioned source); when not — a column it reads was dropped, its result no longer fits
+//!    its storage, it can no longer be maintained in the mode asked for — it goes to
+//!    NEEDS_REINIT with the reason, and a NOTICE names it;
+//! 2. brings the source's buffer and capture trigger in line ([`crate::cdc::reconcile`]).
+//!
+//! Neither step may fail the user's DDL or later writes: each runs in a subtransaction of the
+//! event trigger; a failure of (1) puts that stream table in NEEDS_REINIT, a failure of (2)
+//! leaves a capture function that only writes "paused" markers (every dependent's next
+//! refresh runs FULL), both with a WARNING. `refresh_stream_table` of a NEEDS_REINIT stream
+//! table rebuilds it ([`reinitialise`]).
+
+// `ErrorReport` is pgrx's error type at the SQL boundary (it carries the SQLSTATE); it is
+// returned once per call, so its size does not matter here.
+#![allow(clippy::result_large_err)]
+
+use engine::render::{quote_ident, quote_literal};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+use crate::api;
+use crate::cdc;
+use crate::definition::{self, Definition, ShapeDifference};
+use crate::error::PgTrickleError;
+use crate::pgcatalog::PgCatalog;
+use crate::refresh;
+use crate::storage::ApplyGuard;
+use crate::stream_table::{self, StreamTable};
+
+/// PostgreSQL's first OID for user objects: anything below is a system object.
+const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
+
+/// Refuses relations that cannot be sources: temporary tables (gone with their session, and
+/// invisible to the scheduler), unlogged tables (a crash empties them without any trigger
+/// firing, so their stream tables would silently keep the lost rows), pg_trickle's own
+/// catalog and buffers, and system catalogs (no triggers fire on their writes).
+pub fn check_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
+    for s in sources {
+        let row = Spi::connect(|client| {
+            let t = client.select(
+                &format!(
+                    "SELECT c.oid::regclass::text, c.relpersistence::text, n.nspname::text \
+                     FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.oid = {}",
+                    s.to_u32()
+                ),
+                None,
+                &[],
+            )?;
+            let Some(r) = t.into_iter().next() else {
+                return Ok(None);
+            };
+            Ok::<_, pgrx::spi::Error>(Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+            )))
+        })?;
+        let Some((relation, persistence, schema)) = row else {
+            continue;
+        };
+        let what = if persistence == "t" {
+            Some("a temporary table")
+        } else if persistence == "u" {
+            Some("an unlogged table (a crash empties it without its stream tables knowing)")
+        } else if schema == "pgtrickle" || schema == "pgtrickle_changes" {
+            Some("part of pg_trickle's own catalog")
+        } else if s.to_u32() < FIRST_NORMAL_OBJECT_ID
+            || schema == "pg_catalog"
+            || schema == "information_schema"
+        {
+            Some("a system catalog")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(PgTrickleError::UnsupportedSource {
+                relation,
+                what: what.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Called by the `ddl_command_end` event trigger for each stream table reading a relation in
+/// `relids` (or stored in one), in its own subtransaction. Not for direct use.
+#[pg_extern(volatile, parallel_unsafe)]
+fn follow_source_ddl(pgt_id: i64, relids: Vec<pg_sys::Oid>) -> Result<(), ErrorReport> {
+    Ok(follow(pgt_id, &relids)?)
+}
+
+/// Called by the `ddl_command_end` event trigger for each altered source, after its
+/// dependents were followed. Not for direct use.
+#[pg_extern(volatile, parallel_unsafe)]
+fn follow_source_capture(source: pg_sys::Oid) -> Result<(), ErrorReport> {
+    Ok(cdc::reconcile(source)?)
+}
+
+/// A stream table's query after DDL, ready to be stored.
+struct Candidate {
+    text: String,
+    def: Definition,
+    plan: Option<engine::Plan>,
+    effective_mode: String,
+    full_reason: Option<String>,
+}
+
+/// Follows DDL on `relids` for stream table `id` (see the module comment).
+pub fn follow(id: i64, relids: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
+    // The catalog row is locked by a writing statement: inside the event trigger's
+    // subtransaction (no xid of its own yet) pgrx would run a SELECT … FOR UPDATE read-only.
+    Spi::run(&format!(
+        "SELECT 1 FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {id} FOR UPDATE"
+    ))?;
+    let Some(st) = stream_table::find_by_id(id, false)? else {
+        return Ok(());
+    };
+    if st.status == "NEEDS_REINIT" {
+        return Ok(());
+    }
+    refresh::with_search_path(&st.search_path, || match assess(&st, relids)? {
+        Ok((candidate, needs_full)) => store(&st, candidate, needs_full),
+        Err(reason) => flag(&st, &reason),
+    })
+}
+
+/// What DDL did to `st`: the query to store and why its next refresh must be FULL (if it
+/// must), or why it needs reinitialisation.
+#[allow(clippy::type_complexity)]
+fn assess(
+    st: &StreamTable,
+    relids: &[pg_sys::Oid],
+) -> Result<Result<(Candidate, Option<String>), String>, PgTrickleError> {
+    let deps = definition::dependencies(st.id)?;
+    let mut renamed = false;
+    let mut retyped: Vec<String> = Vec::new();
+    let mut partitioned = false;
+    for dep in &deps {
+        let Some(name_now) = definition::relation_name(dep.source)? else {
+            continue; // dropped: the sql_drop event trigger deals with it
+        };
+        let shown = dep.source_name.clone().unwrap_or_else(|| name_now.clone());
+        if dep.source_name.as_deref() != Some(name_now.as_str()) {
+            renamed = true;
+        }
+        let now = definition::attributes(dep.source)?;
+        for ((attnum, name), ty) in dep
+            .read_attnums
+            .iter()
+            .zip(&dep.read_names)
+            .zip(&dep.read_types)
+        {
+            match now.iter().find(|a| a.attnum == *attnum) {
+                None => {
+                    return Ok(Err(format!(
+                        "column {} of {shown}, which it reads, was dropped",
+                        quote_ident(name)
+                    )))
+                }
+                Some(a) => {
+                    renamed |= a.name != *name;
+                    if a.type_sql != *ty {
+                        retyped.push(format!(
+                            "{name_now}.{} from {ty} to {}",
+                            quote_ident(&a.name),
+                            a.type_sql
+                        ));
+                    }
+                }
+            }
+        }
+        if relids.contains(&dep.source) {
+            partitioned |= Spi::get_one::<bool>(&format!(
+                "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = {}",
+                dep.source.to_u32()
+            ))?
+            .unwrap_or(false);
+        }
+    }
+    // After a rename the user's text names what is gone: PostgreSQL renders the query again
+    // from what it analysed (same relations, same columns, today's names).
+    let text = if renamed {
+        deparsed(st)?
+    } else {
+        st.query.clone()
+    };
+    let mut candidate = evaluate(st, &deps, &text)?;
+    if candidate.is_err() && !renamed && st.query_tree.is_some() {
+        // Re-reading the user's text can mean more than it meant (`SELECT *` over a source
+        // that gained a column); the analysed form keeps what it meant at creation.
+        let again = deparsed(st)?;
+        if again != text {
+            if let Ok(c) = evaluate(st, &deps, &again)? {
+                candidate = Ok(c);
+            }
+        }
+    }
+    let needs_full = if !retyped.is_empty() {
+        Some(format!(
+            "the type of a column it reads changed ({})",
+            retyped.join(", ")
+        ))
+    } else if partitioned {
+        Some("a partitioned source was altered (rows of attached or detached partitions are not captured)".to_string())
+    } else {
+        None
+    };
+    Ok(candidate.map(|c| (c, needs_full)))
+}
+
+/// The stored analysed query rendered with today's names.
+fn deparsed(st: &StreamTable) -> Result<String, PgTrickleError> {
+    let tree = st.query_tree.as_deref().ok_or_else(|| {
+        PgTrickleError::Internal(format!(
+            "stream table {} has no query_tree (every stream table records its analysed \
+             query at creation)",
+            st.qualified()
+        ))
+    })?;
+    definition::deparse(tree)
+}
+
+/// Checks `text` as `st`'s query now: PostgreSQL accepts it (its error propagates), it reads
+/// the same tables, its result fits the storage, and it can still be maintained in the mode
+/// asked for (AUTO falls back to FULL with a NOTICE).
+fn evaluate(
+    st: &StreamTable,
+    deps: &[definition::Dependency],
+    text: &str,
+) -> Result<Result<Candidate, String>, PgTrickleError> {
+    let def = definition::probe(text)?;
+    let before: Vec<u32> = deps.iter().map(|d| d.source.to_u32()).collect();
+    let after: Vec<u32> = def.sources.iter().map(|s| s.to_u32()).collect();
+    if before != after {
+        return Ok(Err(
+            "its defining query would now read other tables than it did".to_string(),
+        ));
+    }
+    let planned = engine::plan(text, &PgCatalog);
+    let want: Vec<(String, String)> = if st.storage_layout == "plan" {
+        match &planned {
+            Ok(p) => p
+                .storage_columns()
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+                .collect(),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "the engine can no longer plan its defining query: {e}"
+                )))
+            }
+        }
+    } else {
+        definition::result_columns(&def)?
+    };
+    if let Some(d) = definition::storage_difference(st.relid, &want)? {
+        return Ok(Err(d.to_string()));
+    }
+    let (plan, reason) = api::differential_reason(planned);
+    let (effective_mode, full_reason) = match (st.effective_mode.as_str(), reason) {
+        ("FULL", _) => ("FULL".to_string(), None),
+        (mode, None) => (mode.to_string(), None),
+        (_, Some(r)) if st.refresh_mode == "AUTO" => ("FULL".to_string(), Some(r)),
+        (mode, Some(r)) => {
+            return Ok(Err(format!(
+                "it can no longer be maintained in {mode} mode: {r}"
+            )))
+        }
+    };
+    Ok(Ok(Candidate {
+        text: text.to_string(),
+        def,
+        plan,
+        effective_mode,
+        full_reason,
+    }))
+}
+
+/// Stores what DDL left of `st`: its (possibly rewritten) query, analysed form, mode and the
+/// dependency snapshots; the buffers are reconciled afterwards by the event trigger.
+fn store(st: &StreamTable, c: Candidate, needs_full: Option<String>) -> Result<(), PgTrickleError> {
+    let mode_changed = c.effective_mode != st.effective_mode;
+    let full_reason = match (&c.full_reason, mode_changed) {
+        (Some(r), _) => format!("full_reason = {}, ", quote_literal(r)),
+        (None, true) => "full_reason = NULL, ".into(),
+        (None, false) => String::new(),
+    };
+    Spi::run(&format!(
+        "UPDATE pgtrickle.pgt_stream_tables SET defining_query = {}, query_tree = {}, \
+         effective_mode = {}, {full_reason}\
+         needs_full_reason = coalesce(needs_full_reason, {}) WHERE pgt_id = {}",
+        quote_literal(&c.text),
+        quote_literal(&c.def.tree),
+        quote_literal(&c.effective_mode),
+        needs_full.as_deref().map_or("NULL".into(), quote_literal),
+        st.id
+    ))?;
+    Spi::run(&format!(
+        "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
+        st.id
+    ))?;
+    for (source, read) in c.def.sources.iter().zip(&c.def.read) {
+        let columns: Vec<String> = match (&c.plan, c.effective_mode.as_str()) {
+            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
+                .sources
+                .iter()
+                .find(|s| s.id == source.to_u32())
+                .map(|s| s.columns.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        definition::record_dependency(st.id, *source, read, &columns)?;
+    }
+    if c.text != st.query {
+        // On one line: PostgreSQL renders queries over several.
+        let one_line = c.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        pgrx::notice!(
+            "stream table {} follows the change of its source; its defining query is now: {one_line}",
+            st.qualified()
+        );
+    }
+    if let (true, Some(r)) = (mode_changed, &c.full_reason) {
+        pgrx::notice!("stream table {} using FULL refresh: {r}", st.qualified());
+    }
+    Ok(())
+}
+
+/// Puts `st` in NEEDS_REINIT with `reason`, and says so.
+fn flag(st: &StreamTable, reason: &str) -> Result<(), PgTrickleError> {
+    Spi::run(&format!(
+        "UPDATE pgtrickle.pgt_stream_tables SET status = 'NEEDS_REINIT', last_error = {} \
+         WHERE pgt_id = {}",
+        quote_literal(reason),
+        st.id
+    ))?;
+    pgrx::notice!(
+        "stream table {} needs reinitialisation: {reason}; refresh_stream_table() rebuilds it \
+         once its defining query works again",
+        st.qualified()
+    );
+    Ok(())
+}
+
+/// Rebuilds a NEEDS_REINIT stream table: its defining query (the stored text) is checked and
+/// planned again with today's catalog (PostgreSQL's error says why not, and the stream table
+/// stays as it was); the storage is emptied, columns whose type changed are altered in place
+/// (other shape changes are refused: drop and recreate); dependencies and capture are
+/// recorded anew; then a FULL refresh fills it and it is ACTIVE again.
+pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
+    let reason = st
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "a source changed".into());
+    pgrx::notice!(
+        "stream table {} is being reinitialised ({reason})",
+        st.qualified()
+    );
+    refresh::with_search_path(&st.search_path, || rebuild(st))?;
+    let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
+        PgTrickleError::Internal(format!("stream table {} vanished", st.qualified()))
+    })?;
+    refresh::load(&now, &format!("reinitialised: {reason}"))?;
+    Ok(())
+}
+
+fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
+    let def = definition::probe(&st.query)?;
+    check_sources(&def.sources)?;
+    let name = st.qualified();
+    let decision = api::decide(&name, &st.refresh_mode, engine::plan(&st.query, &PgCatalog))?;
+    let want: Vec<(String, String)> = if st.storage_layout == "plan" {
+        let plan =
+            engine::plan(&st.query, &PgCatalog).map_err(|e| PgTrickleError::CannotReinit {
+                name: name.clone(),
+                reason: format!(
+                    "its storage has the engine's layout and the engine cannot plan its \
+                     defining query: {e}"
+                ),
+            })?;
+        plan.storage_columns()
+            .iter()
+            .map(|c| (c.name.clone(), c.type_name.clone()))
+            .collect()
+    } else {
+        if matches!(decision.effective_mode, "DIFFERENTIAL" | "IMMEDIATE") {
+            return Err(PgTrickleError::CannotReinit {
+                name,
+                reason: "its storage was created for FULL refresh only".into(),
+            });
+        }
+        definition::result_columns(&def)?
+    };
+    let difference = definition::storage_difference(st.relid, &want)?;
+    if let Some(d @ ShapeDifference::Columns { .. }) = &difference {
+        return Err(PgTrickleError::CannotReinit {
+            name,
+            reason: d.to_string(),
+        });
+    }
+    {
+        let _guard = ApplyGuard::new();
+        Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
+    }
+    if let Some(ShapeDifference::Types(cols)) = difference {
+        for c in cols {
+            Spi::run(&format!(
+                "ALTER TABLE {} ALTER COLUMN {} TYPE {t} USING NULL::{t}",
+                st.qualified(),
+                quote_ident(&c.column),
+                t = c.want
+            ))?;
+        }
+    }
+    let old_sources = stream_table::sources(st.id)?;
+    Spi::run(&format!(
+        "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
+        st.id
+    ))?;
+    Spi::run(&format!(
+        "UPDATE pgtrickle.pgt_stream_tables SET status = 'ACTIVE', last_error = NULL, \
+         consecutive_errors = 0, next_retry_at = NULL, needs_full_reason = NULL, \
+         is_populated = false, query_tree = {}, effective_mode = {}, full_reason = {} \
+         WHERE pgt_id = {}",
+        quote_literal(&def.tree),
+        quote_literal(decision.effective_mode),
+        decision
+            .full_reason
+            .as_deref()
+            .map_or("NULL".into(), quote_literal),
+        st.id
+    ))?;
+    api::record_sources(st.id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+    let gone: Vec<pg_sys::Oid> = old_sources
+        .into_iter()
+        .filter(|s| !def.sources.contains(s))
+        .collect();
+    api::release_sources(&gone)?;
+    // The capture functions maintain IMMEDIATE dependents: write them for the mode now.
+    for s in &def.sources {
+        cdc::reconcile(*s)?;
+    }
+    Ok(())
+}
+
+extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_ddl(bigint, oid[]) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_capture(oid) FROM PUBLIC;
+
+-- ALTER TABLE of a source or of a stream table's storage (source_ddl.rs). SECURITY DEFINER,
+-- as on_sql_drop: the role altering its own table may not write the catalog or the buffers.
+-- Each step runs in a subtransaction; nothing here may make the DDL or later writes fail.
+CREATE FUNCTION pgtrickle.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rels oid[];
+    st record;
+    src oid;
+    msg text;
+BEGIN
+    SELECT array_agg(DISTINCT c.objid) INTO rels
+      FROM pg_event_trigger_ddl_commands() c
+     WHERE c.classid = 'pg_catalog.pg_class'::regclass
+       AND (EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = c.objid)
+            OR EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = c.objid));
+    IF rels IS NULL THEN
+        RETURN;
+    END IF;
+    -- A stream table's storage renamed or moved: the catalog follows (it is found by OID).
+    UPDATE pgtrickle.pgt_stream_tables s SET pgt_schema = n.nspname, pgt_name = c.relname
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = s.pgt_relid AND s.pgt_relid = ANY (rels)
+       AND (s.pgt_schema, s.pgt_name) IS DISTINCT FROM (n.nspname, c.relname);
+    FOR st IN SELECT s.pgt_id, format('%I.%I', s.pgt_schema, s.pgt_name) AS name
+                FROM pgtrickle.pgt_stream_tables s
+               WHERE s.status <> 'NEEDS_REINIT'
+                 AND (s.pgt_relid = ANY (rels)
+                      OR s.pgt_id IN (SELECT d.pgt_id FROM pgtrickle.pgt_dependencies d
+                                       WHERE d.source_relid = ANY (rels)))
+               ORDER BY s.pgt_id
+    LOOP
+        BEGIN
+            PERFORM pgtrickle.follow_source_ddl(st.pgt_id, rels);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            UPDATE pgtrickle.pgt_stream_tables
+               SET status = 'NEEDS_REINIT',
+                   last_error = format('after ALTER TABLE of a source: %s', msg)
+             WHERE pgt_id = st.pgt_id;
+            RAISE WARNING 'stream table % needs reinitialisation: %', st.name, msg
+                USING HINT = 'refresh_stream_table() rebuilds it once its defining query works again.';
+        END;
+    END LOOP;
+    FOR src IN SELECT DISTINCT d.source_relid FROM pgtrickle.pgt_dependencies d
+                WHERE d.source_relid = ANY (rels) ORDER BY 1
+    LOOP
+        BEGIN
+            PERFORM pgtrickle.follow_source_capture(src);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            -- Last resort: capture only that a write happened, so writes never fail; the
+            -- dependents wait for reinitialisation (which writes the capture anew).
+            IF to_regclass(format('pgtrickle_changes.%I', 'changes_' || src)) IS NOT NULL THEN
+                EXECUTE format($f$CREATE OR REPLACE FUNCTION pgtrickle_changes.%I() RETURNS trigger
+                    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+                    $b$BEGIN INSERT INTO pgtrickle_changes.%I (__pgt_op) VALUES ('P'); RETURN NULL; END$b$ $f$,
+                    'capture_' || src, 'changes_' || src);
+            END IF;
+            UPDATE pgtrickle.pgt_stream_tables
+               SET status = 'NEEDS_REINIT',
+                   last_error = format('after ALTER TABLE of a source, its capture failed: %s', msg)
+             WHERE pgt_id IN (SELECT d.pgt_id FROM pgtrickle.pgt_dependencies d
+                               WHERE d.source_relid = src);
+            RAISE WARNING 'pg_trickle could not follow ALTER TABLE of %: %; its stream tables need reinitialisation', src::regclass, msg;
+        END;
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER pgt_ddl_command_end ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION pgtrickle.on_ddl_command_end();
+"#,
+    name = "source_ddl_handling",
+    requires = [follow_source_ddl, follow_source_capture, "catalog_tables"]
+);
