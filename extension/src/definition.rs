@@ -265,7 +265,8 @@ pub fn relation_name(rel: pg_sys::Oid) -> Result<Option<String>, PgTrickleError>
 
 /// How a storage table's columns differ from `want` (name and type, in order), or None when
 /// they are the same. Types are compared as resolved type OIDs (`want` types are SQL type
-/// names, resolved with `to_regtype`).
+/// names, resolved with `to_regtype`); a type binary-coercible to the storage's counts as the
+/// same.
 pub fn storage_difference(
     storage: pg_sys::Oid,
     want: &[(String, String)],
@@ -323,7 +324,15 @@ pub fn storage_difference(
         let (want_oid, want_shown) = resolved.ok_or_else(|| {
             PgTrickleError::Internal(format!("type {want_sql} of column {name} does not resolve"))
         })?;
-        if want_oid != *have_oid {
+        // A binary-coercible difference (text and varchar, say) changes no value: the
+        // storage still holds the result as it is.
+        let coercible = want_oid == *have_oid
+            || Spi::get_one::<bool>(&format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_cast WHERE castsource = {want_oid} \
+                 AND casttarget = {have_oid} AND castmethod = 'b')"
+            ))?
+            .unwrap_or(false);
+        if !coercible {
             retyped.push(Retyped {
                 column: name.clone(),
                 have: have_sql.clone(),

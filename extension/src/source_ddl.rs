@@ -127,12 +127,55 @@ pub fn follow(id: i64, relids: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
         return Ok(());
     };
     if st.status == "NEEDS_REINIT" {
-        return Ok(());
+        return refresh::with_search_path(&st.search_path, || follow_names(&st));
     }
     refresh::with_search_path(&st.search_path, || match assess(&st, relids)? {
         Ok((candidate, needs_full)) => store(&st, candidate, needs_full),
         Err(reason) => flag(&st, &reason),
     })
+}
+
+/// A stream table waiting for reinitialisation only follows renames, so that its query still
+/// names its sources when it is rebuilt. Not possible once a column it reads was dropped
+/// (the analysed query names that column by number): its reinitialisation then fails with
+/// PostgreSQL's error if a source was renamed meanwhile, and the stream table must be created
+/// again.
+fn follow_names(st: &StreamTable) -> Result<(), PgTrickleError> {
+    let deps = definition::dependencies(st.id)?;
+    let mut renamed = false;
+    for dep in &deps {
+        let Some(name_now) = definition::relation_name(dep.source)? else {
+            return Ok(());
+        };
+        renamed |= dep.source_name.as_deref() != Some(name_now.as_str());
+        let now = definition::attributes(dep.source)?;
+        for (attnum, name) in dep.read_attnums.iter().zip(&dep.read_names) {
+            match now.iter().find(|a| a.attnum == *attnum) {
+                None => return Ok(()),
+                Some(a) => renamed |= a.name != *name,
+            }
+        }
+    }
+    if !renamed {
+        return Ok(());
+    }
+    let text = deparsed(st)?;
+    Spi::run(&format!(
+        "UPDATE pgtrickle.pgt_stream_tables SET defining_query = {} WHERE pgt_id = {}",
+        quote_literal(&text),
+        st.id
+    ))?;
+    // The snapshot takes today's names (numbers and types stay: they still tell what the
+    // stream table was planned against).
+    Spi::run(&format!(
+        "UPDATE pgtrickle.pgt_dependencies d SET source_name = d.source_relid::regclass::text, \
+         read_names = coalesce((SELECT array_agg(a.attname ORDER BY u.i) \
+           FROM unnest(d.read_attnums) WITH ORDINALITY AS u(n, i) \
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.source_relid AND a.attnum = u.n), '{{}}') \
+         WHERE d.pgt_id = {}",
+        st.id
+    ))?;
+    Ok(())
 }
 
 /// What DDL did to `st`: the query to store and why its next refresh must be FULL (if it
@@ -484,8 +527,7 @@ BEGIN
        AND (s.pgt_schema, s.pgt_name) IS DISTINCT FROM (n.nspname, c.relname);
     FOR st IN SELECT s.pgt_id, format('%I.%I', s.pgt_schema, s.pgt_name) AS name
                 FROM pgtrickle.pgt_stream_tables s
-               WHERE s.status <> 'NEEDS_REINIT'
-                 AND (s.pgt_relid = ANY (rels)
+               WHERE (s.pgt_relid = ANY (rels)
                       OR s.pgt_id IN (SELECT d.pgt_id FROM pgtrickle.pgt_dependencies d
                                        WHERE d.source_relid = ANY (rels)))
                ORDER BY s.pgt_id

@@ -3,9 +3,11 @@
 //! defining query as a multiset (EXCEPT ALL both ways, hidden `__pgt_` columns excluded) and
 //! that the twins of a query (DIFFERENTIAL/AUTO and FULL) agree. Write sequences come from
 //! proptest-state-machine and shrink; counterexamples become SQL fixtures under
-//! `oracle/regressions/`. `smith` runs sqlsmith's random queries through the same check.
+//! `oracle/regressions/`. `smith` runs sqlsmith's random queries through the same check;
+//! `ddl` interleaves random DDL on the sources with writes and refreshes.
 
 pub mod check;
+pub mod ddl;
 pub mod exec;
 pub mod families;
 pub mod fixture;

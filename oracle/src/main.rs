@@ -1,10 +1,11 @@
 //! `oracle`: runs the differential oracle against a live server and prints what it found.
-//! Modes: state-machine runs (default), `--sqlsmith N`, `--rerun DIR` (fixtures) and
-//! `--replay FILE`. `ci/oracle` wraps it; see docs/ORACLE.md.
+//! Modes: state-machine runs (default), `--sqlsmith N`, `--ddl N` (source DDL), `--rerun DIR`
+//! (fixtures) and `--replay FILE`. `ci/oracle` wraps it; see docs/ORACLE.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use oracle::ddl::{run_ddl, DdlConfig};
 use oracle::families::{group, Expect, GROUPS};
 use oracle::fixture;
 use oracle::run::{run, Config, Counterexample, Report};
@@ -13,6 +14,7 @@ use oracle::smith::{run_smith, SmithConfig, SmithReport};
 const USAGE: &str = "usage: oracle --url CONNSTR [--iterations N] [--seed S] [--concurrent] \
 [--writers W] [--steps-max L] [--group NAME]... [--case I] [--cases C] [--keep-going] [--regressions DIR]
        oracle --url CONNSTR --sqlsmith N [--seed S] [--rounds R] [--regressions DIR]
+       oracle --url CONNSTR --ddl N [--seed S]
        oracle --url CONNSTR --rerun DIR [--open]
        oracle --url CONNSTR --replay FILE...";
 
@@ -28,6 +30,7 @@ struct Args {
     cases: u64,
     regressions: Option<PathBuf>,
     sqlsmith: Option<u64>,
+    ddl: Option<u64>,
     rounds: usize,
     rerun: Option<PathBuf>,
     open: bool,
@@ -56,6 +59,7 @@ fn parse() -> Result<Args, String> {
             "--cases" => a.cases = num(value()?)?,
             "--regressions" => a.regressions = Some(value()?.into()),
             "--sqlsmith" => a.sqlsmith = Some(num(value()?)?),
+            "--ddl" => a.ddl = Some(num(value()?)?),
             "--rounds" => a.rounds = num(value()?)? as usize,
             "--rerun" => a.rerun = Some(value()?.into()),
             "--open" => a.open = true,
@@ -89,6 +93,9 @@ fn main() -> ExitCode {
     if let Some(dir) = &args.rerun {
         return rerun(&args.url, dir, args.open);
     }
+    if let Some(steps) = args.ddl {
+        return ddl(&args.url, seed, steps);
+    }
     if let Some(n) = args.sqlsmith {
         let cfg = SmithConfig {
             admin_url: args.url.clone(),
@@ -111,6 +118,46 @@ fn main() -> ExitCode {
         };
     }
     state_machine(&args, seed)
+}
+
+fn ddl(url: &str, seed: u64, steps: u64) -> ExitCode {
+    let cfg = DdlConfig {
+        admin_url: url.to_string(),
+        seed,
+        steps,
+    };
+    let start = std::time::Instant::now();
+    match run_ddl(&cfg) {
+        Ok(r) => {
+            let kinds: Vec<String> = r.ddl.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!(
+                "oracle ddl: seed {seed}, {} steps: {} DDL ({}), {} writes (0 failed), {} refreshes, \
+                 {} checks passed; {} times a stream table went to NEEDS_REINIT, {} rebuilt, \
+                 {} refused while a column was gone, {} created again; refreshes by action: {}; {:.1}s",
+                r.steps,
+                r.ddl.values().sum::<u64>(),
+                kinds.join(", "),
+                r.writes,
+                r.refreshes,
+                r.checks,
+                r.flagged,
+                r.reinitialised,
+                r.refused,
+                r.recreated,
+                r.actions
+                    .iter()
+                    .map(|(a, n)| format!("{a} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                start.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("oracle ddl: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn state_machine(args: &Args, seed: u64) -> ExitCode {
