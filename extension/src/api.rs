@@ -173,7 +173,7 @@ fn create(
     }
     let query = query.trim().trim_end_matches(';').trim().to_string();
     let def = definition::probe(&query)?;
-    crate::source_ddl::check_sources(&def.sources)?;
+    crate::source_ddl::check_sources(&def)?;
     let decision = decide(&table, &mode, engine::plan(&query, &PgCatalog))?;
     let layout = match &decision.plan {
         Some(plan) => {

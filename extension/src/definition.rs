@@ -119,6 +119,23 @@ fn analysed(query: &str) -> Result<String, PgTrickleError> {
     }
 }
 
+/// Every relation OID an analysed query names (`:relid N` of its range table entries, in
+/// `nodeToString`'s stable text form), including those PostgreSQL records no dependency on.
+pub fn relation_oids(tree: &str) -> Vec<u32> {
+    let mut out: Vec<u32> = tree
+        .split(":relid ")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        })
+        .filter(|o| *o != 0)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Renders an analysed query (from [`probe`]) as SQL with the names its relations and
 /// columns have now, as `pg_get_viewdef` does for a view: relations outside the current
 /// search_path come out schema-qualified, an output column keeps its name (`s.val AS v`), and

@@ -42,8 +42,20 @@ const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 /// Refuses relations that cannot be sources: temporary tables (gone with their session, and
 /// invisible to the scheduler), unlogged tables (a crash empties them without any trigger
 /// firing, so their stream tables would silently keep the lost rows), pg_trickle's own
-/// catalog and buffers, and system catalogs (no triggers fire on their writes).
-pub fn check_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
+/// catalog and buffers, and system catalogs (no triggers fire on their writes; PostgreSQL
+/// records no dependencies on them, so they are found in the analysed query).
+pub fn check_sources(def: &Definition) -> Result<(), PgTrickleError> {
+    let mut relations: Vec<pg_sys::Oid> = def.sources.clone();
+    relations.extend(
+        definition::relation_oids(&def.tree)
+            .into_iter()
+            .filter(|o| *o < FIRST_NORMAL_OBJECT_ID)
+            .map(pg_sys::Oid::from),
+    );
+    check_relations(&relations)
+}
+
+fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
     for s in sources {
         let row = Spi::connect(|client| {
             let t = client.select(
@@ -419,7 +431,7 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
 
 fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
     let def = definition::probe(&st.query)?;
-    check_sources(&def.sources)?;
+    check_sources(&def)?;
     let name = st.qualified();
     let decision = api::decide(&name, &st.refresh_mode, engine::plan(&st.query, &PgCatalog))?;
     let want: Vec<(String, String)> = if st.storage_layout == "plan" {
