@@ -417,3 +417,54 @@ pub fn result_columns(def: &Definition) -> Result<Vec<(String, String)>, PgTrick
         })
         .collect()
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[pg_test]
+    fn analysed_query_is_rendered_with_todays_names() {
+        Spi::run("CREATE TABLE t (id int PRIMARY KEY, v int, w text)").unwrap();
+        let def = probe("SELECT v, count(*) AS n FROM t WHERE w LIKE 'a%' GROUP BY v").unwrap();
+        assert_eq!(
+            def.read,
+            vec![vec![2, 3]],
+            "the columns the query reads, by number"
+        );
+        Spi::run("ALTER TABLE t RENAME COLUMN v TO val").unwrap();
+        Spi::run("ALTER TABLE t RENAME TO t2").unwrap();
+        let sql = deparse(&def.tree).unwrap();
+        let one_line = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            one_line,
+            "SELECT val AS v, count(*) AS n FROM t2 WHERE (w ~~ 'a%'::text) GROUP BY val"
+        );
+    }
+
+    #[pg_test]
+    fn select_star_stays_the_columns_it_meant() {
+        Spi::run("CREATE TABLE t (id int PRIMARY KEY, v int)").unwrap();
+        let def = probe("SELECT * FROM t").unwrap();
+        Spi::run("ALTER TABLE t ADD COLUMN w int").unwrap();
+        let sql = deparse(&def.tree).unwrap();
+        assert_eq!(
+            sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            "SELECT id, v FROM t"
+        );
+    }
+
+    #[pg_test]
+    fn relation_oids_include_system_catalogs() {
+        let def = probe("SELECT relname FROM pg_catalog.pg_class").unwrap();
+        assert!(
+            def.sources.is_empty(),
+            "no pg_depend entries on pinned catalogs"
+        );
+        assert_eq!(
+            relation_oids(&def.tree),
+            vec![pg_sys::RelationRelationId.to_u32()]
+        );
+    }
+}
