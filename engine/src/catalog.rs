@@ -77,6 +77,14 @@ pub trait Catalog {
     fn function(&self, name: &str, arg_types: &[SqlType]) -> Option<FunctionInfo> {
         builtin_function(name, arg_types)
     }
+
+    /// Whether values of `ty` can be compared for equality, which maintaining a column of it
+    /// differentially needs (rows are matched by value). The default decides by the type's
+    /// name; the extension asks PostgreSQL's type cache, which also sees through domains,
+    /// arrays and composite types.
+    fn has_equality(&self, ty: &SqlType) -> bool {
+        ty.has_equality()
+    }
 }
 
 /// Functions whose value changes between refreshes even though PostgreSQL marks some of them

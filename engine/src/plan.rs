@@ -168,7 +168,7 @@ pub fn plan(sql: &str, catalog: &dyn Catalog) -> Result<Plan, EngineError> {
     for s in &sources {
         if let Some(t) = tree.tables.get(&s.id) {
             for c in t.columns.iter().filter(|c| s.columns.contains(&c.name)) {
-                if !SqlType::new(&c.type_name).has_equality() {
+                if !catalog.has_equality(&SqlType::new(&c.type_name)) {
                     let reason = Reason::TypeWithoutEquality {
                         column: c.name.clone(),
                         type_name: c.type_name.clone(),
@@ -183,6 +183,23 @@ pub fn plan(sql: &str, catalog: &dyn Catalog) -> Result<Plan, EngineError> {
     let mut plan = maintain(tree.planned, &tree.tables)?;
     plan.sources = sources;
     plan.sql = sql.to_string();
+    // Stored columns are matched by value when a delta is applied: each needs equality
+    // (a json_agg result, a json[] or composite-of-json column have none).
+    if plan.is_differential() {
+        if let Some(c) = plan
+            .storage_columns()
+            .into_iter()
+            .find(|c| !catalog.has_equality(&SqlType::new(&c.type_name)))
+        {
+            let reason = Reason::TypeWithoutEquality {
+                column: c.name,
+                type_name: c.type_name,
+            };
+            let mut p = opaque(sql, reason);
+            p.sources = plan.sources;
+            return Ok(p);
+        }
+    }
     Ok(plan)
 }
 

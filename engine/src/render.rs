@@ -26,6 +26,65 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// Splits a possibly qualified name (`a`, `s.a`, `"My Schema"."T"`) into its identifiers with
+/// PostgreSQL's rules (those of `parse_ident`): a quoted part keeps its case and `""` stands
+/// for `"`; an unquoted part starts with a letter or `_`, continues with letters, digits, `_`
+/// or `$`, and folds ASCII letters to lower case; whitespace may surround parts. `None` for
+/// anything else (an empty string or part, a stray character, an unterminated quote).
+pub fn split_qualified_name(name: &str) -> Option<Vec<String>> {
+    let mut parts = Vec::new();
+    let mut chars = name.chars().peekable();
+    let skip_space = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+    };
+    loop {
+        skip_space(&mut chars);
+        let part = match chars.peek().copied() {
+            Some('"') => {
+                chars.next();
+                let mut part = String::new();
+                loop {
+                    match chars.next() {
+                        None => return None,
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            part.push('"');
+                        }
+                        Some('"') => break,
+                        Some(c) => part.push(c),
+                    }
+                }
+                if part.is_empty() {
+                    return None;
+                }
+                part
+            }
+            Some(c) if c.is_ascii_alphabetic() || c == '_' || !c.is_ascii() => {
+                let mut part = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii() {
+                        part.push(c.to_ascii_lowercase());
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                part
+            }
+            _ => return None,
+        };
+        parts.push(part);
+        skip_space(&mut chars);
+        match chars.next() {
+            None => return Some(parts),
+            Some('.') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
 /// `"schema"."name"`.
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))

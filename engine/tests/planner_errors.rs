@@ -239,3 +239,87 @@ fn like_operators_plan_as_their_keyword_forms() {
         );
     }
 }
+
+/// A stored column is matched by value when a delta is applied, so a result column of a type
+/// without equality (here a cast to json, and a `json[]` column that a catalog says has none)
+/// makes the query not differentiable instead of failing every refresh.
+#[test]
+fn result_columns_without_equality_are_not_differentiable() {
+    struct NoArrayEquality(engine::MemoryCatalog);
+    impl engine::Catalog for NoArrayEquality {
+        fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<engine::TableInfo> {
+            self.0.resolve_table(schema, name)
+        }
+        fn has_equality(&self, ty: &engine::SqlType) -> bool {
+            !ty.sql().ends_with("[]") && ty.has_equality()
+        }
+    }
+    let mut cat = engine::MemoryCatalog::new();
+    cat.add_table(
+        "public",
+        "t",
+        &[
+            ("id", "int4", false),
+            ("g", "int4", true),
+            ("j", "json[]", true),
+        ],
+        &["id"],
+    );
+    let json_agg = plan("SELECT id, g::json AS ids FROM t", &cat).unwrap();
+    assert!(
+        matches!(
+            &json_agg.differentiability,
+            Differentiability::NotDifferentiable(Reason::TypeWithoutEquality { column, .. }) if column == "ids"
+        ),
+        "{:?}",
+        json_agg.differentiability
+    );
+    let cat = NoArrayEquality(cat);
+    let array = plan("SELECT id, j FROM t", &cat).unwrap();
+    assert!(
+        matches!(
+            &array.differentiability,
+            Differentiability::NotDifferentiable(Reason::TypeWithoutEquality { column, .. }) if column == "j"
+        ),
+        "{:?}",
+        array.differentiability
+    );
+    assert!(plan("SELECT id, g FROM t", &cat).unwrap().is_differential());
+}
+
+/// Names of stream tables split and fold as PostgreSQL's `parse_ident` does; anything else is
+/// refused (the extension reports it as 42602).
+#[test]
+fn qualified_names_split_like_parse_ident() {
+    use engine::render::split_qualified_name as split;
+    let ok = |s: &str, want: &[&str]| {
+        assert_eq!(
+            split(s),
+            Some(want.iter().map(|w| w.to_string()).collect()),
+            "{s}"
+        )
+    };
+    ok("totals", &["totals"]);
+    ok("Sales.Totals", &["sales", "totals"]);
+    ok("\"My Schema\".\"T\"", &["My Schema", "T"]);
+    ok(" s . t ", &["s", "t"]);
+    ok("\"we\"\"ird\"", &["we\"ird"]);
+    ok("_x$1", &["_x$1"]);
+    ok("café", &["café"]);
+    ok("a.b.c", &["a", "b", "c"]);
+    for bad in [
+        "",
+        " ",
+        "we\"ird",
+        "\"\"",
+        "x; drop table c; --",
+        "1abc",
+        "a.",
+        ".a",
+        "a..b",
+        "\"open",
+        "a b",
+    ] {
+        assert_eq!(split(bad), None, "{bad:?}");
+    }
+}

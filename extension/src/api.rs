@@ -71,18 +71,66 @@ pub(crate) fn differential_reason(
                 ) =>
             {
                 let reason = "not differentiable: the result has no key and may hold duplicate \
-                              rows (give the sources a primary key, or use DISTINCT)";
+                              rows (stored as the query returns them; DISTINCT would make it \
+                              differential)";
                 (None, Some(reason.to_string()))
             }
             Differentiability::Differential => (Some(p), None),
             Differentiability::NotDifferentiable(r) => (None, Some(r.to_string())),
         },
+        Err(engine::EngineError::NotDifferentiable(r)) => (None, Some(r.to_string())),
+        // The engine parses with its own SQL parser: PostgreSQL accepted the query, so a
+        // syntax error here is syntax the engine does not know.
+        Err(engine::EngineError::Syntax { message }) => (
+            None,
+            Some(format!(
+                "not differentiable: this syntax is not supported by pg_trickle's query \
+                 planner{}",
+                unsupported_at(&message)
+            )),
+        ),
         Err(e) => (
             None,
             Some(format!(
                 "not differentiable: the engine cannot plan this query: {e}"
             )),
         ),
+    }
+}
+
+/// The engine's plan of a query PostgreSQL described as `def`; a query reading a view is not
+/// handed to the engine (which resolves tables only) but said to read it.
+pub(crate) fn plan_definition(
+    query: &str,
+    def: &definition::Definition,
+) -> Result<Result<Plan, engine::EngineError>, PgTrickleError> {
+    let views = crate::source_ddl::views_read(def)?;
+    if views.is_empty() {
+        return Ok(engine::plan(query, &PgCatalog));
+    }
+    Ok(Err(engine::EngineError::NotDifferentiable(
+        engine::Reason::Construct {
+            construct: format!(
+                "it reads the view {} (views are not expanded; the tables it reads are \
+                 captured)",
+                views.join(", ")
+            ),
+        },
+    )))
+}
+
+/// Where the engine's parser stopped, in the user's terms (` near "TABLE" (line 1, column 1)`),
+/// from its message (`sql parser error: Expected: …, found: TABLE at Line: 1, Column: 1`).
+fn unsupported_at(message: &str) -> String {
+    let Some((_, found)) = message.rsplit_once("found: ") else {
+        return String::new();
+    };
+    match found.rsplit_once(" at Line: ") {
+        Some((token, place)) => {
+            let place = place.replace(", Column: ", ", column ");
+            format!(" near \"{token}\" (line {place})")
+        }
+        None => format!(" near \"{found}\""),
     }
 }
 
@@ -93,10 +141,17 @@ pub(crate) fn decide(
 ) -> Result<Decision, PgTrickleError> {
     let (plan, reason) = differential_reason(planned);
     match (mode, reason) {
-        ("DIFFERENTIAL" | "IMMEDIATE", Some(reason)) => Err(PgTrickleError::NotDifferentiable {
-            name: name.to_string(),
-            reason,
-        }),
+        (m @ ("DIFFERENTIAL" | "IMMEDIATE"), Some(reason)) => {
+            Err(PgTrickleError::NotDifferentiable {
+                name: name.to_string(),
+                mode: if m == "IMMEDIATE" {
+                    "IMMEDIATE"
+                } else {
+                    "DIFFERENTIAL"
+                },
+                reason,
+            })
+        }
         ("AUTO", Some(reason)) => {
             pgrx::notice!("stream table {name} using FULL refresh: {reason}");
             Ok(Decision {
@@ -135,15 +190,33 @@ fn require_read_committed(what: &'static str) -> Result<(), PgTrickleError> {
 
 /// Creates a stream table `name` defined by `query`, captures changes of its sources and (by
 /// default) populates it.
+/// No argument may be NULL (22004, naming it): a NULL is a mistake, not a request for the
+/// default, which leaving the argument out gives.
 #[pg_extern(volatile, parallel_unsafe)]
 fn create_stream_table(
-    name: &str,
-    query: &str,
-    schedule: default!(&str, "'calculated'"),
-    refresh_mode: default!(&str, "'AUTO'"),
-    initialize: default!(bool, true),
+    name: Option<&str>,
+    query: Option<&str>,
+    schedule: default!(Option<&str>, "'calculated'"),
+    refresh_mode: default!(Option<&str>, "'AUTO'"),
+    initialize: default!(Option<bool>, true),
 ) -> Result<(), ErrorReport> {
-    Ok(create(name, query, schedule, refresh_mode, initialize)?)
+    const F: &str = "create_stream_table";
+    Ok(create(
+        required(F, "name", name)?,
+        required(F, "query", query)?,
+        required(F, "schedule", schedule)?,
+        required(F, "refresh_mode", refresh_mode)?,
+        required(F, "initialize", initialize)?,
+    )?)
+}
+
+/// The value of an argument that must not be NULL.
+fn required<T>(
+    function: &'static str,
+    argument: &'static str,
+    value: Option<T>,
+) -> Result<T, PgTrickleError> {
+    value.ok_or(PgTrickleError::NullArgument { function, argument })
 }
 
 fn create(
@@ -172,9 +245,12 @@ fn create(
         return Err(PgTrickleError::AlreadyExists(table));
     }
     let query = query.trim().trim_end_matches(';').trim().to_string();
+    if query.is_empty() {
+        return Err(PgTrickleError::EmptyQuery);
+    }
     let def = definition::probe(&query)?;
     crate::source_ddl::check_sources(&def)?;
-    let decision = decide(&table, &mode, engine::plan(&query, &PgCatalog))?;
+    let decision = decide(&table, &mode, plan_definition(&query, &def)?)?;
     let layout = match &decision.plan {
         Some(plan) => {
             storage::create_for_plan(&schema, &rel, plan)?;
@@ -249,8 +325,8 @@ fn name_array(names: &[String]) -> String {
 /// Refreshes a stream table now: DIFFERENTIAL over the changes since its last refresh, or FULL
 /// when its mode says so or this cycle requires it (a NOTICE then says why).
 #[pg_extern(volatile, parallel_unsafe)]
-fn refresh_stream_table(name: &str) -> Result<(), ErrorReport> {
-    let st = stream_table::find(name, true)?;
+fn refresh_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
+    let st = stream_table::find(required("refresh_stream_table", "name", name)?, true)?;
     if st.status == "NEEDS_REINIT" {
         crate::source_ddl::reinitialise(&st)?;
     } else {
@@ -261,8 +337,8 @@ fn refresh_stream_table(name: &str) -> Result<(), ErrorReport> {
 
 /// Drops a stream table, its storage, and the change capture of sources nothing else reads.
 #[pg_extern(volatile, parallel_unsafe)]
-fn drop_stream_table(name: &str) -> Result<(), ErrorReport> {
-    Ok(drop(name)?)
+fn drop_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
+    Ok(drop(required("drop_stream_table", "name", name)?)?)
 }
 
 fn drop(name: &str) -> Result<(), PgTrickleError> {
@@ -298,12 +374,17 @@ pub(crate) fn release_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleEr
 /// Arguments left NULL keep their value.
 #[pg_extern(volatile, parallel_unsafe)]
 fn alter_stream_table(
-    name: &str,
+    name: Option<&str>,
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
 ) -> Result<(), ErrorReport> {
-    Ok(alter(name, schedule, refresh_mode, status)?)
+    Ok(alter(
+        required("alter_stream_table", "name", name)?,
+        schedule,
+        refresh_mode,
+        status,
+    )?)
 }
 
 fn alter(
@@ -375,6 +456,7 @@ fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>
     if incremental && st.storage_layout != "plan" {
         return Err(PgTrickleError::NotDifferentiable {
             name: st.qualified(),
+            mode: decision.effective_mode,
             reason: "its storage was created for FULL refresh only; drop and recreate it".into(),
         });
     }
@@ -439,7 +521,25 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     id bigint;
 BEGIN
-    IF max_rows IS NULL OR max_rows < 0 THEN
+    IF get_refresh_history.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of get_refresh_history() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    IF max_rows IS NULL THEN
+        RAISE EXCEPTION 'argument "max_rows" of get_refresh_history() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    -- The same name rule as the other functions (42602): PostgreSQL's identifier syntax, at
+    -- most schema.table.
+    BEGIN
+        IF array_length(parse_ident(get_refresh_history.name), 1) > 2 THEN
+            RAISE EXCEPTION USING ERRCODE = '22023';
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'invalid name syntax: "%"', get_refresh_history.name
+            USING ERRCODE = '42602';
+    END;
+    IF max_rows < 0 THEN
         RAISE EXCEPTION 'max_rows must be zero or more' USING ERRCODE = '22023';
     END IF;
     SELECT s.pgt_id INTO id FROM pgtrickle.pgt_stream_tables s

@@ -15,7 +15,7 @@ use crate::error::PgTrickleError;
 /// What PostgreSQL made of a defining query.
 #[derive(Debug, Clone)]
 pub struct Definition {
-    /// Tables (and partitioned tables) it reads, ascending OID.
+    /// Tables (and partitioned tables) it reads, directly or through views, ascending OID.
     pub sources: Vec<pg_sys::Oid>,
     /// Per source (same order), the column numbers PostgreSQL records the query depends on.
     pub read: Vec<Vec<i16>>,
@@ -36,16 +36,25 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
     let deps: Vec<(pg_sys::Oid, Vec<i16>)> = Spi::connect(|client| {
         client
             .select(
-                "SELECT d.refobjid, coalesce(array_agg(DISTINCT d.refobjsubid::int2) \
-                   FILTER (WHERE d.refobjsubid > 0), '{}') \
-                 FROM pg_catalog.pg_depend d \
-                 JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
-                 JOIN pg_catalog.pg_class c ON c.oid = d.refobjid \
-                 WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
-                 AND d.refclassid = 'pg_catalog.pg_class'::regclass \
-                 AND r.ev_class = 'pg_temp.__pgt_probe'::regclass \
-                 AND d.refobjid <> r.ev_class AND c.relkind IN ('r', 'p') \
-                 GROUP BY d.refobjid ORDER BY d.refobjid",
+                // Through views to their tables, recursively: a view's rule depends on what
+                // the view reads (writes reach the stream table through those tables).
+                "WITH RECURSIVE dep(relid, attnum) AS ( \
+                   SELECT d.refobjid, d.refobjsubid FROM pg_catalog.pg_depend d \
+                   JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+                   WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                   AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                   AND r.ev_class = 'pg_temp.__pgt_probe'::regclass AND d.refobjid <> r.ev_class \
+                 UNION \
+                   SELECT d.refobjid, d.refobjsubid FROM dep \
+                   JOIN pg_catalog.pg_class v ON v.oid = dep.relid AND v.relkind = 'v' \
+                   JOIN pg_catalog.pg_rewrite r ON r.ev_class = v.oid \
+                   JOIN pg_catalog.pg_depend d ON d.objid = r.oid \
+                   AND d.classid = 'pg_catalog.pg_rewrite'::regclass \
+                   AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> v.oid) \
+                 SELECT dep.relid, coalesce(array_agg(DISTINCT dep.attnum::int2) \
+                   FILTER (WHERE dep.attnum > 0), '{}') \
+                 FROM dep JOIN pg_catalog.pg_class c ON c.oid = dep.relid \
+                 WHERE c.relkind IN ('r', 'p') GROUP BY dep.relid ORDER BY dep.relid",
                 None,
                 &[],
             )?

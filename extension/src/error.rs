@@ -26,8 +26,19 @@ pub enum PgTrickleError {
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
     /// `name` is schema-qualified and already quoted, as in the FULL-fallback NOTICE.
-    #[error("stream table {name} cannot be maintained in DIFFERENTIAL mode: {reason}")]
-    NotDifferentiable { name: String, reason: String },
+    #[error("stream table {name} cannot be maintained in {mode} mode: {reason}")]
+    NotDifferentiable {
+        name: String,
+        mode: &'static str,
+        reason: String,
+    },
+    #[error("argument \"{argument}\" of {function}() must not be NULL")]
+    NullArgument {
+        function: &'static str,
+        argument: &'static str,
+    },
+    #[error("the defining query is empty")]
+    EmptyQuery,
     /// `name` is schema-qualified and already quoted.
     #[error("stream table {name} needs reinitialisation: {reason}")]
     NeedsReinit { name: String, reason: String },
@@ -67,6 +78,8 @@ impl PgTrickleError {
             PgTrickleError::InvalidParameter { .. } => "22023".into(),
             PgTrickleError::Engine(e) => e.sqlstate().into(),
             PgTrickleError::NotDifferentiable { .. } => "0A000".into(),
+            PgTrickleError::NullArgument { .. } => "22004".into(),
+            PgTrickleError::EmptyQuery => "42601".into(),
             PgTrickleError::DirectWrite(_) => "42809".into(),
             PgTrickleError::NeedsReinit { .. } => "55000".into(),
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
@@ -105,7 +118,11 @@ impl PgTrickleError {
             PgTrickleError::UnsupportedSource { .. } => {
                 Some("Stream tables read permanent user tables and other stream tables.".into())
             }
+            PgTrickleError::NullArgument { .. } => {
+                Some("Leave an argument out to get its default.".into())
+            }
             PgTrickleError::UnknownStreamTable(_)
+            | PgTrickleError::EmptyQuery
             | PgTrickleError::InvalidName(_)
             | PgTrickleError::AlreadyExists(_)
             | PgTrickleError::Engine(_)

@@ -104,4 +104,30 @@ impl Catalog for PgCatalog {
         .next()?;
         self.table_by_oid(u32::try_from(oid).ok()?)
     }
+
+    /// PostgreSQL's own answer: the type cache's equality operator, which exists for a domain
+    /// when its base type has one, for an array when its element type has one and for a
+    /// composite when every field has one (as `=` on arrays and records needs). A type name
+    /// that does not resolve falls back to the engine's rule by name.
+    fn has_equality(&self, ty: &engine::SqlType) -> bool {
+        let oid = rows(
+            &format!("SELECT to_regtype({})::oid::int8", quote_literal(ty.sql())),
+            |r| r.get::<i64>(1).ok().flatten(),
+        )
+        .into_iter()
+        .next()
+        .and_then(|o| u32::try_from(o).ok())
+        .filter(|o| *o != 0);
+        let Some(oid) = oid else {
+            return ty.has_equality();
+        };
+        // SAFETY: `lookup_type_cache` takes any type OID (here one `to_regtype` just resolved)
+        // and returns a pointer into the backend-lifetime type cache, which is only read here;
+        // it raises an ERROR only for a type that does not exist.
+        unsafe {
+            let entry =
+                pg_sys::lookup_type_cache(pg_sys::Oid::from(oid), pg_sys::TYPECACHE_EQ_OPR as i32);
+            !entry.is_null() && (*entry).eq_opr != pg_sys::InvalidOid
+        }
+    }
 }

@@ -75,7 +75,7 @@ pub fn parse(schedule: &str) -> Result<Schedule, InvalidSchedule> {
         weekdays[0] = true; // 7 is Sunday too
     }
     weekdays.truncate(7);
-    Ok(Schedule::Cron(Cron {
+    let cron = Cron {
         seconds,
         minutes: field(rest[0], 0, 59, &[])?,
         hours: field(rest[1], 0, 23, &[])?,
@@ -84,7 +84,13 @@ pub fn parse(schedule: &str) -> Result<Schedule, InvalidSchedule> {
         weekdays,
         days_restricted: rest[2] != "*",
         weekdays_restricted: rest[4] != "*",
-    }))
+    };
+    // An expression that never fires ('0 0 31 2 *', say) would leave the stream table
+    // unrefreshed for ever without a word.
+    if !cron.ever_fires() {
+        return Err(bad());
+    }
+    Ok(Schedule::Cron(cron))
 }
 
 /// Seconds in a duration like `1h30m` (units d, h, m, s; at least one part; total > 0).
@@ -167,6 +173,12 @@ fn civil(days: i64) -> (i64, u32, u32, u32) {
 }
 
 impl Cron {
+    /// Whether some day matches: every combination of month, day of month and weekday occurs
+    /// within eight years (1970–1977 holds a 29 February).
+    fn ever_fires(&self) -> bool {
+        (0..8 * 366).any(|day| self.day_matches(day))
+    }
+
     fn day_matches(&self, days: i64) -> bool {
         let (_, month, day, weekday) = civil(days);
         if !self.months[month as usize] {
@@ -243,6 +255,8 @@ mod tests {
             "@hourly",
             "15 3 1,15 * MON",
             "0 0 * JAN-MAR 7",
+            "0 0 29 2 *",
+            "0 0 31 2 MON",
         ] {
             assert_eq!(validate(s), Ok(()), "{s}");
         }
@@ -270,6 +284,9 @@ mod tests {
             "5-1 * * * *",
             "*/0 * * * *",
             "* * * * FUNDAY",
+            "0 0 31 2 *",
+            "0 0 30,31 2 *",
+            "0 0 31 4,6,9,11 *",
         ] {
             assert!(validate(s).is_err(), "{s}");
         }

@@ -39,7 +39,8 @@ use crate::stream_table::{self, StreamTable};
 /// PostgreSQL's first OID for user objects: anything below is a system object.
 const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
-/// Refuses relations that cannot be sources: temporary tables (gone with their session, and
+/// Refuses relations that cannot be sources: materialized views and foreign tables (their
+/// changes fire no trigger here), temporary tables (gone with their session, and
 /// invisible to the scheduler), unlogged tables (a crash empties them without any trigger
 /// firing, so their stream tables would silently keep the lost rows), pg_trickle's own
 /// catalog and buffers, and system catalogs (no triggers fire on their writes; PostgreSQL
@@ -49,10 +50,35 @@ pub fn check_sources(def: &Definition) -> Result<(), PgTrickleError> {
     relations.extend(
         definition::relation_oids(&def.tree)
             .into_iter()
-            .filter(|o| *o < FIRST_NORMAL_OBJECT_ID)
             .map(pg_sys::Oid::from),
     );
     check_relations(&relations)
+}
+
+/// The views a query reads (by name), which the engine does not expand: a stream table
+/// reading one is maintained FULL (its tables are captured, through the view).
+pub fn views_read(def: &Definition) -> Result<Vec<String>, PgTrickleError> {
+    let oids: Vec<String> = definition::relation_oids(&def.tree)
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    if oids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT oid::regclass::text FROM pg_catalog.pg_class \
+                     WHERE oid IN ({}) AND relkind = 'v' ORDER BY 1",
+                    oids.join(", ")
+                ),
+                None,
+                &[],
+            )?
+            .filter_map(|row| row.get::<String>(1).transpose())
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?)
 }
 
 fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
@@ -60,7 +86,8 @@ fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
         let row = Spi::connect(|client| {
             let t = client.select(
                 &format!(
-                    "SELECT c.oid::regclass::text, c.relpersistence::text, n.nspname::text \
+                    "SELECT c.oid::regclass::text, c.relpersistence::text, n.nspname::text, \
+                     c.relkind::text \
                      FROM pg_catalog.pg_class c \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                      WHERE c.oid = {}",
@@ -76,12 +103,22 @@ fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<String>(2)?.unwrap_or_default(),
                 r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
             )))
         })?;
-        let Some((relation, persistence, schema)) = row else {
+        let Some((relation, persistence, schema, kind)) = row else {
             continue;
         };
-        let what = if persistence == "t" {
+        let what = if kind == "m" {
+            Some(
+                "a materialized view (REFRESH MATERIALIZED VIEW fires no trigger, so its \
+                 changes could not be seen)",
+            )
+        } else if kind == "f" {
+            Some("a foreign table (changes made on its server cannot be seen)")
+        } else if !matches!(kind.as_str(), "r" | "p" | "v") {
+            Some("neither a table nor a view")
+        } else if persistence == "t" {
             Some("a temporary table")
         } else if persistence == "u" {
             Some("an unlogged table (a crash empties it without its stream tables knowing)")
@@ -433,7 +470,11 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
     let def = definition::probe(&st.query)?;
     check_sources(&def)?;
     let name = st.qualified();
-    let decision = api::decide(&name, &st.refresh_mode, engine::plan(&st.query, &PgCatalog))?;
+    let decision = api::decide(
+        &name,
+        &st.refresh_mode,
+        api::plan_definition(&st.query, &def)?,
+    )?;
     let want: Vec<(String, String)> = if st.storage_layout == "plan" {
         let plan =
             engine::plan(&st.query, &PgCatalog).map_err(|e| PgTrickleError::CannotReinit {

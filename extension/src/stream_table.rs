@@ -40,9 +40,6 @@ impl StreamTable {
     }
 }
 
-/// Splits a user-given name into (schema, relation) with PostgreSQL's own rules
-/// (`parse_ident`): quoted parts keep their case, unquoted ones fold to lower case. An
-/// unqualified name gets `None` for the schema.
 /// A user's defining query as it is spliced into a statement of ours: in parentheses, on lines
 /// of its own, so that a trailing `-- comment` cannot swallow what follows and `SELECT …;
 /// <another statement>` is a syntax error instead of a second statement run by the caller.
@@ -51,10 +48,12 @@ pub fn enclosed(query: &str) -> String {
     format!("(\n{query}\n)")
 }
 
+/// Splits a user-given name into (schema, relation) with PostgreSQL's rules (those of
+/// `parse_ident`): quoted parts keep their case, unquoted ones fold to lower case. An
+/// unqualified name gets `None` for the schema; anything else is 42602.
 pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError> {
-    let parts =
-        Spi::get_one::<Vec<String>>(&format!("SELECT parse_ident({})", quote_literal(name)))?
-            .unwrap_or_default();
+    let parts = engine::render::split_qualified_name(name)
+        .ok_or_else(|| PgTrickleError::InvalidName(name.to_string()))?;
     match parts.as_slice() {
         [rel] => Ok((None, rel.clone())),
         [schema, rel] => Ok((Some(schema.clone()), rel.clone())),
@@ -90,9 +89,11 @@ fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError>
         "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE {filter}{}",
         if lock { " FOR UPDATE" } else { "" }
     );
-    Ok(Spi::connect(
+    // A read-write statement: pgrx runs a `select` read-only while the transaction has no
+    // xid yet, and SELECT … FOR UPDATE is refused read-only.
+    Ok(Spi::connect_mut(
         |client| -> Result<Option<StreamTable>, pgrx::spi::Error> {
-            let table = client.select(&sql, None, &[])?;
+            let table = client.update(&sql, None, &[])?;
             let Some(row) = table.into_iter().next() else {
                 return Ok(None);
             };
