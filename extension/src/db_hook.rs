@@ -6,68 +6,43 @@
 //! a running refresh finishes first) before PostgreSQL checks for other sessions, which it
 //! does for up to five seconds; the launcher starts workers again no sooner than five seconds
 //! after they exit, and never in a database that no longer exists.
+//!
+//! The hook itself is C (`utility_hook.c`, built by build.rs): an error raised by the statement
+//! it passes on must reach the client untouched, with its CONTEXT, cursor position and
+//! SCHEMA/TABLE/CONSTRAINT NAME, which a Rust frame catching and re-raising it would lose. It
+//! calls [`pgt_before_database_ddl`] for the four statements above and nothing else.
 
 use std::ffi::{c_char, CStr};
 
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-/// The hook that was installed before ours (another extension's), called in its place.
-static mut PREVIOUS: pg_sys::ProcessUtility_hook_type = None;
+extern "C-unwind" {
+    /// Saves the previous `ProcessUtility_hook` and installs the C trampoline.
+    fn pgt_install_utility_hook();
+}
 
 /// Installs the hook; called once from `_PG_init`.
 pub(crate) fn install() {
-    // SAFETY: `_PG_init` runs once per process on its main thread, before any statement, so
-    // nothing reads or writes the hook variables concurrently; chaining to the previous hook
-    // is the documented protocol for `ProcessUtility_hook`.
-    unsafe {
-        PREVIOUS = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
-    }
+    // SAFETY: `_PG_init` runs once per process on its main thread, before any statement; the
+    // C function only saves and sets `ProcessUtility_hook`, chaining to the previous hook as
+    // the documented protocol requires.
+    unsafe { pgt_install_utility_hook() }
 }
 
+/// Called by the C hook before `DROP DATABASE`, `ALTER DATABASE … RENAME TO` / `SET
+/// TABLESPACE` and `CREATE DATABASE … TEMPLATE`: stops pg_trickle's workers in the database
+/// the statement needs free of sessions. An error here is raised as a PostgreSQL error
+/// (`#[pg_guard]`) before the statement runs.
+///
+/// # Safety
+/// `pstmt` is the `PlannedStmt` PostgreSQL passed to the hook.
 #[pg_guard]
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    query_env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
+#[no_mangle]
+pub unsafe extern "C-unwind" fn pgt_before_database_ddl(pstmt: *mut pg_sys::PlannedStmt) {
     // SAFETY: PostgreSQL passes a valid PlannedStmt whose utilityStmt is a parse node.
     if let Some(name) = unsafe { database_needing_no_sessions(pstmt) } {
         stop_workers_in(&name);
-    }
-    // SAFETY: the arguments are passed on unchanged, to the previous hook or to the standard
-    // implementation, exactly as PostgreSQL's ProcessUtility does; PREVIOUS was set once in
-    // `install`.
-    unsafe {
-        match PREVIOUS {
-            Some(previous) => previous(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
     }
 }
 
