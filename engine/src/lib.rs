@@ -1,7 +1,7 @@
 //! pg_trickle's differential engine: parses a defining query, builds an operator tree over
 //! Z-sets, derives delta plans and renders deterministic SQL. Pure Rust: no pgrx, no I/O, no
 //! clock. Invariant upheld crate-wide: for every differentiable plan, the delta plan evaluated
-//! over the post-change state equals recompute-after minus recompute-before (DESIGN §3).
+//! over the post-change state equals recompute-after minus recompute-before (docs/CORRECTNESS.md §2).
 //!
 //! How the extension uses it:
 //! 1. `plan(query, &catalog)` → `Plan` (or an `EngineError` with `sqlstate()`); check

@@ -1,7 +1,7 @@
 //! In-memory model of a stream table's storage and of the three statements the renderer
 //! emits (full, delta, apply), over Z-sets. It is the executable specification the property
 //! tests hold the maintenance strategies to: apply(full(before), delta) = full(after), and
-//! full(state) holds exactly the defining query's rows (INV-1, DESIGN §3).
+//! full(state) holds exactly the defining query's rows (INV-1; docs/CORRECTNESS.md §2).
 
 use std::collections::BTreeMap;
 

@@ -344,7 +344,7 @@ pub(crate) fn restrict(
 }
 
 /// `before(op)` restricted by `restrict_fn`: the pre-change state, computed as the
-/// consolidation of `after - delta` (DESIGN §3; no pre-state tables needed). Cost: one pass
+/// consolidation of `after - delta` (docs/CORRECTNESS.md §2; no pre-state tables needed). Cost: one pass
 /// over the restricted post-change rows plus the restricted delta.
 pub(crate) fn before_state(after: Operator, delta: Operator) -> Operator {
     Operator::Consolidate(Consolidate {

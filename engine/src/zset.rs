@@ -1,5 +1,5 @@
 //! Z-sets: relations as maps from rows to integer weights, the algebra every delta rule is
-//! stated in (DESIGN §3). Invariant: a `ZSet` is always consolidated — no row is stored with
+//! stated in (docs/CORRECTNESS.md §2). Invariant: a `ZSet` is always consolidated — no row is stored with
 //! weight 0 — so two Z-sets are equal exactly when they denote the same relation change.
 
 use std::collections::btree_map::{self, BTreeMap};

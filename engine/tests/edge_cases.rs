@@ -1,4 +1,4 @@
-//! Named claims for the change-window edge cases DESIGN §3/§7 call out, each checked as
+//! Named claims for the change-window edge cases docs/CORRECTNESS.md §2–§4 call out, each checked as
 //! "incremental maintenance equals FULL refresh" on a hand-built scenario.
 #![allow(clippy::unwrap_used)]
 

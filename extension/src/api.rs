@@ -283,7 +283,7 @@ fn create(
     ))?
     .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
     // Capture first: CREATE TRIGGER waits for writers in flight, and the population below then
-    // reads in a snapshot taken after every capture trigger exists (DESIGN §7, create time).
+    // reads in a snapshot taken after every capture trigger exists (docs/CORRECTNESS.md §4).
     record_sources(id, &def, decision.plan.as_ref(), decision.effective_mode)?;
     // IMMEDIATE: populated now, whatever `initialize` says (every write maintains it).
     if initialize || decision.effective_mode == "IMMEDIATE" {

@@ -1,4 +1,4 @@
-//! Change capture (DESIGN §2): one typed change buffer per source,
+//! Change capture (docs/CORRECTNESS.md §1): one typed change buffer per source,
 //! `pgtrickle_changes.changes_<source oid>`, shared by every stream table reading the source,
 //! filled by statement-level AFTER triggers with transition tables. A row is `I` (inserted) or
 //! `D` (deleted); an UPDATE is its old rows as `D` plus its new rows as `I`. `T` marks a
@@ -82,7 +82,7 @@ const META_COLUMNS: [&str; 3] = ["__pgt_seq", "__pgt_xid", "__pgt_op"];
 
 /// Makes sure `source` has a buffer holding at least `columns` and capture triggers writing
 /// them. Idempotent; adds buffer columns when a new dependent reads more of the source. Runs
-/// `CREATE TRIGGER`, whose lock waits for writers in flight (see DESIGN §7, create time).
+/// `CREATE TRIGGER`, whose lock waits for writers in flight (docs/CORRECTNESS.md §4).
 pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTrickleError> {
     let buffer = buffer_name(source);
     let exists = Spi::get_one::<bool>(&format!(

@@ -1,4 +1,4 @@
-//! The refresh frontier (DESIGN §3; INV-1, INV-2, INV-3). A change buffer row is *consumed* by
+//! The refresh frontier (docs/CORRECTNESS.md §3; INV-1, INV-2, INV-3). A change buffer row is *consumed* by
 //! a stream table when its writing transaction is visible in the snapshot of the table's last
 //! refresh — or when it was written by the refreshing transaction itself, up to the highest
 //! buffer sequence number that refresh read. The second clause exists because a transaction's

@@ -1,5 +1,5 @@
 //! `Join`: inner and outer joins on a three-valued condition (NULL keys never match).
-//! Delta rules, with A, B the post-change states (DESIGN §3):
+//! Delta rules, with A, B the post-change states (INV-4; docs/CORRECTNESS.md §2):
 //! - inner (bilinear): Δ(A ⋈ B) = ΔA ⋈ B + A ⋈ ΔB − ΔA ⋈ ΔB; weights multiply, n-way joins
 //!   apply the rule recursively. Cost: O(|ΔA|·fan-out into B + |ΔB|·fan-out into A),
 //!   with index lookups on the join keys.
