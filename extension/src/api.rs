@@ -7,13 +7,14 @@
 #![allow(clippy::result_large_err)]
 
 use engine::render::quote_literal;
-use engine::{Differentiability, Identity, Plan};
+
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 use crate::cdc;
 use crate::definition;
 use crate::error::PgTrickleError;
+use crate::mode::{self, decide, plan_definition};
 use crate::pgcatalog::PgCatalog;
 use crate::refresh;
 use crate::schedule;
@@ -42,140 +43,6 @@ fn check_schedule(s: &str) -> Result<(), PgTrickleError> {
                expression such as '*/5 * * * *' or '@hourly'."
             .into(),
     })
-}
-
-/// How a new stream table will be maintained, decided from the requested mode and the plan.
-pub(crate) struct Decision {
-    pub effective_mode: &'static str,
-    pub full_reason: Option<String>,
-    pub plan: Option<Plan>,
-}
-
-/// The engine's plan of a query and, when it is not to be maintained differentially, why
-/// (PostgreSQL already accepted the query, so an engine planning error is a limitation, not
-/// bad input).
-pub(crate) fn differential_reason(
-    planned: Result<Plan, engine::EngineError>,
-) -> (Option<Plan>, Option<String>) {
-    match planned {
-        Ok(p) => match &p.differentiability {
-            // A keyless bag result would be stored once per distinct row with a count, so
-            // `SELECT *` on the stream table would not repeat duplicates as the query does.
-            Differentiability::Differential
-                if matches!(
-                    p.identity,
-                    Identity::Multiplicity {
-                        duplicates: true,
-                        ..
-                    }
-                ) =>
-            {
-                let reason = "not differentiable: the result has no key and may hold duplicate \
-                              rows (stored as the query returns them; DISTINCT would make it \
-                              differential)";
-                (None, Some(reason.to_string()))
-            }
-            Differentiability::Differential => (Some(p), None),
-            Differentiability::NotDifferentiable(r) => (None, Some(r.to_string())),
-        },
-        Err(engine::EngineError::NotDifferentiable(r)) => (None, Some(r.to_string())),
-        // The engine parses with its own SQL parser: PostgreSQL accepted the query, so a
-        // syntax error here is syntax the engine does not know.
-        Err(engine::EngineError::Syntax { message }) => (
-            None,
-            Some(format!(
-                "not differentiable: this syntax is not supported by pg_trickle's query \
-                 planner{}",
-                unsupported_at(&message)
-            )),
-        ),
-        Err(e) => (
-            None,
-            Some(format!(
-                "not differentiable: the engine cannot plan this query: {e}"
-            )),
-        ),
-    }
-}
-
-/// The engine's plan of a query PostgreSQL described as `def`; a query reading a view is not
-/// handed to the engine (which resolves tables only) but said to read it.
-pub(crate) fn plan_definition(
-    query: &str,
-    def: &definition::Definition,
-) -> Result<Result<Plan, engine::EngineError>, PgTrickleError> {
-    let views = crate::source_ddl::views_read(def)?;
-    if views.is_empty() {
-        return Ok(engine::plan(query, &PgCatalog));
-    }
-    Ok(Err(engine::EngineError::NotDifferentiable(
-        engine::Reason::Construct {
-            construct: format!(
-                "it reads the view {} (views are not expanded; the tables it reads are \
-                 captured)",
-                views.join(", ")
-            ),
-        },
-    )))
-}
-
-/// Where the engine's parser stopped, in the user's terms (` near "TABLE" (line 1, column 1)`),
-/// from its message (`sql parser error: Expected: …, found: TABLE at Line: 1, Column: 1`).
-fn unsupported_at(message: &str) -> String {
-    let Some((_, found)) = message.rsplit_once("found: ") else {
-        return String::new();
-    };
-    match found.rsplit_once(" at Line: ") {
-        Some((token, place)) => {
-            let place = place.replace(", Column: ", ", column ");
-            format!(" near \"{token}\" (line {place})")
-        }
-        None => format!(" near \"{found}\""),
-    }
-}
-
-pub(crate) fn decide(
-    name: &str,
-    mode: &str,
-    planned: Result<Plan, engine::EngineError>,
-) -> Result<Decision, PgTrickleError> {
-    let (plan, reason) = differential_reason(planned);
-    match (mode, reason) {
-        (m @ ("DIFFERENTIAL" | "IMMEDIATE"), Some(reason)) => {
-            Err(PgTrickleError::NotDifferentiable {
-                name: name.to_string(),
-                mode: if m == "IMMEDIATE" {
-                    "IMMEDIATE"
-                } else {
-                    "DIFFERENTIAL"
-                },
-                reason,
-            })
-        }
-        ("AUTO", Some(reason)) => {
-            pgrx::notice!("stream table {name} using FULL refresh: {reason}");
-            Ok(Decision {
-                effective_mode: "FULL",
-                full_reason: Some(reason),
-                plan,
-            })
-        }
-        ("FULL", reason) => Ok(Decision {
-            effective_mode: "FULL",
-            full_reason: reason,
-            plan,
-        }),
-        ("IMMEDIATE", None) => Ok(Decision {
-            effective_mode: "IMMEDIATE",
-            full_reason: None,
-            plan,
-        }),
-        (_, _) => Ok(Decision {
-            effective_mode: "DIFFERENTIAL",
-            full_reason: None,
-            plan,
-        }),
-    }
 }
 
 fn require_read_committed(what: &'static str) -> Result<(), PgTrickleError> {
@@ -249,7 +116,7 @@ fn create(
         return Err(PgTrickleError::EmptyQuery);
     }
     let def = definition::probe(&query)?;
-    crate::source_ddl::check_sources(&def)?;
+    definition::check_sources(&def)?;
     let decision = decide(&table, &mode, plan_definition(&query, &def)?)?;
     let layout = match &decision.plan {
         Some(plan) => {
@@ -284,36 +151,11 @@ fn create(
     .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
     // Capture first: CREATE TRIGGER waits for writers in flight, and the population below then
     // reads in a snapshot taken after every capture trigger exists (docs/CORRECTNESS.md §4).
-    record_sources(id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+    mode::record_sources(id, &def, decision.plan.as_ref(), decision.effective_mode)?;
     // IMMEDIATE: populated now, whatever `initialize` says (every write maintains it).
     if initialize || decision.effective_mode == "IMMEDIATE" {
         let st = stream_table::find(&table, true)?;
         refresh::initial_load(&st)?;
-    }
-    Ok(())
-}
-
-/// Records the dependencies of stream table `id` on every source of `def` and makes sure each
-/// source captures what the delta reads (nothing for FULL: only TRUNCATE and paused markers
-/// and the fact that a write happened matter then).
-pub(crate) fn record_sources(
-    id: i64,
-    def: &definition::Definition,
-    plan: Option<&Plan>,
-    effective_mode: &str,
-) -> Result<(), PgTrickleError> {
-    for (source, read) in def.sources.iter().zip(&def.read) {
-        let columns: Vec<String> = match (plan, effective_mode) {
-            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
-                .sources
-                .iter()
-                .find(|s| s.id == source.to_u32())
-                .map(|s| s.columns.clone())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        definition::record_dependency(id, *source, read, &columns)?;
-        cdc::ensure_capture(*source, &columns)?;
     }
     Ok(())
 }
@@ -349,25 +191,7 @@ fn drop(name: &str) -> Result<(), PgTrickleError> {
         st.id
     ))?;
     Spi::run(&format!("DROP TABLE {}", st.qualified()))?;
-    release_sources(&sources)
-}
-
-/// Drops the capture of sources no stream table reads any more; cleans the others' buffers.
-pub(crate) fn release_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
-    for s in sources {
-        let still_read = Spi::get_one::<bool>(&format!(
-            "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies WHERE source_relid = {})",
-            s.to_u32()
-        ))?
-        .unwrap_or(false);
-        if still_read {
-            cdc::regenerate(*s)?;
-            cdc::cleanup(*s)?;
-        } else {
-            cdc::drop_capture(*s)?;
-        }
-    }
-    Ok(())
+    mode::release_sources(&sources)
 }
 
 /// Changes a stream table's schedule, refresh mode or status (`ACTIVE` or `SUSPENDED`).

@@ -427,6 +427,108 @@ pub fn result_columns(def: &Definition) -> Result<Vec<(String, String)>, PgTrick
         .collect()
 }
 
+/// PostgreSQL's first OID for user objects: anything below is a system object.
+const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
+
+/// Refuses relations that cannot be sources: materialized views and foreign tables (their
+/// changes fire no trigger here), temporary tables (gone with their session, and
+/// invisible to the scheduler), unlogged tables (a crash empties them without any trigger
+/// firing, so their stream tables would silently keep the lost rows), pg_trickle's own
+/// catalog and buffers, and system catalogs (no triggers fire on their writes; PostgreSQL
+/// records no dependencies on them, so they are found in the analysed query).
+pub fn check_sources(def: &Definition) -> Result<(), PgTrickleError> {
+    let mut relations: Vec<pg_sys::Oid> = def.sources.clone();
+    relations.extend(relation_oids(&def.tree).into_iter().map(pg_sys::Oid::from));
+    check_relations(&relations)
+}
+
+/// The views a query reads (by name), which the engine does not expand: a stream table
+/// reading one is maintained FULL (its tables are captured, through the view).
+pub fn views_read(def: &Definition) -> Result<Vec<String>, PgTrickleError> {
+    let oids: Vec<String> = relation_oids(&def.tree)
+        .iter()
+        .map(u32::to_string)
+        .collect();
+    if oids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT oid::regclass::text FROM pg_catalog.pg_class \
+                     WHERE oid IN ({}) AND relkind = 'v' ORDER BY 1",
+                    oids.join(", ")
+                ),
+                None,
+                &[],
+            )?
+            .filter_map(|row| row.get::<String>(1).transpose())
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?)
+}
+
+fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
+    for s in sources {
+        let row = Spi::connect(|client| {
+            let t = client.select(
+                &format!(
+                    "SELECT c.oid::regclass::text, c.relpersistence::text, n.nspname::text, \
+                     c.relkind::text \
+                     FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.oid = {}",
+                    s.to_u32()
+                ),
+                None,
+                &[],
+            )?;
+            let Some(r) = t.into_iter().next() else {
+                return Ok(None);
+            };
+            Ok::<_, pgrx::spi::Error>(Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+            )))
+        })?;
+        let Some((relation, persistence, schema, kind)) = row else {
+            continue;
+        };
+        let what = if kind == "m" {
+            Some(
+                "a materialized view (REFRESH MATERIALIZED VIEW fires no trigger, so its \
+                 changes could not be seen)",
+            )
+        } else if kind == "f" {
+            Some("a foreign table (changes made on its server cannot be seen)")
+        } else if !matches!(kind.as_str(), "r" | "p" | "v") {
+            Some("neither a table nor a view")
+        } else if persistence == "t" {
+            Some("a temporary table")
+        } else if persistence == "u" {
+            Some("an unlogged table (a crash empties it without its stream tables knowing)")
+        } else if schema == "pgtrickle" || schema == "pgtrickle_changes" {
+            Some("part of pg_trickle's own catalog")
+        } else if s.to_u32() < FIRST_NORMAL_OBJECT_ID
+            || schema == "pg_catalog"
+            || schema == "information_schema"
+        {
+            Some("a system catalog")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return Err(PgTrickleError::UnsupportedSource {
+                relation,
+                what: what.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 #[allow(clippy::unwrap_used)]

@@ -12,6 +12,7 @@ mod db_hook;
 mod definition;
 mod error;
 mod frontier;
+mod mode;
 mod pgcatalog;
 mod preload;
 mod refresh;

@@ -27,120 +27,14 @@ use engine::render::{quote_ident, quote_literal};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-use crate::api;
 use crate::cdc;
 use crate::definition::{self, Definition, ShapeDifference};
 use crate::error::PgTrickleError;
+use crate::mode;
 use crate::pgcatalog::PgCatalog;
 use crate::refresh;
 use crate::storage::ApplyGuard;
 use crate::stream_table::{self, StreamTable};
-
-/// PostgreSQL's first OID for user objects: anything below is a system object.
-const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
-
-/// Refuses relations that cannot be sources: materialized views and foreign tables (their
-/// changes fire no trigger here), temporary tables (gone with their session, and
-/// invisible to the scheduler), unlogged tables (a crash empties them without any trigger
-/// firing, so their stream tables would silently keep the lost rows), pg_trickle's own
-/// catalog and buffers, and system catalogs (no triggers fire on their writes; PostgreSQL
-/// records no dependencies on them, so they are found in the analysed query).
-pub fn check_sources(def: &Definition) -> Result<(), PgTrickleError> {
-    let mut relations: Vec<pg_sys::Oid> = def.sources.clone();
-    relations.extend(
-        definition::relation_oids(&def.tree)
-            .into_iter()
-            .map(pg_sys::Oid::from),
-    );
-    check_relations(&relations)
-}
-
-/// The views a query reads (by name), which the engine does not expand: a stream table
-/// reading one is maintained FULL (its tables are captured, through the view).
-pub fn views_read(def: &Definition) -> Result<Vec<String>, PgTrickleError> {
-    let oids: Vec<String> = definition::relation_oids(&def.tree)
-        .iter()
-        .map(u32::to_string)
-        .collect();
-    if oids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(Spi::connect(|client| {
-        client
-            .select(
-                &format!(
-                    "SELECT oid::regclass::text FROM pg_catalog.pg_class \
-                     WHERE oid IN ({}) AND relkind = 'v' ORDER BY 1",
-                    oids.join(", ")
-                ),
-                None,
-                &[],
-            )?
-            .filter_map(|row| row.get::<String>(1).transpose())
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })?)
-}
-
-fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
-    for s in sources {
-        let row = Spi::connect(|client| {
-            let t = client.select(
-                &format!(
-                    "SELECT c.oid::regclass::text, c.relpersistence::text, n.nspname::text, \
-                     c.relkind::text \
-                     FROM pg_catalog.pg_class c \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.oid = {}",
-                    s.to_u32()
-                ),
-                None,
-                &[],
-            )?;
-            let Some(r) = t.into_iter().next() else {
-                return Ok(None);
-            };
-            Ok::<_, pgrx::spi::Error>(Some((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-                r.get::<String>(3)?.unwrap_or_default(),
-                r.get::<String>(4)?.unwrap_or_default(),
-            )))
-        })?;
-        let Some((relation, persistence, schema, kind)) = row else {
-            continue;
-        };
-        let what = if kind == "m" {
-            Some(
-                "a materialized view (REFRESH MATERIALIZED VIEW fires no trigger, so its \
-                 changes could not be seen)",
-            )
-        } else if kind == "f" {
-            Some("a foreign table (changes made on its server cannot be seen)")
-        } else if !matches!(kind.as_str(), "r" | "p" | "v") {
-            Some("neither a table nor a view")
-        } else if persistence == "t" {
-            Some("a temporary table")
-        } else if persistence == "u" {
-            Some("an unlogged table (a crash empties it without its stream tables knowing)")
-        } else if schema == "pgtrickle" || schema == "pgtrickle_changes" {
-            Some("part of pg_trickle's own catalog")
-        } else if s.to_u32() < FIRST_NORMAL_OBJECT_ID
-            || schema == "pg_catalog"
-            || schema == "information_schema"
-        {
-            Some("a system catalog")
-        } else {
-            None
-        };
-        if let Some(what) = what {
-            return Err(PgTrickleError::UnsupportedSource {
-                relation,
-                what: what.into(),
-            });
-        }
-    }
-    Ok(())
-}
 
 /// Called by the `ddl_command_end` event trigger for each stream table reading a relation in
 /// `relids` (or stored in one), in its own subtransaction. Not for direct use.
@@ -359,7 +253,7 @@ fn evaluate(
     if let Some(d) = definition::storage_difference(st.relid, &want)? {
         return Ok(Err(d.to_string()));
     }
-    let (plan, reason) = api::differential_reason(planned);
+    let (plan, reason) = mode::differential_reason(planned);
     let (effective_mode, full_reason) = match (st.effective_mode.as_str(), reason) {
         ("FULL", _) => ("FULL".to_string(), None),
         (mode, None) => (mode.to_string(), None),
@@ -402,18 +296,7 @@ fn store(st: &StreamTable, c: Candidate, needs_full: Option<String>) -> Result<(
         "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
         st.id
     ))?;
-    for (source, read) in c.def.sources.iter().zip(&c.def.read) {
-        let columns: Vec<String> = match (&c.plan, c.effective_mode.as_str()) {
-            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
-                .sources
-                .iter()
-                .find(|s| s.id == source.to_u32())
-                .map(|s| s.columns.clone())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
-        definition::record_dependency(st.id, *source, read, &columns)?;
-    }
+    mode::record_dependencies(st.id, &c.def, c.plan.as_ref(), &c.effective_mode)?;
     if c.text != st.query {
         // On one line: PostgreSQL renders queries over several.
         let one_line = c.text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -468,12 +351,12 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
 
 fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
     let def = definition::probe(&st.query)?;
-    check_sources(&def)?;
+    definition::check_sources(&def)?;
     let name = st.qualified();
-    let decision = api::decide(
+    let decision = mode::decide(
         &name,
         &st.refresh_mode,
-        api::plan_definition(&st.query, &def)?,
+        mode::plan_definition(&st.query, &def)?,
     )?;
     let want: Vec<(String, String)> = if st.storage_layout == "plan" {
         let plan =
@@ -536,12 +419,12 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
             .map_or("NULL".into(), quote_literal),
         st.id
     ))?;
-    api::record_sources(st.id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+    mode::record_sources(st.id, &def, decision.plan.as_ref(), decision.effective_mode)?;
     let gone: Vec<pg_sys::Oid> = old_sources
         .into_iter()
         .filter(|s| !def.sources.contains(s))
         .collect();
-    api::release_sources(&gone)?;
+    mode::release_sources(&gone)?;
     // The capture functions maintain IMMEDIATE dependents: write them for the mode now.
     for s in &def.sources {
         cdc::reconcile(*s)?;

@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 
 use crate::error::PgTrickleError;
 use crate::frontier::Frontier;
-use crate::storage::qualified;
+use engine::render::qualified;
 
 /// The columns of `pgt_stream_tables` the refresh needs.
 #[derive(Debug, Clone)]
