@@ -28,6 +28,7 @@ pub struct Definition {
 /// Checks `query` with PostgreSQL (so a bad query fails with PostgreSQL's own error and
 /// SQLSTATE) and describes it. Names resolve with the current search_path.
 pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
+    one_select(query)?;
     crate::storage::drop_temp("__pgt_probe", "VIEW")?;
     Spi::run(&format!(
         "CREATE TEMP VIEW __pgt_probe AS {}",
@@ -94,6 +95,37 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
         columns,
         tree,
     })
+}
+
+/// Refuses (42601) a text that is not exactly one SELECT statement (VALUES and WITH … SELECT
+/// included), by PostgreSQL's own raw parser, before the text is spliced into any statement:
+/// a text with balanced parentheses could otherwise carry a second statement into the
+/// wrapper (`SELECT id FROM q); CREATE TABLE pwned AS (SELECT 1`). A syntax error is
+/// PostgreSQL's own (42601, with its position).
+pub fn one_select(query: &str) -> Result<(), PgTrickleError> {
+    let text = CString::new(query)
+        .map_err(|_| PgTrickleError::Internal("a defining query contains a NUL byte".into()))?;
+    // SAFETY: `pg_parse_query` only parses the NUL-terminated text (which outlives the call)
+    // into nodes in the current memory context, raising an ERROR on a syntax error; each
+    // element of the list is a RawStmt whose `stmt` is read only after a null check.
+    let (count, select) = unsafe {
+        let raw = pgrx::PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
+        let select = raw.head().is_some_and(|r| {
+            !r.is_null()
+                && !(*r).stmt.is_null()
+                && (*(*r).stmt).type_ == pg_sys::NodeTag::T_SelectStmt
+        });
+        (raw.len(), select)
+    };
+    match (count, select) {
+        (1, true) => Ok(()),
+        (1, false) => Err(PgTrickleError::NotOneSelect {
+            found: "a statement of another kind".into(),
+        }),
+        (n, _) => Err(PgTrickleError::NotOneSelect {
+            found: format!("{n} statements"),
+        }),
+    }
 }
 
 /// PostgreSQL's parse analysis of `query` (one SELECT, already accepted by [`probe`]) in its

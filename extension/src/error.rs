@@ -39,6 +39,9 @@ pub enum PgTrickleError {
     },
     #[error("the defining query is empty")]
     EmptyQuery,
+    /// `found` says what the text holds instead ("3 statements").
+    #[error("the defining query must be exactly one SELECT statement, not {found}")]
+    NotOneSelect { found: String },
     /// `name` is schema-qualified and already quoted.
     #[error("stream table {name} needs reinitialisation: {reason}")]
     NeedsReinit { name: String, reason: String },
@@ -80,6 +83,7 @@ impl PgTrickleError {
             PgTrickleError::NotDifferentiable { .. } => "0A000".into(),
             PgTrickleError::NullArgument { .. } => "22004".into(),
             PgTrickleError::EmptyQuery => "42601".into(),
+            PgTrickleError::NotOneSelect { .. } => "42601".into(),
             PgTrickleError::DirectWrite(_) => "42809".into(),
             PgTrickleError::NeedsReinit { .. } => "55000".into(),
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
@@ -123,6 +127,7 @@ impl PgTrickleError {
             }
             PgTrickleError::UnknownStreamTable(_)
             | PgTrickleError::EmptyQuery
+            | PgTrickleError::NotOneSelect { .. }
             | PgTrickleError::InvalidName(_)
             | PgTrickleError::AlreadyExists(_)
             | PgTrickleError::Engine(_)
