@@ -149,9 +149,13 @@ struct Run<'a> {
     spares: Vec<Spare>,
     next_name: u64,
     next_id: i64,
-    /// Stream tables renamed around while a column they read was dropped: their stored query
-    /// can no longer name their sources, so reinitialising them must fail (they are then
-    /// created again, as a user would).
+    /// Stream tables that lost a column they read (dropped, maybe added back since) and were
+    /// not rebuilt yet: their analysed query names a column number that is gone, so they can
+    /// no longer follow renames.
+    lost: Vec<&'static str>,
+    /// Stream tables renamed around while lost: their stored query can no longer name their
+    /// sources, so reinitialising them must fail (they are then created again, as a user
+    /// would).
     stale: Vec<&'static str>,
     report: DdlReport,
     script: Vec<String>,
@@ -189,6 +193,7 @@ pub fn run_ddl(cfg: &DdlConfig) -> Result<DdlReport, String> {
         }],
         next_name: 0,
         next_id: 1,
+        lost: Vec::new(),
         stale: Vec::new(),
         report: DdlReport::default(),
         script: Vec::new(),
@@ -519,11 +524,7 @@ impl Run<'_> {
                     Renamed::Table(t) => s.tables.contains(&t),
                     Renamed::Column(c) => s.reads.contains(&c),
                 };
-                let lost_column = s
-                    .reads
-                    .iter()
-                    .any(|r| self.column(r).is_some_and(|c| c.dropped));
-                if reads_it && lost_column && !self.stale.contains(&s.name) {
+                if reads_it && self.lost.contains(&s.name) && !self.stale.contains(&s.name) {
                     self.stale.push(s.name);
                 }
             }
@@ -556,6 +557,9 @@ impl Run<'_> {
             let gone: Vec<&str> = gone.collect();
             for s in STREAMS {
                 if s.reads.iter().any(|r| gone.contains(r)) {
+                    if !self.lost.contains(&s.name) {
+                        self.lost.push(s.name);
+                    }
                     let status = after.iter().find(|a| a.0 == s.name).map(|a| a.1.as_str());
                     if status != Some("NEEDS_REINIT") {
                         return Err(format!(
@@ -597,6 +601,7 @@ impl Run<'_> {
                 self.report.refused += 1;
                 self.report.recreated += 1;
                 self.stale.retain(|n| *n != s.name);
+                self.lost.retain(|n| *n != s.name);
                 let q = self.render(s.template);
                 self.exec(&format!("SELECT pgtrickle.drop_stream_table('{}')", s.name))?;
                 self.exec(&format!(
@@ -607,7 +612,10 @@ impl Run<'_> {
             } else if status == "NEEDS_REINIT" {
                 self.script.push(refresh.clone());
                 match self.db.batch_execute(&refresh) {
-                    Ok(()) if readable => self.report.reinitialised += 1,
+                    Ok(()) if readable => {
+                        self.report.reinitialised += 1;
+                        self.lost.retain(|n| *n != s.name);
+                    }
                     Ok(()) => {
                         return Err(format!(
                             "{} was reinitialised although a column it reads is dropped",
