@@ -79,13 +79,15 @@ pub fn follow(id: i64, relids: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
 }
 
 /// A stream table waiting for reinitialisation only follows renames, so that its query still
-/// names its sources when it is rebuilt. Not possible once a column it reads was dropped
-/// (the analysed query names that column by number): its reinitialisation then fails with
-/// PostgreSQL's error if a source was renamed meanwhile, and the stream table must be created
-/// again.
+/// names its sources when it is rebuilt. Not possible while a column it reads is gone (the
+/// analysed query names that column by number) and until the column is back under its name:
+/// a rename in that time leaves its stored query naming what is gone, its reinitialisation
+/// fails with PostgreSQL's error, and the stream table must be created again.
 fn follow_names(st: &StreamTable) -> Result<(), PgTrickleError> {
     let deps = definition::dependencies(st.id)?;
     let mut renamed = false;
+    let mut lost = false;
+    let mut back_by_name = true;
     for dep in &deps {
         let Some(name_now) = definition::relation_name(dep.source)? else {
             return Ok(());
@@ -94,10 +96,34 @@ fn follow_names(st: &StreamTable) -> Result<(), PgTrickleError> {
         let now = definition::attributes(dep.source)?;
         for (attnum, name) in dep.read_attnums.iter().zip(&dep.read_names) {
             match now.iter().find(|a| a.attnum == *attnum) {
-                None => return Ok(()),
+                None => lost = true,
                 Some(a) => renamed |= a.name != *name,
             }
+            back_by_name &= now.iter().any(|a| a.name == *name);
         }
+    }
+    if lost {
+        // A column it read was dropped. Once a column of that name is back (and nothing it
+        // reads was renamed meanwhile), its text means what it meant: it is analysed again,
+        // so that later renames are followed.
+        if !renamed && back_by_name {
+            let def = definition::probe(&st.query)?;
+            let before: Vec<pg_sys::Oid> = deps.iter().map(|d| d.source).collect();
+            if def.sources == before {
+                Spi::run(&format!(
+                    "UPDATE pgtrickle.pgt_stream_tables SET query_tree = {} WHERE pgt_id = {}",
+                    quote_literal(&def.tree),
+                    st.id
+                ))?;
+                Spi::run(&format!(
+                    "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
+                    st.id
+                ))?;
+                // Capture is recorded anew when it is rebuilt.
+                mode::record_dependencies(st.id, &def, None, "FULL")?;
+            }
+        }
+        return Ok(());
     }
     if !renamed {
         return Ok(());

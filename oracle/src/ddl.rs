@@ -500,6 +500,23 @@ impl Run<'_> {
             if c.dropped {
                 c.dropped = false;
                 c.type_index = 0;
+                // Back under its name: a stream table that lost columns and was not renamed
+                // around meanwhile is analysed again (and follows renames) once all are back.
+                let back: Vec<&'static str> = self
+                    .read
+                    .iter()
+                    .filter(|c| !c.dropped)
+                    .map(|c| c.logical)
+                    .collect();
+                let stale = self.stale.clone();
+                self.lost.retain(|name| {
+                    let reads = STREAMS
+                        .iter()
+                        .find(|s| s.name == *name)
+                        .map_or(&[][..], |s| s.reads);
+                    stale.contains(name) || !reads.iter().all(|r| back.contains(r))
+                });
+                let c = &mut self.read[i];
                 (
                     "add read column back",
                     format!(
