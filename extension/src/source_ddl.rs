@@ -463,7 +463,8 @@ extension_sql!(
 REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_ddl(bigint, oid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_capture(oid) FROM PUBLIC;
 
--- ALTER TABLE of a source or of a stream table's storage (source_ddl.rs). SECURITY DEFINER,
+-- ALTER TABLE of a source or of a stream table's storage, and ALTER SCHEMA … RENAME of a
+-- schema holding either (source_ddl.rs). SECURITY DEFINER,
 -- as on_sql_drop: the role altering its own table may not write the catalog or the buffers.
 -- Each step runs in a subtransaction; nothing here may make the DDL or later writes fail.
 CREATE FUNCTION pgtrickle.on_ddl_command_end() RETURNS event_trigger
@@ -474,11 +475,16 @@ DECLARE
     src oid;
     msg text;
 BEGIN
-    SELECT array_agg(DISTINCT c.objid) INTO rels
-      FROM pg_event_trigger_ddl_commands() c
-     WHERE c.classid = 'pg_catalog.pg_class'::regclass
-       AND (EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = c.objid)
-            OR EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = c.objid));
+    -- The relations altered: by ALTER TABLE, or every relation of a renamed schema.
+    SELECT array_agg(DISTINCT r.relid) INTO rels
+      FROM (SELECT c.objid AS relid FROM pg_event_trigger_ddl_commands() c
+             WHERE c.classid = 'pg_catalog.pg_class'::regclass
+            UNION
+            SELECT k.oid FROM pg_event_trigger_ddl_commands() c
+              JOIN pg_catalog.pg_class k ON k.relnamespace = c.objid
+             WHERE c.classid = 'pg_catalog.pg_namespace'::regclass) AS r
+     WHERE EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = r.relid)
+        OR EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.relid);
     IF rels IS NULL THEN
         RETURN;
     END IF;
@@ -532,7 +538,7 @@ BEGIN
 END
 $$;
 CREATE EVENT TRIGGER pgt_ddl_command_end ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER SCHEMA')
     EXECUTE FUNCTION pgtrickle.on_ddl_command_end();
 "#,
     name = "source_ddl_handling",
