@@ -68,13 +68,15 @@ fn create_stream_table(
     initialize: default!(Option<bool>, true),
 ) -> Result<(), ErrorReport> {
     const F: &str = "create_stream_table";
-    Ok(create(
-        required(F, "name", name)?,
-        required(F, "query", query)?,
-        required(F, "schedule", schedule)?,
-        required(F, "refresh_mode", refresh_mode)?,
-        required(F, "initialize", initialize)?,
-    )?)
+    Ok(refresh::with_standard_strings(|| {
+        create(
+            required(F, "name", name)?,
+            required(F, "query", query)?,
+            required(F, "schedule", schedule)?,
+            required(F, "refresh_mode", refresh_mode)?,
+            required(F, "initialize", initialize)?,
+        )
+    })?)
 }
 
 /// The value of an argument that must not be NULL.
@@ -168,19 +170,22 @@ fn name_array(names: &[String]) -> String {
 /// when its mode says so or this cycle requires it (a NOTICE then says why).
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
-    let st = stream_table::find(required("refresh_stream_table", "name", name)?, true)?;
-    if st.status == "NEEDS_REINIT" {
-        crate::source_ddl::reinitialise(&st)?;
-    } else {
-        refresh::refresh(&st, None)?;
-    }
-    Ok(())
+    Ok(refresh::with_standard_strings(|| {
+        let st = stream_table::find(required("refresh_stream_table", "name", name)?, true)?;
+        if st.status == "NEEDS_REINIT" {
+            crate::source_ddl::reinitialise(&st)
+        } else {
+            refresh::refresh(&st, None).map(|_| ())
+        }
+    })?)
 }
 
 /// Drops a stream table, its storage, and the change capture of sources nothing else reads.
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
-    Ok(drop(required("drop_stream_table", "name", name)?)?)
+    Ok(refresh::with_standard_strings(|| {
+        drop(required("drop_stream_table", "name", name)?)
+    })?)
 }
 
 fn drop(name: &str) -> Result<(), PgTrickleError> {
@@ -191,6 +196,9 @@ fn drop(name: &str) -> Result<(), PgTrickleError> {
         st.id
     ))?;
     Spi::run(&format!("DROP TABLE {}", st.qualified()))?;
+    for temp in refresh::cache::forget(st.id) {
+        crate::storage::drop_temp(&temp, "TABLE")?;
+    }
     mode::release_sources(&sources)
 }
 
@@ -203,12 +211,14 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
 ) -> Result<(), ErrorReport> {
-    Ok(alter(
-        required("alter_stream_table", "name", name)?,
-        schedule,
-        refresh_mode,
-        status,
-    )?)
+    Ok(refresh::with_standard_strings(|| {
+        alter(
+            required("alter_stream_table", "name", name)?,
+            schedule,
+            refresh_mode,
+            status,
+        )
+    })?)
 }
 
 fn alter(
@@ -386,7 +396,8 @@ $$;
 -- write the catalog or the buffers; an event trigger function cannot be called directly, and
 -- it only acts on relations that were just dropped. Drops of anything else return at once.
 CREATE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     obj record;
     src oid;

@@ -63,6 +63,8 @@ CREATE TABLE pgtrickle.pgt_dependencies (
     read_names      name[] NOT NULL DEFAULT '{}',
     read_types      text[] NOT NULL DEFAULT '{}',
     source_name     text,
+    -- The source's relfilenode then: ALTER TABLE rewrites change values without triggers.
+    source_filenode oid,
     PRIMARY KEY (pgt_id, source_relid)
 );
 CREATE INDEX ON pgtrickle.pgt_dependencies (source_relid);

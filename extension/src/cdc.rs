@@ -355,7 +355,8 @@ fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTri
     // makes their next maintenance FULL.
     Spi::run(&format!(
         r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $pgt$
 DECLARE
   st oid;
 BEGIN

@@ -19,8 +19,8 @@ pub struct Definition {
     pub sources: Vec<pg_sys::Oid>,
     /// Per source (same order), the column numbers PostgreSQL records the query depends on.
     pub read: Vec<Vec<i16>>,
-    /// Result columns: name and type OID, in order.
-    pub columns: Vec<(String, u32)>,
+    /// Result columns: name and type (`format_type` with the typmod), in order.
+    pub columns: Vec<(String, String)>,
     /// The analysed query (`nodeToString` of PostgreSQL's parse analysis, before rewriting).
     pub tree: String,
 }
@@ -67,10 +67,11 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
-    let columns: Vec<(String, u32)> = Spi::connect(|client| {
+    let columns: Vec<(String, String)> = Spi::connect(|client| {
         client
             .select(
-                "SELECT attname::text, atttypid::int8 FROM pg_catalog.pg_attribute \
+                "SELECT attname::text, format_type(atttypid, atttypmod) \
+                 FROM pg_catalog.pg_attribute \
                  WHERE attrelid = 'pg_temp.__pgt_probe'::regclass AND attnum > 0 \
                  ORDER BY attnum",
                 None,
@@ -79,9 +80,7 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
             .map(|row| {
                 Ok((
                     row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<i64>(2)?
-                        .and_then(|t| u32::try_from(t).ok())
-                        .unwrap_or(0),
+                    row.get::<String>(2)?.unwrap_or_default(),
                 ))
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
@@ -214,21 +213,47 @@ pub fn record_dependency(
 ) -> Result<(), PgTrickleError> {
     let oid = source.to_u32();
     let attnums: Vec<String> = read.iter().map(i16::to_string).collect();
-    Spi::run(&format!(
-        "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, columns_used, \
-           read_attnums, read_names, read_types, source_name) \
-         SELECT {id}, {oid}, {capture}, \
-           coalesce(array_agg(a.attnum ORDER BY a.attnum), '{{}}'), \
-           coalesce(array_agg(a.attname ORDER BY a.attnum), '{{}}'), \
-           coalesce(array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum), '{{}}'), \
-           {oid}::regclass::text \
-         FROM pg_catalog.pg_attribute a WHERE a.attrelid = {oid} AND a.attnum > 0 \
+    let columns = format!(
+        "FROM pg_catalog.pg_attribute a WHERE a.attrelid = {oid} AND a.attnum > 0 \
            AND NOT a.attisdropped \
            AND (a.attnum = ANY (ARRAY[{attnums}]::int2[]) OR a.attname = ANY ({capture}))",
         capture = name_array(capture),
         attnums = attnums.join(", "),
+    );
+    // The source's name as the stream table's search_path renders it (the caller's).
+    Spi::run(&format!(
+        "INSERT INTO pgtrickle.pgt_dependencies (pgt_id, source_relid, columns_used, \
+           read_attnums, read_names, source_name, source_filenode) \
+         SELECT {id}, {oid}, {capture}, \
+           coalesce(array_agg(a.attnum ORDER BY a.attnum), '{{}}'), \
+           coalesce(array_agg(a.attname ORDER BY a.attnum), '{{}}'), \
+           {oid}::regclass::text, pg_catalog.pg_relation_filenode({oid}) {columns}",
+        capture = name_array(capture),
     ))?;
-    Ok(())
+    canonical(|| {
+        Spi::run(&format!(
+            "UPDATE pgtrickle.pgt_dependencies SET read_types = (SELECT \
+               coalesce(array_agg({SNAPSHOT_TYPE} ORDER BY a.attnum), '{{}}') {columns}) \
+             WHERE pgt_id = {id} AND source_relid = {oid}"
+        ))?;
+        Ok(())
+    })
+}
+
+/// SQL for the type of attribute `a` as the snapshots record it: `format_type` with the
+/// typmod, and the collation when it is not the type's default (a collation change alters
+/// comparisons, MIN/MAX and grouping). Evaluated under a fixed search_path (see
+/// [`canonical`]) so that a type outside `pg_catalog` is always schema-qualified, whoever asks.
+const SNAPSHOT_TYPE: &str = "format_type(a.atttypid, a.atttypmod) || coalesce((\
+    SELECT ' COLLATE ' || quote_ident(n.nspname) || '.' || quote_ident(co.collname) \
+    FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace n ON n.oid = co.collnamespace \
+    JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid \
+    WHERE co.oid = a.attcollation AND a.attcollation <> ty.typcollation), '')";
+
+/// Runs `f` with `search_path = pg_catalog`, so that type names come out the same in every
+/// session and in the event trigger (whose functions run with their own search_path).
+fn canonical<R>(f: impl FnOnce() -> Result<R, PgTrickleError>) -> Result<R, PgTrickleError> {
+    crate::refresh::with_search_path("pg_catalog", f)
 }
 
 /// `ARRAY[...]::name[]` of quoted literals.
@@ -241,6 +266,11 @@ pub fn name_array(names: &[String]) -> String {
 #[derive(Debug, Clone)]
 pub struct Dependency {
     pub source: pg_sys::Oid,
+    /// The columns its delta captures (names as of the snapshot).
+    pub columns_used: Vec<String>,
+    /// The source's file when the snapshot was taken: a table rewrite (ALTER COLUMN … TYPE
+    /// … USING, a volatile default) changes values without any trigger firing.
+    pub source_filenode: Option<pg_sys::Oid>,
     pub read_attnums: Vec<i16>,
     pub read_names: Vec<String>,
     pub read_types: Vec<String>,
@@ -251,7 +281,8 @@ pub struct Dependency {
 pub fn dependencies(id: i64) -> Result<Vec<Dependency>, PgTrickleError> {
     let sql = format!(
         "SELECT source_relid, read_attnums, read_names::text[], \
-         read_types, source_name FROM pgtrickle.pgt_dependencies WHERE pgt_id = {id} \
+         read_types, source_name, columns_used::text[], source_filenode \
+         FROM pgtrickle.pgt_dependencies WHERE pgt_id = {id} \
          ORDER BY source_relid"
     );
     let deps = Spi::connect(|client| {
@@ -266,6 +297,8 @@ pub fn dependencies(id: i64) -> Result<Vec<Dependency>, PgTrickleError> {
                     read_names: row.get::<Vec<String>>(3)?.unwrap_or_default(),
                     read_types: row.get::<Vec<String>>(4)?.unwrap_or_default(),
                     source_name: row.get::<String>(5)?,
+                    columns_used: row.get::<Vec<String>>(6)?.unwrap_or_default(),
+                    source_filenode: row.get::<pg_sys::Oid>(7)?,
                 })
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
@@ -283,7 +316,7 @@ pub fn dependencies(id: i64) -> Result<Vec<Dependency>, PgTrickleError> {
     Ok(deps)
 }
 
-/// A relation's live column: name and `format_type`.
+/// A relation's live column: name and type as the snapshots record it (`SNAPSHOT_TYPE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
     pub attnum: i16,
@@ -294,23 +327,25 @@ pub struct Attribute {
 /// The live (not dropped) columns of `rel`, by number.
 pub fn attributes(rel: pg_sys::Oid) -> Result<Vec<Attribute>, PgTrickleError> {
     let sql = format!(
-        "SELECT attnum, attname::text, format_type(atttypid, atttypmod) \
-         FROM pg_catalog.pg_attribute WHERE attrelid = {} AND attnum > 0 AND NOT attisdropped \
-         ORDER BY attnum",
+        "SELECT a.attnum, a.attname::text, {SNAPSHOT_TYPE} \
+         FROM pg_catalog.pg_attribute a WHERE a.attrelid = {} AND a.attnum > 0 \
+         AND NOT a.attisdropped ORDER BY a.attnum",
         rel.to_u32()
     );
-    Ok(Spi::connect(|client| {
-        client
-            .select(&sql, None, &[])?
-            .map(|row| {
-                Ok(Attribute {
-                    attnum: row.get::<i16>(1)?.unwrap_or(0),
-                    name: row.get::<String>(2)?.unwrap_or_default(),
-                    type_sql: row.get::<String>(3)?.unwrap_or_default(),
+    canonical(|| {
+        Ok(Spi::connect(|client| {
+            client
+                .select(&sql, None, &[])?
+                .map(|row| {
+                    Ok(Attribute {
+                        attnum: row.get::<i16>(1)?.unwrap_or(0),
+                        name: row.get::<String>(2)?.unwrap_or_default(),
+                        type_sql: row.get::<String>(3)?.unwrap_or_default(),
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })?)
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })?)
+    })
 }
 
 /// `rel` as the current search_path renders it (`regclass` output), or None when it is gone.
@@ -324,16 +359,17 @@ pub fn relation_name(rel: pg_sys::Oid) -> Result<Option<String>, PgTrickleError>
 /// How a storage table's columns differ from `want` (name and type, in order), or None when
 /// they are the same. Types are compared as resolved type OIDs (`want` types are SQL type
 /// names, resolved with `to_regtype`); a type binary-coercible to the storage's counts as the
-/// same.
+/// same, and with `modifiers` the type modifiers must match too.
 pub fn storage_difference(
     storage: pg_sys::Oid,
     want: &[(String, String)],
+    modifiers: bool,
 ) -> Result<Option<ShapeDifference>, PgTrickleError> {
     let have: Vec<(String, u32, String)> = Spi::connect(|client| {
         client
             .select(
                 &format!(
-                    "SELECT attname::text, atttypid::int8, format_type(atttypid, NULL) \
+                    "SELECT attname::text, atttypid::int8, format_type(atttypid, atttypmod) \
                      FROM pg_catalog.pg_attribute WHERE attrelid = {} AND attnum > 0 \
                      AND NOT attisdropped ORDER BY attnum",
                     storage.to_u32()
@@ -390,11 +426,20 @@ pub fn storage_difference(
                  AND casttarget = {have_oid} AND castmethod = 'b')"
             ))?
             .unwrap_or(false);
-        if !coercible {
+        // A length, precision or scale (varchar(10) → varchar(20)) is part of the type: a
+        // value that fits the new one may not fit the storage's. Compared when asked (a
+        // source column's type changed, a rebuild): the engine does not always carry
+        // modifiers through expressions, so a rename alone must not count as a change.
+        let same_modifier = !modifiers || type_modifier(want_sql) == type_modifier(have_sql);
+        if !coercible || !same_modifier {
             retyped.push(Retyped {
                 column: name.clone(),
                 have: have_sql.clone(),
-                want: want_shown,
+                want: if type_modifier(want_sql).is_some() {
+                    want_sql.clone()
+                } else {
+                    want_shown
+                },
             });
         }
     }
@@ -403,6 +448,19 @@ pub fn storage_difference(
     } else {
         Some(ShapeDifference::Types(retyped))
     })
+}
+
+/// The modifier of a type's SQL (`10` of `character varying(10)`, `10,2` of `numeric(10, 2)`,
+/// `3` of `timestamp(3) without time zone`), without spaces; None when it has none.
+fn type_modifier(type_sql: &str) -> Option<String> {
+    let open = type_sql.find('(')?;
+    let close = type_sql[open..].find(')')? + open;
+    Some(
+        type_sql[open + 1..close]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect(),
+    )
 }
 
 /// A storage column whose type differs from the one the query now produces.
@@ -449,14 +507,7 @@ impl std::fmt::Display for ShapeDifference {
 
 /// The result columns of `def` as (name, type SQL) pairs, for [`storage_difference`].
 pub fn result_columns(def: &Definition) -> Result<Vec<(String, String)>, PgTrickleError> {
-    def.columns
-        .iter()
-        .map(|(name, ty)| {
-            let sql = Spi::get_one::<String>(&format!("SELECT format_type({ty}, NULL)"))?
-                .ok_or_else(|| PgTrickleError::Internal(format!("type {ty} has no name")))?;
-            Ok((name.clone(), sql))
-        })
-        .collect()
+    Ok(def.columns.clone())
 }
 
 /// PostgreSQL's first OID for user objects: anything below is a system object.

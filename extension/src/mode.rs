@@ -170,19 +170,28 @@ pub(crate) fn record_dependencies(
 ) -> Result<Vec<(pg_sys::Oid, Vec<String>)>, PgTrickleError> {
     let mut out = Vec::new();
     for (source, read) in def.sources.iter().zip(&def.read) {
-        let columns: Vec<String> = match (plan, effective_mode) {
-            (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
-                .sources
-                .iter()
-                .find(|s| s.id == source.to_u32())
-                .map(|s| s.columns.clone())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        };
+        let columns = captured_columns(plan, effective_mode, *source);
         definition::record_dependency(id, *source, read, &columns)?;
         out.push((*source, columns));
     }
     Ok(out)
+}
+
+/// The columns of `source` a stream table's delta reads in `effective_mode` (none for FULL).
+pub(crate) fn captured_columns(
+    plan: Option<&Plan>,
+    effective_mode: &str,
+    source: pg_sys::Oid,
+) -> Vec<String> {
+    match (plan, effective_mode) {
+        (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
+            .sources
+            .iter()
+            .find(|s| s.id == source.to_u32())
+            .map(|s| s.columns.clone())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// Drops the capture of sources no stream table reads any more; cleans the others' buffers.

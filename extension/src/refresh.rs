@@ -43,7 +43,8 @@ pub fn refresh(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTric
 }
 
 /// Runs `f` with the stream table's creation-time search_path (so its query means what it
-/// meant at creation, whoever refreshes: a user, the scheduler, a capture trigger) and with
+/// meant at creation, whoever refreshes: a user, the scheduler, a capture trigger), with
+/// standard-conforming strings (see [`with_standard_strings`]) and with
 /// generic plans for prepared statements (their only parameters are the previous frontier,
 /// whose value does not change which plan is best), then restores both — what a function's
 /// SET clause does, without an SQL round trip. On error the (sub)transaction's abort restores
@@ -58,14 +59,24 @@ pub(crate) fn with_search_path<R>(
         &[
             (c"search_path", path.as_c_str()),
             (c"plan_cache_mode", c"force_generic_plan"),
+            (c"standard_conforming_strings", c"on"),
         ],
         f,
     )
 }
 
+/// Runs `f` with `standard_conforming_strings = on`: every literal pg_trickle writes into SQL
+/// is quoted for it (`quote_literal` doubles quotes, not backslashes), whatever the caller's
+/// session says. Every SQL entry point runs inside it.
+pub(crate) fn with_standard_strings<R>(
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    with_settings(&[(c"standard_conforming_strings", c"on")], f)
+}
+
 /// Runs `f` with the given settings, restored afterwards (by the (sub)transaction's abort if
 /// `f` raises an error).
-fn with_settings<R>(
+pub(crate) fn with_settings<R>(
     settings: &[(&CStr, &CStr)],
     f: impl FnOnce() -> Result<R, PgTrickleError>,
 ) -> Result<R, PgTrickleError> {

@@ -157,6 +157,7 @@ fn assess(
     let deps = definition::dependencies(st.id)?;
     let mut renamed = false;
     let mut retyped: Vec<String> = Vec::new();
+    let mut rewritten: Vec<String> = Vec::new();
     let mut partitioned = false;
     for dep in &deps {
         let Some(name_now) = definition::relation_name(dep.source)? else {
@@ -192,6 +193,15 @@ fn assess(
                 }
             }
         }
+        // A rewrite (ALTER COLUMN … TYPE … USING with the same type, a volatile default)
+        // changes values that no trigger reported.
+        let filenode = Spi::get_one::<pg_sys::Oid>(&format!(
+            "SELECT pg_catalog.pg_relation_filenode({})",
+            dep.source.to_u32()
+        ))?;
+        if dep.source_filenode.is_some() && filenode != dep.source_filenode {
+            rewritten.push(name_now.clone());
+        }
         if relids.contains(&dep.source) {
             partitioned |= Spi::get_one::<bool>(&format!(
                 "SELECT relkind = 'p' FROM pg_catalog.pg_class WHERE oid = {}",
@@ -201,34 +211,77 @@ fn assess(
         }
     }
     // After a rename the user's text names what is gone: PostgreSQL renders the query again
-    // from what it analysed (same relations, same columns, today's names).
-    let text = if renamed {
-        deparsed(st)?
+    // from what it analysed (same relations, same columns, today's names). Without one, the
+    // text is read again, but kept only if it still means what it meant: rendered from its
+    // new analysis it must read exactly as the stored analysis does (an added column can
+    // capture an unqualified name, or widen `SELECT *`); otherwise the stored analysis wins.
+    let candidate = if renamed {
+        evaluate(st, &deps, &deparsed(st)?, !retyped.is_empty())?
     } else {
-        st.query.clone()
-    };
-    let mut candidate = evaluate(st, &deps, &text)?;
-    if candidate.is_err() && !renamed && st.query_tree.is_some() {
-        // Re-reading the user's text can mean more than it meant (`SELECT *` over a source
-        // that gained a column); the analysed form keeps what it meant at creation.
-        let again = deparsed(st)?;
-        if again != text {
-            if let Ok(c) = evaluate(st, &deps, &again)? {
-                candidate = Ok(c);
+        match evaluate(st, &deps, &st.query, !retyped.is_empty())? {
+            Ok(c)
+                if st.query_tree.is_none()
+                    || definition::deparse(&c.def.tree)? == deparsed(st)? =>
+            {
+                Ok(c)
             }
+            _ => match evaluate(st, &deps, &deparsed(st)?, !retyped.is_empty())? {
+                Ok(c) => Ok(c),
+                Err(reason) => Err(reason),
+            },
         }
+    };
+    let candidate = match candidate {
+        Ok(c) => c,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    // The columns its delta captures, by number, before and after: a change (a new key, say)
+    // means rows captured so far lack what the delta now reads.
+    let mut recaptured = false;
+    for dep in &deps {
+        let before: Vec<i16> = dep
+            .columns_used
+            .iter()
+            .filter_map(|n| {
+                dep.read_names
+                    .iter()
+                    .position(|r| r == n)
+                    .and_then(|i| dep.read_attnums.get(i).copied())
+            })
+            .collect();
+        let wanted = mode::captured_columns(
+            candidate.plan.as_ref(),
+            &candidate.effective_mode,
+            dep.source,
+        );
+        let now = definition::attributes(dep.source)?;
+        let after: Vec<i16> = wanted
+            .iter()
+            .filter_map(|n| now.iter().find(|a| &a.name == n).map(|a| a.attnum))
+            .collect();
+        let (mut b, mut a) = (before, after);
+        b.sort_unstable();
+        a.sort_unstable();
+        recaptured |= a != b && !a.is_empty();
     }
     let needs_full = if !retyped.is_empty() {
         Some(format!(
             "the type of a column it reads changed ({})",
             retyped.join(", ")
         ))
+    } else if !rewritten.is_empty() {
+        Some(format!(
+            "a source was rewritten by ALTER TABLE ({})",
+            rewritten.join(", ")
+        ))
     } else if partitioned {
         Some("a partitioned source was altered (rows of attached or detached partitions are not captured)".to_string())
+    } else if recaptured {
+        Some("the columns its delta reads from a source changed".to_string())
     } else {
         None
     };
-    Ok(candidate.map(|c| (c, needs_full)))
+    Ok(Ok((candidate, needs_full)))
 }
 
 /// The stored analysed query rendered with today's names.
@@ -250,6 +303,7 @@ fn evaluate(
     st: &StreamTable,
     deps: &[definition::Dependency],
     text: &str,
+    modifiers: bool,
 ) -> Result<Result<Candidate, String>, PgTrickleError> {
     let def = definition::probe(text)?;
     let before: Vec<u32> = deps.iter().map(|d| d.source.to_u32()).collect();
@@ -276,7 +330,7 @@ fn evaluate(
     } else {
         definition::result_columns(&def)?
     };
-    if let Some(d) = definition::storage_difference(st.relid, &want)? {
+    if let Some(d) = definition::storage_difference(st.relid, &want, modifiers)? {
         return Ok(Err(d.to_string()));
     }
     let (plan, reason) = mode::differential_reason(planned);
@@ -406,7 +460,7 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
         }
         definition::result_columns(&def)?
     };
-    let difference = definition::storage_difference(st.relid, &want)?;
+    let difference = definition::storage_difference(st.relid, &want, true)?;
     if let Some(d @ ShapeDifference::Columns { .. }) = &difference {
         return Err(PgTrickleError::CannotReinit {
             name,
@@ -468,21 +522,27 @@ REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_capture(oid) FROM PUBLIC;
 -- as on_sql_drop: the role altering its own table may not write the catalog or the buffers.
 -- Each step runs in a subtransaction; nothing here may make the DDL or later writes fail.
 CREATE FUNCTION pgtrickle.on_ddl_command_end() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
 DECLARE
     rels oid[];
     st record;
     src oid;
     msg text;
 BEGIN
-    -- The relations altered: by ALTER TABLE, or every relation of a renamed schema.
-    SELECT array_agg(DISTINCT r.relid) INTO rels
-      FROM (SELECT c.objid AS relid FROM pg_event_trigger_ddl_commands() c
+    -- The relations altered: by ALTER TABLE (with the partitions and inheritance children it
+    -- recursed to, which are not reported), or every relation of a renamed schema.
+    WITH RECURSIVE altered(relid) AS (
+            SELECT c.objid FROM pg_event_trigger_ddl_commands() c
              WHERE c.classid = 'pg_catalog.pg_class'::regclass
             UNION
             SELECT k.oid FROM pg_event_trigger_ddl_commands() c
               JOIN pg_catalog.pg_class k ON k.relnamespace = c.objid
-             WHERE c.classid = 'pg_catalog.pg_namespace'::regclass) AS r
+             WHERE c.classid = 'pg_catalog.pg_namespace'::regclass
+            UNION
+            SELECT i.inhrelid FROM altered JOIN pg_catalog.pg_inherits i ON i.inhparent = altered.relid)
+    SELECT array_agg(DISTINCT r.relid) INTO rels
+      FROM altered AS r
      WHERE EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = r.relid)
         OR EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.relid);
     IF rels IS NULL THEN
@@ -504,12 +564,18 @@ BEGIN
             PERFORM pgtrickle.follow_source_ddl(st.pgt_id, rels);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
-            UPDATE pgtrickle.pgt_stream_tables
-               SET status = 'NEEDS_REINIT',
-                   last_error = format('after ALTER TABLE of a source: %s', msg)
-             WHERE pgt_id = st.pgt_id;
-            RAISE WARNING 'stream table % needs reinitialisation: %', st.name, msg
-                USING HINT = 'refresh_stream_table() rebuilds it once its defining query works again.';
+            -- Flagging may fail too (a deadlock with a refresh of that stream table): the
+            -- user's DDL must not; its next refresh then fails and says why.
+            BEGIN
+                UPDATE pgtrickle.pgt_stream_tables
+                   SET status = 'NEEDS_REINIT',
+                       last_error = format('after ALTER TABLE of a source: %s', msg)
+                 WHERE pgt_id = st.pgt_id;
+                RAISE WARNING 'stream table % needs reinitialisation: %', st.name, msg
+                    USING HINT = 'refresh_stream_table() rebuilds it once its defining query works again.';
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'pg_trickle could not follow ALTER TABLE for stream table %: %', st.name, msg;
+            END;
         END;
     END LOOP;
     FOR src IN SELECT DISTINCT d.source_relid FROM pgtrickle.pgt_dependencies d

@@ -130,6 +130,18 @@ pub fn diff_state(
     None
 }
 
+/// Forgets this session's states of stream table `id` (it is being dropped) and returns the
+/// names of their delta temp tables, for the caller to drop: a temp table left behind would
+/// keep depending on the source's column types (a DROP TYPE would fail) until the session ends.
+pub fn forget(id: i64) -> Vec<String> {
+    let removed: Vec<Rc<DiffState>> = DIFFS.with(|d| {
+        let mut d = d.borrow_mut();
+        let keys: Vec<(i64, u32)> = d.keys().filter(|k| k.0 == id).copied().collect();
+        keys.iter().filter_map(|k| d.remove(k)).collect()
+    });
+    removed.iter().map(|s| s.temp_name.clone()).collect()
+}
+
 /// Stores the state built for stream table `id` (replacing any other).
 pub fn store_diff_state(id: i64, state: Rc<DiffState>) {
     let key = (id, current_user());
