@@ -68,7 +68,7 @@ fn create_stream_table(
     initialize: default!(Option<bool>, true),
 ) -> Result<(), ErrorReport> {
     const F: &str = "create_stream_table";
-    Ok(refresh::with_standard_strings(|| {
+    Ok(crate::settings::with_standard_strings(|| {
         create(
             required(F, "name", name)?,
             required(F, "query", query)?,
@@ -170,7 +170,7 @@ fn name_array(names: &[String]) -> String {
 /// when its mode says so or this cycle requires it (a NOTICE then says why).
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
-    Ok(refresh::with_standard_strings(|| {
+    Ok(crate::settings::with_standard_strings(|| {
         let st = stream_table::find(required("refresh_stream_table", "name", name)?, true)?;
         if st.status == "NEEDS_REINIT" {
             crate::source_ddl::reinitialise(&st)
@@ -183,7 +183,7 @@ fn refresh_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
 /// Drops a stream table, its storage, and the change capture of sources nothing else reads.
 #[pg_extern(volatile, parallel_unsafe)]
 fn drop_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
-    Ok(refresh::with_standard_strings(|| {
+    Ok(crate::settings::with_standard_strings(|| {
         drop(required("drop_stream_table", "name", name)?)
     })?)
 }
@@ -211,7 +211,7 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
 ) -> Result<(), ErrorReport> {
-    Ok(refresh::with_standard_strings(|| {
+    Ok(crate::settings::with_standard_strings(|| {
         alter(
             required("alter_stream_table", "name", name)?,
             schedule,
@@ -283,8 +283,9 @@ fn alter(
 /// columns the delta reads, and the next refresh runs FULL once when the stream table was
 /// FULL, because rows captured so far lack those columns.
 fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>, PgTrickleError> {
-    let planned =
-        refresh::with_search_path(&st.search_path, || Ok(engine::plan(&st.query, &PgCatalog)))?;
+    let planned = crate::settings::with_search_path(&st.search_path, || {
+        Ok(engine::plan(&st.query, &PgCatalog))
+    })?;
     let decision = decide(&st.qualified(), mode, planned)?;
     let incremental = matches!(decision.effective_mode, "DIFFERENTIAL" | "IMMEDIATE");
     if incremental && st.storage_layout != "plan" {

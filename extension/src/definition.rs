@@ -253,7 +253,7 @@ const SNAPSHOT_TYPE: &str = "format_type(a.atttypid, a.atttypmod) || coalesce((\
 /// Runs `f` with `search_path = pg_catalog`, so that type names come out the same in every
 /// session and in the event trigger (whose functions run with their own search_path).
 fn canonical<R>(f: impl FnOnce() -> Result<R, PgTrickleError>) -> Result<R, PgTrickleError> {
-    crate::refresh::with_search_path("pg_catalog", f)
+    crate::settings::with_search_path("pg_catalog", f)
 }
 
 /// `ARRAY[...]::name[]` of quoted literals.

@@ -18,6 +18,7 @@ mod preload;
 mod refresh;
 mod schedule;
 mod scheduler;
+mod settings;
 mod source_ddl;
 mod storage;
 mod stream_table;

@@ -70,9 +70,9 @@ pub fn follow(id: i64, relids: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
         return Ok(());
     };
     if st.status == "NEEDS_REINIT" {
-        return refresh::with_search_path(&st.search_path, || follow_names(&st));
+        return crate::settings::with_search_path(&st.search_path, || follow_names(&st));
     }
-    refresh::with_search_path(&st.search_path, || match assess(&st, relids)? {
+    crate::settings::with_search_path(&st.search_path, || match assess(&st, relids)? {
         Ok((candidate, needs_full)) => store(&st, candidate, needs_full),
         Err(reason) => flag(&st, &reason),
     })
@@ -421,7 +421,7 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
         "stream table {} is being reinitialised ({reason})",
         st.qualified()
     );
-    refresh::with_search_path(&st.search_path, || rebuild(st))?;
+    crate::settings::with_search_path(&st.search_path, || rebuild(st))?;
     let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
         PgTrickleError::Internal(format!("stream table {} vanished", st.qualified()))
     })?;
