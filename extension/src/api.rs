@@ -15,7 +15,6 @@ use crate::cdc;
 use crate::definition;
 use crate::error::PgTrickleError;
 use crate::mode::{self, decide, plan_definition};
-use crate::pgcatalog::PgCatalog;
 use crate::refresh;
 use crate::schedule;
 use crate::storage::{self, qualified};
@@ -284,7 +283,7 @@ fn alter(
 /// FULL, because rows captured so far lack those columns.
 fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>, PgTrickleError> {
     let planned = crate::settings::with_search_path(&st.search_path, || {
-        Ok(engine::plan(&st.query, &PgCatalog))
+        plan_definition(&st.query, &definition::probe(&st.query)?)
     })?;
     let decision = decide(&st.qualified(), mode, planned)?;
     let incremental = matches!(decision.effective_mode, "DIFFERENTIAL" | "IMMEDIATE");
