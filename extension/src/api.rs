@@ -17,8 +17,9 @@ use crate::error::PgTrickleError;
 use crate::mode::{self, decide, plan_definition};
 use crate::refresh;
 use crate::schedule;
-use crate::storage::{self, qualified};
+use crate::storage;
 use crate::stream_table::{self, parse_name};
+use engine::render::qualified;
 
 const MODES: &[&str] = &["AUTO", "DIFFERENTIAL", "FULL", "IMMEDIATE"];
 
@@ -159,10 +160,6 @@ fn create(
         refresh::initial_load(&st)?;
     }
     Ok(())
-}
-
-fn name_array(names: &[String]) -> String {
-    definition::name_array(names)
 }
 
 /// Refreshes a stream table now: DIFFERENTIAL over the changes since its last refresh, or FULL
@@ -314,7 +311,7 @@ fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>
                 Spi::run(&format!(
                     "UPDATE pgtrickle.pgt_dependencies SET columns_used = {} \
                      WHERE pgt_id = {} AND source_relid = {}",
-                    name_array(&s.columns),
+                    definition::name_array(&s.columns),
                     st.id,
                     s.id
                 ))?;

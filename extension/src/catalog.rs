@@ -12,7 +12,7 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     pgt_schema          name NOT NULL,
     pgt_name            name NOT NULL,
     defining_query      text NOT NULL,
-    -- The defining query as PostgreSQL analysed it (pg_node_tree text of a view's rule, with
+    -- The defining query as PostgreSQL analysed it (nodeToString of its parse analysis, with
     -- relations by OID and columns by number): when a source is renamed, or one of its
     -- columns, the query is rendered again from it (source_ddl.rs). No pg_depend entries, so
     -- it never blocks DDL on the sources.

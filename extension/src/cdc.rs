@@ -31,6 +31,15 @@ pub fn buffer_name(source: pg_sys::Oid) -> String {
     )
 }
 
+/// Whether `source` has a change buffer.
+fn buffer_exists(source: pg_sys::Oid) -> Result<bool, PgTrickleError> {
+    Ok(Spi::get_one::<bool>(&format!(
+        "SELECT to_regclass({}) IS NOT NULL",
+        quote_literal(&buffer_name(source))
+    ))?
+    .unwrap_or(false))
+}
+
 fn capture_function_name(source: pg_sys::Oid) -> String {
     format!(
         "pgtrickle_changes.{}",
@@ -85,11 +94,7 @@ const META_COLUMNS: [&str; 3] = ["__pgt_seq", "__pgt_xid", "__pgt_op"];
 /// `CREATE TRIGGER`, whose lock waits for writers in flight (docs/CORRECTNESS.md §4).
 pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTrickleError> {
     let buffer = buffer_name(source);
-    let exists = Spi::get_one::<bool>(&format!(
-        "SELECT to_regclass({}) IS NOT NULL",
-        quote_literal(&buffer)
-    ))?
-    .unwrap_or(false);
+    let exists = buffer_exists(source)?;
     if !exists {
         // A queue: rows are deleted soon after they are written, so it is vacuumed after a
         // fixed number of dead rows rather than a fraction of its (small) size — scans of a
@@ -140,11 +145,7 @@ fn add_buffer_column(source: pg_sys::Oid, c: &SourceColumn) -> Result<(), PgTric
 /// can then never fail for a column the capture names.
 pub fn reconcile(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
     let buffer = buffer_name(source);
-    let exists = Spi::get_one::<bool>(&format!(
-        "SELECT to_regclass({}) IS NOT NULL",
-        quote_literal(&buffer)
-    ))?
-    .unwrap_or(false);
+    let exists = buffer_exists(source)?;
     if !exists {
         return Ok(());
     }
@@ -355,8 +356,7 @@ fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTri
     // makes their next maintenance FULL.
     Spi::run(&format!(
         r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET standard_conforming_strings = on AS $pgt$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$
 DECLARE
   st oid;
 BEGIN
@@ -437,11 +437,7 @@ pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
         Spi::run(&format!("DROP FUNCTION {func}"))?;
     }
     let buffer = buffer_name(source);
-    let has_buffer = Spi::get_one::<bool>(&format!(
-        "SELECT to_regclass({}) IS NOT NULL",
-        quote_literal(&buffer)
-    ))?
-    .unwrap_or(false);
+    let has_buffer = buffer_exists(source)?;
     if has_buffer {
         Spi::run(&format!("DROP TABLE {buffer}"))?;
     }

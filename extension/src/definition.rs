@@ -1,6 +1,6 @@
 //! A defining query as PostgreSQL understands it: checked by PostgreSQL itself (a throwaway
 //! temp view), with the tables it reads, the columns of those it depends on, its result
-//! columns and its analysed form (the view's rule as `pg_node_tree` text), which names
+//! columns and its analysed form (`nodeToString` of PostgreSQL's parse analysis), which names
 //! relations by OID and columns by number and so survives renames: [`deparse`] renders it
 //! with today's names. Also the per-source dependency records and the storage-shape check
 //! that DDL following (source_ddl.rs) and reinitialisation rely on.
@@ -28,7 +28,7 @@ pub struct Definition {
 /// Checks `query` with PostgreSQL (so a bad query fails with PostgreSQL's own error and
 /// SQLSTATE) and describes it. Names resolve with the current search_path.
 pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
-    one_select(query)?;
+    let tree = analyse(query)?;
     crate::storage::drop_temp("__pgt_probe", "VIEW")?;
     Spi::run(&format!(
         "CREATE TEMP VIEW __pgt_probe AS {}",
@@ -86,7 +86,6 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
     Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
-    let tree = analysed(query)?;
     let (sources, read) = deps.into_iter().unzip();
     Ok(Definition {
         sources,
@@ -96,55 +95,41 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
     })
 }
 
-/// Refuses (42601) a text that is not exactly one SELECT statement (VALUES and WITH … SELECT
-/// included), by PostgreSQL's own raw parser, before the text is spliced into any statement:
-/// a text with balanced parentheses could otherwise carry a second statement into the
-/// wrapper (`SELECT id FROM q); CREATE TABLE pwned AS (SELECT 1`). A syntax error is
-/// PostgreSQL's own (42601, with its position).
-pub fn one_select(query: &str) -> Result<(), PgTrickleError> {
-    let text = CString::new(query)
-        .map_err(|_| PgTrickleError::Internal("a defining query contains a NUL byte".into()))?;
-    // SAFETY: `pg_parse_query` only parses the NUL-terminated text (which outlives the call)
-    // into nodes in the current memory context, raising an ERROR on a syntax error; each
-    // element of the list is a RawStmt whose `stmt` is read only after a null check.
-    let (count, select) = unsafe {
-        let raw = pgrx::PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
-        let select = raw.head().is_some_and(|r| {
-            !r.is_null()
-                && !(*r).stmt.is_null()
-                && (*(*r).stmt).type_ == pg_sys::NodeTag::T_SelectStmt
-        });
-        (raw.len(), select)
-    };
-    match (count, select) {
-        (1, true) => Ok(()),
-        (1, false) => Err(PgTrickleError::NotOneSelect {
-            found: "a statement of another kind".into(),
-        }),
-        (n, _) => Err(PgTrickleError::NotOneSelect {
-            found: format!("{n} statements"),
-        }),
-    }
-}
-
-/// PostgreSQL's parse analysis of `query` (one SELECT, already accepted by [`probe`]) in its
-/// text form: relations by OID, columns by number, `*` expanded. (Not a view's rule: in
-/// PostgreSQL 15 that also names the view itself, which is gone once the probe is dropped.)
-fn analysed(query: &str) -> Result<String, PgTrickleError> {
+/// PostgreSQL's parse analysis of `query` in its text form (relations by OID, columns by
+/// number, `*` expanded), from one parse of the text. A text that is not exactly one SELECT
+/// statement (VALUES and WITH … SELECT included) is refused (42601) here, before it is
+/// spliced into any statement: a text with balanced parentheses could otherwise carry a
+/// second statement into the wrapper (`SELECT id FROM q); CREATE TABLE pwned AS (SELECT 1`).
+/// Syntax and analysis errors are PostgreSQL's own, with their positions in the user's text.
+/// (Not a view's rule: in PostgreSQL 15 that also names the view itself, which is gone once
+/// the probe is dropped.)
+fn analyse(query: &str) -> Result<String, PgTrickleError> {
     let text = CString::new(query)
         .map_err(|_| PgTrickleError::Internal("a defining query contains a NUL byte".into()))?;
     // SAFETY: `pg_parse_query` and `parse_analyze_fixedparams` read the NUL-terminated text,
     // which outlives both calls, and allocate their results in the current memory context
-    // (errors are raised as ERRORs); the list is checked to hold exactly one statement before
-    // its head is used; `nodeToString` returns a palloc'd C string, copied out at once.
+    // (errors are raised as ERRORs); the statement is used only once the list is known to hold
+    // exactly one non-null RawStmt whose `stmt` is a SelectStmt; `nodeToString` returns a
+    // palloc'd C string, copied out at once.
     unsafe {
         let raw = pgrx::PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
         let stmt = match (raw.len(), raw.head()) {
-            (1, Some(stmt)) if !stmt.is_null() => stmt,
-            _ => {
-                return Err(PgTrickleError::Internal(
-                    "a defining query accepted as one view is not one statement".into(),
-                ))
+            (1, Some(stmt))
+                if !stmt.is_null()
+                    && !(*stmt).stmt.is_null()
+                    && (*(*stmt).stmt).type_ == pg_sys::NodeTag::T_SelectStmt =>
+            {
+                stmt
+            }
+            (1, _) => {
+                return Err(PgTrickleError::NotOneSelect {
+                    found: "a statement of another kind".into(),
+                })
+            }
+            (n, _) => {
+                return Err(PgTrickleError::NotOneSelect {
+                    found: format!("{n} statements"),
+                })
             }
         };
         let query = pg_sys::parse_analyze_fixedparams(
@@ -185,7 +170,7 @@ pub fn deparse(tree: &str) -> Result<String, PgTrickleError> {
     let text = CString::new(tree)
         .map_err(|_| PgTrickleError::Internal("a query tree contains a NUL byte".into()))?;
     // SAFETY: `stringToNode` parses the text form written by `nodeToString` (see
-    // [`analysed`]) into nodes allocated in the current memory context, raising an ERROR on
+    // [`analyse`]) into nodes allocated in the current memory context, raising an ERROR on
     // malformed input; the result is checked to be a Query before `pg_get_querydef` reads it;
     // the returned C string is palloc'd and copied out before the context can go away.
     let sql = unsafe {
@@ -503,11 +488,6 @@ impl std::fmt::Display for ShapeDifference {
             }
         }
     }
-}
-
-/// The result columns of `def` as (name, type SQL) pairs, for [`storage_difference`].
-pub fn result_columns(def: &Definition) -> Result<Vec<(String, String)>, PgTrickleError> {
-    Ok(def.columns.clone())
 }
 
 /// PostgreSQL's first OID for user objects: anything below is a system object.

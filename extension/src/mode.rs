@@ -160,6 +160,20 @@ pub(crate) fn record_sources(
     Ok(())
 }
 
+/// Replaces the dependency records of stream table `id` with those of `def` (see
+/// [`record_dependencies`]).
+pub(crate) fn replace_dependencies(
+    id: i64,
+    def: &definition::Definition,
+    plan: Option<&Plan>,
+    effective_mode: &str,
+) -> Result<Vec<(pg_sys::Oid, Vec<String>)>, PgTrickleError> {
+    Spi::run(&format!(
+        "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {id}"
+    ))?;
+    record_dependencies(id, def, plan, effective_mode)
+}
+
 /// Records the dependencies of stream table `id` on every source of `def` (the caller
 /// brings the buffers in line), and returns per source the columns its delta captures.
 pub(crate) fn record_dependencies(

@@ -115,12 +115,8 @@ fn follow_names(st: &StreamTable) -> Result<(), PgTrickleError> {
                     quote_literal(&def.tree),
                     st.id
                 ))?;
-                Spi::run(&format!(
-                    "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
-                    st.id
-                ))?;
                 // Capture is recorded anew when it is rebuilt.
-                mode::record_dependencies(st.id, &def, None, "FULL")?;
+                mode::replace_dependencies(st.id, &def, None, "FULL")?;
             }
         }
         return Ok(());
@@ -159,6 +155,8 @@ fn assess(
     let mut retyped: Vec<String> = Vec::new();
     let mut rewritten: Vec<String> = Vec::new();
     let mut partitioned = false;
+    // Each source's columns now, read once for the checks below.
+    let mut columns_now: Vec<(pg_sys::Oid, Vec<definition::Attribute>)> = Vec::new();
     for dep in &deps {
         let Some(name_now) = definition::relation_name(dep.source)? else {
             continue; // dropped: the sql_drop event trigger deals with it
@@ -209,6 +207,7 @@ fn assess(
             ))?
             .unwrap_or(false);
         }
+        columns_now.push((dep.source, now));
     }
     // After a rename the user's text names what is gone: PostgreSQL renders the query again
     // from what it analysed (same relations, same columns, today's names). Without one, the
@@ -254,7 +253,13 @@ fn assess(
             &candidate.effective_mode,
             dep.source,
         );
-        let now = definition::attributes(dep.source)?;
+        let Some(now) = columns_now
+            .iter()
+            .find(|(o, _)| *o == dep.source)
+            .map(|(_, c)| c)
+        else {
+            continue;
+        };
         let after: Vec<i16> = wanted
             .iter()
             .filter_map(|n| now.iter().find(|a| &a.name == n).map(|a| a.attnum))
@@ -328,7 +333,7 @@ fn evaluate(
             }
         }
     } else {
-        definition::result_columns(&def)?
+        def.columns.clone()
     };
     if let Some(d) = definition::storage_difference(st.relid, &want, modifiers)? {
         return Ok(Err(d.to_string()));
@@ -372,11 +377,7 @@ fn store(st: &StreamTable, c: Candidate, needs_full: Option<String>) -> Result<(
         needs_full.as_deref().map_or("NULL".into(), quote_literal),
         st.id
     ))?;
-    Spi::run(&format!(
-        "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
-        st.id
-    ))?;
-    mode::record_dependencies(st.id, &c.def, c.plan.as_ref(), &c.effective_mode)?;
+    mode::replace_dependencies(st.id, &c.def, c.plan.as_ref(), &c.effective_mode)?;
     if c.text != st.query {
         // On one line: PostgreSQL renders queries over several.
         let one_line = c.text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -458,7 +459,7 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
                 reason: "its storage was created for FULL refresh only".into(),
             });
         }
-        definition::result_columns(&def)?
+        def.columns.clone()
     };
     let difference = definition::storage_difference(st.relid, &want, true)?;
     if let Some(d @ ShapeDifference::Columns { .. }) = &difference {
@@ -483,10 +484,6 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
     }
     let old_sources = stream_table::sources(st.id)?;
     Spi::run(&format!(
-        "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {}",
-        st.id
-    ))?;
-    Spi::run(&format!(
         "UPDATE pgtrickle.pgt_stream_tables SET status = 'ACTIVE', last_error = NULL, \
          consecutive_errors = 0, next_retry_at = NULL, needs_full_reason = NULL, \
          is_populated = false, query_tree = {}, effective_mode = {}, full_reason = {} \
@@ -499,16 +496,18 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
             .map_or("NULL".into(), quote_literal),
         st.id
     ))?;
-    mode::record_sources(st.id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+    // Capture for the mode now (the capture functions also maintain IMMEDIATE dependents,
+    // read from the catalog updated above).
+    let recorded =
+        mode::replace_dependencies(st.id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+    for (source, columns) in recorded {
+        cdc::ensure_capture(source, &columns)?;
+    }
     let gone: Vec<pg_sys::Oid> = old_sources
         .into_iter()
         .filter(|s| !def.sources.contains(s))
         .collect();
     mode::release_sources(&gone)?;
-    // The capture functions maintain IMMEDIATE dependents: write them for the mode now.
-    for s in &def.sources {
-        cdc::reconcile(*s)?;
-    }
     Ok(())
 }
 

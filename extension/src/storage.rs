@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use engine::render::quote_ident;
+use engine::render::{qualified, quote_ident};
 use engine::Plan;
 use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
@@ -34,11 +34,6 @@ impl Drop for ApplyGuard {
     fn drop(&mut self) {
         APPLYING.store(self.0, Ordering::Relaxed);
     }
-}
-
-/// `"schema"."name"`.
-pub fn qualified(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 /// Statement-level BEFORE trigger on every storage table: refuses INSERT, UPDATE, DELETE and

@@ -142,6 +142,29 @@ fn binary_type(op: BinOp, l: &ColType, r: &ColType) -> Result<ColType, EngineErr
 }
 
 impl Planner<'_> {
+    /// `arg [NOT] [I]LIKE pattern`, whichever way it is spelled.
+    fn like(
+        &mut self,
+        arg: &ast::Expr,
+        pattern: &ast::Expr,
+        negated: bool,
+        case_insensitive: bool,
+        scope: &Scope,
+        aggs: &mut Option<&mut Vec<AggCall>>,
+    ) -> Result<Typed, EngineError> {
+        let (x, xt) = self.expr(arg, scope, aggs)?;
+        let (p, pt) = self.expr(pattern, scope, aggs)?;
+        Ok((
+            Expr::Like {
+                arg: Box::new(x),
+                pattern: Box::new(p),
+                negated,
+                case_insensitive,
+            },
+            bool_ty(xt.nullable || pt.nullable),
+        ))
+    }
+
     /// Converts `e` in `scope`; aggregate calls are allowed (and collected) when `aggs` is
     /// `Some`.
     pub(crate) fn expr(
@@ -170,27 +193,20 @@ impl Planner<'_> {
                     | ast::BinaryOperator::PGNotLikeMatch
                     | ast::BinaryOperator::PGNotILikeMatch),
                 right,
-            } => {
-                let (x, xt) = self.expr(left, scope, aggs)?;
-                let (p, pt) = self.expr(right, scope, aggs)?;
-                Ok((
-                    Expr::Like {
-                        arg: boxed(x),
-                        pattern: boxed(p),
-                        negated: matches!(
-                            op,
-                            ast::BinaryOperator::PGNotLikeMatch
-                                | ast::BinaryOperator::PGNotILikeMatch
-                        ),
-                        case_insensitive: matches!(
-                            op,
-                            ast::BinaryOperator::PGILikeMatch
-                                | ast::BinaryOperator::PGNotILikeMatch
-                        ),
-                    },
-                    bool_ty(xt.nullable || pt.nullable),
-                ))
-            }
+            } => self.like(
+                left,
+                right,
+                matches!(
+                    op,
+                    ast::BinaryOperator::PGNotLikeMatch | ast::BinaryOperator::PGNotILikeMatch
+                ),
+                matches!(
+                    op,
+                    ast::BinaryOperator::PGILikeMatch | ast::BinaryOperator::PGNotILikeMatch
+                ),
+                scope,
+                aggs,
+            ),
             E::BinaryOp { left, op, right } => {
                 let op = binop(op).ok_or_else(|| unsupported(&format!("operator {op}")))?;
                 let (l, lt) = self.expr(left, scope, aggs)?;
@@ -315,19 +331,14 @@ impl Planner<'_> {
                 expr,
                 pattern,
                 escape_char: None,
-            } => {
-                let (x, xt) = self.expr(expr, scope, aggs)?;
-                let (p, pt) = self.expr(pattern, scope, aggs)?;
-                Ok((
-                    Expr::Like {
-                        arg: boxed(x),
-                        pattern: boxed(p),
-                        negated: *negated,
-                        case_insensitive: matches!(e, E::ILike { .. }),
-                    },
-                    bool_ty(xt.nullable || pt.nullable),
-                ))
-            }
+            } => self.like(
+                expr,
+                pattern,
+                *negated,
+                matches!(e, E::ILike { .. }),
+                scope,
+                aggs,
+            ),
             E::Case {
                 operand,
                 conditions,
