@@ -18,22 +18,8 @@ use crate::mode::{self, decide, plan_definition};
 use crate::refresh;
 use crate::schedule;
 use crate::storage;
-use crate::stream_table::{self, parse_name};
+use crate::stream_table::{self, parse_name, Layout, Mode, RequestedMode, Status};
 use engine::render::qualified;
-
-const MODES: &[&str] = &["AUTO", "DIFFERENTIAL", "FULL", "IMMEDIATE"];
-
-fn parse_mode(mode: &str) -> Result<String, PgTrickleError> {
-    let m = mode.trim().to_ascii_uppercase();
-    if !MODES.contains(&m.as_str()) {
-        return Err(PgTrickleError::InvalidParameter {
-            param: "refresh_mode",
-            value: mode.to_string(),
-            hint: "Valid refresh modes are AUTO, DIFFERENTIAL, FULL and IMMEDIATE.".into(),
-        });
-    }
-    Ok(m)
-}
 
 fn check_schedule(s: &str) -> Result<(), PgTrickleError> {
     schedule::validate(s).map_err(|e| PgTrickleError::InvalidParameter {
@@ -88,6 +74,23 @@ fn required<T>(
     value.ok_or(PgTrickleError::NullArgument { function, argument })
 }
 
+/// The search_path a new stream table is stored with: the caller's schemas as they resolve
+/// now (`$user` and missing schemas resolved away), with `pg_catalog` first and `pg_temp`
+/// last — what PostgreSQL searches implicitly, made explicit so that no schema can shadow a
+/// built-in name for pg_trickle's own statements and no session's temp table can shadow a
+/// source (a refresh may run in another role's session: IMMEDIATE, the scheduler).
+fn stored_search_path() -> Result<String, PgTrickleError> {
+    let schemas = Spi::get_one::<String>(
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s), ', ' ORDER BY o) \
+         FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) WITH ORDINALITY AS x(s, o) \
+         WHERE s OPERATOR(pg_catalog.<>) 'pg_catalog'",
+    )?;
+    Ok(match schemas {
+        Some(s) => format!("pg_catalog, {s}, pg_temp"),
+        None => "pg_catalog, pg_temp".to_string(),
+    })
+}
+
 fn create(
     name: &str,
     query: &str,
@@ -96,17 +99,37 @@ fn create(
     initialize: bool,
 ) -> Result<(), PgTrickleError> {
     require_read_committed("create_stream_table()")?;
-    let mode = parse_mode(refresh_mode)?;
+    let mode = RequestedMode::parse(refresh_mode)?;
     check_schedule(schedule)?;
     let (schema, rel) = parse_name(name)?;
     let schema = match schema {
         Some(s) => s,
-        None => Spi::get_one::<String>("SELECT current_schema()::text")?
+        None => Spi::get_one::<String>("SELECT pg_catalog.current_schema()::pg_catalog.text")?
             .ok_or_else(|| PgTrickleError::Internal("no schema in search_path".into()))?,
     };
-    let table = qualified(&schema, &rel);
+    let path = stored_search_path()?;
+    // The query is analysed, planned and first run under the path it is stored with.
+    crate::settings::with_search_path(&path, || {
+        create_in(&schema, &rel, query, schedule, mode, initialize, &path)
+    })
+}
+
+/// The caller creates the storage (so it owns it: CREATE on the schema is needed) after its
+/// privileges on what the query reads are checked; the catalog and the capture are written as
+/// the extension's owner.
+fn create_in(
+    schema: &str,
+    rel: &str,
+    query: &str,
+    schedule: &str,
+    mode: RequestedMode,
+    initialize: bool,
+    path: &str,
+) -> Result<(), PgTrickleError> {
+    let caller = crate::roles::current();
+    let table = qualified(schema, rel);
     let taken = Spi::get_one::<bool>(&format!(
-        "SELECT to_regclass({}) IS NOT NULL",
+        "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
         quote_literal(&table)
     ))?
     .unwrap_or(false);
@@ -119,47 +142,68 @@ fn create(
     }
     let def = definition::probe(&query)?;
     definition::check_sources(&def)?;
-    let decision = decide(&table, &mode, plan_definition(&query, &def)?)?;
+    // PostgreSQL's own privilege check of everything the query reads (columns, views, and
+    // functions it calls), without reading a row: 42501 names what the caller may not read.
+    Spi::run(&format!(
+        "SELECT FROM {} AS __pgt_q LIMIT 0",
+        stream_table::enclosed(&query)
+    ))?;
+    let decision = decide(&table, mode, plan_definition(&query, &def, caller)?)?;
     let layout = match &decision.plan {
         Some(plan) => {
-            storage::create_for_plan(&schema, &rel, plan)?;
+            storage::create_for_plan(schema, rel, plan)?;
             "plan"
         }
         None => {
-            storage::create_for_query(&schema, &rel, &query)?;
+            storage::create_for_query(schema, rel, &query)?;
             "query"
         }
     };
-    let id = Spi::get_one::<i64>(&format!(
-        "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_schema, pgt_name, \
-         defining_query, query_tree, schedule, refresh_mode, effective_mode, full_reason, \
-         storage_layout, search_path) \
-         VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}, {}, current_setting('search_path')) \
-         RETURNING pgt_id",
-        quote_literal(&table),
-        quote_literal(&schema),
-        quote_literal(&rel),
-        quote_literal(&query),
-        quote_literal(&def.tree),
-        quote_literal(schedule.trim()),
-        quote_literal(&mode),
-        quote_literal(decision.effective_mode),
-        decision
-            .full_reason
-            .as_deref()
-            .map_or("NULL".into(), quote_literal),
-        quote_literal(layout)
-    ))?
-    .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
-    // Capture first: CREATE TRIGGER waits for writers in flight, and the population below then
-    // reads in a snapshot taken after every capture trigger exists (docs/CORRECTNESS.md §4).
-    mode::record_sources(id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+    let st = crate::roles::as_extension_in(path, || {
+        let id = Spi::get_one::<i64>(&format!(
+            "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_schema, pgt_name, \
+             defining_query, query_tree, schedule, refresh_mode, effective_mode, full_reason, \
+             storage_layout, search_path) \
+             VALUES ({}::regclass, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
+             RETURNING pgt_id",
+            quote_literal(&table),
+            quote_literal(schema),
+            quote_literal(rel),
+            quote_literal(&query),
+            quote_literal(&def.tree),
+            quote_literal(schedule.trim()),
+            quote_literal(mode.as_sql()),
+            quote_literal(decision.effective_mode.as_sql()),
+            decision
+                .full_reason
+                .as_deref()
+                .map_or("NULL".into(), quote_literal),
+            quote_literal(layout),
+            quote_literal(path)
+        ))?
+        .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
+        // Capture first: CREATE TRIGGER waits for writers in flight, and the population below
+        // then reads in a snapshot taken after every capture trigger exists
+        // (docs/CORRECTNESS.md §4).
+        mode::record_sources(id, &def, decision.plan.as_ref(), decision.effective_mode)?;
+        stream_table::find_by_id(id, true)?.ok_or_else(|| {
+            PgTrickleError::Internal(format!("stream table {table} vanished after creation"))
+        })
+    })?;
     // IMMEDIATE: populated now, whatever `initialize` says (every write maintains it).
-    if initialize || decision.effective_mode == "IMMEDIATE" {
-        let st = stream_table::find(&table, true)?;
+    if initialize || decision.effective_mode == Mode::Immediate {
         refresh::initial_load(&st)?;
     }
     Ok(())
+}
+
+/// The stream table a caller named, FOR UPDATE, after checking that the caller may act on it
+/// as its owner (42501 otherwise).
+fn owned(name: &str) -> Result<stream_table::StreamTable, PgTrickleError> {
+    let caller = crate::roles::current();
+    let st = stream_table::find(name, true)?;
+    crate::roles::check_owner(caller, crate::roles::owner_of(st.relid)?, &st.qualified())?;
+    Ok(st)
 }
 
 /// Refreshes a stream table now: DIFFERENTIAL over the changes since its last refresh, or FULL
@@ -167,8 +211,8 @@ fn create(
 #[pg_extern(volatile, parallel_unsafe)]
 fn refresh_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
     Ok(crate::settings::with_standard_strings(|| {
-        let st = stream_table::find(required("refresh_stream_table", "name", name)?, true)?;
-        if st.status == "NEEDS_REINIT" {
+        let st = owned(required("refresh_stream_table", "name", name)?)?;
+        if st.status == Status::NeedsReinit {
             crate::source_ddl::reinitialise(&st)
         } else {
             refresh::refresh(&st, None).map(|_| ())
@@ -185,17 +229,19 @@ fn drop_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
 }
 
 fn drop(name: &str) -> Result<(), PgTrickleError> {
-    let st = stream_table::find(name, true)?;
-    let sources = stream_table::sources(st.id)?;
-    Spi::run(&format!(
-        "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
-        st.id
-    ))?;
-    Spi::run(&format!("DROP TABLE {}", st.qualified()))?;
-    for temp in refresh::cache::forget(st.id) {
-        crate::storage::drop_temp(&temp, "TABLE")?;
-    }
-    mode::release_sources(&sources)
+    let st = owned(name)?;
+    crate::roles::as_extension(|| {
+        let sources = stream_table::sources(st.id)?;
+        Spi::run(&format!(
+            "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
+            st.id
+        ))?;
+        Spi::run(&format!("DROP TABLE {}", st.qualified()))?;
+        for temp in refresh::cache::forget(st.id) {
+            crate::storage::drop_temp(&temp, "TABLE")?;
+        }
+        mode::release_sources(&sources)
+    })
 }
 
 /// Changes a stream table's schedule, refresh mode or status (`ACTIVE` or `SUSPENDED`).
@@ -223,8 +269,8 @@ fn alter(
     refresh_mode: Option<&str>,
     status: Option<&str>,
 ) -> Result<(), PgTrickleError> {
-    let st = stream_table::find(name, true)?;
-    if st.status == "NEEDS_REINIT" && (status.is_some() || refresh_mode.is_some()) {
+    let st = owned(name)?;
+    if st.status == Status::NeedsReinit && (status.is_some() || refresh_mode.is_some()) {
         return Err(PgTrickleError::NeedsReinit {
             name: st.qualified(),
             reason: st.last_error.clone().unwrap_or_default(),
@@ -236,66 +282,76 @@ fn alter(
         sets.push(format!("schedule = {}", quote_literal(s.trim())));
     }
     if let Some(s) = status {
-        let s = s.trim().to_ascii_uppercase();
-        if s != "ACTIVE" && s != "SUSPENDED" {
-            return Err(PgTrickleError::InvalidParameter {
-                param: "status",
-                value: s,
-                hint: "Valid statuses are ACTIVE and SUSPENDED.".into(),
-            });
-        }
-        sets.push(format!("status = {}", quote_literal(&s)));
-        if s == "ACTIVE" {
+        let upper = s.trim().to_ascii_uppercase();
+        let status = match Status::from_catalog(&upper) {
+            Ok(st @ (Status::Active | Status::Suspended)) => st,
+            _ => {
+                return Err(PgTrickleError::InvalidParameter {
+                    param: "status",
+                    value: upper,
+                    hint: "Valid statuses are ACTIVE and SUSPENDED.".into(),
+                })
+            }
+        };
+        sets.push(format!("status = {}", quote_literal(status.as_sql())));
+        if status == Status::Active {
             sets.push("consecutive_errors = 0".into());
         }
     }
-    let mode = refresh_mode.map(parse_mode).transpose()?;
+    let mode = refresh_mode.map(RequestedMode::parse).transpose()?;
     if let Some(mode) = &mode {
-        sets.extend(change_mode(&st, mode)?);
+        sets.extend(change_mode(&st, *mode)?);
     }
-    if !sets.is_empty() {
-        Spi::run(&format!(
-            "UPDATE pgtrickle.pgt_stream_tables SET {} WHERE pgt_id = {}",
-            sets.join(", "),
-            st.id
-        ))?;
-    }
-    if mode.is_some() {
-        // Capture triggers maintain IMMEDIATE dependents: regenerate them for the new mode.
-        for source in stream_table::sources(st.id)? {
-            cdc::regenerate(source)?;
+    crate::roles::as_extension(|| {
+        if !sets.is_empty() {
+            Spi::run(&format!(
+                "UPDATE pgtrickle.pgt_stream_tables SET {} WHERE pgt_id = {}",
+                sets.join(", "),
+                st.id
+            ))?;
         }
-        let now = stream_table::find_by_id(st.id, true)?;
-        if let Some(now) = now.filter(|n| n.effective_mode == "IMMEDIATE") {
-            // Brought up to date at once: from now on every write maintains it.
-            refresh::refresh(&now, None)?;
+        if mode.is_some() {
+            // Capture triggers maintain IMMEDIATE dependents: regenerate them for the new mode.
+            for source in stream_table::sources(st.id)? {
+                cdc::regenerate(source)?;
+            }
+            let now = stream_table::find_by_id(st.id, true)?;
+            if let Some(now) = now.filter(|n| n.effective_mode == Mode::Immediate) {
+                // Brought up to date at once: from now on every write maintains it.
+                refresh::refresh(&now, None)?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The catalog changes for a new refresh mode. Switching to DIFFERENTIAL or IMMEDIATE needs a
 /// differentiable query and a plan-based storage layout; the buffers then start capturing the
 /// columns the delta reads, and the next refresh runs FULL once when the stream table was
 /// FULL, because rows captured so far lack those columns.
-fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>, PgTrickleError> {
+fn change_mode(
+    st: &stream_table::StreamTable,
+    mode: RequestedMode,
+) -> Result<Vec<String>, PgTrickleError> {
+    // Analysed and planned as the caller (who has the owner's privileges), for the owner.
+    let owner = crate::roles::owner_of(st.relid)?;
     let planned = crate::settings::with_search_path(&st.search_path, || {
-        plan_definition(&st.query, &definition::probe(&st.query)?)
+        plan_definition(&st.query, &definition::probe(&st.query)?, owner)
     })?;
     let decision = decide(&st.qualified(), mode, planned)?;
-    let incremental = matches!(decision.effective_mode, "DIFFERENTIAL" | "IMMEDIATE");
-    if incremental && st.storage_layout != "plan" {
+    let incremental = decision.effective_mode.incremental();
+    if incremental && st.storage_layout != Layout::Plan {
         return Err(PgTrickleError::NotDifferentiable {
             name: st.qualified(),
-            mode: decision.effective_mode,
+            mode: decision.effective_mode.as_sql(),
             reason: "its storage was created for FULL refresh only; drop and recreate it".into(),
         });
     }
     let mut sets = vec![
-        format!("refresh_mode = {}", quote_literal(mode)),
+        format!("refresh_mode = {}", quote_literal(mode.as_sql())),
         format!(
             "effective_mode = {}",
-            quote_literal(decision.effective_mode)
+            quote_literal(decision.effective_mode.as_sql())
         ),
         format!(
             "full_reason = {}",
@@ -305,18 +361,21 @@ fn change_mode(st: &stream_table::StreamTable, mode: &str) -> Result<Vec<String>
                 .map_or("NULL".into(), quote_literal)
         ),
     ];
-    if incremental && st.effective_mode == "FULL" {
+    if incremental && st.effective_mode == Mode::Full {
         if let Some(plan) = &decision.plan {
-            for s in &plan.sources {
-                Spi::run(&format!(
-                    "UPDATE pgtrickle.pgt_dependencies SET columns_used = {} \
-                     WHERE pgt_id = {} AND source_relid = {}",
-                    definition::name_array(&s.columns),
-                    st.id,
-                    s.id
-                ))?;
-                cdc::ensure_capture(pg_sys::Oid::from(s.id), &s.columns)?;
-            }
+            crate::roles::as_extension(|| {
+                for s in &plan.sources {
+                    Spi::run(&format!(
+                        "UPDATE pgtrickle.pgt_dependencies SET columns_used = {} \
+                         WHERE pgt_id = {} AND source_relid = {}",
+                        definition::name_array(&s.columns),
+                        st.id,
+                        s.id
+                    ))?;
+                    cdc::ensure_capture(pg_sys::Oid::from(s.id), &s.columns)?;
+                }
+                Ok(())
+            })?;
         }
         sets.push(format!(
             "needs_full_reason = {}",

@@ -1,5 +1,6 @@
 //! The catalog tables of pg_trickle (schema `pgtrickle`): stream tables, their dependencies on
-//! sources, and the refresh history. Created with the extension; the frontier columns hold the
+//! sources, and the refresh history, each row visible to the roles that own or may read its
+//! stream table (row-level security). Created with the extension; the frontier columns hold the
 //! snapshot of each stream table's last refresh (INV-1, INV-2).
 
 use pgrx::prelude::*;
@@ -103,6 +104,30 @@ REVOKE ALL ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
               pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns FROM PUBLIC;
 GRANT SELECT ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
                 pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns TO PUBLIC;
+
+-- Everyone reads the catalog, but sees only the stream tables it owns (has the privileges of
+-- the storage table's owner) or may read (SELECT on the storage table, as pg_views shows a
+-- view's definition to those who can see the view): defining queries, errors and history of
+-- other roles' stream tables stay hidden. The extension's owner, who owns these tables, and
+-- superusers are not subject to the policies (pg_trickle's own statements run as the
+-- extension's owner).
+ALTER TABLE pgtrickle.pgt_stream_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_stream_tables FOR SELECT USING (
+    pg_catalog.pg_has_role((SELECT c.relowner FROM pg_catalog.pg_class c
+                             WHERE c.oid OPERATOR(pg_catalog.=) pgt_relid), 'USAGE')
+    OR pg_catalog.has_table_privilege(pgt_relid, 'SELECT'));
+ALTER TABLE pgtrickle.pgt_dependencies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_dependencies FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_dependencies.pgt_id));
+ALTER TABLE pgtrickle.pgt_refresh_history ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_refresh_history FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_refresh_history.pgt_id));
+-- Which source columns a buffer captures: for those who may read the source.
+ALTER TABLE pgtrickle.pgt_capture_columns ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_capture_columns FOR SELECT USING (
+    pg_catalog.has_any_column_privilege(source_relid, 'SELECT'));
 "#,
     name = "catalog_tables",
     requires = ["schemas"]

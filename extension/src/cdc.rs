@@ -292,6 +292,85 @@ pub fn buffer_columns(source: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError
     })?)
 }
 
+/// Gives exactly the owners of `source`'s dependent stream tables read access to its buffer
+/// (INV-13): USAGE on `pgtrickle_changes` and SELECT on the window columns and on the buffer
+/// columns their own deltas read, since their refreshes run as them (roles.rs). Everyone else's
+/// grants on the buffer are revoked: a role that no longer owns a dependent (dropped, or given
+/// to another owner) loses access, and no role ever reads a column captured for someone
+/// else's stream table. Superusers need no grant. Serialised per buffer by a self-conflicting
+/// lock that writers and readers of the buffer do not take.
+pub fn grant_readers(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    if !buffer_exists(source)? {
+        return Ok(());
+    }
+    let buffer = buffer_name(source);
+    Spi::run(&format!(
+        "LOCK TABLE {buffer} IN SHARE UPDATE EXCLUSIVE MODE"
+    ))?;
+    let relid = format!("{}::regclass", quote_literal(&buffer));
+    let granted: Vec<String> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT DISTINCT a.grantee::regrole::text FROM ( \
+                       SELECT (aclexplode(c.relacl)).grantee FROM pg_catalog.pg_class c \
+                        WHERE c.oid = {relid} \
+                       UNION ALL \
+                       SELECT (aclexplode(t.attacl)).grantee FROM pg_catalog.pg_attribute t \
+                        WHERE t.attrelid = {relid}) a \
+                     WHERE a.grantee <> 0 AND a.grantee <> \
+                       (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = {relid})"
+                ),
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    for role in granted {
+        Spi::run(&format!("REVOKE ALL ON {buffer} FROM {role}"))?;
+    }
+    let wanted: Vec<(String, Vec<String>)> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT c.relowner::regrole::text, coalesce(array_agg(DISTINCT \
+                       t.attname::text) FILTER (WHERE t.attname IS NOT NULL), '{{}}') \
+                     FROM pgtrickle.pgt_dependencies d \
+                     JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+                     JOIN pg_catalog.pg_class c ON c.oid = s.pgt_relid \
+                     JOIN pg_catalog.pg_roles r ON r.oid = c.relowner AND NOT r.rolsuper \
+                     LEFT JOIN LATERAL unnest(d.columns_used) u(name) ON true \
+                     LEFT JOIN pg_catalog.pg_attribute t ON t.attrelid = {relid} \
+                       AND t.attname = u.name AND t.attnum > 0 AND NOT t.attisdropped \
+                     WHERE d.source_relid = {} GROUP BY c.relowner",
+                    source.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<Vec<String>>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    for (role, columns) in wanted {
+        let mut all: Vec<String> = META_COLUMNS.iter().map(|c| quote_ident(c)).collect();
+        all.extend(columns.iter().map(|c| quote_ident(c)));
+        Spi::run(&format!(
+            "GRANT USAGE ON SCHEMA pgtrickle_changes TO {role}"
+        ))?;
+        Spi::run(&format!(
+            "GRANT SELECT ({}) ON {buffer} TO {role}",
+            all.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
 /// Re-creates the capture function of `source` for its current buffer columns and dependents
 /// (after a dependent changed mode or went away).
 pub fn regenerate(source: pg_sys::Oid) -> Result<(), PgTrickleError> {

@@ -51,6 +51,16 @@ pub enum PgTrickleError {
     /// A relation that cannot be a stream table's source (`what` says what it is).
     #[error("{relation} cannot be a source of a stream table: it is {what}")]
     UnsupportedSource { relation: String, what: String },
+    /// `stream_table` is schema-qualified and already quoted.
+    #[error("must be owner of stream table {stream_table}")]
+    NotOwner { stream_table: String },
+    /// The owner of a stream table may no longer read a source (`relation` as regclass text).
+    #[error("permission denied for table {relation}")]
+    ReadDenied {
+        relation: String,
+        role: String,
+        stream_table: String,
+    },
     #[error("cannot modify stream table \"{0}\" directly")]
     DirectWrite(String),
     #[error("{message}")]
@@ -85,6 +95,7 @@ impl PgTrickleError {
             PgTrickleError::EmptyQuery => "42601".into(),
             PgTrickleError::NotOneSelect { .. } => "42601".into(),
             PgTrickleError::DirectWrite(_) => "42809".into(),
+            PgTrickleError::NotOwner { .. } | PgTrickleError::ReadDenied { .. } => "42501".into(),
             PgTrickleError::NeedsReinit { .. } => "55000".into(),
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
             PgTrickleError::UnsupportedSource { .. } => "0A000".into(),
@@ -125,6 +136,16 @@ impl PgTrickleError {
             PgTrickleError::NullArgument { .. } => {
                 Some("Leave an argument out to get its default.".into())
             }
+            PgTrickleError::NotOwner { .. } => Some(
+                "Only the owner of its storage table (or a member of that role) may alter, \
+                 refresh or drop a stream table."
+                    .into(),
+            ),
+            PgTrickleError::ReadDenied { .. } => Some(
+                "A stream table is refreshed with its owner's privileges: grant the owner SELECT \
+                 on the table again, or change the owner with ALTER TABLE … OWNER TO."
+                    .into(),
+            ),
             PgTrickleError::UnknownStreamTable(_)
             | PgTrickleError::EmptyQuery
             | PgTrickleError::NotOneSelect { .. }
@@ -139,6 +160,12 @@ impl PgTrickleError {
     fn detail(&self) -> Option<String> {
         match self {
             PgTrickleError::Spi { detail, .. } => detail.clone(),
+            PgTrickleError::ReadDenied {
+                role, stream_table, ..
+            } => Some(format!(
+                "Stream table {stream_table} is refreshed as its owner, role \"{role}\", which \
+                 may not read the columns it depends on."
+            )),
             _ => None,
         }
     }

@@ -16,6 +16,7 @@ mod mode;
 mod pgcatalog;
 mod preload;
 mod refresh;
+mod roles;
 mod schedule;
 mod scheduler;
 mod settings;

@@ -10,10 +10,11 @@ use crate::cdc;
 use crate::definition;
 use crate::error::PgTrickleError;
 use crate::pgcatalog::PgCatalog;
+use crate::stream_table::{Mode, RequestedMode};
 
 /// How a new stream table will be maintained, decided from the requested mode and the plan.
 pub(crate) struct Decision {
-    pub effective_mode: &'static str,
+    pub effective_mode: Mode,
     pub full_reason: Option<String>,
     pub plan: Option<Plan>,
 }
@@ -67,23 +68,44 @@ pub(crate) fn differential_reason(
 
 /// The engine's plan of a query PostgreSQL described as `def`; a query reading a view is not
 /// handed to the engine (which resolves tables only) but said to read it.
+/// `owner` is the role the stream table is refreshed as: a source whose row-level security
+/// applies to it is not maintained differentially (the change buffers hold every row, and a
+/// delta read from them would bypass the policies; a FULL refresh runs the query as the owner,
+/// so the policies apply).
 pub(crate) fn plan_definition(
     query: &str,
     def: &definition::Definition,
+    owner: pg_sys::Oid,
 ) -> Result<Result<Plan, engine::EngineError>, PgTrickleError> {
+    let not = |construct: String| {
+        Ok(Err(engine::EngineError::NotDifferentiable(
+            engine::Reason::Construct { construct },
+        )))
+    };
     let views = definition::views_read(def)?;
-    if views.is_empty() {
-        return Ok(engine::plan(query, &PgCatalog));
+    if !views.is_empty() {
+        return not(format!(
+            "it reads the view {} (views are not expanded; the tables it reads are captured)",
+            views.join(", ")
+        ));
     }
-    Ok(Err(engine::EngineError::NotDifferentiable(
-        engine::Reason::Construct {
-            construct: format!(
-                "it reads the view {} (views are not expanded; the tables it reads are \
-                 captured)",
-                views.join(", ")
-            ),
-        },
-    )))
+    if let Some(s) = def
+        .sources
+        .iter()
+        .find(|s| crate::roles::row_security_applies(**s, owner))
+    {
+        let table = Spi::get_one_with_args::<String>(
+            "SELECT $1::pg_catalog.regclass::pg_catalog.text",
+            &[(*s).into()],
+        )?
+        .unwrap_or_default();
+        return not(format!(
+            "row-level security of {table} applies to its owner, role \"{}\" (a differential \
+             refresh reads captured changes, which the policies do not filter)",
+            crate::roles::name_of(owner)
+        ));
+    }
+    Ok(engine::plan(query, &PgCatalog))
 }
 
 /// Where the engine's parser stopped, in the user's terms (` near "TABLE" (line 1, column 1)`),
@@ -103,45 +125,34 @@ fn unsupported_at(message: &str) -> String {
 
 pub(crate) fn decide(
     name: &str,
-    mode: &str,
+    mode: RequestedMode,
     planned: Result<Plan, engine::EngineError>,
 ) -> Result<Decision, PgTrickleError> {
     let (plan, reason) = differential_reason(planned);
+    let decided = |effective_mode, full_reason| {
+        Ok(Decision {
+            effective_mode,
+            full_reason,
+            plan,
+        })
+    };
     match (mode, reason) {
-        (m @ ("DIFFERENTIAL" | "IMMEDIATE"), Some(reason)) => {
+        (m @ (RequestedMode::Differential | RequestedMode::Immediate), Some(reason)) => {
             Err(PgTrickleError::NotDifferentiable {
                 name: name.to_string(),
-                mode: if m == "IMMEDIATE" {
-                    "IMMEDIATE"
-                } else {
-                    "DIFFERENTIAL"
-                },
+                mode: m.as_sql(),
                 reason,
             })
         }
-        ("AUTO", Some(reason)) => {
+        (RequestedMode::Auto, Some(reason)) => {
             pgrx::notice!("stream table {name} using FULL refresh: {reason}");
-            Ok(Decision {
-                effective_mode: "FULL",
-                full_reason: Some(reason),
-                plan,
-            })
+            decided(Mode::Full, Some(reason))
         }
-        ("FULL", reason) => Ok(Decision {
-            effective_mode: "FULL",
-            full_reason: reason,
-            plan,
-        }),
-        ("IMMEDIATE", None) => Ok(Decision {
-            effective_mode: "IMMEDIATE",
-            full_reason: None,
-            plan,
-        }),
-        (_, _) => Ok(Decision {
-            effective_mode: "DIFFERENTIAL",
-            full_reason: None,
-            plan,
-        }),
+        (RequestedMode::Full, reason) => decided(Mode::Full, reason),
+        (RequestedMode::Immediate, None) => decided(Mode::Immediate, None),
+        (RequestedMode::Auto | RequestedMode::Differential, None) => {
+            decided(Mode::Differential, None)
+        }
     }
 }
 
@@ -152,7 +163,7 @@ pub(crate) fn record_sources(
     id: i64,
     def: &definition::Definition,
     plan: Option<&Plan>,
-    effective_mode: &str,
+    effective_mode: Mode,
 ) -> Result<(), PgTrickleError> {
     for (source, columns) in record_dependencies(id, def, plan, effective_mode)? {
         cdc::ensure_capture(source, &columns)?;
@@ -166,7 +177,7 @@ pub(crate) fn replace_dependencies(
     id: i64,
     def: &definition::Definition,
     plan: Option<&Plan>,
-    effective_mode: &str,
+    effective_mode: Mode,
 ) -> Result<Vec<(pg_sys::Oid, Vec<String>)>, PgTrickleError> {
     Spi::run(&format!(
         "DELETE FROM pgtrickle.pgt_dependencies WHERE pgt_id = {id}"
@@ -180,7 +191,7 @@ pub(crate) fn record_dependencies(
     id: i64,
     def: &definition::Definition,
     plan: Option<&Plan>,
-    effective_mode: &str,
+    effective_mode: Mode,
 ) -> Result<Vec<(pg_sys::Oid, Vec<String>)>, PgTrickleError> {
     let mut out = Vec::new();
     for (source, read) in def.sources.iter().zip(&def.read) {
@@ -194,11 +205,11 @@ pub(crate) fn record_dependencies(
 /// The columns of `source` a stream table's delta reads in `effective_mode` (none for FULL).
 pub(crate) fn captured_columns(
     plan: Option<&Plan>,
-    effective_mode: &str,
+    effective_mode: Mode,
     source: pg_sys::Oid,
 ) -> Vec<String> {
-    match (plan, effective_mode) {
-        (Some(plan), "DIFFERENTIAL" | "IMMEDIATE") => plan
+    match plan {
+        Some(plan) if effective_mode.incremental() => plan
             .sources
             .iter()
             .find(|s| s.id == source.to_u32())
@@ -218,6 +229,7 @@ pub(crate) fn release_sources(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleEr
         .unwrap_or(false);
         if still_read {
             cdc::regenerate(*s)?;
+            cdc::grant_readers(*s)?;
             cdc::cleanup(*s)?;
         } else {
             cdc::drop_capture(*s)?;

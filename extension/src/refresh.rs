@@ -21,15 +21,34 @@ use crate::config;
 use crate::error::PgTrickleError;
 use crate::frontier::{self, Frontier};
 use crate::pgcatalog::PgCatalog;
-use crate::settings::{with_search_path, with_settings};
+use crate::roles;
+use crate::settings::with_settings;
 use crate::storage::ApplyGuard;
-use crate::stream_table::StreamTable;
+use crate::stream_table::{Layout, Mode, StreamTable};
 use cache::{DiffState, INT8, TEXT};
+
+/// What a refresh did (`pgt_refresh_history.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Full,
+    Differential,
+    NoData,
+}
+
+impl Action {
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            Action::Full => "FULL",
+            Action::Differential => "DIFFERENTIAL",
+            Action::NoData => "NO_DATA",
+        }
+    }
+}
 
 /// What a refresh did, for the history row and the caller.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub action: &'static str,
+    pub action: Action,
     pub reason: Option<String>,
     pub rows_inserted: Option<i64>,
     pub rows_deleted: Option<i64>,
@@ -39,8 +58,10 @@ pub struct Outcome {
 /// Refreshes `st` (whose catalog row the caller holds FOR UPDATE) and records the frontier,
 /// the history row and buffer cleanup. `history` is a RUNNING history row to complete (the
 /// scheduler writes one first, in its own transaction); without it a row is inserted.
+/// Runs as the extension's owner; what reads the user's query or writes the storage runs as
+/// the stream table's owner (roles.rs).
 pub fn refresh(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
-    with_search_path(&st.search_path, || refresh_inner(st, history))
+    roles::as_extension(|| refresh_inner(st, history))
 }
 
 /// A stream table's sources as one refresh sees them.
@@ -53,39 +74,121 @@ struct Sources {
     lock_names: Option<String>,
     /// The storage table's OID.
     storage: u32,
+    /// The stream table's owner (its storage table's): the refresh reads and writes as it.
+    owner: pg_sys::Oid,
+    /// The first source (as regclass text) of a DIFFERENTIAL or IMMEDIATE stream table whose
+    /// columns the owner may no longer all read. (A FULL refresh runs the query itself as the
+    /// owner, so PostgreSQL checks it, through views too.)
+    denied: Option<String>,
+    /// Sources whose buffer the owner cannot read all of (the window columns and the columns
+    /// its delta reads): it was just created, changed mode or owner. Granted before reading.
+    ungranted: Vec<pg_sys::Oid>,
+}
+
+fn oids(values: Vec<i64>) -> Vec<pg_sys::Oid> {
+    values
+        .into_iter()
+        .filter_map(|o| u32::try_from(o).ok())
+        .map(pg_sys::Oid::from)
+        .collect()
 }
 
 fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
+    // `o`: the storage table's owner and the stream table's mode.
     let stmt = cache::statement(
-        "SELECT clock_timestamp()::text, \
+        "WITH o AS (SELECT c.relowner AS r, s.pgt_relid, s.effective_mode \
+                      FROM pgtrickle.pgt_stream_tables s \
+                      JOIN pg_catalog.pg_class c ON c.oid = s.pgt_relid WHERE s.pgt_id = $1) \
+         SELECT clock_timestamp()::text, \
            coalesce(array_agg(d.source_relid::int8 ORDER BY d.source_relid), '{}'), \
            string_agg((SELECT c.oid::regclass::text FROM pg_catalog.pg_class c \
                        WHERE c.oid = d.source_relid), ', ' ORDER BY d.source_relid), \
-           (SELECT s.pgt_relid::int8 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_id = $1) \
+           (SELECT o.pgt_relid::int8 FROM o), (SELECT o.r FROM o), \
+           (array_agg(d.source_relid::regclass::text ORDER BY d.source_relid) FILTER ( \
+              WHERE (SELECT o.effective_mode FROM o) <> 'FULL' \
+                AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = d.source_relid) \
+                AND NOT CASE WHEN cardinality(d.read_attnums) = 0 \
+                  THEN has_any_column_privilege((SELECT o.r FROM o), d.source_relid, 'SELECT') \
+                  ELSE NOT EXISTS (SELECT FROM unnest(d.read_attnums) a WHERE NOT \
+                    has_column_privilege((SELECT o.r FROM o), d.source_relid, a, 'SELECT')) \
+                  END))[1], \
+           coalesce(array_agg(d.source_relid::int8) FILTER ( \
+              WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = d.source_relid) \
+                AND EXISTS (SELECT FROM unnest(d.columns_used \
+                              || '{__pgt_seq,__pgt_xid,__pgt_op}'::name[]) u \
+                  LEFT JOIN pg_catalog.pg_attribute a ON a.attname = u AND NOT a.attisdropped \
+                   AND a.attrelid = to_regclass('pgtrickle_changes.changes_' || d.source_relid) \
+                  WHERE a.attnum IS NULL OR NOT has_column_privilege( \
+                    (SELECT o.r FROM o), a.attrelid, a.attnum, 'SELECT'))), '{}') \
          FROM pgtrickle.pgt_dependencies d WHERE d.pgt_id = $1",
         &[INT8],
     )?;
-    Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+    Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
         let row = client.update(&*stmt, None, &[id.into()])?.first();
-        let oids: Vec<i64> = row.get(2)?.unwrap_or_default();
         Ok(Sources {
             start: row.get(1)?.unwrap_or_default(),
-            oids: oids
-                .into_iter()
-                .filter_map(|o| u32::try_from(o).ok())
-                .map(pg_sys::Oid::from)
-                .collect(),
+            oids: oids(row.get(2)?.unwrap_or_default()),
             lock_names: row.get(3)?,
             storage: row
                 .get::<i64>(4)?
                 .and_then(|o| u32::try_from(o).ok())
                 .unwrap_or(0),
+            owner: row.get(5)?.unwrap_or(pg_sys::InvalidOid),
+            denied: row.get(6)?,
+            ungranted: oids(row.get(7)?.unwrap_or_default()),
         })
-    })?)
+    })?
+    .checked(id)
+}
+
+impl Sources {
+    /// INV-12: every stream table has an owner (its storage table's).
+    fn checked(self, id: i64) -> Result<Self, PgTrickleError> {
+        if self.owner == pg_sys::InvalidOid {
+            return Err(PgTrickleError::Internal(format!(
+                "INV-12: stream table {id} has no storage table, hence no owner"
+            )));
+        }
+        Ok(self)
+    }
+
+    /// 42501 when the owner may no longer read a source; grants the owner read access to the
+    /// buffers it lacks it on (cdc.rs).
+    fn check_access(&self, st: &StreamTable) -> Result<(), PgTrickleError> {
+        if let Some(relation) = &self.denied {
+            return Err(PgTrickleError::ReadDenied {
+                relation: relation.clone(),
+                role: roles::name_of(self.owner),
+                stream_table: st.qualified(),
+            });
+        }
+        for source in &self.ungranted {
+            cdc::grant_readers(*source)?;
+        }
+        Ok(())
+    }
+
+    /// The first source whose row-level security applies to the owner (a DIFFERENTIAL refresh
+    /// reads the change buffers, which hold every row: it would bypass the policies).
+    fn row_security(&self) -> Option<String> {
+        self.oids
+            .iter()
+            .find(|s| roles::row_security_applies(**s, self.owner))
+            .map(|s| relation_name(*s))
+    }
+}
+
+/// `relid` as regclass text (its OID when it is gone).
+fn relation_name(relid: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| relid.to_u32().to_string())
 }
 
 fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
     let src = sources_of(st.id)?;
+    src.check_access(st)?;
     // ACCESS SHARE on the sources for the rest of the transaction: no TRUNCATE or table
     // rewrite can slip in between the checks below and the reads of the refresh.
     if let Some(names) = &src.lock_names {
@@ -93,9 +196,9 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
     }
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
     let everything: Vec<pg_sys::Oid> = src.oids.clone();
-    let (outcome, frontier, to_clean) = match full_reason(st) {
+    let (outcome, frontier, to_clean) = match full_reason(st, &src) {
         Some(reason) => {
-            let (o, f) = full(st, &buffers, reason)?;
+            let (o, f) = full(st, src.owner, &buffers, reason)?;
             (o, f, everything)
         }
         None => {
@@ -106,7 +209,7 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
             if p.rewritten {
                 let reason = "a source table was truncated or rewritten after this \
                               transaction's snapshot";
-                let (o, f) = full(st, &buffers, Some(reason.into()))?;
+                let (o, f) = full(st, src.owner, &buffers, Some(reason.into()))?;
                 (o, f, everything)
             } else if !p.changed.iter().any(|c| *c) {
                 // Nothing in the window: the delta is empty whatever the sources hold, and the
@@ -126,15 +229,15 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
                         (o, f, changed)
                     }
                     Diff::MustRunFull(reason) => {
-                        let (o, f) = full(st, &buffers, Some(reason))?;
+                        let (o, f) = full(st, src.owner, &buffers, Some(reason))?;
                         (o, f, everything)
                     }
                 }
             }
         }
     };
-    if let (Some(reason), true) = (&outcome.reason, outcome.action == "FULL") {
-        if st.effective_mode != "FULL" {
+    if let (Some(reason), true) = (&outcome.reason, outcome.action == Action::Full) {
+        if st.effective_mode != Mode::Full {
             pgrx::notice!(
                 "stream table {} using FULL refresh: {}",
                 st.qualified(),
@@ -144,7 +247,7 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
     }
     record(st, &outcome, &frontier, &src.start, history)?;
     match (outcome.action, &st.frontier) {
-        ("FULL", _) | (_, None) => {
+        (Action::Full, _) | (_, None) => {
             for s in &to_clean {
                 cdc::cleanup(*s)?;
             }
@@ -176,7 +279,7 @@ fn cleanup_window(sources: &[pg_sys::Oid], old: &Frontier) -> Result<(), PgTrick
 
 fn no_data() -> Outcome {
     Outcome {
-        action: "NO_DATA",
+        action: Action::NoData,
         reason: None,
         rows_inserted: None,
         rows_deleted: None,
@@ -314,22 +417,29 @@ pub fn initial_load(st: &StreamTable) -> Result<Outcome, PgTrickleError> {
 
 /// A FULL refresh of `st` recorded with `reason` (a first load or a reinitialisation).
 pub fn load(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError> {
-    with_search_path(&st.search_path, || load_inner(st, reason))
+    roles::as_extension(|| load_inner(st, reason))
 }
 
 fn load_inner(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError> {
     let src = sources_of(st.id)?;
+    src.check_access(st)?;
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
-    let (outcome, frontier) = full(st, &buffers, Some(reason.into()))?;
+    let (outcome, frontier) = full(st, src.owner, &buffers, Some(reason.into()))?;
     record(st, &outcome, &frontier, &src.start, None)?;
     Ok(outcome)
 }
 
 /// Why this cycle must run FULL before looking at the change window, if it must. `Some(None)`
 /// is FULL by the stream table's own mode (no notice).
-fn full_reason(st: &StreamTable) -> Option<Option<String>> {
-    if st.effective_mode == "FULL" {
+fn full_reason(st: &StreamTable, src: &Sources) -> Option<Option<String>> {
+    if st.effective_mode == Mode::Full {
         return Some(None);
+    }
+    if let Some(source) = src.row_security() {
+        return Some(Some(format!(
+            "row-level security of {source} applies to the owner, role \"{}\"",
+            roles::name_of(src.owner)
+        )));
     }
     if config::force_full_refresh() {
         return Some(Some("pg_trickle.force_full_refresh is on".into()));
@@ -359,10 +469,21 @@ fn storage_rel(st: &StreamTable) -> RelName {
 /// yields the frontier (so the next DIFFERENTIAL window starts exactly here).
 fn full(
     st: &StreamTable,
+    owner: pg_sys::Oid,
     buffers: &[String],
     reason: Option<String>,
 ) -> Result<(Outcome, Frontier), PgTrickleError> {
-    let (insert_sql, columns) = if st.storage_layout == "plan" {
+    roles::as_owner(owner, &st.search_path, true, || {
+        full_as_owner(st, buffers, reason)
+    })
+}
+
+fn full_as_owner(
+    st: &StreamTable,
+    buffers: &[String],
+    reason: Option<String>,
+) -> Result<(Outcome, Frontier), PgTrickleError> {
+    let (insert_sql, columns) = if st.storage_layout == Layout::Plan {
         let plan = plan_of(st)?;
         let cols: Vec<String> = plan
             .storage_columns()
@@ -392,7 +513,7 @@ fn full(
     );
     let (n, frontier) = run_with_frontier(&sql)?;
     let outcome = Outcome {
-        action: "FULL",
+        action: Action::Full,
         reason,
         rows_inserted: Some(n),
         rows_deleted: None,
@@ -420,16 +541,25 @@ fn differential(
     buffers: &[String],
     old: &Frontier,
 ) -> Result<Diff, PgTrickleError> {
-    let mut watched: Vec<u32> = src.oids.iter().map(|o| o.to_u32()).collect();
-    watched.push(src.storage);
-    let state = match cache::diff_state(st.id, &st.query, &st.search_path, &watched) {
-        Some(state) => state,
-        None => {
-            let state = Rc::new(build_diff_state(st, &src.oids, buffers, watched)?);
-            cache::store_diff_state(st.id, state.clone());
-            state
-        }
-    };
+    roles::as_owner(src.owner, &st.search_path, false, || {
+        let mut watched: Vec<u32> = src.oids.iter().map(|o| o.to_u32()).collect();
+        watched.push(src.storage);
+        // Looked up as the owner: the temp table and the statements are the owner's.
+        let state = match cache::diff_state(st.id, &st.query, &st.search_path, &watched) {
+            Some(state) => state,
+            None => {
+                let state = Rc::new(build_diff_state(st, &src.oids, buffers, watched)?);
+                cache::store_diff_state(st.id, state.clone());
+                state
+            }
+        };
+        roles::restricted(|| run_delta(&state, old))
+    })
+}
+
+/// Runs the prepared delta of `state` over the change window after `old` and applies it (as
+/// the owner, in a security-restricted operation).
+fn run_delta(state: &DiffState, old: &Frontier) -> Result<Diff, PgTrickleError> {
     let args = frontier_args(old)?;
     let (delta_rows, inserted, deleted, frontier, markers) =
         Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
@@ -447,7 +577,7 @@ fn differential(
             ))
         })?;
     if let Some(m) = markers {
-        clear_temp(&state, delta_rows)?;
+        clear_temp(state, delta_rows)?;
         let reason = if m.contains('T') {
             "a source table was truncated"
         } else {
@@ -460,13 +590,13 @@ fn differential(
         for stmt in &state.apply {
             Spi::connect_mut(|client| client.update(stmt, None, &[]).map(|_| ()))?;
         }
-        clear_temp(&state, delta_rows)?;
+        clear_temp(state, delta_rows)?;
     }
     let outcome = Outcome {
         action: if delta_rows == 0 {
-            "NO_DATA"
+            Action::NoData
         } else {
-            "DIFFERENTIAL"
+            Action::Differential
         },
         reason: None,
         rows_inserted: inserted,
@@ -505,7 +635,7 @@ fn build_diff_state(
     buffers: &[String],
     watched: Vec<u32>,
 ) -> Result<DiffState, PgTrickleError> {
-    let plan = plan_of(st)?;
+    let plan = roles::restricted(|| plan_of(st))?;
     let delta_sources = |predicate: &str| {
         sources.iter().fold(DeltaSources::new(), |acc, s| {
             acc.with(
@@ -545,13 +675,33 @@ fn build_diff_state(
     )?;
     // The same query over no rows gives the temp table its columns and types.
     let shape_sql = engine::delta_query_sql(&plan, &delta_sources("false"))?;
-    // Per user too: a temp table belongs to the role that created it.
+    // Per user too: a temp table belongs to the role that created it (the owner, here).
+    // Created outside the security-restricted operation, which refuses temp tables; it runs
+    // no user code: CREATE TABLE AS … WITH NO DATA only analyses its query (PostgreSQL neither
+    // plans nor executes it).
+    // Lifted also when this refresh is nested in another's restricted apply.
     let temp_name = format!("__pgt_delta_{}_{}", st.id, cache::current_user());
-    crate::storage::drop_temp(&temp_name, "TABLE")?;
-    Spi::run(&format!(
-        "CREATE TEMP TABLE {} AS {shape_sql} WITH NO DATA",
-        engine::render::quote_ident(&temp_name)
-    ))?;
+    roles::lifted(|| {
+        crate::storage::drop_temp(&temp_name, "TABLE")?;
+        Spi::run(&format!(
+            "CREATE TEMP TABLE {} AS {shape_sql} WITH NO DATA",
+            engine::render::quote_ident(&temp_name)
+        ))?;
+        Ok(())
+    })?;
+    roles::restricted(|| prepare_diff_state(st, &plan, buffers, watched, temp_name, &delta_sql))
+}
+
+/// The prepared statements of a differential refresh into temp table `temp_name`.
+fn prepare_diff_state(
+    st: &StreamTable,
+    plan: &Plan,
+    buffers: &[String],
+    watched: Vec<u32>,
+    temp_name: String,
+    delta_sql: &str,
+) -> Result<DiffState, PgTrickleError> {
+    let window = window_params();
     let temp_oid = cache::temp_relid(&temp_name).ok_or_else(|| {
         PgTrickleError::Internal(format!("temp table {temp_name} vanished after creation"))
     })?;
@@ -595,7 +745,7 @@ fn build_diff_state(
         ),
         &FRONTIER_TYPES,
     )?;
-    let apply = engine::apply_sql(&plan, &storage_rel(st), &temp)?
+    let apply = engine::apply_sql(plan, &storage_rel(st), &temp)?
         .iter()
         .map(|sql| cache::prepare(sql, &[]))
         .collect::<Result<Vec<_>, _>>()?;
@@ -657,7 +807,7 @@ fn record(
             )
             .map(|_| ())
     })?;
-    if st.effective_mode == "IMMEDIATE" && outcome.action != "FULL" && history.is_none() {
+    if st.effective_mode == Mode::Immediate && outcome.action != Action::Full && history.is_none() {
         return Ok(());
     }
     let (sql, last) = match history {
@@ -676,7 +826,7 @@ fn record(
     };
     let mut types = vec![TEXT, TEXT, INT8, INT8, INT8, INT8];
     let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
-        outcome.action.into(),
+        outcome.action.as_sql().into(),
         outcome.reason.as_deref().into(),
         outcome.rows_inserted.into(),
         outcome.rows_deleted.into(),

@@ -175,7 +175,8 @@ fn is_due(c: &Candidate) -> Result<Due, PgTrickleError> {
     // 'calculated' means "when a source changed". A FULL stream table on a duration or cron
     // schedule may read what capture cannot see (views, volatile functions), so it refreshes
     // whenever its schedule says so; differential ones read captured tables only.
-    let always = st.effective_mode == "FULL" && !matches!(parsed, Ok(Schedule::Calculated));
+    let always = st.effective_mode == crate::stream_table::Mode::Full
+        && !matches!(parsed, Ok(Schedule::Calculated));
     if always || has_pending_changes(&st)? {
         Ok(Due::Yes)
     } else {

@@ -34,7 +34,7 @@ use crate::mode;
 use crate::pgcatalog::PgCatalog;
 use crate::refresh;
 use crate::storage::ApplyGuard;
-use crate::stream_table::{self, StreamTable};
+use crate::stream_table::{self, Layout, Mode, RequestedMode, Status, StreamTable};
 
 /// Called by the `ddl_command_end` event trigger for each stream table reading a relation in
 /// `relids` (or stored in one), in its own subtransaction. Not for direct use.
@@ -55,7 +55,7 @@ struct Candidate {
     text: String,
     def: Definition,
     plan: Option<engine::Plan>,
-    effective_mode: String,
+    effective_mode: Mode,
     full_reason: Option<String>,
 }
 
@@ -69,7 +69,7 @@ pub fn follow(id: i64, relids: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
     let Some(st) = stream_table::find_by_id(id, false)? else {
         return Ok(());
     };
-    if st.status == "NEEDS_REINIT" {
+    if st.status == Status::NeedsReinit {
         return crate::settings::with_search_path(&st.search_path, || follow_names(&st));
     }
     crate::settings::with_search_path(&st.search_path, || match assess(&st, relids)? {
@@ -116,7 +116,7 @@ fn follow_names(st: &StreamTable) -> Result<(), PgTrickleError> {
                     st.id
                 ))?;
                 // Capture is recorded anew when it is rebuilt.
-                mode::replace_dependencies(st.id, &def, None, "FULL")?;
+                mode::replace_dependencies(st.id, &def, None, Mode::Full)?;
             }
         }
         return Ok(());
@@ -250,7 +250,7 @@ fn assess(
             .collect();
         let wanted = mode::captured_columns(
             candidate.plan.as_ref(),
-            &candidate.effective_mode,
+            candidate.effective_mode,
             dep.source,
         );
         let Some(now) = columns_now
@@ -319,7 +319,7 @@ fn evaluate(
         ));
     }
     let planned = engine::plan(text, &PgCatalog);
-    let want: Vec<(String, String)> = if st.storage_layout == "plan" {
+    let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
         match &planned {
             Ok(p) => p
                 .storage_columns()
@@ -339,10 +339,10 @@ fn evaluate(
         return Ok(Err(d.to_string()));
     }
     let (plan, reason) = mode::differential_reason(planned);
-    let (effective_mode, full_reason) = match (st.effective_mode.as_str(), reason) {
-        ("FULL", _) => ("FULL".to_string(), None),
-        (mode, None) => (mode.to_string(), None),
-        (_, Some(r)) if st.refresh_mode == "AUTO" => ("FULL".to_string(), Some(r)),
+    let (effective_mode, full_reason) = match (st.effective_mode, reason) {
+        (Mode::Full, _) => (Mode::Full, None),
+        (mode, None) => (mode, None),
+        (_, Some(r)) if st.refresh_mode == RequestedMode::Auto => (Mode::Full, Some(r)),
         (mode, Some(r)) => {
             return Ok(Err(format!(
                 "it can no longer be maintained in {mode} mode: {r}"
@@ -373,11 +373,11 @@ fn store(st: &StreamTable, c: Candidate, needs_full: Option<String>) -> Result<(
          needs_full_reason = coalesce(needs_full_reason, {}) WHERE pgt_id = {}",
         quote_literal(&c.text),
         quote_literal(&c.def.tree),
-        quote_literal(&c.effective_mode),
+        quote_literal(c.effective_mode.as_sql()),
         needs_full.as_deref().map_or("NULL".into(), quote_literal),
         st.id
     ))?;
-    mode::replace_dependencies(st.id, &c.def, c.plan.as_ref(), &c.effective_mode)?;
+    mode::replace_dependencies(st.id, &c.def, c.plan.as_ref(), c.effective_mode)?;
     if c.text != st.query {
         // On one line: PostgreSQL renders queries over several.
         let one_line = c.text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -422,7 +422,9 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
         "stream table {} is being reinitialised ({reason})",
         st.qualified()
     );
-    crate::settings::with_search_path(&st.search_path, || rebuild(st))?;
+    // As the extension's owner, which writes the catalog and the capture (the search_path
+    // stored with a stream table searches pg_catalog first: see api.rs).
+    crate::roles::as_extension_in(&st.search_path, || rebuild(st))?;
     let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
         PgTrickleError::Internal(format!("stream table {} vanished", st.qualified()))
     })?;
@@ -436,10 +438,10 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
     let name = st.qualified();
     let decision = mode::decide(
         &name,
-        &st.refresh_mode,
-        mode::plan_definition(&st.query, &def)?,
+        st.refresh_mode,
+        mode::plan_definition(&st.query, &def, crate::roles::owner_of(st.relid)?)?,
     )?;
-    let want: Vec<(String, String)> = if st.storage_layout == "plan" {
+    let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
         let plan =
             engine::plan(&st.query, &PgCatalog).map_err(|e| PgTrickleError::CannotReinit {
                 name: name.clone(),
@@ -453,7 +455,7 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
             .map(|c| (c.name.clone(), c.type_name.clone()))
             .collect()
     } else {
-        if matches!(decision.effective_mode, "DIFFERENTIAL" | "IMMEDIATE") {
+        if decision.effective_mode.incremental() {
             return Err(PgTrickleError::CannotReinit {
                 name,
                 reason: "its storage was created for FULL refresh only".into(),
@@ -489,7 +491,7 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
          is_populated = false, query_tree = {}, effective_mode = {}, full_reason = {} \
          WHERE pgt_id = {}",
         quote_literal(&def.tree),
-        quote_literal(decision.effective_mode),
+        quote_literal(decision.effective_mode.as_sql()),
         decision
             .full_reason
             .as_deref()

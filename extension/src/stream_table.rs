@@ -1,12 +1,87 @@
 //! A stream table's catalog record (`pgtrickle.pgt_stream_tables`) and how to find one by the
 //! name a user gives (`schema.table`, or unqualified through the search_path).
 
-use engine::render::quote_literal;
 use pgrx::prelude::*;
 
 use crate::error::PgTrickleError;
 use crate::frontier::Frontier;
 use engine::render::qualified;
+
+/// An enum stored as text in a catalog column with a CHECK constraint: parsed once when the row
+/// is loaded, a value outside the constraint being a broken invariant, not a default.
+macro_rules! catalog_enum {
+    ($(#[$doc:meta])* $name:ident, $column:literal { $($variant:ident = $sql:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The value as the catalog stores it.
+            pub fn as_sql(self) -> &'static str {
+                match self { $($name::$variant => $sql),+ }
+            }
+
+            /// Parses a catalog value (exact spelling).
+            pub fn from_catalog(value: &str) -> Result<Self, PgTrickleError> {
+                match value {
+                    $($sql => Ok($name::$variant),)+
+                    other => Err(PgTrickleError::Internal(format!(
+                        "pgt_stream_tables.{} holds {other:?}, outside its CHECK constraint",
+                        $column
+                    ))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_sql())
+            }
+        }
+    };
+}
+
+catalog_enum!(
+    /// The refresh mode a user asked for.
+    RequestedMode, "refresh_mode" {
+        Auto = "AUTO", Differential = "DIFFERENTIAL", Full = "FULL", Immediate = "IMMEDIATE",
+    }
+);
+catalog_enum!(
+    /// How a stream table is maintained (what AUTO resolved to).
+    Mode, "effective_mode" { Differential = "DIFFERENTIAL", Full = "FULL", Immediate = "IMMEDIATE" }
+);
+catalog_enum!(
+    /// The storage's shape: the engine's layout (user and hidden columns; the mode can switch
+    /// between FULL and DIFFERENTIAL), or the plain query result (FULL only).
+    Layout, "storage_layout" { Plan = "plan", Query = "query" }
+);
+catalog_enum!(
+    /// A stream table's status.
+    Status, "status" {
+        Active = "ACTIVE", Suspended = "SUSPENDED", Error = "ERROR", NeedsReinit = "NEEDS_REINIT",
+    }
+);
+
+impl Mode {
+    /// DIFFERENTIAL or IMMEDIATE: maintained from the change buffers.
+    pub fn incremental(self) -> bool {
+        matches!(self, Mode::Differential | Mode::Immediate)
+    }
+}
+
+impl RequestedMode {
+    /// A user's spelling of a mode (any case, surrounding blanks ignored); 22023 otherwise.
+    pub fn parse(mode: &str) -> Result<Self, PgTrickleError> {
+        Self::from_catalog(mode.trim().to_ascii_uppercase().as_str()).map_err(|_| {
+            PgTrickleError::InvalidParameter {
+                param: "refresh_mode",
+                value: mode.to_string(),
+                hint: "Valid refresh modes are AUTO, DIFFERENTIAL, FULL and IMMEDIATE.".into(),
+            }
+        })
+    }
+}
 
 /// The columns of `pgt_stream_tables` the refresh needs.
 #[derive(Debug, Clone)]
@@ -15,17 +90,16 @@ pub struct StreamTable {
     pub schema: String,
     pub name: String,
     pub query: String,
-    pub effective_mode: String,
-    pub storage_layout: String,
+    pub effective_mode: Mode,
+    pub storage_layout: Layout,
     pub is_populated: bool,
     pub frontier: Option<Frontier>,
     pub needs_full_reason: Option<String>,
     /// The search_path at creation; the defining query's names resolve with it.
     pub search_path: String,
-    /// ACTIVE, SUSPENDED, ERROR or NEEDS_REINIT.
-    pub status: String,
-    /// The mode the user asked for (AUTO, DIFFERENTIAL, FULL, IMMEDIATE).
-    pub refresh_mode: String,
+    pub status: Status,
+    /// The mode the user asked for.
+    pub refresh_mode: RequestedMode,
     /// The analysed defining query (definition.rs), when recorded.
     pub query_tree: Option<String>,
     /// The storage table's OID.
@@ -68,20 +142,45 @@ const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query,
 
 /// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
 /// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
+/// The name is resolved as the caller, with the caller's search_path; the catalog is read as
+/// the extension's owner (FOR UPDATE needs its privileges).
 pub fn find(name: &str, lock: bool) -> Result<StreamTable, PgTrickleError> {
     let (schema, rel) = parse_name(name)?;
     let target = match &schema {
         Some(s) => qualified(s, &rel),
         None => engine::render::quote_ident(&rel),
     };
-    let filter = format!("pgt_relid = to_regclass({})", quote_literal(&target));
-    load(&filter, lock)?.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
+    let relid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[target.as_str().into()],
+    )?;
+    let found = match relid {
+        Some(relid) => {
+            crate::roles::as_extension(|| load(&format!("pgt_relid = {}", relid.to_u32()), lock))?
+        }
+        None => None,
+    };
+    found.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
 }
 
 /// Loads a stream table by catalog id (the scheduler's way), optionally FOR UPDATE; `None`
 /// when it was dropped meanwhile.
 pub fn find_by_id(id: i64, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
-    load(&format!("pgt_id = {id}"), lock)
+    crate::roles::as_extension(|| load(&format!("pgt_id = {id}"), lock))
+}
+
+/// A catalog row as read, before its invariants are checked.
+struct RawRow {
+    id: Option<i64>,
+    text: [Option<String>; 6],
+    is_populated: Option<bool>,
+    frontier: (Option<String>, Option<String>, Option<i64>),
+    needs_full_reason: Option<String>,
+    status: Option<String>,
+    refresh_mode: Option<String>,
+    query_tree: Option<String>,
+    relid: Option<pg_sys::Oid>,
+    last_error: Option<String>,
 }
 
 fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
@@ -91,38 +190,76 @@ fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError>
     );
     // A read-write statement: pgrx runs a `select` read-only while the transaction has no
     // xid yet, and SELECT … FOR UPDATE is refused read-only.
-    Ok(Spi::connect_mut(
-        |client| -> Result<Option<StreamTable>, pgrx::spi::Error> {
-            let table = client.update(&sql, None, &[])?;
-            let Some(row) = table.into_iter().next() else {
-                return Ok(None);
-            };
-            let snapshot: Option<String> = row.get(8)?;
-            let xid: Option<String> = row.get(9)?;
-            let seq: Option<i64> = row.get(10)?;
-            let frontier = match (snapshot, xid, seq) {
-                (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
-                _ => None,
-            };
-            Ok(Some(StreamTable {
-                id: row.get(1)?.unwrap_or_default(),
-                schema: row.get(2)?.unwrap_or_default(),
-                name: row.get(3)?.unwrap_or_default(),
-                query: row.get(4)?.unwrap_or_default(),
-                effective_mode: row.get(5)?.unwrap_or_default(),
-                storage_layout: row.get(6)?.unwrap_or_default(),
-                is_populated: row.get(7)?.unwrap_or_default(),
-                frontier,
-                needs_full_reason: row.get(11)?,
-                search_path: row.get(12)?.unwrap_or_default(),
-                status: row.get(13)?.unwrap_or_default(),
-                refresh_mode: row.get(14)?.unwrap_or_default(),
-                query_tree: row.get(15)?,
-                relid: row.get(16)?.unwrap_or(pg_sys::InvalidOid),
-                last_error: row.get(17)?,
-            }))
-        },
-    )?)
+    let raw = Spi::connect_mut(|client| -> Result<Option<RawRow>, pgrx::spi::Error> {
+        let table = client.update(&sql, None, &[])?;
+        let Some(row) = table.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(RawRow {
+            id: row.get(1)?,
+            // schema, name, query, effective_mode, storage_layout, search_path
+            text: [
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(12)?,
+            ],
+            is_populated: row.get(7)?,
+            frontier: (row.get(8)?, row.get(9)?, row.get(10)?),
+            needs_full_reason: row.get(11)?,
+            status: row.get(13)?,
+            refresh_mode: row.get(14)?,
+            query_tree: row.get(15)?,
+            relid: row.get(16)?,
+            last_error: row.get(17)?,
+        }))
+    })?;
+    raw.map(|r| checked(r, filter)).transpose()
+}
+
+/// The row as a [`StreamTable`]: the NOT NULL columns present and every enum column inside its
+/// CHECK constraint, else an error naming the broken invariant (never a default).
+fn checked(r: RawRow, filter: &str) -> Result<StreamTable, PgTrickleError> {
+    let missing = |column: &str| {
+        PgTrickleError::Internal(format!(
+            "pgt_stream_tables.{column} is NULL in the row where {filter} (declared NOT NULL)"
+        ))
+    };
+    let [schema, name, query, effective_mode, storage_layout, search_path] = r.text;
+    let frontier = match r.frontier {
+        (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
+        (None, None, None) => None,
+        _ => {
+            return Err(PgTrickleError::Internal(format!(
+                "INV-2: the frontier of the stream table where {filter} is partly NULL"
+            )))
+        }
+    };
+    Ok(StreamTable {
+        id: r.id.ok_or_else(|| missing("pgt_id"))?,
+        schema: schema.ok_or_else(|| missing("pgt_schema"))?,
+        name: name.ok_or_else(|| missing("pgt_name"))?,
+        query: query.ok_or_else(|| missing("defining_query"))?,
+        effective_mode: Mode::from_catalog(
+            &effective_mode.ok_or_else(|| missing("effective_mode"))?,
+        )?,
+        storage_layout: Layout::from_catalog(
+            &storage_layout.ok_or_else(|| missing("storage_layout"))?,
+        )?,
+        is_populated: r.is_populated.ok_or_else(|| missing("is_populated"))?,
+        frontier,
+        needs_full_reason: r.needs_full_reason,
+        search_path: search_path.ok_or_else(|| missing("search_path"))?,
+        status: Status::from_catalog(&r.status.ok_or_else(|| missing("status"))?)?,
+        refresh_mode: RequestedMode::from_catalog(
+            &r.refresh_mode.ok_or_else(|| missing("refresh_mode"))?,
+        )?,
+        query_tree: r.query_tree,
+        relid: r.relid.ok_or_else(|| missing("pgt_relid"))?,
+        last_error: r.last_error,
+    })
 }
 
 /// The source tables (OIDs) a stream table depends on, with the buffer names.

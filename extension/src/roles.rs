@@ -1,0 +1,232 @@
+//! Who pg_trickle's work runs as (docs/SECURITY.md). Two identities, never mixed in one
+//! statement:
+//!
+//! - **The stream table's owner** (the owner of its storage table) for everything that touches
+//!   the user's query, its search_path or its data: the FULL statement, the delta and apply
+//!   statements, the temp table the delta lands in. User code in the query (functions,
+//!   operators, row-level security policies) therefore runs with the owner's privileges and
+//!   never with the scheduler's or a writer's. Statements that run user code do so in a
+//!   *security-restricted operation*, as PostgreSQL does for `REFRESH MATERIALIZED VIEW`: the
+//!   code cannot change the session it runs in (no `SET ROLE`, no temp objects planted in a
+//!   superuser's or another writer's session).
+//! - **The extension's owner** (normally a superuser) for pg_trickle's own bookkeeping: the
+//!   catalog, capture triggers, change buffers, their grants. These statements run with
+//!   `search_path = pg_catalog, pg_temp`, so no name in them can be resolved by a schema a
+//!   user controls.
+//!
+//! A switch is undone when its closure returns, also when it unwinds from an ERROR (the
+//! (sub)transaction's abort restores the user id as well).
+
+use pgrx::prelude::*;
+
+use crate::error::PgTrickleError;
+
+/// The role the current statement runs as (`current_user`).
+pub(crate) fn current() -> pg_sys::Oid {
+    // SAFETY: reads a backend global; valid in any transaction.
+    unsafe { pg_sys::GetUserId() }
+}
+
+thread_local! {
+    /// The extension's owner as read in the local transaction with this id (IMMEDIATE
+    /// maintenance asks once per writing statement).
+    static OWNER: std::cell::Cell<Option<(u32, pg_sys::Oid)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The id of the current local transaction.
+fn local_transaction() -> u32 {
+    // SAFETY: MyProc is set for every backend that runs SQL (it is checked for NULL); lxid is
+    // a plain field of it.
+    unsafe {
+        let proc_ = pg_sys::MyProc;
+        if proc_.is_null() {
+            0
+        } else {
+            (*proc_).lxid
+        }
+    }
+}
+
+/// The role that owns the extension (and its catalog, schemas and change buffers).
+pub(crate) fn extension_owner() -> Result<pg_sys::Oid, PgTrickleError> {
+    let txn = local_transaction();
+    if let Some((t, owner)) = OWNER.with(std::cell::Cell::get) {
+        if t == txn && txn != 0 {
+            return Ok(owner);
+        }
+    }
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
+    )?
+    .ok_or_else(|| {
+        PgTrickleError::Internal(
+            "pg_trickle runs in a database whose pg_extension has no row for it".into(),
+        )
+    })?;
+    OWNER.with(|o| o.set(Some((txn, owner))));
+    Ok(owner)
+}
+
+/// Restores the user id and security context saved when it was made.
+struct Switched {
+    user: pg_sys::Oid,
+    context: i32,
+}
+
+/// How a switch changes the security-restricted operation flag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Restriction {
+    /// As it was.
+    Keep,
+    /// Set: the statements run user code.
+    Restricted,
+    /// Cleared, for one statement of pg_trickle's own that runs no user code (creating the
+    /// delta's temp table) — needed when a refresh is nested in another's restricted
+    /// statements (an IMMEDIATE stream table over one whose apply wrote its source).
+    Lifted,
+}
+
+impl Switched {
+    fn to(role: pg_sys::Oid, restricted: bool) -> Self {
+        Self::with(
+            role,
+            if restricted {
+                Restriction::Restricted
+            } else {
+                Restriction::Keep
+            },
+        )
+    }
+
+    fn with(role: pg_sys::Oid, restriction: Restriction) -> Self {
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0i32);
+        // SAFETY: reads the current user id and security context into locals.
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+        let restricted = pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
+        let mut flags = context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
+        match restriction {
+            Restriction::Keep => {}
+            Restriction::Restricted => flags |= restricted,
+            Restriction::Lifted => flags &= !restricted,
+        }
+        // SAFETY: `role` is an existing role's OID (an owner read from pg_class or
+        // pg_extension in this transaction); the flags only add restrictions to the saved ones,
+        // as SECURITY DEFINER functions and REFRESH MATERIALIZED VIEW do.
+        unsafe { pg_sys::SetUserIdAndSecContext(role, flags) };
+        Switched { user, context }
+    }
+}
+
+impl Drop for Switched {
+    fn drop(&mut self) {
+        // SAFETY: puts back exactly what `to` saved.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+    }
+}
+
+/// Runs `f` as the extension's owner with `search_path = pg_catalog, pg_temp` (pg_trickle's own
+/// bookkeeping; see the module comment).
+pub(crate) fn as_extension<R>(
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    as_extension_in("pg_catalog, pg_temp", f)
+}
+
+/// [`as_extension`] with a stream table's stored search_path (which searches `pg_catalog`
+/// first and `pg_temp` last, so that a user's schema can shadow no built-in name), for work
+/// that resolves its query's names while writing the catalog (recording dependencies).
+pub(crate) fn as_extension_in<R>(
+    search_path: &str,
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    let owner = extension_owner()?;
+    let _switched = Switched::to(owner, false);
+    crate::settings::with_search_path(search_path, f)
+}
+
+/// Runs `f` as `owner` with the stream table's `search_path`. `restricted`: in a
+/// security-restricted operation (for statements that run the user's code; creating a temp
+/// table is refused there, so the delta's temp table is created outside it, by a statement
+/// with no user code).
+pub(crate) fn as_owner<R>(
+    owner: pg_sys::Oid,
+    search_path: &str,
+    restricted: bool,
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    let _switched = Switched::to(owner, restricted);
+    crate::settings::with_search_path(search_path, f)
+}
+
+/// Runs `f` as the current role in a security-restricted operation (inside [`as_owner`]).
+pub(crate) fn restricted<R>(
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    let _switched = Switched::to(current(), true);
+    f()
+}
+
+/// Runs `f` as the current role outside any security-restricted operation: only for
+/// pg_trickle's own statements that run no user code (see [`Restriction::Lifted`]).
+pub(crate) fn lifted<R>(
+    f: impl FnOnce() -> Result<R, PgTrickleError>,
+) -> Result<R, PgTrickleError> {
+    let _switched = Switched::with(current(), Restriction::Lifted);
+    f()
+}
+
+/// The owner of relation `relid` (a stream table's storage). A relation without a pg_class row
+/// here is a broken invariant: the catalog row of a stream table is deleted with its storage.
+pub(crate) fn owner_of(relid: pg_sys::Oid) -> Result<pg_sys::Oid, PgTrickleError> {
+    Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    )?
+    .ok_or_else(|| {
+        PgTrickleError::Internal(format!(
+            "the storage table (OID {}) of a stream table has no pg_class row",
+            relid.to_u32()
+        ))
+    })
+}
+
+/// The name of role `role`, for messages.
+pub(crate) fn name_of(role: pg_sys::Oid) -> String {
+    // SAFETY: with noerr = true a missing role yields NULL instead of an ERROR; a non-NULL
+    // result is a palloc'd NUL-terminated string.
+    let name = unsafe { pg_sys::GetUserNameFromId(role, true) };
+    if name.is_null() {
+        format!("role {}", role.to_u32())
+    } else {
+        // SAFETY: checked non-NULL above; NUL-terminated.
+        unsafe { std::ffi::CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// 42501 unless `caller` has the privileges of `owner` (is it, a member of it, or a
+/// superuser): only they may alter, refresh or drop a stream table, as for a table.
+pub(crate) fn check_owner(
+    caller: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    stream_table: &str,
+) -> Result<(), PgTrickleError> {
+    // SAFETY: a pure catalog lookup on two role OIDs.
+    if unsafe { pg_sys::has_privs_of_role(caller, owner) } {
+        Ok(())
+    } else {
+        Err(PgTrickleError::NotOwner {
+            stream_table: stream_table.to_string(),
+        })
+    }
+}
+
+/// Whether row-level security applies to `owner` reading `relid` (PostgreSQL's own test:
+/// enabled on the table, and `owner` neither a superuser, nor BYPASSRLS, nor the table's
+/// owner unless it is forced).
+pub(crate) fn row_security_applies(relid: pg_sys::Oid, owner: pg_sys::Oid) -> bool {
+    // SAFETY: a catalog lookup; with noError = true it raises no ERROR.
+    let rls = unsafe { pg_sys::check_enable_rls(relid, owner, true) };
+    rls == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+}
