@@ -5,13 +5,12 @@
 //!
 //! How the extension uses it:
 //! 1. `plan(query, &catalog)` → `Plan` (or an `EngineError` with `sqlstate()`); check
-//!    `plan.differentiability`; create the storage table from `plan.storage_columns()` (or
-//!    with `CREATE TABLE … AS full_query_sql(&plan) WITH NO DATA` for exact type modifiers);
-//!    capture `plan.sources[i].columns` of every source in its change buffer.
-//! 2. Initial load / FULL refresh: `INSERT INTO storage full_query_sql(&plan)`.
-//! 3. DIFFERENTIAL refresh: materialise `delta_query_sql(&plan, &sources)` once (a temp
-//!    table), then run `apply_sql(&plan, &storage, &delta)` in order.
-//! 4. `explain(&plan, format)` for `explain_stream_table`.
+//!    `plan.differentiability`.
+//! 2. `program(&plan, &input)` → [`Program`]: every statement it runs for the stream table —
+//!    the storage DDL, the FULL statement, the differential statements (delta table, fill,
+//!    apply, clear) and what each source's buffer must capture. The extension executes them
+//!    and records the outcome; [`names`] holds every name pg_trickle gives its own objects.
+//! 3. `explain(&plan, format)` for `explain_stream_table`.
 #![forbid(unsafe_code)]
 
 pub mod catalog;
@@ -19,9 +18,11 @@ pub mod error;
 pub mod explain;
 pub mod expr;
 pub mod maintain;
+pub mod names;
 pub mod operator;
 pub mod plan;
 pub mod planner;
+pub mod program;
 pub mod render;
 pub mod types;
 pub mod value;
@@ -32,6 +33,7 @@ pub use error::{EngineError, Reason};
 pub use explain::{explain, ExplainFormat};
 pub use operator::{ColType, EvalContext, Operator, Tables};
 pub use plan::{plan, Differentiability, Identity, OutputColumn, Plan, SourceTable};
+pub use program::{capture, program, storage_ddl, Capture, DeltaProgram, Program, ProgramInput};
 pub use render::apply::{apply_sql, delta_query_sql, full_query_sql, RelName};
 pub use render::{ChangeBuffer, DeltaSources};
 pub use types::SqlType;

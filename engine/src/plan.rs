@@ -141,7 +141,7 @@ pub fn plan(sql: &str, catalog: &dyn Catalog) -> Result<Plan, EngineError> {
     };
     let mut seen = std::collections::BTreeSet::new();
     for name in &tree.planned.names {
-        if name.starts_with("__pgt_") {
+        if name.starts_with(crate::names::HIDDEN_PREFIX) {
             return Err(EngineError::InvalidDefiningQuery {
                 message: format!("column name \"{name}\" is reserved (prefix __pgt_)"),
             });
@@ -358,7 +358,7 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
             let mut hidden = Vec::new();
             let mut key = Vec::new();
             for (i, k) in inner_key.iter().enumerate() {
-                let name = format!("__pgt_id_{i}");
+                let name = crate::names::hidden_id(i);
                 let t = in_types
                     .get(*k)
                     .cloned()
@@ -427,12 +427,12 @@ fn keyed_plan(
 pub(crate) fn aux_column(g: &Grouped, a: &Aux) -> OutputColumn {
     let int8 = ColType::new(SqlType::int8(), false);
     match a {
-        Aux::Count => column("__pgt_count", &int8),
-        Aux::CountOf(j) => column(&format!("__pgt_cnt_{j}"), &int8),
+        Aux::Count => column(crate::names::COUNT, &int8),
+        Aux::CountOf(j) => column(&crate::names::hidden_count_of(*j), &int8),
         Aux::SumOf(j) => {
             let arg = g.aggs[*j].arg_type.clone().unwrap_or_else(SqlType::numeric);
             column(
-                &format!("__pgt_sum_{j}"),
+                &crate::names::hidden_sum(*j),
                 &ColType::new(sum_result(&arg), false),
             )
         }
@@ -443,7 +443,7 @@ fn grouped_plan(tree: Operator, columns: Vec<OutputColumn>, g: Grouped, duplicat
     let mut hidden = Vec::new();
     for (k, pos) in g.key_storage.iter().enumerate() {
         if *pos >= columns.len() {
-            hidden.push(column(&format!("__pgt_grp_{k}"), &g.key_types[k]));
+            hidden.push(column(&crate::names::hidden_group(k), &g.key_types[k]));
         }
     }
     hidden.extend(g.aux.iter().map(|a| aux_column(&g, a)));
@@ -454,7 +454,7 @@ fn grouped_plan(tree: Operator, columns: Vec<OutputColumn>, g: Grouped, duplicat
         && g.key_storage.iter().enumerate().all(|(i, p)| i == *p)
     {
         Identity::Multiplicity {
-            count_column: "__pgt_count".to_string(),
+            count_column: crate::names::COUNT.to_string(),
             duplicates,
         }
     } else {

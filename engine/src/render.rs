@@ -14,7 +14,7 @@ use crate::error::EngineError;
 use crate::operator::Operator;
 
 /// The weight column of delta relations.
-pub const WEIGHT: &str = "__pgt_weight";
+pub const WEIGHT: &str = crate::names::WEIGHT;
 
 /// Quotes an identifier for PostgreSQL (always, even when not needed).
 pub fn quote_ident(name: &str) -> String {
@@ -195,7 +195,7 @@ impl<'a> SqlWriter<'a> {
         let name = match self.cte_by_sql.get(&fragment.sql) {
             Some(name) => name.clone(),
             None => {
-                let name = quote_ident(&format!("__pgt_d{}", self.ctes.len() + 1));
+                let name = quote_ident(&crate::names::cte(self.ctes.len() + 1));
                 self.ctes.push((name.clone(), fragment.sql.clone()));
                 self.cte_by_sql.insert(fragment.sql, name.clone());
                 name

@@ -145,8 +145,9 @@ fn create_in(
     // PostgreSQL's own privilege check of everything the query reads (columns, views, and
     // functions it calls), without reading a row: 42501 names what the caller may not read.
     Spi::run(&format!(
-        "SELECT FROM {} AS __pgt_q LIMIT 0",
-        stream_table::enclosed(&query)
+        "SELECT FROM {} AS {} LIMIT 0",
+        stream_table::enclosed(&query),
+        engine::names::QUERY_ALIAS
     ))?;
     let decision = decide(&table, mode, plan_definition(&query, &def, caller)?)?;
     let layout = match &decision.plan {

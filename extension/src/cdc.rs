@@ -7,10 +7,11 @@
 //! leaves a silently wrong stream table. Rows carry the writer's xid and a sequence number for
 //! the frontier (frontier.rs; INV-2) and are deleted once every dependent consumed them (INV-3).
 
+use engine::names;
 use engine::render::{quote_ident, quote_literal};
 use pgrx::prelude::*;
 
-use crate::error::PgTrickleError;
+use crate::error::{required, PgTrickleError};
 use crate::frontier;
 
 extension_sql!(
@@ -26,8 +27,9 @@ CREATE SEQUENCE pgtrickle_changes.change_seq AS bigint CACHE 64;
 /// `"pgtrickle_changes"."changes_<oid>"`.
 pub fn buffer_name(source: pg_sys::Oid) -> String {
     format!(
-        "pgtrickle_changes.{}",
-        quote_ident(&format!("changes_{}", source.to_u32()))
+        "{}.{}",
+        names::BUFFER_SCHEMA,
+        quote_ident(&names::buffer_table(source.to_u32()))
     )
 }
 
@@ -42,8 +44,9 @@ fn buffer_exists(source: pg_sys::Oid) -> Result<bool, PgTrickleError> {
 
 fn capture_function_name(source: pg_sys::Oid) -> String {
     format!(
-        "pgtrickle_changes.{}",
-        quote_ident(&format!("capture_{}", source.to_u32()))
+        "{}.{}",
+        names::BUFFER_SCHEMA,
+        quote_ident(&names::capture_function(source.to_u32()))
     )
 }
 
@@ -87,7 +90,7 @@ pub fn source_columns(
 /// The columns every buffer has before the captured ones; every other buffer column is a
 /// captured source column (whatever its name: a stream table read as a source has hidden
 /// `__pgt_…` columns of its own).
-const META_COLUMNS: [&str; 3] = ["__pgt_seq", "__pgt_xid", "__pgt_op"];
+const META_COLUMNS: [&str; 3] = names::BUFFER_META;
 
 /// Makes sure `source` has a buffer holding at least `columns` and capture triggers writing
 /// them. Idempotent; adds buffer columns when a new dependent reads more of the source. Runs
@@ -96,17 +99,19 @@ pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgT
     let buffer = buffer_name(source);
     let exists = buffer_exists(source)?;
     if !exists {
+        let (seq, xid, op) = (names::BUFFER_SEQ, names::BUFFER_XID, names::BUFFER_OP);
+        let (schema, sequence) = (names::BUFFER_SCHEMA, names::BUFFER_SEQUENCE);
         // A queue: rows are deleted soon after they are written, so it is vacuumed after a
         // fixed number of dead rows rather than a fraction of its (small) size — scans of a
         // buffer full of dead rows slow every refresh down until then.
         Spi::run(&format!(
             "CREATE TABLE {buffer} (\
-             __pgt_seq bigint NOT NULL DEFAULT nextval('pgtrickle_changes.change_seq'), \
-             __pgt_xid xid8 NOT NULL DEFAULT pg_current_xact_id(), \
-             __pgt_op \"char\" NOT NULL) \
+             {seq} bigint NOT NULL DEFAULT nextval('{schema}.{sequence}'), \
+             {xid} xid8 NOT NULL DEFAULT pg_current_xact_id(), \
+             {op} \"char\" NOT NULL) \
              WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000)"
         ))?;
-        Spi::run(&format!("CREATE INDEX ON {buffer} (__pgt_xid, __pgt_seq)"))?;
+        Spi::run(&format!("CREATE INDEX ON {buffer} ({xid}, {seq})"))?;
     }
     let mut captured = buffer_columns(source)?;
     for c in source_columns(source, columns)? {
@@ -162,12 +167,12 @@ pub fn reconcile(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
             )?
             .map(|row| {
                 Ok((
-                    row.get::<i16>(1)?.unwrap_or(0),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<String>(3)?.unwrap_or_default(),
+                    required(row.get::<i16>(1)?, "pgt_capture_columns.attnum")?,
+                    required(row.get::<String>(2)?, "pgt_capture_columns.name")?,
+                    required(row.get::<String>(3)?, "pgt_capture_columns.type_sql")?,
                 ))
             })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+            .collect::<Result<Vec<_>, PgTrickleError>>()
     })?;
     let in_buffer = buffer_columns(source)?;
     for name in &in_buffer {
@@ -208,7 +213,7 @@ pub fn reconcile(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
             Spi::run(&format!(
                 "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
                 quote_ident(name),
-                quote_ident(&format!("__pgt_renaming_{attnum}"))
+                quote_ident(&names::renaming(*attnum))
             ))?;
             renames.push((*attnum, col.name.clone()));
         }
@@ -223,7 +228,7 @@ pub fn reconcile(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
     for (attnum, name) in &renames {
         Spi::run(&format!(
             "ALTER TABLE {buffer} RENAME COLUMN {} TO {}",
-            quote_ident(&format!("__pgt_renaming_{attnum}")),
+            quote_ident(&names::renaming(*attnum)),
             quote_ident(name)
         ))?;
     }
@@ -388,10 +393,10 @@ fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTri
     let func = capture_function_name(source);
     let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     let (target, from_new, from_old) = if cols.is_empty() {
-        ("__pgt_op".to_string(), String::new(), String::new())
+        (names::BUFFER_OP.to_string(), String::new(), String::new())
     } else {
         (
-            format!("__pgt_op, {}", cols.join(", ")),
+            format!("{}, {}", names::BUFFER_OP, cols.join(", ")),
             format!(
                 ", {}",
                 cols.iter()
@@ -433,6 +438,7 @@ fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTri
     // GUCs are read with missing_ok so a backend that somehow lacks the library still captures.
     // While capture is paused, IMMEDIATE dependents are not maintained either; the marker
     // makes their next maintenance FULL.
+    let (op, new_rows, old_rows) = (names::BUFFER_OP, names::NEW_ROWS, names::OLD_ROWS);
     Spi::run(&format!(
         r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$
@@ -441,17 +447,17 @@ DECLARE
 BEGIN
   IF coalesce(current_setting('pg_trickle.cdc_paused', true), 'off')::boolean
      OR NOT coalesce(current_setting('pg_trickle.enabled', true), 'on')::boolean THEN
-    INSERT INTO {buffer} (__pgt_op) VALUES ('P');
+    INSERT INTO {buffer} ({op}) VALUES ('P');
     RETURN NULL;
   ELSIF TG_OP = 'INSERT' THEN
-    INSERT INTO {buffer} ({target}) SELECT 'I'{from_new} FROM __pgt_new n;
+    INSERT INTO {buffer} ({target}) SELECT 'I'{from_new} FROM {new_rows} n;
   ELSIF TG_OP = 'UPDATE' THEN
     INSERT INTO {buffer} ({target})
-      SELECT 'D'{from_old} FROM __pgt_old o UNION ALL SELECT 'I'{from_new} FROM __pgt_new n;
+      SELECT 'D'{from_old} FROM {old_rows} o UNION ALL SELECT 'I'{from_new} FROM {new_rows} n;
   ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO {buffer} ({target}) SELECT 'D'{from_old} FROM __pgt_old o;
+    INSERT INTO {buffer} ({target}) SELECT 'D'{from_old} FROM {old_rows} o;
   ELSE
-    INSERT INTO {buffer} (__pgt_op) VALUES ('T');
+    INSERT INTO {buffer} ({op}) VALUES ('T');
   END IF;
   {maintain}
   RETURN NULL;
@@ -462,25 +468,7 @@ $pgt$"#
     let table = Spi::get_one::<String>(&format!("SELECT {rel}::text"))?.ok_or_else(|| {
         PgTrickleError::Internal(format!("relation {} vanished", source.to_u32()))
     })?;
-    let specs = [
-        (
-            "__pgt_capture_ins",
-            "INSERT",
-            "REFERENCING NEW TABLE AS __pgt_new",
-        ),
-        (
-            "__pgt_capture_upd",
-            "UPDATE",
-            "REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new",
-        ),
-        (
-            "__pgt_capture_del",
-            "DELETE",
-            "REFERENCING OLD TABLE AS __pgt_old",
-        ),
-        ("__pgt_capture_trunc", "TRUNCATE", ""),
-    ];
-    for (name, event, referencing) in specs {
+    for (name, event, referencing) in names::CAPTURE_TRIGGERS {
         drop_trigger(source, name, &table)?;
         Spi::run(&format!(
             "CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} \
@@ -497,12 +485,7 @@ pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
         source.to_u32()
     ))?;
     if let Some(table) = table {
-        for name in [
-            "__pgt_capture_ins",
-            "__pgt_capture_upd",
-            "__pgt_capture_del",
-            "__pgt_capture_trunc",
-        ] {
+        for (name, _, _) in names::CAPTURE_TRIGGERS {
             drop_trigger(source, name, &table)?;
         }
     }
@@ -582,6 +565,37 @@ mod tests {
         Spi::get_one::<pg_sys::Oid>(&format!("SELECT {}::regclass::oid", quote_literal(table)))
             .unwrap()
             .unwrap()
+    }
+
+    /// The event-trigger functions are plpgsql in the extension's SQL and spell the names of
+    /// capture triggers, functions and buffers themselves: they must be the names the Rust code
+    /// creates (engine/src/names.rs).
+    #[pg_test]
+    fn event_trigger_functions_spell_the_names_of_the_naming_module() {
+        let source_of = |f: &str| {
+            Spi::get_one::<String>(&format!(
+                "SELECT prosrc FROM pg_proc WHERE oid = 'pgtrickle.{f}()'::regprocedure"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        let drop = source_of("on_sql_drop");
+        for (trigger, _, _) in names::CAPTURE_TRIGGERS {
+            assert!(drop.contains(trigger), "on_sql_drop lacks {trigger}");
+        }
+        let ddl = source_of("on_ddl_command_end");
+        for text in [&drop, &ddl] {
+            assert!(text.contains(&format!("{}.", names::BUFFER_SCHEMA)));
+            assert!(text.contains(&format!(
+                "'{}' || src",
+                names::buffer_table(0).trim_end_matches('0')
+            )));
+            assert!(text.contains(&format!(
+                "'{}' || src",
+                names::capture_function(0).trim_end_matches('0')
+            )));
+        }
+        assert!(ddl.contains(&format!("({}) VALUES ('P')", names::BUFFER_OP)));
     }
 
     fn buffer_rows(source: pg_sys::Oid, cols: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ use std::ffi::{CStr, CString};
 use engine::render::{quote_ident, quote_literal};
 use pgrx::prelude::*;
 
-use crate::error::PgTrickleError;
+use crate::error::{required, PgTrickleError};
 
 /// What PostgreSQL made of a defining query.
 #[derive(Debug, Clone)]
@@ -29,11 +29,15 @@ pub struct Definition {
 /// SQLSTATE) and describes it. Names resolve with the current search_path.
 pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
     let tree = analyse(query)?;
-    crate::storage::drop_temp("__pgt_probe", "VIEW")?;
+    let view = engine::names::PROBE_VIEW;
+    crate::storage::drop_temp(view, "VIEW")?;
     Spi::run(&format!(
-        "CREATE TEMP VIEW __pgt_probe AS {}",
+        "CREATE TEMP VIEW {view} AS {}",
         crate::stream_table::enclosed(query)
     ))?;
+    let view_oid = crate::refresh::cache::temp_relid(view).ok_or_else(|| {
+        PgTrickleError::Internal(format!("temp view {view} vanished after creation"))
+    })?;
     let deps: Vec<(pg_sys::Oid, Vec<i16>)> = Spi::connect(|client| {
         client
             .select(
@@ -44,7 +48,7 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
                    JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
                    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
                    AND d.refclassid = 'pg_catalog.pg_class'::regclass \
-                   AND r.ev_class = 'pg_temp.__pgt_probe'::regclass AND d.refobjid <> r.ev_class \
+                   AND r.ev_class = $1::pg_catalog.oid AND d.refobjid <> r.ev_class \
                  UNION \
                    SELECT d.refobjid, d.refobjsubid FROM dep \
                    JOIN pg_catalog.pg_class v ON v.oid = dep.relid AND v.relkind = 'v' \
@@ -57,7 +61,7 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
                  FROM dep JOIN pg_catalog.pg_class c ON c.oid = dep.relid \
                  WHERE c.relkind IN ('r', 'p') GROUP BY dep.relid ORDER BY dep.relid",
                 None,
-                &[],
+                &[view_oid.into()],
             )?
             .map(|row| {
                 let oid = row
@@ -72,10 +76,10 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
             .select(
                 "SELECT attname::text, format_type(atttypid, atttypmod) \
                  FROM pg_catalog.pg_attribute \
-                 WHERE attrelid = 'pg_temp.__pgt_probe'::regclass AND attnum > 0 \
+                 WHERE attrelid = $1::pg_catalog.oid AND attnum > 0 \
                  ORDER BY attnum",
                 None,
-                &[],
+                &[view_oid.into()],
             )?
             .map(|row| {
                 Ok((
@@ -85,7 +89,7 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
             })
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
-    Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
+    Spi::run(&format!("DROP VIEW pg_temp.{view}"))?;
     let (sources, read) = deps.into_iter().unzip();
     Ok(Definition {
         sources,
@@ -274,19 +278,18 @@ pub fn dependencies(id: i64) -> Result<Vec<Dependency>, PgTrickleError> {
         client
             .select(&sql, None, &[])?
             .map(|row| {
+                let column = |c: &str| format!("pgt_dependencies.{c}");
                 Ok(Dependency {
-                    source: row
-                        .get::<pg_sys::Oid>(1)?
-                        .ok_or(pgrx::spi::Error::NoTupleTable)?,
-                    read_attnums: row.get::<Vec<i16>>(2)?.unwrap_or_default(),
-                    read_names: row.get::<Vec<String>>(3)?.unwrap_or_default(),
-                    read_types: row.get::<Vec<String>>(4)?.unwrap_or_default(),
+                    source: required(row.get::<pg_sys::Oid>(1)?, &column("source_relid"))?,
+                    read_attnums: required(row.get::<Vec<i16>>(2)?, &column("read_attnums"))?,
+                    read_names: required(row.get::<Vec<String>>(3)?, &column("read_names"))?,
+                    read_types: required(row.get::<Vec<String>>(4)?, &column("read_types"))?,
                     source_name: row.get::<String>(5)?,
-                    columns_used: row.get::<Vec<String>>(6)?.unwrap_or_default(),
+                    columns_used: required(row.get::<Vec<String>>(6)?, &column("columns_used"))?,
                     source_filenode: row.get::<pg_sys::Oid>(7)?,
                 })
             })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+            .collect::<Result<Vec<_>, PgTrickleError>>()
     })?;
     for d in &deps {
         if d.read_attnums.len() != d.read_names.len() || d.read_attnums.len() != d.read_types.len()

@@ -73,6 +73,16 @@ pub enum PgTrickleError {
     Internal(String),
 }
 
+/// A value of a catalog column declared NOT NULL (`column` as `table.column`): NULL is a broken
+/// invariant of pg_trickle's catalog, reported as such — never replaced by a default.
+pub fn required<T>(value: Option<T>, column: &str) -> Result<T, PgTrickleError> {
+    value.ok_or_else(|| {
+        PgTrickleError::Internal(format!(
+            "catalog invariant broken: {column} is NULL, and the catalog declares it NOT NULL"
+        ))
+    })
+}
+
 /// Whether retrying the same work later may succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {

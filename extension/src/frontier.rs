@@ -7,6 +7,8 @@
 //! same transaction writes *after* the refresh were never read). Sequence numbers come from
 //! one sequence for all buffers, so one number bounds a refresh's own rows in every buffer.
 
+use engine::names;
+
 /// What one refresh consumed: its snapshot, its own xid and its own highest sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frontier {
@@ -18,16 +20,32 @@ pub struct Frontier {
     pub seq: i64,
 }
 
+impl Frontier {
+    /// The frontier a statement returned (from [`capture_sql`]); a NULL part is a broken
+    /// invariant (INV-1: every statement reading a window yields its frontier).
+    pub fn returned(
+        snapshot: Option<String>,
+        xid: Option<String>,
+        seq: Option<i64>,
+    ) -> Result<Self, crate::error::PgTrickleError> {
+        match (snapshot, xid, seq) {
+            (Some(snapshot), Some(xid), Some(seq)) => Ok(Frontier { snapshot, xid, seq }),
+            _ => Err(crate::error::PgTrickleError::Internal(
+                "INV-1: a statement that read a change window returned no complete frontier".into(),
+            )),
+        }
+    }
+}
+
 /// SQL that yields, inside the statement that reads the change window, the frontier of that
 /// statement: `(snapshot text, xid text, own max seq)`. `buffers` are the qualified buffer
 /// names the refresh reads. Evaluated in the same statement as the window, it sees the same
 /// snapshot (one statement, one snapshot: INV-1).
 pub fn capture_sql(buffers: &[String]) -> String {
+    let (seq, xid) = (names::BUFFER_SEQ, names::BUFFER_XID);
     let own = buffers
         .iter()
-        .map(|b| {
-            format!("SELECT max(__pgt_seq) AS s FROM {b} WHERE __pgt_xid = pg_current_xact_id()")
-        })
+        .map(|b| format!("SELECT max({seq}) AS s FROM {b} WHERE {xid} = pg_current_xact_id()"))
         .collect::<Vec<_>>();
     let own_max = if own.is_empty() {
         "0".to_string()
@@ -44,10 +62,11 @@ pub fn capture_sql(buffers: &[String]) -> String {
 /// cleanup against the catalog's columns, and by the change window). NULL frontier parts yield false: never refreshed
 /// means nothing consumed.
 pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
+    let (row_xid, row_seq) = (names::BUFFER_XID, names::BUFFER_SEQ);
     format!(
-        "coalesce((pg_visible_in_snapshot({alias}__pgt_xid, {snapshot}) \
-         AND {alias}__pgt_xid <> {xid}) \
-         OR ({alias}__pgt_xid = {xid} AND {alias}__pgt_seq <= {seq}), false)"
+        "coalesce((pg_visible_in_snapshot({alias}{row_xid}, {snapshot}) \
+         AND {alias}{row_xid} <> {xid}) \
+         OR ({alias}{row_xid} = {xid} AND {alias}{row_seq} <= {seq}), false)"
     )
 }
 
@@ -60,7 +79,8 @@ pub fn consumed_by_columns(alias: &str, snapshot: &str, xid: &str, seq: &str) ->
 /// refresh's own transaction, which may have written more after refreshing.
 pub fn window_sql(alias: &str, snapshot: &str, xid: &str, seq: &str) -> String {
     format!(
-        "{alias}__pgt_xid >= least(pg_snapshot_xmin({snapshot}), {xid}) AND NOT {}",
+        "{alias}{} >= least(pg_snapshot_xmin({snapshot}), {xid}) AND NOT {}",
+        names::BUFFER_XID,
         consumed_by_columns(alias, snapshot, xid, seq)
     )
 }

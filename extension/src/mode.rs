@@ -209,11 +209,10 @@ pub(crate) fn captured_columns(
     source: pg_sys::Oid,
 ) -> Vec<String> {
     match plan {
-        Some(plan) if effective_mode.incremental() => plan
-            .sources
-            .iter()
-            .find(|s| s.id == source.to_u32())
-            .map(|s| s.columns.clone())
+        Some(plan) if effective_mode.incremental() => engine::capture(plan)
+            .into_iter()
+            .find(|c| c.source == source.to_u32())
+            .map(|c| c.columns)
             .unwrap_or_default(),
         _ => Vec::new(),
     }

@@ -12,7 +12,8 @@ pub(crate) mod cache;
 use std::ffi::CString;
 use std::rc::Rc;
 
-use engine::{ChangeBuffer, DeltaSources, Plan, RelName};
+use engine::render::quote_literal;
+use engine::{names, Plan, ProgramInput, RelName};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
@@ -95,12 +96,20 @@ fn oids(values: Vec<i64>) -> Vec<pg_sys::Oid> {
 
 fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
     // `o`: the storage table's owner and the stream table's mode.
+    let meta = quote_literal(&format!("{{{}}}", names::BUFFER_META.join(",")));
+    let buffer_prefix = quote_literal(&format!("{}.changes_", names::BUFFER_SCHEMA));
+    debug_assert_eq!(
+        names::buffer_table(7),
+        "changes_7",
+        "the prefix below names buffers"
+    );
     let stmt = cache::statement(
-        "WITH o AS (SELECT c.relowner AS r, s.pgt_relid, s.effective_mode \
+        &format!(
+            "WITH o AS (SELECT c.relowner AS r, s.pgt_relid, s.effective_mode \
                       FROM pgtrickle.pgt_stream_tables s \
                       JOIN pg_catalog.pg_class c ON c.oid = s.pgt_relid WHERE s.pgt_id = $1) \
          SELECT clock_timestamp()::text, \
-           coalesce(array_agg(d.source_relid::int8 ORDER BY d.source_relid), '{}'), \
+           coalesce(array_agg(d.source_relid::int8 ORDER BY d.source_relid), '{{}}'), \
            string_agg((SELECT c.oid::regclass::text FROM pg_catalog.pg_class c \
                        WHERE c.oid = d.source_relid), ', ' ORDER BY d.source_relid), \
            (SELECT o.pgt_relid::int8 FROM o), (SELECT o.r FROM o), \
@@ -114,13 +123,13 @@ fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
                   END))[1], \
            coalesce(array_agg(d.source_relid::int8) FILTER ( \
               WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = d.source_relid) \
-                AND EXISTS (SELECT FROM unnest(d.columns_used \
-                              || '{__pgt_seq,__pgt_xid,__pgt_op}'::name[]) u \
+                AND EXISTS (SELECT FROM unnest(d.columns_used || {meta}::name[]) u \
                   LEFT JOIN pg_catalog.pg_attribute a ON a.attname = u AND NOT a.attisdropped \
-                   AND a.attrelid = to_regclass('pgtrickle_changes.changes_' || d.source_relid) \
+                   AND a.attrelid = to_regclass({buffer_prefix} || d.source_relid) \
                   WHERE a.attnum IS NULL OR NOT has_column_privilege( \
-                    (SELECT o.r FROM o), a.attrelid, a.attnum, 'SELECT'))), '{}') \
-         FROM pgtrickle.pgt_dependencies d WHERE d.pgt_id = $1",
+                    (SELECT o.r FROM o), a.attrelid, a.attnum, 'SELECT'))), '{{}}') \
+         FROM pgtrickle.pgt_dependencies d WHERE d.pgt_id = $1"
+        ),
         &[INT8],
     )?;
     Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
@@ -267,10 +276,10 @@ fn cleanup_window(sources: &[pg_sys::Oid], old: &Frontier) -> Result<(), PgTrick
         return Ok(());
     }
     let args = frontier_args(old)?;
-    let bound = "b.__pgt_xid >= least(pg_snapshot_xmin($1), $2)";
+    let bound = format!("b.{} >= least(pg_snapshot_xmin($1), $2)", names::BUFFER_XID);
     with_settings(&[(c"enable_seqscan", c"off")], || {
         for s in sources {
-            let stmt = cache::statement(&cdc::cleanup_sql(*s, bound), &FRONTIER_TYPES[..2])?;
+            let stmt = cache::statement(&cdc::cleanup_sql(*s, &bound), &FRONTIER_TYPES[..2])?;
             Spi::connect_mut(|client| client.update(&*stmt, None, &args[..2]).map(|_| ()))?;
         }
         Ok(())
@@ -343,8 +352,9 @@ fn typed_datum(ty: pg_sys::Oid, text: &str) -> Result<DatumWithOid<'static>, PgT
 /// scan, which walks every dead row a big cleanup left behind; this walks the buffer's xid
 /// index from the window's lower bound.
 fn window_row_exists(buffer: &str, and: &str) -> String {
+    let xid = names::BUFFER_XID;
     format!(
-        "(SELECT __pgt_xid FROM {buffer} WHERE {}{and} ORDER BY __pgt_xid LIMIT 1) IS NOT NULL",
+        "(SELECT {xid} FROM {buffer} WHERE {}{and} ORDER BY {xid} LIMIT 1) IS NOT NULL",
         window_params()
     )
 }
@@ -396,18 +406,28 @@ fn probe(
     );
     let stmt = cache::statement(&sql, &FRONTIER_TYPES)?;
     let args = frontier_args(old)?;
-    Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
-        let row = client.update(&*stmt, None, &args)?.first();
-        Ok(Probe {
-            rewritten: row.get(1)?.unwrap_or(false),
-            changed: row.get(2)?.unwrap_or_default(),
-            frontier: Frontier {
-                snapshot: row.get::<String>(3)?.unwrap_or_default(),
-                xid: row.get::<String>(4)?.unwrap_or_default(),
-                seq: row.get::<i64>(5)?.unwrap_or(0),
-            },
-        })
-    })?)
+    let (rewritten, changed, (snapshot, xid, seq)) =
+        Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+            let row = client.update(&*stmt, None, &args)?.first();
+            Ok((
+                row.get::<bool>(1)?,
+                row.get::<Vec<bool>>(2)?,
+                (
+                    row.get::<String>(3)?,
+                    row.get::<String>(4)?,
+                    row.get::<i64>(5)?,
+                ),
+            ))
+        })?;
+    let changed = changed.unwrap_or_default();
+    debug_assert_eq!(changed.len(), buffers.len(), "one window flag per buffer");
+    Ok(Probe {
+        rewritten: rewritten.ok_or_else(|| {
+            PgTrickleError::Internal("the refresh probe returned no rewrite flag".into())
+        })?,
+        changed,
+        frontier: Frontier::returned(snapshot, xid, seq)?,
+    })
 }
 
 /// Populates a new stream table (its first FULL refresh, no notice) and records it.
@@ -483,34 +503,35 @@ fn full_as_owner(
     buffers: &[String],
     reason: Option<String>,
 ) -> Result<(Outcome, Frontier), PgTrickleError> {
-    let (insert_sql, columns) = if st.storage_layout == Layout::Plan {
+    let frontier_sql = frontier::capture_sql(buffers);
+    let sql = if st.storage_layout == Layout::Plan {
         let plan = plan_of(st)?;
-        let cols: Vec<String> = plan
-            .storage_columns()
-            .iter()
-            .map(|c| engine::render::quote_ident(&c.name))
-            .collect();
-        (
-            engine::full_query_sql(&plan)?,
-            format!(" ({})", cols.join(", ")),
-        )
+        // Only the FULL statement is run here: the differential part reads no window.
+        let input = ProgramInput {
+            storage: storage_rel(st),
+            delta_table: RelName::new("pg_temp", &names::delta_table(st.id, cache::current_user())),
+            window: plan
+                .sources
+                .iter()
+                .map(|s| (s.id, "false".to_string()))
+                .collect(),
+            full_extra: frontier_sql,
+            delta_extra: String::new(),
+        };
+        engine::program(&plan, &input)?.full
     } else {
-        (
-            format!(
-                "SELECT * FROM {} AS __pgt_q",
-                crate::stream_table::enclosed(&st.query)
-            ),
-            String::new(),
+        // The plain query result (FULL only): the extension's own statement.
+        let ins = names::INSERTED;
+        format!(
+            "WITH {ins} AS (INSERT INTO {} SELECT * FROM {} AS {} RETURNING 1) \
+             SELECT (SELECT count(*) FROM {ins}), {frontier_sql}",
+            st.qualified(),
+            crate::stream_table::enclosed(&st.query),
+            names::QUERY_ALIAS
         )
     };
     let _guard = ApplyGuard::new();
-    let target = st.qualified();
-    Spi::run(&format!("TRUNCATE {target}"))?;
-    let sql = format!(
-        "WITH __pgt_ins AS (INSERT INTO {target}{columns} {insert_sql} RETURNING 1) \
-         SELECT (SELECT count(*) FROM __pgt_ins), {}",
-        frontier::capture_sql(buffers)
-    );
+    Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
     let (n, frontier) = run_with_frontier(&sql)?;
     let outcome = Outcome {
         action: Action::Full,
@@ -561,21 +582,34 @@ fn differential(
 /// the owner, in a security-restricted operation).
 fn run_delta(state: &DiffState, old: &Frontier) -> Result<Diff, PgTrickleError> {
     let args = frontier_args(old)?;
-    let (delta_rows, inserted, deleted, frontier, markers) =
+    let (delta_rows, inserted, deleted, (snapshot, xid, seq), markers) =
         Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
             let row = client.update(&state.delta, None, &args)?.first();
             Ok((
-                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i64>(1)?,
                 row.get::<i64>(2)?,
                 row.get::<i64>(3)?,
-                Frontier {
-                    snapshot: row.get::<String>(4)?.unwrap_or_default(),
-                    xid: row.get::<String>(5)?.unwrap_or_default(),
-                    seq: row.get::<i64>(6)?.unwrap_or(0),
-                },
+                (
+                    row.get::<String>(4)?,
+                    row.get::<String>(5)?,
+                    row.get::<i64>(6)?,
+                ),
                 row.get::<String>(7)?,
             ))
         })?;
+    let frontier = Frontier::returned(snapshot, xid, seq)?;
+    // count(*) is never NULL: its absence is a broken program contract (engine/src/program.rs).
+    let delta_rows = delta_rows.ok_or_else(|| {
+        PgTrickleError::Internal("the delta statement returned no row count".into())
+    })?;
+    // The shape of the delta as it is about to be applied: weighted (keyed) deltas count the
+    // rows they insert and delete — each delta row weighs at least 1 either way — grouped ones
+    // do not.
+    debug_assert_eq!(state.weighted, inserted.is_some() && deleted.is_some());
+    debug_assert!(
+        !state.weighted || inserted.unwrap_or(0) + deleted.unwrap_or(0) >= delta_rows,
+        "a weighted delta of {delta_rows} rows inserts {inserted:?} and deletes {deleted:?}"
+    );
     if let Some(m) = markers {
         clear_temp(state, delta_rows)?;
         let reason = if m.contains('T') {
@@ -629,152 +663,134 @@ fn clear_temp(state: &DiffState, rows: i64) -> Result<(), PgTrickleError> {
 /// Plans the stream table, (re)creates its delta temp table and prepares the delta and apply
 /// statements. Runs once per session and stream table, and again after a source or the
 /// storage table changed.
+/// The extension's inputs to the engine's program of `st`: the storage, the delta table of
+/// this role, each buffer's change window (parameters `$1`..`$3`, see [`frontier_args`]) and
+/// the frontier and marker columns its statements also return.
+fn program_input(st: &StreamTable, sources: &[pg_sys::Oid], buffers: &[String]) -> ProgramInput {
+    let window = window_params();
+    // A window holding a TRUNCATE or paused-capture marker is refreshed FULL; its rows are
+    // then not a faithful delta (a TRUNCATE deletes rows it does not list), so the delta reads
+    // no row at all rather than compute on them (an average over a group the lost deletes
+    // would have emptied divides by zero). Same statement, same snapshot as the marker check.
+    // Ordered by the buffer's xid index so that the check reads the window's rows, not every
+    // dead row of the buffer (NOT EXISTS would be planned as a sequential scan).
+    let op = names::BUFFER_OP;
+    let gate: String = buffers
+        .iter()
+        .map(|b| {
+            format!(
+                " AND NOT {}",
+                window_row_exists(b, &format!(" AND {op} IN ('T', 'P')"))
+            )
+        })
+        .collect();
+    let markers = if buffers.is_empty() {
+        "NULL::text".to_string()
+    } else {
+        let parts: Vec<String> = buffers
+            .iter()
+            .map(|b| format!("SELECT {op} FROM {b} WHERE {window} AND {op} IN ('T', 'P')"))
+            .collect();
+        format!(
+            "(SELECT string_agg(DISTINCT {op}::text, '') FROM ({}) AS __pgt_m)",
+            parts.join(" UNION ALL ")
+        )
+    };
+    let frontier = frontier::capture_sql(buffers);
+    ProgramInput {
+        storage: storage_rel(st),
+        delta_table: RelName::new("pg_temp", &names::delta_table(st.id, cache::current_user())),
+        window: sources
+            .iter()
+            .map(|s| (s.to_u32(), format!("{window} AND {op} IN ('I', 'D'){gate}")))
+            .collect(),
+        full_extra: frontier.clone(),
+        delta_extra: format!("{frontier}, {markers}"),
+    }
+}
+
+/// Plans the stream table, (re)creates its delta temp table and prepares the engine's delta
+/// and apply statements. Runs once per session and stream table, and again after a source or
+/// the storage table changed.
 fn build_diff_state(
     st: &StreamTable,
     sources: &[pg_sys::Oid],
     buffers: &[String],
     watched: Vec<u32>,
 ) -> Result<DiffState, PgTrickleError> {
-    let plan = roles::restricted(|| plan_of(st))?;
-    let delta_sources = |predicate: &str| {
-        sources.iter().fold(DeltaSources::new(), |acc, s| {
-            acc.with(
-                s.to_u32(),
-                ChangeBuffer {
-                    schema: "pgtrickle_changes".into(),
-                    name: format!("changes_{}", s.to_u32()),
-                    predicate: predicate.to_string(),
-                },
-            )
-        })
+    let input = program_input(st, sources, buffers);
+    let program = roles::restricted(|| Ok(engine::program(&plan_of(st)?, &input)?))?;
+    let Some(diff) = program.differential else {
+        return Err(PgTrickleError::Internal(format!(
+            "a differential refresh of {} whose plan has no differential program",
+            st.qualified()
+        )));
     };
-    let window = window_params();
-    // A window holding a TRUNCATE or paused-capture marker is refreshed FULL; its rows are
-    // then not a faithful delta (a TRUNCATE deletes rows it does not list), so the delta reads
-    // no row at all rather than compute on them (an average over a group the lost deletes
-    // would have emptied divides by zero). Same statement, same snapshot as the marker check.
-    let gate = if buffers.is_empty() {
-        String::new()
-    } else {
-        // Ordered by the buffer's xid index so that the check reads the window's rows, not
-        // every dead row of the buffer (NOT EXISTS would be planned as a sequential scan).
-        let parts: Vec<String> = buffers
-            .iter()
-            .map(|b| {
-                format!(
-                    " AND NOT {}",
-                    window_row_exists(b, " AND __pgt_op IN ('T', 'P')")
-                )
-            })
-            .collect();
-        parts.concat()
-    };
-    let delta_sql = engine::delta_query_sql(
-        &plan,
-        &delta_sources(&format!("{window} AND __pgt_op IN ('I', 'D'){gate}")),
-    )?;
-    // The same query over no rows gives the temp table its columns and types.
-    let shape_sql = engine::delta_query_sql(&plan, &delta_sources("false"))?;
     // Per user too: a temp table belongs to the role that created it (the owner, here).
     // Created outside the security-restricted operation, which refuses temp tables; it runs
     // no user code: CREATE TABLE AS … WITH NO DATA only analyses its query (PostgreSQL neither
-    // plans nor executes it).
-    // Lifted also when this refresh is nested in another's restricted apply.
-    let temp_name = format!("__pgt_delta_{}_{}", st.id, cache::current_user());
+    // plans nor executes it). Lifted also when this refresh is nested in another's
+    // restricted apply.
+    let temp_name = input.delta_table.name.clone();
     roles::lifted(|| {
         crate::storage::drop_temp(&temp_name, "TABLE")?;
-        Spi::run(&format!(
-            "CREATE TEMP TABLE {} AS {shape_sql} WITH NO DATA",
-            engine::render::quote_ident(&temp_name)
-        ))?;
+        Spi::run(&diff.table_ddl)?;
         Ok(())
     })?;
-    roles::restricted(|| prepare_diff_state(st, &plan, buffers, watched, temp_name, &delta_sql))
-}
-
-/// The prepared statements of a differential refresh into temp table `temp_name`.
-fn prepare_diff_state(
-    st: &StreamTable,
-    plan: &Plan,
-    buffers: &[String],
-    watched: Vec<u32>,
-    temp_name: String,
-    delta_sql: &str,
-) -> Result<DiffState, PgTrickleError> {
-    let window = window_params();
     let temp_oid = cache::temp_relid(&temp_name).ok_or_else(|| {
         PgTrickleError::Internal(format!("temp table {temp_name} vanished after creation"))
     })?;
-    let temp = RelName::new("pg_temp", &temp_name);
-    // Row-keyed plans carry a weight per delta row; grouped plans carry count changes.
-    let weighted = Spi::get_one::<bool>(&format!(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = {} \
-         AND attname = '__pgt_weight' AND NOT attisdropped)",
-        temp_oid.to_u32()
-    ))?
-    .unwrap_or(false);
-    let (returning, counts) = if weighted {
-        (
-            "\"__pgt_weight\"",
-            "(SELECT coalesce(sum(\"__pgt_weight\") FILTER (WHERE \"__pgt_weight\" > 0), 0)::int8 \
-             FROM __pgt_ins), \
-             (SELECT coalesce(-sum(\"__pgt_weight\") FILTER (WHERE \"__pgt_weight\" < 0), 0)::int8 \
-             FROM __pgt_ins)",
-        )
-    } else {
-        ("1", "NULL::int8, NULL::int8")
-    };
-    let markers = if buffers.is_empty() {
-        "NULL::text".to_string()
-    } else {
-        let parts: Vec<String> = buffers
-            .iter()
-            .map(|b| format!("SELECT __pgt_op FROM {b} WHERE {window} AND __pgt_op IN ('T', 'P')"))
-            .collect();
-        format!(
-            "(SELECT string_agg(DISTINCT __pgt_op::text, '') FROM ({}) AS __pgt_m)",
-            parts.join(" UNION ALL ")
-        )
-    };
-    let delta = cache::prepare(
-        &format!(
-            "WITH __pgt_ins AS (INSERT INTO {} {delta_sql} RETURNING {returning}) \
-             SELECT (SELECT count(*) FROM __pgt_ins), {counts}, {}, {markers}",
-            temp.sql(),
-            frontier::capture_sql(buffers)
-        ),
-        &FRONTIER_TYPES,
-    )?;
-    let apply = engine::apply_sql(plan, &storage_rel(st), &temp)?
-        .iter()
-        .map(|sql| cache::prepare(sql, &[]))
-        .collect::<Result<Vec<_>, _>>()?;
-    let clear = cache::prepare(&format!("DELETE FROM {}", temp.sql()), &[])?;
-    Ok(DiffState {
-        query: st.query.clone(),
-        search_path: st.search_path.clone(),
-        watched,
-        temp_name,
-        temp_oid,
-        delta,
-        apply,
-        clear,
-        dead_rows: std::cell::Cell::new(0),
+    debug_assert_eq!(
+        diff.weighted,
+        weight_column(temp_oid)?,
+        "the delta table has a weight column exactly when the program says its rows are weighted"
+    );
+    roles::restricted(|| {
+        Ok(DiffState {
+            query: st.query.clone(),
+            search_path: st.search_path.clone(),
+            watched,
+            temp_name,
+            temp_oid,
+            delta: cache::prepare(&diff.fill, &FRONTIER_TYPES)?,
+            apply: diff
+                .apply
+                .iter()
+                .map(|sql| cache::prepare(sql, &[]))
+                .collect::<Result<Vec<_>, _>>()?,
+            clear: cache::prepare(&diff.clear, &[])?,
+            weighted: diff.weighted,
+            dead_rows: std::cell::Cell::new(0),
+        })
     })
 }
 
+/// Whether the temp table `relid` has the weight column (for a debug assertion).
+fn weight_column(relid: pg_sys::Oid) -> Result<bool, PgTrickleError> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = $1 \
+         AND attname = $2 AND NOT attisdropped)",
+        &[relid.into(), names::WEIGHT.into()],
+    )?
+    .unwrap_or(false))
+}
+
 fn run_with_frontier(sql: &str) -> Result<(i64, Frontier), PgTrickleError> {
-    Ok(Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+    let (n, (snapshot, xid, seq)) = Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
         let row = client.update(sql, None, &[])?.first();
         Ok((
-            row.get::<i64>(1)?.unwrap_or(0),
-            Frontier {
-                snapshot: row.get::<String>(2)?.unwrap_or_default(),
-                xid: row.get::<String>(3)?.unwrap_or_default(),
-                seq: row.get::<i64>(4)?.unwrap_or(0),
-            },
+            row.get::<i64>(1)?,
+            (
+                row.get::<String>(2)?,
+                row.get::<String>(3)?,
+                row.get::<i64>(4)?,
+            ),
         ))
-    })?)
+    })?;
+    let n = n.ok_or_else(|| {
+        PgTrickleError::Internal("the FULL statement returned no row count".into())
+    })?;
+    Ok((n, Frontier::returned(snapshot, xid, seq)?))
 }
 
 /// Stores the new frontier and refresh time, and writes the history row. IMMEDIATE

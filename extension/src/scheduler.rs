@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use engine::render::quote_literal;
 use pgrx::prelude::*;
 
-use crate::error::{classify_sqlstate, PgTrickleError, Retry};
+use crate::error::{classify_sqlstate, required, PgTrickleError, Retry};
 use crate::schedule::{self, Schedule};
 use crate::{cdc, config, refresh, stream_table, txn};
 
@@ -89,18 +89,19 @@ fn load_candidates() -> Result<Vec<Candidate>, PgTrickleError> {
                WHERE s.status = 'ACTIVE' AND s.effective_mode <> 'IMMEDIATE' \
                  AND (s.next_retry_at IS NULL OR s.next_retry_at <= now()) \
                GROUP BY s.pgt_id, s.schedule ORDER BY s.pgt_id";
-    Ok(Spi::connect(|client| {
+    Spi::connect(|client| {
         client
             .select(sql, None, &[])?
             .map(|row| {
                 Ok(Candidate {
-                    id: row.get::<i64>(1)?.unwrap_or_default(),
-                    schedule: row.get::<String>(2)?.unwrap_or_default(),
+                    id: required(row.get::<i64>(1)?, "pgt_stream_tables.pgt_id")?,
+                    schedule: required(row.get::<String>(2)?, "pgt_stream_tables.schedule")?,
+                    // array_agg over no upstream stream table is NULL: none.
                     upstream: row.get::<Vec<i64>>(3)?.unwrap_or_default(),
                 })
             })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })?)
+            .collect::<Result<Vec<_>, PgTrickleError>>()
+    })
 }
 
 /// Topological order (upstream first; ties by id). Stream tables whose upstream is not a

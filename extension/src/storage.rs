@@ -54,45 +54,10 @@ fn guard_storage<'a>(
 /// installs the write guard. Hidden columns are named `__pgt_…`; an index on the identity keeps
 /// the apply step proportional to the change.
 pub fn create_for_plan(schema: &str, name: &str, plan: &Plan) -> Result<(), PgTrickleError> {
-    let key: Vec<&str> = match &plan.identity {
-        engine::Identity::Key { columns } => columns.iter().map(String::as_str).collect(),
-        engine::Identity::Multiplicity { .. } => {
-            plan.columns.iter().map(|c| c.name.as_str()).collect()
-        }
-        engine::Identity::Single | engine::Identity::None => Vec::new(),
-    };
-    let all = plan.storage_columns();
-    // A key of NOT NULL columns becomes NOT NULL + UNIQUE, so that stream tables reading this
-    // one find an exact row identity in the catalog (and MERGE finds rows by index).
-    let strict_key = matches!(plan.identity, engine::Identity::Key { .. })
-        && !key.is_empty()
-        && key
-            .iter()
-            .all(|k| all.iter().any(|c| c.name == *k && !c.nullable));
-    let cols: Vec<String> = all
-        .iter()
-        .map(|c| {
-            let not_null = strict_key && key.contains(&c.name.as_str());
-            format!(
-                "{} {}{}",
-                quote_ident(&c.name),
-                c.type_name,
-                if not_null { " NOT NULL" } else { "" }
-            )
-        })
-        .collect();
-    let table = qualified(schema, name);
-    Spi::run(&format!("CREATE TABLE {table} ({})", cols.join(", ")))?;
-    let quoted: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-    if strict_key && quoted.len() <= 32 {
-        Spi::run(&format!(
-            "CREATE UNIQUE INDEX ON {table} ({})",
-            quoted.join(", ")
-        ))?;
-    } else if !quoted.is_empty() && quoted.len() <= 32 {
-        Spi::run(&format!("CREATE INDEX ON {table} ({})", quoted.join(", ")))?;
+    for statement in engine::storage_ddl(plan, &engine::RelName::new(schema, name)) {
+        Spi::run(&statement)?;
     }
-    install_guard(&table)
+    install_guard(&qualified(schema, name))
 }
 
 /// Creates the storage table for a query maintained only by FULL refresh: exactly the query's
@@ -108,8 +73,9 @@ pub fn create_for_query(schema: &str, name: &str, query: &str) -> Result<(), PgT
 
 fn install_guard(table: &str) -> Result<(), PgTrickleError> {
     Spi::run(&format!(
-        "CREATE TRIGGER __pgt_guard BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} \
-         FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.guard_storage()"
+        "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} \
+         FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.guard_storage()",
+        engine::names::GUARD_TRIGGER
     ))?;
     Ok(())
 }

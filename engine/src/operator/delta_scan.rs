@@ -45,7 +45,7 @@ impl DeltaScan {
         let weight = format!(
             "SUM(CASE WHEN {}.{} = 'I' THEN 1 ELSE -1 END)",
             quote_ident("d"),
-            quote_ident("__pgt_op")
+            quote_ident(crate::names::BUFFER_OP)
         );
         let from = format!(
             "{} AS {} WHERE ({})",

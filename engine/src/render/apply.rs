@@ -492,7 +492,7 @@ fn grouped_apply(plan: &Plan, g: &Grouped, storage: &RelName, delta: &RelName) -
             values.push(col("d", &c.name));
         }
     }
-    let count = quote_ident("__pgt_count");
+    let count = quote_ident(crate::names::COUNT);
     KeyPart::parts(&keys)
         .into_iter()
         .map(|part| {

@@ -47,6 +47,8 @@ pub struct DiffState {
     pub apply: Vec<OwnedPreparedStatement>,
     /// Empties the temp table after use.
     pub clear: OwnedPreparedStatement,
+    /// Whether delta rows carry a weight (keyed plans) rather than group changes.
+    pub weighted: bool,
     /// Rows deleted from the temp table since it was last truncated: dead rows that later
     /// scans of it still read, until a TRUNCATE gives it a fresh file.
     pub dead_rows: Cell<i64>,

@@ -1,0 +1,135 @@
+//! Every name pg_trickle gives to something of its own, in one place: hidden storage columns,
+//! change buffers and their columns, capture triggers and functions, the storage's write
+//! guard, temporary relations and the CTE names of the statements it runs. Names a user's
+//! query may not use start with [`HIDDEN_PREFIX`]. (The SQL of the extension's event-trigger
+//! functions spells some of them too: `extension/src/api.rs` `on_sql_drop`, which a test of the
+//! extension checks against these.)
+
+/// The prefix of every hidden column and of pg_trickle's own relations and triggers.
+pub const HIDDEN_PREFIX: &str = "__pgt_";
+
+/// A delta row's weight (keyed plans).
+pub const WEIGHT: &str = "__pgt_weight";
+/// A group's row count (grouped plans).
+pub const COUNT: &str = "__pgt_count";
+
+/// Hidden identity column `i` of a keyless plan.
+pub fn hidden_id(i: usize) -> String {
+    format!("__pgt_id_{i}")
+}
+/// Hidden count of non-NULL inputs of aggregate `j`.
+pub fn hidden_count_of(j: usize) -> String {
+    format!("__pgt_cnt_{j}")
+}
+/// Hidden sum of aggregate `j`.
+pub fn hidden_sum(j: usize) -> String {
+    format!("__pgt_sum_{j}")
+}
+/// Hidden group key `k` (a grouping expression not in the result).
+pub fn hidden_group(k: usize) -> String {
+    format!("__pgt_grp_{k}")
+}
+/// The `n`th common table expression of a rendered statement.
+pub fn cte(n: usize) -> String {
+    format!("__pgt_d{n}")
+}
+
+/// The schema of the change buffers.
+pub const BUFFER_SCHEMA: &str = "pgtrickle_changes";
+/// The sequence numbering buffer rows (one for every buffer).
+pub const BUFFER_SEQUENCE: &str = "change_seq";
+/// Buffer column: the row's number in [`BUFFER_SEQUENCE`].
+pub const BUFFER_SEQ: &str = "__pgt_seq";
+/// Buffer column: the writing transaction's id.
+pub const BUFFER_XID: &str = "__pgt_xid";
+/// Buffer column: `I`nsert, `D`elete, `T`runcate marker, `P`aused-capture marker.
+pub const BUFFER_OP: &str = "__pgt_op";
+/// The columns every buffer has before the captured ones.
+pub const BUFFER_META: [&str; 3] = [BUFFER_SEQ, BUFFER_XID, BUFFER_OP];
+
+/// The change buffer of source table `oid` (in [`BUFFER_SCHEMA`]).
+pub fn buffer_table(oid: u32) -> String {
+    format!("changes_{oid}")
+}
+/// The capture trigger function of source table `oid` (in [`BUFFER_SCHEMA`]).
+pub fn capture_function(oid: u32) -> String {
+    format!("capture_{oid}")
+}
+/// The capture triggers on a source: (name, event, transition tables).
+pub const CAPTURE_TRIGGERS: [(&str, &str, &str); 4] = [
+    (
+        "__pgt_capture_ins",
+        "INSERT",
+        "REFERENCING NEW TABLE AS __pgt_new",
+    ),
+    (
+        "__pgt_capture_upd",
+        "UPDATE",
+        "REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new",
+    ),
+    (
+        "__pgt_capture_del",
+        "DELETE",
+        "REFERENCING OLD TABLE AS __pgt_old",
+    ),
+    ("__pgt_capture_trunc", "TRUNCATE", ""),
+];
+/// The transition tables the capture triggers read.
+pub const NEW_ROWS: &str = "__pgt_new";
+pub const OLD_ROWS: &str = "__pgt_old";
+
+/// A buffer column's name while a rename of source column `attnum` is followed (two renames
+/// may swap names).
+pub fn renaming(attnum: i16) -> String {
+    format!("__pgt_renaming_{attnum}")
+}
+
+/// The statement-level trigger refusing writes to a storage table that are not refreshes.
+pub const GUARD_TRIGGER: &str = "__pgt_guard";
+/// The temporary view a defining query is analysed through.
+pub const PROBE_VIEW: &str = "__pgt_probe";
+/// The temporary table a differential refresh of stream table `id` materialises its delta in,
+/// per role (a temporary table belongs to the role that created it).
+pub fn delta_table(id: i64, role: u32) -> String {
+    format!("__pgt_delta_{id}_{role}")
+}
+/// The CTE holding the rows a statement inserted (its counts are read from it).
+pub const INSERTED: &str = "__pgt_ins";
+/// The alias of the defining query inside the FULL statement of a plain-result storage.
+pub const QUERY_ALIAS: &str = "__pgt_q";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_of_ours_has_the_reserved_prefix() {
+        let fixed = [
+            WEIGHT,
+            COUNT,
+            BUFFER_SEQ,
+            BUFFER_XID,
+            BUFFER_OP,
+            NEW_ROWS,
+            OLD_ROWS,
+            GUARD_TRIGGER,
+            PROBE_VIEW,
+            INSERTED,
+            QUERY_ALIAS,
+        ];
+        let made = [
+            hidden_id(0),
+            hidden_count_of(1),
+            hidden_sum(2),
+            hidden_group(3),
+            cte(4),
+            delta_table(5, 10),
+        ];
+        for n in fixed.iter().copied().chain(made.iter().map(String::as_str)) {
+            assert!(n.starts_with(HIDDEN_PREFIX), "{n}");
+        }
+        for (t, _, _) in CAPTURE_TRIGGERS {
+            assert!(t.starts_with(HIDDEN_PREFIX), "{t}");
+        }
+    }
+}
