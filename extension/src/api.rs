@@ -203,7 +203,7 @@ fn create_in(
 fn owned(name: &str) -> Result<stream_table::StreamTable, PgTrickleError> {
     let caller = crate::roles::current();
     let st = stream_table::find(name, true)?;
-    crate::roles::check_owner(caller, crate::roles::owner_of(st.relid)?, &st.qualified())?;
+    crate::roles::check_owner(caller, st.owner, &st.qualified())?;
     Ok(st)
 }
 

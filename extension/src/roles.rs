@@ -27,44 +27,40 @@ pub(crate) fn current() -> pg_sys::Oid {
     unsafe { pg_sys::GetUserId() }
 }
 
-thread_local! {
-    /// The extension's owner as read in the local transaction with this id (IMMEDIATE
-    /// maintenance asks once per writing statement).
-    static OWNER: std::cell::Cell<Option<(u32, pg_sys::Oid)>> = const { std::cell::Cell::new(None) };
-}
-
-/// The id of the current local transaction.
-fn local_transaction() -> u32 {
-    // SAFETY: MyProc is set for every backend that runs SQL (it is checked for NULL); lxid is
-    // a plain field of it.
-    unsafe {
-        let proc_ = pg_sys::MyProc;
-        if proc_.is_null() {
-            0
-        } else {
-            (*proc_).lxid
-        }
-    }
-}
-
-/// The role that owns the extension (and its catalog, schemas and change buffers).
+/// The role that owns the extension (and its catalog, schemas and change buffers): the owner
+/// of schema `pgtrickle_changes`, which the extension's script creates (and which
+/// `REASSIGN OWNED` hands over together with the extension's other objects). Read from the
+/// catalog cache, so it costs no statement (IMMEDIATE maintenance asks once per write).
 pub(crate) fn extension_owner() -> Result<pg_sys::Oid, PgTrickleError> {
-    let txn = local_transaction();
-    if let Some((t, owner)) = OWNER.with(std::cell::Cell::get) {
-        if t == txn && txn != 0 {
-            return Ok(owner);
+    let schema = std::ffi::CString::new(engine::names::BUFFER_SCHEMA)
+        .map_err(|_| PgTrickleError::Internal("schema name contains a NUL byte".into()))?;
+    // SAFETY: a syscache lookup by name (missing_ok: InvalidOid when absent), then by OID; the
+    // tuple is released after its owner field is copied out.
+    let owner = unsafe {
+        let ns = pg_sys::get_namespace_oid(schema.as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            None
+        } else {
+            let tuple = pg_sys::SearchSysCache1(
+                pg_sys::SysCacheIdentifier::NAMESPACEOID as i32,
+                pg_sys::Datum::from(ns),
+            );
+            if tuple.is_null() {
+                None
+            } else {
+                let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(tuple);
+                let owner = (*form).nspowner;
+                pg_sys::ReleaseSysCache(tuple);
+                Some(owner)
+            }
         }
-    }
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle'",
-    )?
-    .ok_or_else(|| {
-        PgTrickleError::Internal(
-            "pg_trickle runs in a database whose pg_extension has no row for it".into(),
-        )
-    })?;
-    OWNER.with(|o| o.set(Some((txn, owner))));
-    Ok(owner)
+    };
+    owner.ok_or_else(|| {
+        PgTrickleError::Internal(format!(
+            "schema {} of pg_trickle is missing in this database",
+            engine::names::BUFFER_SCHEMA
+        ))
+    })
 }
 
 /// Restores the user id and security context saved when it was made.

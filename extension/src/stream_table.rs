@@ -105,6 +105,8 @@ pub struct StreamTable {
     /// The storage table's OID.
     pub relid: pg_sys::Oid,
     pub last_error: Option<String>,
+    /// The owner of the storage table when the row was loaded (refreshes read it again).
+    pub owner: pg_sys::Oid,
 }
 
 impl StreamTable {
@@ -138,7 +140,7 @@ pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError
 const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query, \
     effective_mode, storage_layout, is_populated, frontier_snapshot::text, frontier_xid::text, \
     frontier_seq, needs_full_reason, search_path, status, refresh_mode, query_tree, pgt_relid, \
-    last_error";
+    last_error, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = pgt_relid)";
 
 /// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
 /// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
@@ -150,23 +152,41 @@ pub fn find(name: &str, lock: bool) -> Result<StreamTable, PgTrickleError> {
         Some(s) => qualified(s, &rel),
         None => engine::render::quote_ident(&rel),
     };
-    let relid = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
-        &[target.as_str().into()],
-    )?;
-    let found = match relid {
+    let found = match resolve(&target)? {
         Some(relid) => {
-            crate::roles::as_extension(|| load(&format!("pgt_relid = {}", relid.to_u32()), lock))?
+            crate::roles::as_extension(|| load("pgt_relid", i64::from(relid.to_u32()), lock))?
         }
         None => None,
     };
     found.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
 }
 
+/// The relation a qualified, quoted name resolves to with the current search_path (as
+/// `to_regclass` does, without a statement), or `None`.
+fn resolve(target: &str) -> Result<Option<pg_sys::Oid>, PgTrickleError> {
+    let name = std::ffi::CString::new(target)
+        .map_err(|_| PgTrickleError::InvalidName(target.to_string()))?;
+    // SAFETY: `name` is NUL-terminated and was built from quoted identifiers (valid syntax);
+    // the lookup takes no lock and, with RVR_MISSING_OK, returns InvalidOid for a missing
+    // schema or relation instead of raising an error.
+    let relid = unsafe {
+        let names = pg_sys::stringToQualifiedNameList(name.as_ptr());
+        let rv = pg_sys::makeRangeVarFromNameList(names);
+        pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as i32,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    Ok((relid != pg_sys::InvalidOid).then_some(relid))
+}
+
 /// Loads a stream table by catalog id (the scheduler's way), optionally FOR UPDATE; `None`
 /// when it was dropped meanwhile.
 pub fn find_by_id(id: i64, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
-    crate::roles::as_extension(|| load(&format!("pgt_id = {id}"), lock))
+    crate::roles::as_extension(|| load("pgt_id", id, lock))
 }
 
 /// A catalog row as read, before its invariants are checked.
@@ -181,17 +201,22 @@ struct RawRow {
     query_tree: Option<String>,
     relid: Option<pg_sys::Oid>,
     last_error: Option<String>,
+    owner: Option<pg_sys::Oid>,
 }
 
-fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
+/// The row whose `column` (`pgt_id` or `pgt_relid`) is `value`, by a statement prepared once
+/// per session (IMMEDIATE maintenance loads a row per write).
+fn load(column: &str, value: i64, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE {filter}{}",
+        "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE {column} = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
+    let stmt = crate::refresh::cache::statement(&sql, &[crate::refresh::cache::INT8])?;
+    let filter = format!("{column} = {value}");
     // A read-write statement: pgrx runs a `select` read-only while the transaction has no
     // xid yet, and SELECT … FOR UPDATE is refused read-only.
     let raw = Spi::connect_mut(|client| -> Result<Option<RawRow>, pgrx::spi::Error> {
-        let table = client.update(&sql, None, &[])?;
+        let table = client.update(&*stmt, None, &[value.into()])?;
         let Some(row) = table.into_iter().next() else {
             return Ok(None);
         };
@@ -214,9 +239,10 @@ fn load(filter: &str, lock: bool) -> Result<Option<StreamTable>, PgTrickleError>
             query_tree: row.get(15)?,
             relid: row.get(16)?,
             last_error: row.get(17)?,
+            owner: row.get(18)?,
         }))
     })?;
-    raw.map(|r| checked(r, filter)).transpose()
+    raw.map(|r| checked(r, &filter)).transpose()
 }
 
 /// The row as a [`StreamTable`]: the NOT NULL columns present and every enum column inside its
@@ -259,6 +285,12 @@ fn checked(r: RawRow, filter: &str) -> Result<StreamTable, PgTrickleError> {
         query_tree: r.query_tree,
         relid: r.relid.ok_or_else(|| missing("pgt_relid"))?,
         last_error: r.last_error,
+        // INV-12: a stream table's owner is its storage table's.
+        owner: r.owner.ok_or_else(|| {
+            PgTrickleError::Internal(format!(
+                "INV-12: the stream table where {filter} has no storage table, hence no owner"
+            ))
+        })?,
     })
 }
 
