@@ -8,7 +8,8 @@
 # row-level security applies, so such a source is maintained FULL, with the reason); a revoked
 # privilege puts the stream table in ERROR with 42501; a query's function cannot create a temp
 # table during a refresh (security-restricted operation); ALTER TABLE … OWNER TO hands a stream
-# table over; an owner reads only the buffer columns its own stream tables read.
+# table over; an owner reads only the buffer columns its own stream tables read, and loses them
+# when its stream table is dropped (also by a plain DROP TABLE).
 set -euo pipefail
 trap 'echo "roles.sh: line $LINENO failed" >&2' ERR
 . "$(dirname "$0")/lib.sh"
@@ -136,6 +137,10 @@ eventually 30 "SET ROLE alice; SELECT error_sqlstate FROM pgtrickle.get_refresh_
 # carol's stream table on the same source is unaffected.
 q -c "SET ROLE carol" -c "SELECT pgtrickle.refresh_stream_table('app.items_s')" >/dev/null
 expect_eq "$(diff_sql app.items_s 'SELECT id, secret FROM shared.items')" 0
+# A plain DROP TABLE of carol's storage takes her buffer grant with it; alice's stays.
+expect_eq "SELECT has_column_privilege('carol', '$BUF', 'secret', 'SELECT')" t
+q -c "SET ROLE carol" -c "DROP TABLE app.items_s" >/dev/null
+expect_eq "SELECT has_column_privilege('carol', '$BUF', 'secret', 'SELECT'), has_column_privilege('carol', '$BUF', '__pgt_op', 'SELECT'), has_column_privilege('alice', '$BUF', 'a', 'SELECT')" "f|f|t"
 
 # --- ALTER TABLE … OWNER TO hands a stream table over ------------------------------------------
 q -c "GRANT SELECT ON app.orders TO carol" -c "ALTER TABLE app.totals OWNER TO carol" >/dev/null

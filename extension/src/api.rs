@@ -458,6 +458,7 @@ SET standard_conforming_strings = on AS $$
 DECLARE
     obj record;
     src oid;
+    touched oid[] := '{}';
 BEGIN
     -- Only drops of stream tables and of their sources matter; this also keeps the drops
     -- below (and refreshes' temp tables) from doing the work again.
@@ -473,6 +474,10 @@ BEGIN
     FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
                WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0
     LOOP
+        -- The sources of a dropped stream table: their buffer grants are synced below.
+        touched := touched || ARRAY(SELECT d.source_relid FROM pgtrickle.pgt_dependencies d
+                                      JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                                     WHERE s.pgt_relid = obj.objid);
         DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = obj.objid;
         UPDATE pgtrickle.pgt_stream_tables
            SET status = 'NEEDS_REINIT',
@@ -497,6 +502,12 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I()', 'capture_' || src);
         EXECUTE format('DROP TABLE IF EXISTS pgtrickle_changes.%I', 'changes_' || src);
         DELETE FROM pgtrickle.pgt_capture_columns WHERE source_relid = src;
+    END LOOP;
+    -- Buffers still read: the dropped stream tables' owners lose their grants on them.
+    FOREACH src IN ARRAY touched LOOP
+        IF EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = src) THEN
+            PERFORM pgtrickle.sync_buffer_readers(src);
+        END IF;
     END LOOP;
 END
 $$;

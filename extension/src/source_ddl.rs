@@ -50,6 +50,14 @@ fn follow_source_capture(source: pg_sys::Oid) -> Result<(), ErrorReport> {
     Ok(cdc::reconcile(source)?)
 }
 
+/// Called by the `sql_drop` event trigger for each source that lost a dependent to a plain
+/// `DROP TABLE` of its storage and is still read: the dropped stream table's owner keeps no
+/// grant on the buffer it no longer reads. Not executable by PUBLIC.
+#[pg_extern(volatile, parallel_unsafe)]
+fn sync_buffer_readers(source: pg_sys::Oid) -> Result<(), ErrorReport> {
+    Ok(crate::roles::as_extension(|| cdc::grant_readers(source))?)
+}
+
 /// A stream table's query after DDL, ready to be stored.
 struct Candidate {
     text: String,
@@ -517,6 +525,7 @@ extension_sql!(
     r#"
 REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_ddl(bigint, oid[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION pgtrickle.follow_source_capture(oid) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION pgtrickle.sync_buffer_readers(oid) FROM PUBLIC;
 
 -- ALTER TABLE of a source or of a stream table's storage, and ALTER SCHEMA … RENAME of a
 -- schema holding either (source_ddl.rs). SECURITY DEFINER,
@@ -609,5 +618,10 @@ CREATE EVENT TRIGGER pgt_ddl_command_end ON ddl_command_end
     EXECUTE FUNCTION pgtrickle.on_ddl_command_end();
 "#,
     name = "source_ddl_handling",
-    requires = [follow_source_ddl, follow_source_capture, "catalog_tables"]
+    requires = [
+        follow_source_ddl,
+        follow_source_capture,
+        sync_buffer_readers,
+        "catalog_tables"
+    ]
 );
