@@ -33,7 +33,9 @@ pub use error::{EngineError, Reason};
 pub use explain::{explain, ExplainFormat};
 pub use operator::{ColType, EvalContext, Operator, Tables};
 pub use plan::{plan, Differentiability, Identity, OutputColumn, Plan, SourceTable};
-pub use program::{capture, program, storage_ddl, Capture, DeltaProgram, Program, ProgramInput};
+pub use program::{
+    capture, full_statement, program, storage_ddl, Capture, DeltaProgram, Program, ProgramInput,
+};
 pub use render::apply::{apply_sql, delta_query_sql, full_query_sql, RelName};
 pub use render::{ChangeBuffer, DeltaSources};
 pub use types::SqlType;

@@ -44,7 +44,9 @@ pub const BUFFER_SEQ: &str = "__pgt_seq";
 pub const BUFFER_XID: &str = "__pgt_xid";
 /// Buffer column: `I`nsert, `D`elete, `T`runcate marker, `P`aused-capture marker.
 pub const BUFFER_OP: &str = "__pgt_op";
-/// The columns every buffer has before the captured ones.
+/// The columns every buffer has before the captured ones; every other buffer column is a
+/// captured source column, whatever its name (a stream table read as a source has hidden
+/// `__pgt_…` columns of its own).
 pub const BUFFER_META: [&str; 3] = [BUFFER_SEQ, BUFFER_XID, BUFFER_OP];
 
 /// The change buffer of source table `oid` (in [`BUFFER_SCHEMA`]).
@@ -128,8 +130,20 @@ mod tests {
         for n in fixed.iter().copied().chain(made.iter().map(String::as_str)) {
             assert!(n.starts_with(HIDDEN_PREFIX), "{n}");
         }
-        for (t, _, _) in CAPTURE_TRIGGERS {
+        for (t, _, referencing) in CAPTURE_TRIGGERS {
             assert!(t.starts_with(HIDDEN_PREFIX), "{t}");
+            // The transition tables the triggers declare are the ones the capture reads.
+            let named: Vec<&str> = referencing
+                .split_whitespace()
+                .filter(|w| w.starts_with(HIDDEN_PREFIX))
+                .collect();
+            assert!(
+                named.iter().all(|n| [NEW_ROWS, OLD_ROWS].contains(n)),
+                "{referencing}"
+            );
         }
+        assert!(
+            CAPTURE_TRIGGERS[1].2.contains(NEW_ROWS) && CAPTURE_TRIGGERS[1].2.contains(OLD_ROWS)
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! and records; it builds no maintenance SQL of its own (golden tests: `tests/program.rs`).
 //!
 //! Row contracts the extension relies on (checked in debug builds where it runs them):
-//! - [`Program::full`] returns one row: the number of rows inserted, then the caller's extra
-//!   columns ([`ProgramInput::full_extra`]).
+//! - [`Program::full`] ([`full_statement`]) returns one row: the number of rows inserted, then
+//!   the caller's extra columns ([`ProgramInput::full_extra`]).
 //! - [`DeltaProgram::fill`] returns one row: delta rows, rows inserted and rows deleted (NULL
 //!   for grouped plans, whose delta rows are group changes), then the caller's extra columns.
 //! - [`DeltaProgram::apply`] run in order after `fill`, then [`DeltaProgram::clear`].
@@ -127,22 +127,32 @@ pub fn storage_ddl(plan: &Plan, storage: &RelName) -> Vec<String> {
     ddl
 }
 
-/// Renders the program of `plan` (see the module comment).
-pub fn program(plan: &Plan, input: &ProgramInput) -> Result<Program, EngineError> {
-    let storage = input.storage.sql();
+/// The FULL statement of [`Program::full`] alone (a FULL refresh needs nothing else): fills
+/// the emptied `storage` from the defining query and returns the row count, then `extra`.
+pub fn full_statement(
+    plan: &Plan,
+    storage: &RelName,
+    extra_items: &str,
+) -> Result<String, EngineError> {
     let columns: Vec<String> = plan
         .storage_columns()
         .iter()
         .map(|c| quote_ident(&c.name))
         .collect();
     let inserted = quote_ident(names::INSERTED);
-    let full = format!(
-        "WITH {inserted} AS (INSERT INTO {storage} ({}) {} RETURNING 1) \
+    Ok(format!(
+        "WITH {inserted} AS (INSERT INTO {} ({}) {} RETURNING 1) \
          SELECT (SELECT count(*) FROM {inserted}){}",
+        storage.sql(),
         columns.join(", "),
         full_query_sql(plan)?,
-        extra(&input.full_extra)
-    );
+        extra(extra_items)
+    ))
+}
+
+/// Renders the program of `plan` (see the module comment).
+pub fn program(plan: &Plan, input: &ProgramInput) -> Result<Program, EngineError> {
+    let full = full_statement(plan, &input.storage, &input.full_extra)?;
     let differential = if matches!(plan.maintenance, Maintenance::Opaque) {
         None
     } else {

@@ -5,6 +5,8 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/golden.rs"]
+mod golden;
 
 use engine::{
     apply_sql, delta_query_sql, full_query_sql, plan, ChangeBuffer, DeltaSources, RelName,
@@ -110,24 +112,11 @@ fn render(sql: &str) -> String {
 
 #[test]
 fn rendered_sql_matches_golden_files_byte_for_byte() {
-    let update = std::env::var("UPDATE_GOLDEN").is_ok();
-    let mut mismatches = Vec::new();
-    for (name, sql) in CASES {
-        let path = format!("tests/golden/{name}.sql");
-        let actual = render(sql);
-        if update {
-            std::fs::write(&path, &actual).unwrap();
-            continue;
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_default();
-        if expected != actual {
-            mismatches.push(format!("{path}:\n{actual}"));
-        }
-    }
-    assert!(
-        mismatches.is_empty(),
-        "golden mismatch (UPDATE_GOLDEN=1 to regenerate):\n{}",
-        mismatches.join("\n")
+    golden::check(
+        "tests/golden",
+        CASES
+            .iter()
+            .map(|(name, sql)| (name.to_string(), render(sql))),
     );
 }
 

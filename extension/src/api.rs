@@ -153,11 +153,11 @@ fn create_in(
     let layout = match &decision.plan {
         Some(plan) => {
             storage::create_for_plan(schema, rel, plan)?;
-            "plan"
+            Layout::Plan
         }
         None => {
             storage::create_for_query(schema, rel, &query)?;
-            "query"
+            Layout::Query
         }
     };
     let st = crate::roles::as_extension_in(path, || {
@@ -179,7 +179,7 @@ fn create_in(
                 .full_reason
                 .as_deref()
                 .map_or("NULL".into(), quote_literal),
-            quote_literal(layout),
+            quote_literal(layout.as_sql()),
             quote_literal(path)
         ))?
         .ok_or_else(|| PgTrickleError::Internal("catalog insert returned no id".into()))?;
@@ -335,9 +335,8 @@ fn change_mode(
     mode: RequestedMode,
 ) -> Result<Vec<String>, PgTrickleError> {
     // Analysed and planned as the caller (who has the owner's privileges), for the owner.
-    let owner = crate::roles::owner_of(st.relid)?;
     let planned = crate::settings::with_search_path(&st.search_path, || {
-        plan_definition(&st.query, &definition::probe(&st.query)?, owner)
+        plan_definition(&st.query, &definition::probe(&st.query)?, st.owner)
     })?;
     let decision = decide(&st.qualified(), mode, planned)?;
     let incremental = decision.effective_mode.incremental();

@@ -87,11 +87,6 @@ pub fn source_columns(
         .collect()
 }
 
-/// The columns every buffer has before the captured ones; every other buffer column is a
-/// captured source column (whatever its name: a stream table read as a source has hidden
-/// `__pgt_…` columns of its own).
-const META_COLUMNS: [&str; 3] = names::BUFFER_META;
-
 /// Makes sure `source` has a buffer holding at least `columns` and capture triggers writing
 /// them. Idempotent; adds buffer columns when a new dependent reads more of the source. Runs
 /// `CREATE TRIGGER`, whose lock waits for writers in flight (docs/CORRECTNESS.md §4).
@@ -287,7 +282,7 @@ pub fn buffer_columns(source: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError
         "SELECT attname::text FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass({}) \
          AND attnum > 0 AND NOT attisdropped AND attname <> ALL ({}) ORDER BY attnum",
         quote_literal(&buffer_name(source)),
-        crate::definition::name_array(&META_COLUMNS.map(String::from))
+        crate::definition::name_array(&names::BUFFER_META.map(String::from))
     );
     Ok(Spi::connect(|client| {
         client
@@ -363,10 +358,11 @@ pub fn grant_readers(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
             .collect::<Result<Vec<_>, pgrx::spi::Error>>()
     })?;
     for (role, columns) in wanted {
-        let mut all: Vec<String> = META_COLUMNS.iter().map(|c| quote_ident(c)).collect();
+        let mut all: Vec<String> = names::BUFFER_META.iter().map(|c| quote_ident(c)).collect();
         all.extend(columns.iter().map(|c| quote_ident(c)));
         Spi::run(&format!(
-            "GRANT USAGE ON SCHEMA pgtrickle_changes TO {role}"
+            "GRANT USAGE ON SCHEMA {} TO {role}",
+            names::BUFFER_SCHEMA
         ))?;
         Spi::run(&format!(
             "GRANT SELECT ({}) ON {buffer} TO {role}",

@@ -94,11 +94,7 @@ pub(crate) fn plan_definition(
         .iter()
         .find(|s| crate::roles::row_security_applies(**s, owner))
     {
-        let table = Spi::get_one_with_args::<String>(
-            "SELECT $1::pg_catalog.regclass::pg_catalog.text",
-            &[(*s).into()],
-        )?
-        .unwrap_or_default();
+        let table = definition::relation_name(*s)?.unwrap_or_else(|| s.to_u32().to_string());
         return not(format!(
             "row-level security of {table} applies to its owner, role \"{}\" (a differential \
              refresh reads captured changes, which the policies do not filter)",

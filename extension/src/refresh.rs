@@ -26,7 +26,7 @@ use crate::roles;
 use crate::settings::with_settings;
 use crate::storage::ApplyGuard;
 use crate::stream_table::{Layout, Mode, StreamTable};
-use cache::{DiffState, INT8, TEXT};
+use cache::{DiffState, BOOL, INT8, OID, TEXT};
 
 /// What a refresh did (`pgt_refresh_history.action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,9 +73,8 @@ struct Sources {
     oids: Vec<pg_sys::Oid>,
     /// The sources that still exist, as a `LOCK TABLE` list.
     lock_names: Option<String>,
-    /// The storage table's OID.
-    storage: u32,
-    /// The stream table's owner (its storage table's): the refresh reads and writes as it.
+    /// The stream table's owner (its storage table's, loaded with its row): the refresh reads
+    /// and writes as it.
     owner: pg_sys::Oid,
     /// The first source (as regclass text) of a DIFFERENTIAL or IMMEDIATE stream table whose
     /// columns the owner may no longer all read. (A FULL refresh runs the query itself as the
@@ -94,8 +93,9 @@ fn oids(values: Vec<i64>) -> Vec<pg_sys::Oid> {
         .collect()
 }
 
-fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
-    // `o`: the storage table's owner and the stream table's mode.
+/// Parameters: `$1` the stream table's id, `$2` its owner, `$3` whether it is maintained
+/// from the buffers (the source privilege check is for those only).
+fn sources_of(st: &StreamTable) -> Result<Sources, PgTrickleError> {
     let meta = quote_literal(&format!("{{{}}}", names::BUFFER_META.join(",")));
     let buffer_prefix = quote_literal(&format!("{}.changes_", names::BUFFER_SCHEMA));
     debug_assert_eq!(
@@ -105,21 +105,16 @@ fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
     );
     let stmt = cache::statement(
         &format!(
-            "WITH o AS (SELECT c.relowner AS r, s.pgt_relid, s.effective_mode \
-                      FROM pgtrickle.pgt_stream_tables s \
-                      JOIN pg_catalog.pg_class c ON c.oid = s.pgt_relid WHERE s.pgt_id = $1) \
-         SELECT clock_timestamp()::text, \
+            "SELECT clock_timestamp()::text, \
            coalesce(array_agg(d.source_relid::int8 ORDER BY d.source_relid), '{{}}'), \
            string_agg((SELECT c.oid::regclass::text FROM pg_catalog.pg_class c \
                        WHERE c.oid = d.source_relid), ', ' ORDER BY d.source_relid), \
-           (SELECT o.pgt_relid::int8 FROM o), (SELECT o.r FROM o), \
            (array_agg(d.source_relid::regclass::text ORDER BY d.source_relid) FILTER ( \
-              WHERE (SELECT o.effective_mode FROM o) <> 'FULL' \
-                AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = d.source_relid) \
+              WHERE $3 AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = d.source_relid) \
                 AND NOT CASE WHEN cardinality(d.read_attnums) = 0 \
-                  THEN has_any_column_privilege((SELECT o.r FROM o), d.source_relid, 'SELECT') \
+                  THEN has_any_column_privilege($2, d.source_relid, 'SELECT') \
                   ELSE NOT EXISTS (SELECT FROM unnest(d.read_attnums) a WHERE NOT \
-                    has_column_privilege((SELECT o.r FROM o), d.source_relid, a, 'SELECT')) \
+                    has_column_privilege($2, d.source_relid, a, 'SELECT')) \
                   END))[1], \
            coalesce(array_agg(d.source_relid::int8) FILTER ( \
               WHERE EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = d.source_relid) \
@@ -127,40 +122,31 @@ fn sources_of(id: i64) -> Result<Sources, PgTrickleError> {
                   LEFT JOIN pg_catalog.pg_attribute a ON a.attname = u AND NOT a.attisdropped \
                    AND a.attrelid = to_regclass({buffer_prefix} || d.source_relid) \
                   WHERE a.attnum IS NULL OR NOT has_column_privilege( \
-                    (SELECT o.r FROM o), a.attrelid, a.attnum, 'SELECT'))), '{{}}') \
+                    $2, a.attrelid, a.attnum, 'SELECT'))), '{{}}') \
          FROM pgtrickle.pgt_dependencies d WHERE d.pgt_id = $1"
         ),
-        &[INT8],
+        &[INT8, OID, BOOL],
     )?;
+    let args = [
+        st.id.into(),
+        st.owner.into(),
+        st.effective_mode.incremental().into(),
+    ];
     Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
-        let row = client.update(&*stmt, None, &[id.into()])?.first();
+        let row = client.update(&*stmt, None, &args)?.first();
         Ok(Sources {
             start: row.get(1)?.unwrap_or_default(),
             oids: oids(row.get(2)?.unwrap_or_default()),
             lock_names: row.get(3)?,
-            storage: row
-                .get::<i64>(4)?
-                .and_then(|o| u32::try_from(o).ok())
-                .unwrap_or(0),
-            owner: row.get(5)?.unwrap_or(pg_sys::InvalidOid),
-            denied: row.get(6)?,
-            ungranted: oids(row.get(7)?.unwrap_or_default()),
+            owner: st.owner,
+            denied: row.get(4)?,
+            ungranted: oids(row.get(5)?.unwrap_or_default()),
         })
-    })?
-    .checked(id)
+    })
+    .map_err(PgTrickleError::from)
 }
 
 impl Sources {
-    /// INV-12: every stream table has an owner (its storage table's).
-    fn checked(self, id: i64) -> Result<Self, PgTrickleError> {
-        if self.owner == pg_sys::InvalidOid {
-            return Err(PgTrickleError::Internal(format!(
-                "INV-12: stream table {id} has no storage table, hence no owner"
-            )));
-        }
-        Ok(self)
-    }
-
     /// 42501 when the owner may no longer read a source; grants the owner read access to the
     /// buffers it lacks it on (cdc.rs).
     fn check_access(&self, st: &StreamTable) -> Result<(), PgTrickleError> {
@@ -179,24 +165,22 @@ impl Sources {
 
     /// The first source whose row-level security applies to the owner (a DIFFERENTIAL refresh
     /// reads the change buffers, which hold every row: it would bypass the policies).
-    fn row_security(&self) -> Option<String> {
-        self.oids
+    fn row_security(&self) -> Result<Option<String>, PgTrickleError> {
+        match self
+            .oids
             .iter()
             .find(|s| roles::row_security_applies(**s, self.owner))
-            .map(|s| relation_name(*s))
+        {
+            Some(s) => Ok(Some(
+                crate::definition::relation_name(*s)?.unwrap_or_else(|| s.to_u32().to_string()),
+            )),
+            None => Ok(None),
+        }
     }
 }
 
-/// `relid` as regclass text (its OID when it is gone).
-fn relation_name(relid: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| relid.to_u32().to_string())
-}
-
 fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTrickleError> {
-    let src = sources_of(st.id)?;
+    let src = sources_of(st)?;
     src.check_access(st)?;
     // ACCESS SHARE on the sources for the rest of the transaction: no TRUNCATE or table
     // rewrite can slip in between the checks below and the reads of the refresh.
@@ -205,7 +189,7 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
     }
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
     let everything: Vec<pg_sys::Oid> = src.oids.clone();
-    let (outcome, frontier, to_clean) = match full_reason(st, &src) {
+    let (outcome, frontier, to_clean) = match full_reason(st, &src)? {
         Some(reason) => {
             let (o, f) = full(st, src.owner, &buffers, reason)?;
             (o, f, everything)
@@ -441,7 +425,7 @@ pub fn load(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError> {
 }
 
 fn load_inner(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError> {
-    let src = sources_of(st.id)?;
+    let src = sources_of(st)?;
     src.check_access(st)?;
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
     let (outcome, frontier) = full(st, src.owner, &buffers, Some(reason.into()))?;
@@ -451,29 +435,28 @@ fn load_inner(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError>
 
 /// Why this cycle must run FULL before looking at the change window, if it must. `Some(None)`
 /// is FULL by the stream table's own mode (no notice).
-fn full_reason(st: &StreamTable, src: &Sources) -> Option<Option<String>> {
+fn full_reason(st: &StreamTable, src: &Sources) -> Result<Option<Option<String>>, PgTrickleError> {
     if st.effective_mode == Mode::Full {
-        return Some(None);
+        return Ok(Some(None));
     }
-    if let Some(source) = src.row_security() {
-        return Some(Some(format!(
+    if let Some(source) = src.row_security()? {
+        return Ok(Some(Some(format!(
             "row-level security of {source} applies to the owner, role \"{}\"",
             roles::name_of(src.owner)
-        )));
+        ))));
     }
-    if config::force_full_refresh() {
-        return Some(Some("pg_trickle.force_full_refresh is on".into()));
-    }
-    if !st.is_populated {
-        return Some(Some("the stream table is not populated yet".into()));
-    }
-    if let Some(r) = &st.needs_full_reason {
-        return Some(Some(r.clone()));
-    }
-    if st.frontier.is_none() {
-        return Some(Some("no previous frontier".into()));
-    }
-    None
+    let reason = if config::force_full_refresh() {
+        "pg_trickle.force_full_refresh is on".to_string()
+    } else if !st.is_populated {
+        "the stream table is not populated yet".to_string()
+    } else if let Some(r) = &st.needs_full_reason {
+        r.clone()
+    } else if st.frontier.is_none() {
+        "no previous frontier".to_string()
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Some(reason)))
 }
 
 /// Plans the defining query of a stream table with a plan-based storage layout.
@@ -505,20 +488,7 @@ fn full_as_owner(
 ) -> Result<(Outcome, Frontier), PgTrickleError> {
     let frontier_sql = frontier::capture_sql(buffers);
     let sql = if st.storage_layout == Layout::Plan {
-        let plan = plan_of(st)?;
-        // Only the FULL statement is run here: the differential part reads no window.
-        let input = ProgramInput {
-            storage: storage_rel(st),
-            delta_table: RelName::new("pg_temp", &names::delta_table(st.id, cache::current_user())),
-            window: plan
-                .sources
-                .iter()
-                .map(|s| (s.id, "false".to_string()))
-                .collect(),
-            full_extra: frontier_sql,
-            delta_extra: String::new(),
-        };
-        engine::program(&plan, &input)?.full
+        engine::full_statement(&plan_of(st)?, &storage_rel(st), &frontier_sql)?
     } else {
         // The plain query result (FULL only): the extension's own statement.
         let ins = names::INSERTED;
@@ -564,7 +534,7 @@ fn differential(
 ) -> Result<Diff, PgTrickleError> {
     roles::as_owner(src.owner, &st.search_path, false, || {
         let mut watched: Vec<u32> = src.oids.iter().map(|o| o.to_u32()).collect();
-        watched.push(src.storage);
+        watched.push(st.relid.to_u32());
         // Looked up as the owner: the temp table and the statements are the owner's.
         let state = match cache::diff_state(st.id, &st.query, &st.search_path, &watched) {
             Some(state) => state,
@@ -660,9 +630,6 @@ fn clear_temp(state: &DiffState, rows: i64) -> Result<(), PgTrickleError> {
     Ok(())
 }
 
-/// Plans the stream table, (re)creates its delta temp table and prepares the delta and apply
-/// statements. Runs once per session and stream table, and again after a source or the
-/// storage table changed.
 /// The extension's inputs to the engine's program of `st`: the storage, the delta table of
 /// this role, each buffer's change window (parameters `$1`..`$3`, see [`frontier_args`]) and
 /// the frontier and marker columns its statements also return.

@@ -83,17 +83,6 @@ enum Restriction {
 }
 
 impl Switched {
-    fn to(role: pg_sys::Oid, restricted: bool) -> Self {
-        Self::with(
-            role,
-            if restricted {
-                Restriction::Restricted
-            } else {
-                Restriction::Keep
-            },
-        )
-    }
-
     fn with(role: pg_sys::Oid, restriction: Restriction) -> Self {
         let (mut user, mut context) = (pg_sys::InvalidOid, 0i32);
         // SAFETY: reads the current user id and security context into locals.
@@ -136,7 +125,7 @@ pub(crate) fn as_extension_in<R>(
     f: impl FnOnce() -> Result<R, PgTrickleError>,
 ) -> Result<R, PgTrickleError> {
     let owner = extension_owner()?;
-    let _switched = Switched::to(owner, false);
+    let _switched = Switched::with(owner, Restriction::Keep);
     crate::settings::with_search_path(search_path, f)
 }
 
@@ -150,7 +139,12 @@ pub(crate) fn as_owner<R>(
     restricted: bool,
     f: impl FnOnce() -> Result<R, PgTrickleError>,
 ) -> Result<R, PgTrickleError> {
-    let _switched = Switched::to(owner, restricted);
+    let restriction = if restricted {
+        Restriction::Restricted
+    } else {
+        Restriction::Keep
+    };
+    let _switched = Switched::with(owner, restriction);
     crate::settings::with_search_path(search_path, f)
 }
 
@@ -158,7 +152,7 @@ pub(crate) fn as_owner<R>(
 pub(crate) fn restricted<R>(
     f: impl FnOnce() -> Result<R, PgTrickleError>,
 ) -> Result<R, PgTrickleError> {
-    let _switched = Switched::to(current(), true);
+    let _switched = Switched::with(current(), Restriction::Restricted);
     f()
 }
 
@@ -169,21 +163,6 @@ pub(crate) fn lifted<R>(
 ) -> Result<R, PgTrickleError> {
     let _switched = Switched::with(current(), Restriction::Lifted);
     f()
-}
-
-/// The owner of relation `relid` (a stream table's storage). A relation without a pg_class row
-/// here is a broken invariant: the catalog row of a stream table is deleted with its storage.
-pub(crate) fn owner_of(relid: pg_sys::Oid) -> Result<pg_sys::Oid, PgTrickleError> {
-    Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
-        &[relid.into()],
-    )?
-    .ok_or_else(|| {
-        PgTrickleError::Internal(format!(
-            "the storage table (OID {}) of a stream table has no pg_class row",
-            relid.to_u32()
-        ))
-    })
 }
 
 /// The name of role `role`, for messages.

@@ -447,7 +447,7 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
     let decision = mode::decide(
         &name,
         st.refresh_mode,
-        mode::plan_definition(&st.query, &def, crate::roles::owner_of(st.relid)?)?,
+        mode::plan_definition(&st.query, &def, st.owner)?,
     )?;
     let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
         let plan =

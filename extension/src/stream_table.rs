@@ -3,7 +3,7 @@
 
 use pgrx::prelude::*;
 
-use crate::error::PgTrickleError;
+use crate::error::{required, PgTrickleError};
 use crate::frontier::Frontier;
 use engine::render::qualified;
 
@@ -189,108 +189,61 @@ pub fn find_by_id(id: i64, lock: bool) -> Result<Option<StreamTable>, PgTrickleE
     crate::roles::as_extension(|| load("pgt_id", id, lock))
 }
 
-/// A catalog row as read, before its invariants are checked.
-struct RawRow {
-    id: Option<i64>,
-    text: [Option<String>; 6],
-    is_populated: Option<bool>,
-    frontier: (Option<String>, Option<String>, Option<i64>),
-    needs_full_reason: Option<String>,
-    status: Option<String>,
-    refresh_mode: Option<String>,
-    query_tree: Option<String>,
-    relid: Option<pg_sys::Oid>,
-    last_error: Option<String>,
-    owner: Option<pg_sys::Oid>,
-}
-
 /// The row whose `column` (`pgt_id` or `pgt_relid`) is `value`, by a statement prepared once
-/// per session (IMMEDIATE maintenance loads a row per write).
+/// per session (IMMEDIATE maintenance loads a row per write). The NOT NULL columns must be
+/// present and every enum column inside its CHECK constraint, else an error naming the broken
+/// invariant (never a default).
 fn load(column: &str, value: i64, lock: bool) -> Result<Option<StreamTable>, PgTrickleError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE {column} = $1{}",
         if lock { " FOR UPDATE" } else { "" }
     );
     let stmt = crate::refresh::cache::statement(&sql, &[crate::refresh::cache::INT8])?;
-    let filter = format!("{column} = {value}");
+    let nn = |c: &str| format!("pgt_stream_tables.{c} (where {column} = {value})");
     // A read-write statement: pgrx runs a `select` read-only while the transaction has no
     // xid yet, and SELECT … FOR UPDATE is refused read-only.
-    let raw = Spi::connect_mut(|client| -> Result<Option<RawRow>, pgrx::spi::Error> {
+    Spi::connect_mut(|client| -> Result<Option<StreamTable>, PgTrickleError> {
         let table = client.update(&*stmt, None, &[value.into()])?;
         let Some(row) = table.into_iter().next() else {
             return Ok(None);
         };
-        Ok(Some(RawRow {
-            id: row.get(1)?,
-            // schema, name, query, effective_mode, storage_layout, search_path
-            text: [
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(12)?,
-            ],
-            is_populated: row.get(7)?,
-            frontier: (row.get(8)?, row.get(9)?, row.get(10)?),
+        let frontier = match (row.get(8)?, row.get(9)?, row.get(10)?) {
+            (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
+            (None, None, None) => None,
+            _ => {
+                return Err(PgTrickleError::Internal(format!(
+                    "INV-2: the frontier of the stream table where {column} = {value} is \
+                     partly NULL"
+                )))
+            }
+        };
+        let text = |i: usize, c: &str| -> Result<String, PgTrickleError> {
+            required(row.get::<String>(i)?, &nn(c))
+        };
+        Ok(Some(StreamTable {
+            id: required(row.get(1)?, &nn("pgt_id"))?,
+            schema: text(2, "pgt_schema")?,
+            name: text(3, "pgt_name")?,
+            query: text(4, "defining_query")?,
+            effective_mode: Mode::from_catalog(&text(5, "effective_mode")?)?,
+            storage_layout: Layout::from_catalog(&text(6, "storage_layout")?)?,
+            is_populated: required(row.get(7)?, &nn("is_populated"))?,
+            frontier,
             needs_full_reason: row.get(11)?,
-            status: row.get(13)?,
-            refresh_mode: row.get(14)?,
+            search_path: text(12, "search_path")?,
+            status: Status::from_catalog(&text(13, "status")?)?,
+            refresh_mode: RequestedMode::from_catalog(&text(14, "refresh_mode")?)?,
             query_tree: row.get(15)?,
-            relid: row.get(16)?,
+            relid: required(row.get(16)?, &nn("pgt_relid"))?,
             last_error: row.get(17)?,
-            owner: row.get(18)?,
+            // INV-12: a stream table's owner is its storage table's.
+            owner: row.get(18)?.ok_or_else(|| {
+                PgTrickleError::Internal(format!(
+                    "INV-12: the stream table where {column} = {value} has no storage table, \
+                     hence no owner"
+                ))
+            })?,
         }))
-    })?;
-    raw.map(|r| checked(r, &filter)).transpose()
-}
-
-/// The row as a [`StreamTable`]: the NOT NULL columns present and every enum column inside its
-/// CHECK constraint, else an error naming the broken invariant (never a default).
-fn checked(r: RawRow, filter: &str) -> Result<StreamTable, PgTrickleError> {
-    let missing = |column: &str| {
-        PgTrickleError::Internal(format!(
-            "pgt_stream_tables.{column} is NULL in the row where {filter} (declared NOT NULL)"
-        ))
-    };
-    let [schema, name, query, effective_mode, storage_layout, search_path] = r.text;
-    let frontier = match r.frontier {
-        (Some(snapshot), Some(xid), Some(seq)) => Some(Frontier { snapshot, xid, seq }),
-        (None, None, None) => None,
-        _ => {
-            return Err(PgTrickleError::Internal(format!(
-                "INV-2: the frontier of the stream table where {filter} is partly NULL"
-            )))
-        }
-    };
-    Ok(StreamTable {
-        id: r.id.ok_or_else(|| missing("pgt_id"))?,
-        schema: schema.ok_or_else(|| missing("pgt_schema"))?,
-        name: name.ok_or_else(|| missing("pgt_name"))?,
-        query: query.ok_or_else(|| missing("defining_query"))?,
-        effective_mode: Mode::from_catalog(
-            &effective_mode.ok_or_else(|| missing("effective_mode"))?,
-        )?,
-        storage_layout: Layout::from_catalog(
-            &storage_layout.ok_or_else(|| missing("storage_layout"))?,
-        )?,
-        is_populated: r.is_populated.ok_or_else(|| missing("is_populated"))?,
-        frontier,
-        needs_full_reason: r.needs_full_reason,
-        search_path: search_path.ok_or_else(|| missing("search_path"))?,
-        status: Status::from_catalog(&r.status.ok_or_else(|| missing("status"))?)?,
-        refresh_mode: RequestedMode::from_catalog(
-            &r.refresh_mode.ok_or_else(|| missing("refresh_mode"))?,
-        )?,
-        query_tree: r.query_tree,
-        relid: r.relid.ok_or_else(|| missing("pgt_relid"))?,
-        last_error: r.last_error,
-        // INV-12: a stream table's owner is its storage table's.
-        owner: r.owner.ok_or_else(|| {
-            PgTrickleError::Internal(format!(
-                "INV-12: the stream table where {filter} has no storage table, hence no owner"
-            ))
-        })?,
     })
 }
 

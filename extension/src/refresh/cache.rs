@@ -197,3 +197,5 @@ pub fn statement(sql: &str, types: &[PgOid]) -> Result<Rc<OwnedPreparedStatement
 /// Text and bigint parameter types (frontier parameters have their own types, refresh.rs).
 pub const TEXT: PgOid = PgOid::BuiltIn(pg_sys::PgBuiltInOids::TEXTOID);
 pub const INT8: PgOid = PgOid::BuiltIn(pg_sys::PgBuiltInOids::INT8OID);
+pub const OID: PgOid = PgOid::BuiltIn(pg_sys::PgBuiltInOids::OIDOID);
+pub const BOOL: PgOid = PgOid::BuiltIn(pg_sys::PgBuiltInOids::BOOLOID);
