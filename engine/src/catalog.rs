@@ -78,6 +78,15 @@ pub trait Catalog {
         builtin_function(name, arg_types)
     }
 
+    /// The type PostgreSQL gives the scalar expression `sql` (its column references written
+    /// as `CAST(NULL AS type)`), as SQL text, or `None` when this catalog cannot tell (then
+    /// the planner types only the forms whose type is fixed, and refuses the others). The
+    /// extension answers with PostgreSQL's parse analysis.
+    fn expression_type(&self, sql: &str) -> Option<String> {
+        let _ = sql;
+        None
+    }
+
     /// Whether values of `ty` can be compared for equality, which maintaining a column of it
     /// differentially needs (rows are matched by value). The default decides by the type's
     /// name; the extension asks PostgreSQL's type cache, which also sees through domains,

@@ -10,6 +10,9 @@ use std::fmt;
 pub enum Reason {
     /// A volatile or otherwise non-repeatable function (`random()`, `now()`, `nextval()`…).
     VolatileFunction { name: String },
+    /// Something PostgreSQL does not consider IMMUTABLE (a STABLE or VOLATILE function or
+    /// operator, `CURRENT_DATE`, …), as the extension's check of the analysed query names it.
+    NotImmutable { what: String },
     /// `LIMIT`, `OFFSET` or `FETCH FIRST`.
     LimitOrOffset,
     /// A window function (`… OVER (…)`).
@@ -43,6 +46,10 @@ impl fmt::Display for Reason {
             Reason::VolatileFunction { name } => {
                 write!(f, "function {name}() is volatile or not repeatable")
             }
+            Reason::NotImmutable { what } => write!(
+                f,
+                "{what}; differential maintenance needs IMMUTABLE functions and operators"
+            ),
             Reason::LimitOrOffset => f.write_str("LIMIT, OFFSET and FETCH are not supported"),
             Reason::WindowFunction { name } => write!(f, "window function {name}()"),
             Reason::RecursiveCte => f.write_str("recursive common table expression"),

@@ -134,6 +134,16 @@ pub enum Expr {
         negated: bool,
         case_insensitive: bool,
     },
+    /// An expression the engine does not model, kept as PostgreSQL text with holes for its
+    /// column references and aggregates: `parts[0] args[0] parts[1] … args[n-1] parts[n]`.
+    /// Only deterministic (IMMUTABLE) expressions become one: the planner refuses volatile
+    /// function names it knows, and the extension has PostgreSQL check the whole query.
+    /// Invariant: `parts.len() == args.len() + 1`. The in-memory evaluator does not evaluate
+    /// it (the live-server oracle covers it).
+    Sql {
+        parts: Vec<String>,
+        args: Vec<Expr>,
+    },
 }
 
 impl Expr {
@@ -222,9 +232,10 @@ impl Expr {
                 v.extend(otherwise.iter().map(|b| b.as_ref()));
                 v
             }
-            Expr::Coalesce(args) | Expr::Extremum { args, .. } | Expr::Func { args, .. } => {
-                args.iter().collect()
-            }
+            Expr::Coalesce(args)
+            | Expr::Extremum { args, .. }
+            | Expr::Func { args, .. }
+            | Expr::Sql { args, .. } => args.iter().collect(),
             Expr::InList { arg, list, .. } => {
                 let mut v = vec![arg.as_ref()];
                 v.extend(list.iter());
@@ -307,6 +318,10 @@ impl Expr {
                 name: name.clone(),
                 args: args.iter().map(|a| *b(a)).collect(),
             },
+            Expr::Sql { parts, args } => Expr::Sql {
+                parts: parts.clone(),
+                args: args.iter().map(|a| *b(a)).collect(),
+            },
             Expr::InList { arg, list, negated } => Expr::InList {
                 arg: b(arg),
                 list: list.iter().map(|a| *b(a)).collect(),
@@ -352,6 +367,6 @@ pub fn nullable(e: &Expr, input: &[crate::operator::ColType]) -> bool {
         }
         Expr::InList { arg, list, .. } => nullable(arg, input) || any(list),
         Expr::Like { arg, pattern, .. } => nullable(arg, input) || nullable(pattern, input),
-        Expr::NullIf(..) | Expr::Case { .. } | Expr::Func { .. } => true,
+        Expr::NullIf(..) | Expr::Case { .. } | Expr::Func { .. } | Expr::Sql { .. } => true,
     }
 }

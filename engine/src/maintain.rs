@@ -32,7 +32,7 @@ pub fn full(plan: &Plan, tables: &Tables) -> Result<Storage, EvalError> {
     };
     match &plan.maintenance {
         Maintenance::Opaque => Err(opaque()),
-        Maintenance::Keyed { root, .. } => root.eval(ctx),
+        Maintenance::Keyed { root, .. } | Maintenance::Bag { root } => root.eval(ctx),
         Maintenance::Grouped(g) => {
             let aux = aux_groups(g, &g.input.eval(ctx)?, true)?;
             let mut out = ZSet::new();
@@ -54,7 +54,9 @@ pub fn delta(plan: &Plan, after: &Tables, deltas: &Tables) -> Result<ZSet, EvalE
     let unsupported = |e: crate::error::EngineError| EvalError::Unsupported(e.to_string());
     match &plan.maintenance {
         Maintenance::Opaque => Err(opaque()),
-        Maintenance::Keyed { root, .. } => root.delta().map_err(unsupported)?.eval(ctx),
+        Maintenance::Keyed { root, .. } | Maintenance::Bag { root } => {
+            root.delta().map_err(unsupported)?.eval(ctx)
+        }
         Maintenance::Grouped(g) => {
             let d = g.input.delta().map_err(unsupported)?.eval(ctx)?;
             let mut out = ZSet::new();
@@ -71,6 +73,20 @@ pub fn delta(plan: &Plan, after: &Tables, deltas: &Tables) -> Result<ZSet, EvalE
 pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, EvalError> {
     match &plan.maintenance {
         Maintenance::Opaque => Err(opaque()),
+        // Bag storage holds each row as often as its weight: delete `-w` copies (all must
+        // be there) or insert `w`.
+        Maintenance::Bag { .. } => {
+            let mut out = storage.clone();
+            for (row, w) in delta.iter() {
+                if w < 0 && storage.weight(row) < -w {
+                    return Err(EvalError::InvalidInput(
+                        "a bag delta deletes more copies than the storage holds".into(),
+                    ));
+                }
+                out.add(row.clone(), w);
+            }
+            Ok(out)
+        }
         Maintenance::Keyed { key, .. } => {
             let all = plan.storage_columns();
             // MERGE compares NOT NULL key columns with `=`: a NULL there never matches, which
@@ -148,23 +164,13 @@ pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, Ev
     }
 }
 
-/// The defining query's result as the storage holds it: user columns, duplicates expanded
-/// for bag results.
+/// The defining query's result as the storage holds it: the user columns of every storage
+/// row (a bag's copies are rows of the storage, each counted).
 pub fn visible(plan: &Plan, storage: &Storage) -> ZSet {
     let n = plan.columns.len();
-    let count_at = match &plan.identity {
-        crate::plan::Identity::Multiplicity {
-            duplicates: true, ..
-        } => Some(n + plan.hidden.len() - 1),
-        _ => None,
-    };
     let mut out = ZSet::new();
     for (row, w) in storage.iter() {
-        let weight = match count_at.and_then(|c| row.get(c)) {
-            Some(Value::Int(c)) => *c,
-            _ => w,
-        };
-        out.add(row[..n].to_vec(), weight);
+        out.add(row[..n].to_vec(), w);
     }
     out
 }

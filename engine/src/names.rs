@@ -12,6 +12,8 @@ pub const HIDDEN_PREFIX: &str = "__pgt_";
 pub const WEIGHT: &str = "__pgt_weight";
 /// A group's row count (grouped plans).
 pub const COUNT: &str = "__pgt_count";
+/// The physical row id of a bag row picked for deletion, in the apply statement.
+pub const CTID: &str = "__pgt_ctid";
 
 /// Hidden identity column `i` of a keyless plan.
 pub fn hidden_id(i: usize) -> String {

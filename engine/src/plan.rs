@@ -28,13 +28,14 @@ pub struct OutputColumn {
 pub enum Identity {
     /// Rows are unique on these storage columns; nullable ones match with IS NOT DISTINCT FROM.
     Key { columns: Vec<String> },
-    /// Each distinct row is stored once with its multiplicity in `count_column`; the identity
-    /// is every user column (IS NOT DISTINCT FROM). `duplicates` is true for bag results
-    /// (the query returns `count` copies), false for DISTINCT results (one copy).
-    Multiplicity {
-        count_column: String,
-        duplicates: bool,
-    },
+    /// A DISTINCT result: each row is stored once with the number of input rows behind it in
+    /// `count_column`; the identity is every user column (IS NOT DISTINCT FROM).
+    Multiplicity { count_column: String },
+    /// A result that may repeat rows (a keyless source, UNION ALL, EXCEPT ALL, a join that
+    /// duplicates): each row is stored as many times as the query returns it, with no hidden
+    /// column; a row is found by its content (every user column, IS NOT DISTINCT FROM), and
+    /// a delta removes or adds that many copies.
+    Bag,
     /// Exactly one row (a scalar aggregate).
     Single,
     /// Not differentiable: the storage is the plain query result, refreshed in full.
@@ -92,6 +93,11 @@ pub(crate) enum Maintenance {
         key: Vec<usize>,
     },
     Grouped(Grouped),
+    /// `root` yields the user columns of a bag result; storage rows are its rows with their
+    /// multiplicity as physical copies.
+    Bag {
+        root: Operator,
+    },
 }
 
 /// The plan of a defining query.
@@ -298,7 +304,7 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
             key_storage: (0..n).collect(),
             aux: vec![Aux::Count],
         };
-        return Ok(grouped_plan(op.clone(), user_cols, g, false));
+        return Ok(grouped_plan(op.clone(), user_cols, g));
     }
     // [Project] Aggregate with only COUNT/SUM/AVG: aux columns, O(|Δ|) apply.
     if let Operator::Project(p) = &op {
@@ -334,7 +340,7 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
                     key_storage,
                     aux,
                 };
-                return Ok(grouped_plan(op.clone(), user_cols, g, false));
+                return Ok(grouped_plan(op.clone(), user_cols, g));
             }
         }
     }
@@ -384,18 +390,18 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
             ));
         }
     }
-    // A bag without identity: count duplicates.
-    let n = op.arity();
-    let g = Grouped {
-        input: op.clone(),
-        keys: (0..n).map(Expr::Column).collect(),
-        key_types: types,
-        aggs: Vec::new(),
-        user: (0..n).map(Expr::Column).collect(),
-        key_storage: (0..n).collect(),
-        aux: vec![Aux::Count],
-    };
-    Ok(grouped_plan(op, user_cols, g, true))
+    // A bag without identity: rows stored as the query returns them.
+    let _ = types;
+    Ok(Plan {
+        tree: Some(op.clone()),
+        columns: user_cols,
+        hidden: Vec::new(),
+        identity: Identity::Bag,
+        sources: Vec::new(),
+        differentiability: Differentiability::Differential,
+        maintenance: Maintenance::Bag { root: op },
+        sql: String::new(),
+    })
 }
 
 fn keyed_plan(
@@ -439,7 +445,7 @@ pub(crate) fn aux_column(g: &Grouped, a: &Aux) -> OutputColumn {
     }
 }
 
-fn grouped_plan(tree: Operator, columns: Vec<OutputColumn>, g: Grouped, duplicates: bool) -> Plan {
+fn grouped_plan(tree: Operator, columns: Vec<OutputColumn>, g: Grouped) -> Plan {
     let mut hidden = Vec::new();
     for (k, pos) in g.key_storage.iter().enumerate() {
         if *pos >= columns.len() {
@@ -455,7 +461,6 @@ fn grouped_plan(tree: Operator, columns: Vec<OutputColumn>, g: Grouped, duplicat
     {
         Identity::Multiplicity {
             count_column: crate::names::COUNT.to_string(),
-            duplicates,
         }
     } else {
         let all: Vec<OutputColumn> = columns.iter().chain(hidden.iter()).cloned().collect();

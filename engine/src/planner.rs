@@ -5,6 +5,7 @@
 //! column the delta plan reads.
 
 pub mod expr;
+mod passthrough;
 pub mod scope;
 pub mod select;
 

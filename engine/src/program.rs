@@ -85,22 +85,37 @@ fn buffers(input: &ProgramInput, predicate: Option<&str>) -> DeltaSources {
         })
 }
 
+/// The storage columns that identify a row of `plan` (indexed), empty when none do.
+fn identity_columns(plan: &Plan) -> Vec<&str> {
+    match &plan.identity {
+        Identity::Key { columns } => columns.iter().map(String::as_str).collect(),
+        Identity::Multiplicity { .. } | Identity::Bag => {
+            plan.columns.iter().map(|c| c.name.as_str()).collect()
+        }
+        Identity::Single | Identity::None => Vec::new(),
+    }
+}
+
+/// Whether `plan`'s storage has a unique index: a key of NOT NULL columns. A bag, a DISTINCT
+/// result and a key with a nullable column have a plain index (or none).
+pub fn unique_storage(plan: &Plan) -> bool {
+    let all = plan.storage_columns();
+    let key = identity_columns(plan);
+    matches!(plan.identity, Identity::Key { .. })
+        && !key.is_empty()
+        && key
+            .iter()
+            .all(|k| all.iter().any(|c| c.name == *k && !c.nullable))
+}
+
 /// The storage table of `plan` named `storage`: its columns (user then hidden), and an index on
 /// the identity so that applying a delta is proportional to it. A key of NOT NULL columns is
 /// NOT NULL + UNIQUE, so that stream tables reading this one find an exact row identity in
 /// the catalog (and MERGE finds rows by index).
 pub fn storage_ddl(plan: &Plan, storage: &RelName) -> Vec<String> {
     let all = plan.storage_columns();
-    let key: Vec<&str> = match &plan.identity {
-        Identity::Key { columns } => columns.iter().map(String::as_str).collect(),
-        Identity::Multiplicity { .. } => plan.columns.iter().map(|c| c.name.as_str()).collect(),
-        Identity::Single | Identity::None => Vec::new(),
-    };
-    let strict_key = matches!(plan.identity, Identity::Key { .. })
-        && !key.is_empty()
-        && key
-            .iter()
-            .all(|k| all.iter().any(|c| c.name == *k && !c.nullable));
+    let key = identity_columns(plan);
+    let strict_key = unique_storage(plan);
     let cols: Vec<String> = all
         .iter()
         .map(|c| {
@@ -193,7 +208,10 @@ fn extra(items: &str) -> String {
 
 fn delta_program(plan: &Plan, input: &ProgramInput) -> Result<DeltaProgram, EngineError> {
     let delta = input.delta_table.sql();
-    let weighted = matches!(plan.maintenance, Maintenance::Keyed { .. });
+    let weighted = matches!(
+        plan.maintenance,
+        Maintenance::Keyed { .. } | Maintenance::Bag { .. }
+    );
     // The same query over no buffer rows gives the delta table its columns and types.
     let shape = delta_query_sql(plan, &buffers(input, Some("false")))?;
     let fill_sql = delta_query_sql(plan, &buffers(input, None))?;

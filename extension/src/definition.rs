@@ -165,6 +165,78 @@ pub fn relation_oids(tree: &str) -> Vec<u32> {
     out
 }
 
+/// What in an analysed query (from [`probe`]) PostgreSQL does not consider IMMUTABLE — a
+/// STABLE or VOLATILE function or operator, an SQL value function (`CURRENT_DATE`,
+/// `CURRENT_USER`), a cast through a type's text form that depends on settings — named for
+/// the user; `None` when everything in it is IMMUTABLE. PostgreSQL's own rule
+/// (`contain_mutable_functions`, as for index expressions) over the whole query, subqueries
+/// included: such a query may give another result at the next refresh for the same rows, so
+/// it cannot be maintained from its changes.
+pub fn not_immutable(tree: &str) -> Result<Option<String>, PgTrickleError> {
+    let text = CString::new(tree)
+        .map_err(|_| PgTrickleError::Internal("a query tree contains a NUL byte".into()))?;
+    // SAFETY: `stringToNode` parses the text form written by `nodeToString` (see
+    // [`analyse`]) into nodes in the current memory context, raising an ERROR on malformed
+    // input; `contain_mutable_functions` only reads the tree (a Query is walked with
+    // `query_tree_walker`).
+    let mutable = unsafe {
+        let node = pg_sys::stringToNode(text.as_ptr()).cast::<pg_sys::Node>();
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Query {
+            return Err(PgTrickleError::Internal(
+                "a stored query tree does not hold a query".into(),
+            ));
+        }
+        pg_sys::contain_mutable_functions(node)
+    };
+    if !mutable {
+        return Ok(None);
+    }
+    // Name the culprit: the functions of FuncExpr (`:funcid`), operators (`:opfuncid`),
+    // aggregates and window functions, in the order they appear.
+    for key in [":funcid ", ":opfuncid ", ":aggfnoid ", ":winfnoid "] {
+        for rest in tree.split(key).skip(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let Some(oid) = digits.parse::<u32>().ok().filter(|o| *o != 0) else {
+                continue;
+            };
+            let oid = pg_sys::Oid::from(oid);
+            // SAFETY: `func_volatile` and `get_func_name` look the OID up in the syscache
+            // (the analysed query names existing functions); `get_func_name` returns NULL or
+            // a palloc'd C string, copied out at once.
+            let (volatility, name) = unsafe {
+                let v = pg_sys::func_volatile(oid) as u8;
+                let n = pg_sys::get_func_name(oid);
+                let n = (!n.is_null()).then(|| CStr::from_ptr(n).to_string_lossy().into_owned());
+                (v, n)
+            };
+            let kind = match volatility {
+                b's' => "STABLE",
+                b'v' => "VOLATILE",
+                _ => continue,
+            };
+            // SAFETY: as above, a syscache lookup of an existing function.
+            let what = match unsafe { pg_sys::get_func_prokind(oid) } as u8 {
+                b'a' => "aggregate",
+                b'w' => "window function",
+                _ if key == ":opfuncid " => "operator function",
+                _ => "function",
+            };
+            let name = name.unwrap_or_else(|| oid.to_u32().to_string());
+            return Ok(Some(format!("{what} {name}() is {kind}")));
+        }
+    }
+    Ok(Some(if tree.contains("{SQLVALUEFUNCTION") {
+        "CURRENT_DATE, CURRENT_USER or another SQL value function is not IMMUTABLE".to_string()
+    } else if tree.contains("{NEXTVALUEEXPR") {
+        "a sequence's next value is VOLATILE".to_string()
+    } else if tree.contains("{COERCEVIAIO") {
+        "a cast through the text form of a type is not IMMUTABLE (it depends on settings)"
+            .to_string()
+    } else {
+        "an expression PostgreSQL does not consider IMMUTABLE".to_string()
+    }))
+}
+
 /// Renders an analysed query (from [`probe`]) as SQL with the names its relations and
 /// columns have now, as `pg_get_viewdef` does for a view: relations outside the current
 /// search_path come out schema-qualified, an output column keeps its name (`s.val AS v`), and
@@ -466,6 +538,26 @@ pub enum ShapeDifference {
     Columns { have: String, want: String },
     /// Same columns, some of another type.
     Types(Vec<Retyped>),
+    /// The result's row identity no longer matches the storage's unique index: `keyed` is
+    /// whether the result now has a key of NOT NULL columns (a unique index), the storage
+    /// having the other.
+    Identity { keyed: bool },
+}
+
+/// How the storage's identity index differs from the one `plan` lays out (a unique index on a
+/// key of NOT NULL columns, or none: a bag, DISTINCT or nullable key), or None when it fits.
+/// A bag stored in a table with a unique index would fail on its first duplicate.
+pub fn identity_difference(
+    storage: pg_sys::Oid,
+    plan: &engine::Plan,
+) -> Result<Option<ShapeDifference>, PgTrickleError> {
+    let keyed = engine::program::unique_storage(plan);
+    let unique = Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = {} AND indisunique)",
+        storage.to_u32()
+    ))?
+    .unwrap_or(false);
+    Ok((keyed != unique).then_some(ShapeDifference::Identity { keyed }))
 }
 
 impl std::fmt::Display for ShapeDifference {
@@ -475,6 +567,12 @@ impl std::fmt::Display for ShapeDifference {
                 f,
                 "its result would have the columns ({want}), its storage has ({have})"
             ),
+            ShapeDifference::Identity { keyed: false } => f.write_str(
+                "its result would have no key (it may repeat rows), its storage has a unique key",
+            ),
+            ShapeDifference::Identity { keyed: true } => {
+                f.write_str("its result would have a key, its storage has no unique index for it")
+            }
             ShapeDifference::Types(cols) => {
                 let parts: Vec<String> = cols
                     .iter()

@@ -3,7 +3,7 @@
 //! change capture that go with it. Used at creation, on a mode change, when DDL is followed
 //! and when a stream table is rebuilt.
 
-use engine::{Differentiability, Identity, Plan};
+use engine::{Differentiability, Plan};
 use pgrx::prelude::*;
 
 use crate::cdc;
@@ -27,22 +27,6 @@ pub(crate) fn differential_reason(
 ) -> (Option<Plan>, Option<String>) {
     match planned {
         Ok(p) => match &p.differentiability {
-            // A keyless bag result would be stored once per distinct row with a count, so
-            // `SELECT *` on the stream table would not repeat duplicates as the query does.
-            Differentiability::Differential
-                if matches!(
-                    p.identity,
-                    Identity::Multiplicity {
-                        duplicates: true,
-                        ..
-                    }
-                ) =>
-            {
-                let reason = "not differentiable: the result has no key and may hold duplicate \
-                              rows (stored as the query returns them; DISTINCT would make it \
-                              differential)";
-                (None, Some(reason.to_string()))
-            }
             Differentiability::Differential => (Some(p), None),
             Differentiability::NotDifferentiable(r) => (None, Some(r.to_string())),
         },
@@ -100,6 +84,11 @@ pub(crate) fn plan_definition(
              refresh reads captured changes, which the policies do not filter)",
             crate::roles::name_of(owner)
         ));
+    }
+    if let Some(what) = definition::not_immutable(&def.tree)? {
+        return Ok(Err(engine::EngineError::NotDifferentiable(
+            engine::Reason::NotImmutable { what },
+        )));
     }
     Ok(engine::plan(query, &PgCatalog))
 }

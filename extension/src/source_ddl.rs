@@ -346,6 +346,11 @@ fn evaluate(
     if let Some(d) = definition::storage_difference(st.relid, &want, modifiers)? {
         return Ok(Err(d.to_string()));
     }
+    if let (Layout::Plan, Ok(p)) = (st.storage_layout, &planned) {
+        if let Some(d) = definition::identity_difference(st.relid, p)? {
+            return Ok(Err(d.to_string()));
+        }
+    }
     let (plan, reason) = mode::differential_reason(planned);
     let (effective_mode, full_reason) = match (st.effective_mode, reason) {
         (Mode::Full, _) => (Mode::Full, None),
@@ -458,6 +463,12 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
                      defining query: {e}"
                 ),
             })?;
+        if let Some(d) = definition::identity_difference(st.relid, &plan)? {
+            return Err(PgTrickleError::CannotReinit {
+                name,
+                reason: format!("{d} (drop and create it again)"),
+            });
+        }
         plan.storage_columns()
             .iter()
             .map(|c| (c.name.clone(), c.type_name.clone()))

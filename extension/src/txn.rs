@@ -51,3 +51,44 @@ pub fn in_transaction<R>(
     }
     result
 }
+
+/// Runs `f` in a subtransaction of the current transaction, as PL/pgSQL runs a block with an
+/// EXCEPTION clause: its effects stay when it returns, and when PostgreSQL raises an error
+/// inside it the subtransaction is rolled back and the error returned (its SQLSTATE kept), the
+/// surrounding transaction intact. For probes whose failure is an answer, not an error.
+pub fn attempt<R>(f: impl FnOnce() -> R) -> Result<R, PgTrickleError> {
+    // SAFETY: the standard PostgreSQL sequence for an internal subtransaction (pl_exec.c's
+    // exec_stmt_block): remember the memory context and resource owner, begin, switch back to
+    // the caller's context so results outlive the subtransaction; on success release it, on
+    // error (pgrx has copied and flushed the error state when it caught it) roll it back;
+    // either way restore the context and resource owner.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let body = AssertUnwindSafe(move || Ok(f()));
+        let result = PgTryBuilder::new(body)
+            .catch_others(|e| match e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
+                    Err(PgTrickleError::Spi {
+                        sqlstate: crate::error::code_to_sqlstate(r.sql_error_code()),
+                        message: r.message().to_string(),
+                        detail: r.detail().map(str::to_string),
+                    })
+                }
+                CaughtError::RustPanic { ereport, .. } => {
+                    Err(PgTrickleError::Internal(ereport.message().to_string()))
+                }
+            })
+            .execute();
+        if result.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        result
+    }
+}

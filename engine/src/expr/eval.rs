@@ -307,6 +307,10 @@ pub fn eval(e: &Expr, row: &[Value]) -> Result<Value, EvalError> {
                 .collect::<Result<Vec<_>, _>>()?;
             function(name, vals)
         }
+        Expr::Sql { parts, .. } => Err(EvalError::Unsupported(format!(
+            "SQL expression {}",
+            parts.concat()
+        ))),
         Expr::InList { arg, list, negated } => {
             // x IN (a, b) ≡ x = a OR x = b, with three-valued OR.
             let v = eval(arg, row)?;

@@ -16,7 +16,7 @@ use crate::types::{arithmetic_result, avg_result, common_type, sum_result, SqlTy
 /// Aggregate placeholders are `Column(AGG_BASE + j)` until the GROUP BY rewrite.
 pub const AGG_BASE: usize = 1 << 40;
 
-type Typed = (Expr, ColType);
+pub(crate) type Typed = (Expr, ColType);
 
 /// Arguments of a call: values, `*`, DISTINCT, and ORDER BY items `(expr, descending)`.
 type CallArgs = (Vec<Typed>, bool, bool, Vec<(Expr, bool)>);
@@ -208,7 +208,9 @@ impl Planner<'_> {
                 aggs,
             ),
             E::BinaryOp { left, op, right } => {
-                let op = binop(op).ok_or_else(|| unsupported(&format!("operator {op}")))?;
+                let Some(op) = binop(op) else {
+                    return self.pass_through(e, scope, aggs);
+                };
                 let (l, lt) = self.expr(left, scope, aggs)?;
                 let (r, rt) = self.expr(right, scope, aggs)?;
                 let ty = binary_type(op, &lt, &rt)?;
@@ -226,7 +228,7 @@ impl Planner<'_> {
                         other => Ok((Expr::Negate(boxed(other)), t)),
                     },
                     ast::UnaryOperator::Plus => Ok((x, t)),
-                    other => Err(unsupported(&format!("operator {other}"))),
+                    _ => self.pass_through(e, scope, aggs),
                 }
             }
             E::IsNull(x) | E::IsNotNull(x) | E::IsUnknown(x) | E::IsNotUnknown(x) => {
@@ -371,7 +373,7 @@ impl Planner<'_> {
                 let ty = SqlType::new(&ts.data_type.to_string());
                 let text = match &ts.value.value {
                     ast::Value::SingleQuotedString(s) => s.clone(),
-                    other => return Err(unsupported(&format!("typed literal {other}"))),
+                    _ => return self.pass_through(e, scope, aggs),
                 };
                 Ok((
                     Expr::Literal(Literal::Typed {
@@ -385,7 +387,9 @@ impl Planner<'_> {
             E::Exists { .. } | E::InSubquery { .. } | E::Subquery(_) => {
                 Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression))
             }
-            other => Err(unsupported(&format!("expression {other}"))),
+            // Everything else PostgreSQL evaluates: INTERVAL, EXTRACT, SUBSTRING, POSITION,
+            // AT TIME ZONE, array and JSON operators, … (passthrough.rs).
+            _ => self.pass_through(e, scope, aggs),
         }
     }
 
@@ -490,7 +494,8 @@ impl Planner<'_> {
         let name = match parts.as_slice() {
             [n] => n.clone(),
             [schema, n] if schema == "pg_catalog" => n.clone(),
-            _ => return Err(unsupported("schema-qualified function call")),
+            // A function in a schema of its own (user-defined): PostgreSQL evaluates it.
+            _ => return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs),
         };
         if f.over.is_some() {
             return Err(EngineError::NotDifferentiable(Reason::WindowFunction {
@@ -514,6 +519,21 @@ impl Planner<'_> {
             return Err(EngineError::NotDifferentiable(Reason::VolatileFunction {
                 name,
             }));
+        }
+        // Named arguments, VARIADIC, clauses: PostgreSQL resolves and evaluates the call.
+        let plain = match &f.args {
+            ast::FunctionArguments::None => true,
+            ast::FunctionArguments::Subquery(_) => false,
+            ast::FunctionArguments::List(list) => {
+                list.duplicate_treatment.is_none()
+                    && list.clauses.is_empty()
+                    && list.args.iter().all(|a| {
+                        matches!(a, ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(_)))
+                    })
+            }
+        };
+        if !plain {
+            return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs);
         }
         let (args, _, _, _) = self.args(f, scope, aggs)?;
         let types: Vec<SqlType> = args.iter().map(|a| a.1.ty.clone()).collect();
@@ -548,19 +568,11 @@ impl Planner<'_> {
             }
             _ => {}
         }
-        let info =
-            self.catalog
-                .function(&name, &types)
-                .ok_or_else(|| EngineError::UndefinedFunction {
-                    name: format!(
-                        "{name}({})",
-                        types
-                            .iter()
-                            .map(|t| t.sql().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                })?;
+        // A function the engine has no built-in knowledge of: PostgreSQL types it (and the
+        // extension has checked that every function of the query is IMMUTABLE).
+        let Some(info) = self.catalog.function(&name, &types) else {
+            return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs);
+        };
         if info.volatility == Volatility::Volatile {
             return Err(EngineError::NotDifferentiable(Reason::VolatileFunction {
                 name,
@@ -661,7 +673,7 @@ const ORDER_SENSITIVE: &[&str] = &[
     "jsonb_object_agg",
 ];
 
-fn aggregate_func(name: &str) -> Option<AggFunc> {
+pub(crate) fn aggregate_func(name: &str) -> Option<AggFunc> {
     let other = |dup: bool| {
         Some(AggFunc::Other {
             name: name.to_string(),

@@ -67,7 +67,7 @@ pub fn full_query_sql(plan: &Plan) -> Result<String, EngineError> {
         .collect();
     match &plan.maintenance {
         Maintenance::Opaque => Ok(plan.sql.trim().trim_end_matches(';').to_string()),
-        Maintenance::Keyed { root, .. } => {
+        Maintenance::Keyed { root, .. } | Maintenance::Bag { root } => {
             let mut w = SqlWriter::new(None);
             let f = root.render(&mut w)?;
             if f.weighted {
@@ -117,7 +117,9 @@ pub fn full_query_sql(plan: &Plan) -> Result<String, EngineError> {
 pub fn delta_query_sql(plan: &Plan, sources: &DeltaSources) -> Result<String, EngineError> {
     match &plan.maintenance {
         Maintenance::Opaque => Err(not_differentiable(plan)),
-        Maintenance::Keyed { root, .. } => {
+        // A bag's delta has the same shape: one row per distinct row, its weight the net
+        // number of copies gained (> 0) or lost (< 0).
+        Maintenance::Keyed { root, .. } | Maintenance::Bag { root } => {
             let delta = root.delta()?;
             let mut w = SqlWriter::new(Some(sources));
             let f = delta.render(&mut w)?;
@@ -219,7 +221,53 @@ pub fn apply_sql(
             Ok(KeyPart::parts(&keys).into_iter().map(statement).collect())
         }
         Maintenance::Grouped(g) => Ok(grouped_apply(plan, g, storage, delta)),
+        Maintenance::Bag { .. } => Ok(bag_apply(plan, storage, delta)),
     }
+}
+
+/// A bag's delta rows are distinct (grouped by every column), so each names the copies of one
+/// row: `w < 0` deletes `-w` of them (any: they are equal), found through the storage's index
+/// on every column by a LATERAL lookup limited to `-w` rows; then `w > 0` inserts `w` copies.
+/// Two delta rows never match the same storage row. Nullable columns are matched as
+/// [`KeyPart`] describes (plain `=` for the rows without NULLs).
+fn bag_apply(plan: &Plan, storage: &RelName, delta: &RelName) -> Vec<String> {
+    let (t, d, m, x) = (
+        quote_ident("t"),
+        quote_ident("d"),
+        quote_ident("m"),
+        quote_ident("x"),
+    );
+    let w = quote_ident(WEIGHT);
+    let ctid = quote_ident(crate::names::CTID);
+    let keys: Vec<(&String, bool)> = plan.columns.iter().map(|c| (&c.name, c.nullable)).collect();
+    let mut out: Vec<String> = KeyPart::parts(&keys)
+        .into_iter()
+        .map(|part| {
+            let only = match part.filter(&keys) {
+                f if f.is_empty() => format!(" WHERE {d}.{w} < 0"),
+                f => format!("{f} AND {d}.{w} < 0"),
+            };
+            format!(
+                "DELETE FROM {st} AS {t} USING (SELECT {m}.ctid AS {ctid} FROM {} AS {d} \
+                 CROSS JOIN LATERAL (SELECT {t}.ctid FROM {st} AS {t} WHERE {} LIMIT (- {d}.{w})) \
+                 AS {m}{only}) AS {x} WHERE {t}.ctid = {x}.{ctid}",
+                delta.sql(),
+                part.condition(&keys),
+                st = storage.sql(),
+            )
+        })
+        .collect();
+    let names: Vec<String> = plan.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let values: Vec<String> = names.iter().map(|n| format!("{d}.{n}")).collect();
+    out.push(format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {} AS {d} \
+         CROSS JOIN LATERAL pg_catalog.generate_series(1, {d}.{w}) WHERE {d}.{w} > 0",
+        storage.sql(),
+        names.join(", "),
+        values.join(", "),
+        delta.sql()
+    ));
+    out
 }
 
 /// Which delta rows one apply statement handles. Matching a nullable key with

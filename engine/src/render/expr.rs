@@ -65,6 +65,20 @@ pub fn render_expr(e: &Expr, column: &dyn Fn(usize) -> String) -> String {
             list(args)
         ),
         Expr::Func { name, args } => format!("{}({})", quote_ident(name), list(args)),
+        Expr::Sql { parts, args } => {
+            debug_assert_eq!(parts.len(), args.len() + 1, "holes of an SQL expression");
+            let mut s = String::from("(");
+            for (i, part) in parts.iter().enumerate() {
+                s.push_str(part);
+                if let Some(a) = args.get(i) {
+                    s.push('(');
+                    s.push_str(&r(a));
+                    s.push(')');
+                }
+            }
+            s.push(')');
+            s
+        }
         Expr::InList {
             arg,
             list: l,

@@ -1,5 +1,5 @@
 -- query: SELECT DISTINCT x FROM a
--- identity: Multiplicity { count_column: "__pgt_count", duplicates: false }
+-- identity: Multiplicity { count_column: "__pgt_count" }
 -- full
 SELECT "g"."x" AS "x", "g"."__pgt_count" AS "__pgt_count" FROM (SELECT "s"."c0" AS "x", count(*) AS "__pgt_count" FROM (SELECT "s"."c1" AS "c0" FROM (SELECT "t"."k" AS "c0", "t"."x" AS "c1" FROM "public"."a" AS "t") AS "s") AS "s" GROUP BY "s"."c0") AS "g"
 -- delta

@@ -1,5 +1,5 @@
 -- query: SELECT DISTINCT a.x, b.y FROM a JOIN b ON a.g = b.g
--- identity: Multiplicity { count_column: "__pgt_count", duplicates: false }
+-- identity: Multiplicity { count_column: "__pgt_count" }
 -- full
 SELECT "g"."x" AS "x", "g"."y" AS "y", "g"."__pgt_count" AS "__pgt_count" FROM (SELECT "s"."c0" AS "x", "s"."c1" AS "y", count(*) AS "__pgt_count" FROM (SELECT "s"."c1" AS "c0", "s"."c4" AS "c1" FROM (SELECT "l"."c0" AS "c0", "l"."c1" AS "c1", "l"."c2" AS "c2", "r"."c0" AS "c3", "r"."c1" AS "c4", "r"."c2" AS "c5" FROM (SELECT "t"."k" AS "c0", "t"."x" AS "c1", "t"."g" AS "c2" FROM "public"."a" AS "t") AS "l" INNER JOIN (SELECT "t"."k" AS "c0", "t"."y" AS "c1", "t"."g" AS "c2" FROM "public"."b" AS "t") AS "r" ON ("l"."c2" = "r"."c2")) AS "s") AS "s" GROUP BY "s"."c0", "s"."c1") AS "g"
 -- delta

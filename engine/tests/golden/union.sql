@@ -1,5 +1,5 @@
 -- query: SELECT v FROM d UNION SELECT y FROM b
--- identity: Multiplicity { count_column: "__pgt_count", duplicates: false }
+-- identity: Multiplicity { count_column: "__pgt_count" }
 -- full
 SELECT "g"."v" AS "v", "g"."__pgt_count" AS "__pgt_count" FROM (SELECT "s"."c0" AS "v", count(*) AS "__pgt_count" FROM (SELECT "s".* FROM ((SELECT "s"."c0" AS "c0" FROM (SELECT "t"."v" AS "c0" FROM "public"."d" AS "t") AS "s") UNION ALL (SELECT "s"."c1" AS "c0" FROM (SELECT "t"."k" AS "c0", "t"."y" AS "c1" FROM "public"."b" AS "t") AS "s")) AS "s") AS "s" GROUP BY "s"."c0") AS "g"
 -- delta
