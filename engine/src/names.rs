@@ -12,6 +12,12 @@ pub const HIDDEN_PREFIX: &str = "__pgt_";
 pub const WEIGHT: &str = "__pgt_weight";
 /// A group's row count (grouped plans).
 pub const COUNT: &str = "__pgt_count";
+/// Hole `i` of an expression passed through to PostgreSQL while it is printed (planner/
+/// passthrough.rs); never user text, the prefix being reserved.
+pub fn hole(i: usize) -> String {
+    format!("{HIDDEN_PREFIX}hole_{i}")
+}
+
 /// The physical row id of a bag row picked for deletion, in the apply statement.
 pub const CTID: &str = "__pgt_ctid";
 

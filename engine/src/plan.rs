@@ -391,7 +391,6 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
         }
     }
     // A bag without identity: rows stored as the query returns them.
-    let _ = types;
     Ok(Plan {
         tree: Some(op.clone()),
         columns: user_cols,

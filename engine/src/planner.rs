@@ -9,6 +9,7 @@ mod passthrough;
 pub mod scope;
 pub mod select;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlparser::ast;
@@ -95,8 +96,64 @@ pub(crate) struct Tree {
     pub used: BTreeMap<u32, BTreeSet<String>>,
 }
 
+/// A table name as the planner asks for it: optional schema, name.
+type TableName = (Option<String>, String);
+
+/// The catalog both planning passes share: each table and each expression type is looked up
+/// once per plan (the extension answers with SPI and parse analysis), the second pass seeing
+/// exactly what the first saw.
+struct Remembered<'a> {
+    inner: &'a dyn Catalog,
+    /// By (schema, name) as asked.
+    tables: RefCell<BTreeMap<TableName, Option<TableInfo>>>,
+    types: RefCell<BTreeMap<String, Option<String>>>,
+}
+
+impl<'a> Remembered<'a> {
+    fn new(inner: &'a dyn Catalog) -> Self {
+        Remembered {
+            inner,
+            tables: RefCell::new(BTreeMap::new()),
+            types: RefCell::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Catalog for Remembered<'_> {
+    fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<TableInfo> {
+        let key = (schema.map(str::to_string), name.to_string());
+        if let Some(found) = self.tables.borrow().get(&key) {
+            return found.clone();
+        }
+        let found = self.inner.resolve_table(schema, name);
+        self.tables.borrow_mut().insert(key, found.clone());
+        found
+    }
+
+    fn function(&self, name: &str, arg_types: &[SqlType]) -> Option<crate::catalog::FunctionInfo> {
+        self.inner.function(name, arg_types)
+    }
+
+    fn expression_type(&self, sql: &str) -> Option<String> {
+        if let Some(found) = self.types.borrow().get(sql) {
+            return found.clone();
+        }
+        let found = self.inner.expression_type(sql);
+        self.types
+            .borrow_mut()
+            .insert(sql.to_string(), found.clone());
+        found
+    }
+
+    fn has_equality(&self, ty: &SqlType) -> bool {
+        self.inner.has_equality(ty)
+    }
+}
+
 /// Plans `query` in two passes (see the module invariant).
 pub(crate) fn plan_tree(query: &ast::Query, catalog: &dyn Catalog) -> Result<Tree, EngineError> {
+    let remembered = Remembered::new(catalog);
+    let catalog: &dyn Catalog = &remembered;
     let mut first = Planner::new(catalog, None);
     first.query(query)?;
     let mut used = first.seen;

@@ -108,13 +108,25 @@ pub fn probe(query: &str) -> Result<Definition, PgTrickleError> {
 /// (Not a view's rule: in PostgreSQL 15 that also names the view itself, which is gone once
 /// the probe is dropped.)
 fn analyse(query: &str) -> Result<String, PgTrickleError> {
-    let text = CString::new(query)
+    let query = analysed(query)?;
+    // SAFETY: `query` is a Query node from `analysed`, in the current memory context;
+    // `nodeToString` returns a palloc'd C string, copied out at once.
+    unsafe {
+        let out = pg_sys::nodeToString(query.cast::<std::ffi::c_void>().cast_const());
+        Ok(CStr::from_ptr(out).to_string_lossy().into_owned())
+    }
+}
+
+/// PostgreSQL's parse analysis of `text`, which must be exactly one SELECT statement
+/// (42601 otherwise, see [`analyse`]); the Query is allocated in the current memory context.
+/// Errors of the query itself are PostgreSQL's own ERRORs.
+pub fn analysed(text: &str) -> Result<*mut pg_sys::Query, PgTrickleError> {
+    let text = CString::new(text)
         .map_err(|_| PgTrickleError::Internal("a defining query contains a NUL byte".into()))?;
     // SAFETY: `pg_parse_query` and `parse_analyze_fixedparams` read the NUL-terminated text,
     // which outlives both calls, and allocate their results in the current memory context
     // (errors are raised as ERRORs); the statement is used only once the list is known to hold
-    // exactly one non-null RawStmt whose `stmt` is a SelectStmt; `nodeToString` returns a
-    // palloc'd C string, copied out at once.
+    // exactly one non-null RawStmt whose `stmt` is a SelectStmt.
     unsafe {
         let raw = pgrx::PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
         let stmt = match (raw.len(), raw.head()) {
@@ -136,15 +148,32 @@ fn analyse(query: &str) -> Result<String, PgTrickleError> {
                 })
             }
         };
-        let query = pg_sys::parse_analyze_fixedparams(
+        Ok(pg_sys::parse_analyze_fixedparams(
             stmt,
             text.as_ptr(),
             std::ptr::null(),
             0,
             std::ptr::null_mut(),
-        );
-        let out = pg_sys::nodeToString(query.cast::<std::ffi::c_void>().cast_const());
-        Ok(CStr::from_ptr(out).to_string_lossy().into_owned())
+        ))
+    }
+}
+
+/// The Query of a stored analysed query (the text form written by [`analyse`]), in the
+/// current memory context.
+fn stored_query(tree: &str) -> Result<*mut pg_sys::Query, PgTrickleError> {
+    let text = CString::new(tree)
+        .map_err(|_| PgTrickleError::Internal("a query tree contains a NUL byte".into()))?;
+    // SAFETY: `stringToNode` parses the text form written by `nodeToString` into nodes
+    // allocated in the current memory context, raising an ERROR on malformed input; the
+    // result is checked to be a Query before it is returned as one.
+    unsafe {
+        let node = pg_sys::stringToNode(text.as_ptr()).cast::<pg_sys::Node>();
+        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Query {
+            return Err(PgTrickleError::Internal(
+                "a stored query tree does not hold a query".into(),
+            ));
+        }
+        Ok(node.cast::<pg_sys::Query>())
     }
 }
 
@@ -173,21 +202,10 @@ pub fn relation_oids(tree: &str) -> Vec<u32> {
 /// included: such a query may give another result at the next refresh for the same rows, so
 /// it cannot be maintained from its changes.
 pub fn not_immutable(tree: &str) -> Result<Option<String>, PgTrickleError> {
-    let text = CString::new(tree)
-        .map_err(|_| PgTrickleError::Internal("a query tree contains a NUL byte".into()))?;
-    // SAFETY: `stringToNode` parses the text form written by `nodeToString` (see
-    // [`analyse`]) into nodes in the current memory context, raising an ERROR on malformed
-    // input; `contain_mutable_functions` only reads the tree (a Query is walked with
-    // `query_tree_walker`).
-    let mutable = unsafe {
-        let node = pg_sys::stringToNode(text.as_ptr()).cast::<pg_sys::Node>();
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Query {
-            return Err(PgTrickleError::Internal(
-                "a stored query tree does not hold a query".into(),
-            ));
-        }
-        pg_sys::contain_mutable_functions(node)
-    };
+    let query = stored_query(tree)?;
+    // SAFETY: `query` is a Query node from `stored_query`; `contain_mutable_functions` only
+    // reads the tree (a Query is walked with `query_tree_walker`).
+    let mutable = unsafe { pg_sys::contain_mutable_functions(query.cast::<pg_sys::Node>()) };
     if !mutable {
         return Ok(None);
     }
@@ -243,20 +261,11 @@ pub fn not_immutable(tree: &str) -> Result<Option<String>, PgTrickleError> {
 /// `*` stays the columns it stood for when the query was analysed. Fails (with PostgreSQL's
 /// error) when a relation it names no longer exists.
 pub fn deparse(tree: &str) -> Result<String, PgTrickleError> {
-    let text = CString::new(tree)
-        .map_err(|_| PgTrickleError::Internal("a query tree contains a NUL byte".into()))?;
-    // SAFETY: `stringToNode` parses the text form written by `nodeToString` (see
-    // [`analyse`]) into nodes allocated in the current memory context, raising an ERROR on
-    // malformed input; the result is checked to be a Query before `pg_get_querydef` reads it;
-    // the returned C string is palloc'd and copied out before the context can go away.
+    let query = stored_query(tree)?;
+    // SAFETY: `query` is a Query node from `stored_query`, which `pg_get_querydef` reads; the
+    // returned C string is palloc'd and copied out before the context can go away.
     let sql = unsafe {
-        let node = pg_sys::stringToNode(text.as_ptr()).cast::<pg_sys::Node>();
-        if node.is_null() || (*node).type_ != pg_sys::NodeTag::T_Query {
-            return Err(PgTrickleError::Internal(
-                "a stored query tree does not hold a query".into(),
-            ));
-        }
-        let out = pg_sys::pg_get_querydef(node.cast::<pg_sys::Query>(), false);
+        let out = pg_sys::pg_get_querydef(query, false);
         CStr::from_ptr(out).to_string_lossy().into_owned()
     };
     Ok(sql.trim().trim_end_matches(';').trim().to_string())

@@ -87,34 +87,13 @@ impl PgCatalog {
 
 /// The type (`format_type` with its modifier) of the single result column of `query`, by
 /// PostgreSQL's parse analysis (nothing is planned or executed); `None` when `query` is not
-/// exactly one SELECT.
+/// exactly one SELECT of one column.
 fn result_type(query: &str) -> Option<String> {
-    let text = std::ffi::CString::new(query).ok()?;
-    // SAFETY: as `definition::analyse`: the text outlives the parse and analysis, whose
-    // results are allocated in the current memory context (errors are ERRORs, caught by the
-    // caller's subtransaction); the statement is analysed only once the list is known to
-    // hold exactly one SelectStmt; the target list of a SELECT's Query holds TargetEntry
-    // nodes whose `expr` is an expression node, which `exprType`/`exprTypmod` read;
-    // `format_type_with_typemod` returns a palloc'd C string, copied out at once.
+    let query = crate::definition::analysed(query).ok()?;
+    // SAFETY: `query` is the Query of a SELECT (`analysed`), whose target list holds
+    // TargetEntry nodes whose `expr` is an expression node, which `exprType`/`exprTypmod`
+    // read; `format_type_with_typemod` returns a palloc'd C string, copied out at once.
     unsafe {
-        let raw = pgrx::PgList::<pg_sys::RawStmt>::from_pg(pg_sys::pg_parse_query(text.as_ptr()));
-        let stmt = match (raw.len(), raw.head()) {
-            (1, Some(stmt))
-                if !stmt.is_null()
-                    && !(*stmt).stmt.is_null()
-                    && (*(*stmt).stmt).type_ == pg_sys::NodeTag::T_SelectStmt =>
-            {
-                stmt
-            }
-            _ => return None,
-        };
-        let query = pg_sys::parse_analyze_fixedparams(
-            stmt,
-            text.as_ptr(),
-            std::ptr::null(),
-            0,
-            std::ptr::null_mut(),
-        );
         let targets = pgrx::PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
         let (1, Some(entry)) = (targets.len(), targets.head()) else {
             return None;

@@ -1,5 +1,6 @@
 //! Transactions for background workers: run a closure in its own transaction, commit when it
-//! succeeds, roll back when it returns an error or PostgreSQL raises one. A raised error is
+//! succeeds, roll back when it returns an error or PostgreSQL raises one; and subtransactions
+//! for probes inside any transaction ([`attempt`]). A raised error is
 //! caught with its SQLSTATE (plan A04) so the caller can classify it by code.
 
 use std::panic::AssertUnwindSafe;
@@ -8,6 +9,20 @@ use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
 use crate::error::PgTrickleError;
+
+/// A caught PostgreSQL error (or panic) as an error of ours, its SQLSTATE kept.
+fn caught(e: CaughtError) -> PgTrickleError {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => PgTrickleError::Spi {
+            sqlstate: crate::error::code_to_sqlstate(r.sql_error_code()),
+            message: r.message().to_string(),
+            detail: r.detail().map(str::to_string),
+        },
+        CaughtError::RustPanic { ereport, .. } => {
+            PgTrickleError::Internal(ereport.message().to_string())
+        }
+    }
+}
 
 /// Runs `f` in a new transaction (background workers only: no transaction may be open).
 pub fn in_transaction<R>(
@@ -31,18 +46,7 @@ pub fn in_transaction<R>(
         Ok(value)
     });
     let result = PgTryBuilder::new(body)
-        .catch_others(|e| match e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-                Err(PgTrickleError::Spi {
-                    sqlstate: crate::error::code_to_sqlstate(r.sql_error_code()),
-                    message: r.message().to_string(),
-                    detail: r.detail().map(str::to_string),
-                })
-            }
-            CaughtError::RustPanic { ereport, .. } => {
-                Err(PgTrickleError::Internal(ereport.message().to_string()))
-            }
-        })
+        .catch_others(|e| Err(caught(e)))
         .execute();
     if result.is_err() {
         // SAFETY: pgrx copied and flushed the error state when it caught the error; what is
@@ -69,18 +73,7 @@ pub fn attempt<R>(f: impl FnOnce() -> R) -> Result<R, PgTrickleError> {
         pg_sys::MemoryContextSwitchTo(context);
         let body = AssertUnwindSafe(move || Ok(f()));
         let result = PgTryBuilder::new(body)
-            .catch_others(|e| match e {
-                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => {
-                    Err(PgTrickleError::Spi {
-                        sqlstate: crate::error::code_to_sqlstate(r.sql_error_code()),
-                        message: r.message().to_string(),
-                        detail: r.detail().map(str::to_string),
-                    })
-                }
-                CaughtError::RustPanic { ereport, .. } => {
-                    Err(PgTrickleError::Internal(ereport.message().to_string()))
-                }
-            })
+            .catch_others(|e| Err(caught(e)))
             .execute();
         if result.is_ok() {
             pg_sys::ReleaseCurrentSubTransaction();

@@ -23,10 +23,10 @@ use crate::expr::Expr;
 use crate::operator::{AggCall, ColType};
 use crate::types::SqlType;
 
-/// The spelling of hole `i` while the expression is printed (never valid user text: the
-/// `__pgt_` prefix is reserved).
-fn hole(i: usize) -> String {
-    format!("\"{}hole_{i}\"", crate::names::HIDDEN_PREFIX)
+/// Hole `i` as a quoted identifier (`names::hole`; the reserved prefix is refused in the
+/// expression itself, so the printed text holds no other).
+fn hole(i: usize) -> ast::Ident {
+    ast::Ident::with_quote('"', crate::names::hole(i))
 }
 
 struct Holes<'p, 'a, 's, 'g, 'v> {
@@ -41,9 +41,8 @@ impl Holes<'_, '_, '_, '_, '_> {
     fn fill(&mut self, e: &mut ast::Expr) -> ControlFlow<EngineError> {
         match self.planner.expr(e, self.scope, self.aggs) {
             Ok(typed) => {
-                let name = format!("{}hole_{}", crate::names::HIDDEN_PREFIX, self.args.len());
+                *e = ast::Expr::Identifier(hole(self.args.len()));
                 self.args.push(typed);
-                *e = ast::Expr::Identifier(ast::Ident::with_quote('"', name));
                 ControlFlow::Continue(())
             }
             Err(err) => ControlFlow::Break(err),
@@ -146,7 +145,7 @@ impl Planner<'_> {
         let mut parts = Vec::with_capacity(args.len() + 1);
         let mut rest = text.as_str();
         for i in 0..args.len() {
-            let h = hole(i);
+            let h = hole(i).to_string();
             let (before, after) = rest.split_once(&h).ok_or_else(|| {
                 EngineError::internal(format!("hole {i} of a passed-through expression"))
             })?;
