@@ -23,9 +23,12 @@ pub enum Reason {
     UnsupportedAggregate { name: String },
     /// An aggregate whose result depends on input order without an `ORDER BY` inside it.
     OrderSensitiveAggregate { name: String },
-    /// A subquery in a position other than `FROM`, a top-level `WHERE` conjunct of the form
-    /// `[NOT] EXISTS (…)` / `x [NOT] IN (…)`.
+    /// `[NOT] EXISTS (…)` / `x [NOT] IN (…)` other than as a conjunct of `WHERE` (under OR,
+    /// inside CASE, in the select list), or a scalar subquery where none is decorrelated
+    /// (JOIN … ON, GROUP BY, an aggregate's argument).
     SubqueryInExpression,
+    /// A scalar subquery of a shape the planner does not decorrelate; `what` names it.
+    SubqueryShape { what: String },
     /// A column whose type has no equality operator (json, xml, point…), so deltas cannot be
     /// consolidated.
     TypeWithoutEquality { column: String, type_name: String },
@@ -63,8 +66,9 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::SubqueryInExpression => f.write_str(
-                "subquery outside FROM and top-level [NOT] EXISTS / [NOT] IN conditions",
+                "subquery in this position (EXISTS and IN only as conditions of WHERE; scalar subqueries only in WHERE, HAVING and the select list)",
             ),
+            Reason::SubqueryShape { what } => write!(f, "scalar subquery {what}"),
             Reason::TypeWithoutEquality { column, type_name } => {
                 write!(
                     f,

@@ -39,6 +39,15 @@ pub(crate) struct Planner<'a> {
     pub(crate) seen: BTreeMap<u32, BTreeSet<String>>,
     ctes: Vec<(String, Planned)>,
     pub(crate) tables: BTreeMap<u32, TableInfo>,
+    /// The levels of the queries enclosing the one being planned, moved into the outer band
+    /// (`select::OUTER_BASE`): a reference that resolves there is a correlation the planner
+    /// does not decorrelate at that position, and is refused.
+    pub(crate) outer: Vec<Vec<scope::ScopeRel>>,
+    /// Scalar subqueries already joined to the operator being built, with their values.
+    pub(crate) scalars: Vec<(ast::Query, expr::Typed)>,
+    /// Uncorrelated scalar subqueries of an aggregate query's select list and HAVING, joined
+    /// after the aggregate (`Some` only while those are planned).
+    pub(crate) deferred: Option<Vec<select::Deferred>>,
 }
 
 /// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
@@ -180,6 +189,9 @@ impl<'a> Planner<'a> {
             seen: BTreeMap::new(),
             ctes: Vec::new(),
             tables: BTreeMap::new(),
+            outer: Vec::new(),
+            scalars: Vec::new(),
+            deferred: None,
         }
     }
 

@@ -136,8 +136,18 @@ const PK2: &[Family] = &[
     // Expressions the engine passes through to PostgreSQL (INTERVAL, EXTRACT, an operator it
     // does not model), in a filter, a projection, a group key and over an aggregate.
     d("expr_passthrough", "SELECT id, EXTRACT(HOUR FROM ts) AS h, ts + INTERVAL '90 minutes' AS later, w # 3 AS xw FROM b WHERE ts < TIMESTAMP '2026-01-02 12:00' - INTERVAL '2 hours'"),
-    // Still refreshed FULL (scalar subqueries are not maintained differentially yet).
-    f("scalar_subquery", "SELECT id, k, (SELECT max(w) FROM b) AS mx FROM a"),
+    // Scalar subqueries, decorrelated: uncorrelated in the select list and WHERE, correlated
+    // by equality (COUNT over no rows is 0), in HAVING of an aggregate, nested in IN.
+    d("scalar_subquery", "SELECT id, k, (SELECT max(w) FROM b) AS mx FROM a"),
+    d("scalar_where", "SELECT id, v FROM a WHERE v > (SELECT avg(w) FROM b WHERE b.w IS NOT NULL)"),
+    d("scalar_correlated", "SELECT id, k, (SELECT count(*) FROM b WHERE b.k = a.k) AS cnt, (SELECT sum(b.w) FROM b WHERE b.k = a.k AND b.w > 5) AS sw FROM a"),
+    d("scalar_correlated_where", "SELECT id, w FROM b WHERE w >= (SELECT 0.5 * avg(b2.w) FROM b AS b2 WHERE b2.k = b.k)"),
+    d("scalar_having", "SELECT k, sum(w) AS sw FROM b GROUP BY k HAVING sum(w) > (SELECT count(*) FROM a)"),
+    d("in_nested_scalar", "SELECT id FROM a WHERE k IN (SELECT b.k FROM b WHERE b.w > (SELECT min(a2.v) FROM a AS a2 WHERE a2.k = b.k))"),
+    // Still refreshed FULL: a scalar subquery without an aggregate (at most one row here, as
+    // b.id is b's key, which the planner does not prove).
+    f("scalar_rows", "SELECT id, (SELECT b.w FROM b WHERE b.id = a.id) AS w FROM a"),
+    d("in_grouped", "SELECT id, k FROM a WHERE k IN (SELECT k FROM b GROUP BY k HAVING count(*) > 1)"),
     d("agg_passthrough", "SELECT EXTRACT(DAY FROM ts) AS day, count(*) AS cnt, sum(w) AS sw, EXTRACT(HOUR FROM max(ts)) AS last_hour FROM b GROUP BY EXTRACT(DAY FROM ts)"),
     d("except_all", "SELECT k FROM b EXCEPT ALL SELECT k FROM a"),
     d("cte_subquery", "WITH big AS (SELECT id, k FROM b WHERE w > 5) SELECT a.id, s.id AS bid FROM a JOIN (SELECT * FROM big) AS s ON s.k = a.k"),

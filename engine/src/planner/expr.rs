@@ -384,7 +384,8 @@ impl Planner<'_> {
                 ))
             }
             E::Function(f) => self.function(f, scope, aggs),
-            E::Exists { .. } | E::InSubquery { .. } | E::Subquery(_) => {
+            E::Subquery(q) => self.scalar_value(q, scope),
+            E::Exists { .. } | E::InSubquery { .. } => {
                 Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression))
             }
             // Everything else PostgreSQL evaluates: INTERVAL, EXTRACT, SUBSTRING, POSITION,
@@ -395,6 +396,14 @@ impl Planner<'_> {
 
     fn column(&mut self, parts: &[String], scope: &Scope) -> Result<Typed, EngineError> {
         let r = scope.resolve(parts)?;
+        if r.position >= super::select::OUTER_BASE {
+            return Err(EngineError::NotDifferentiable(Reason::SubqueryShape {
+                what: format!(
+                    "referring to {} of an enclosing query from this position",
+                    parts.join(".")
+                ),
+            }));
+        }
         if let Some(t) = r.table {
             self.seen.entry(t).or_default().insert(r.name.clone());
         }
@@ -600,12 +609,19 @@ impl Planner<'_> {
                 message: format!("aggregate function {name}() is not allowed here"),
             });
         }
-        let (args, star, distinct, order_by) = self.args(f, scope, &mut none)?;
-        let filter = f
-            .filter
-            .as_ref()
-            .map(|x| self.expr(x, scope, &mut none).map(|t| t.0))
-            .transpose()?;
+        // A scalar subquery in an aggregate's argument would need the aggregate's input joined
+        // to it: not decorrelated (none is deferred here).
+        let deferred = self.deferred.take();
+        let planned = self.args(f, scope, &mut none).and_then(|args| {
+            let filter = f
+                .filter
+                .as_ref()
+                .map(|x| self.expr(x, scope, &mut none).map(|t| t.0))
+                .transpose()?;
+            Ok((args, filter))
+        });
+        self.deferred = deferred;
+        let ((args, star, distinct, order_by), filter) = planned?;
         let arg_type = args.first().map(|a| a.1.ty.clone());
         let func = match func {
             AggFunc::Count if star => AggFunc::CountStar,

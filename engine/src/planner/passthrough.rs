@@ -5,8 +5,8 @@
 //! Invariants: only deterministic expressions pass through — a function the engine knows to
 //! be volatile or non-repeatable is refused here, and the extension refuses any defining
 //! query in which PostgreSQL's own analysis finds a function that is not IMMUTABLE; a
-//! subquery inside such an expression is refused (it would hide a source from the delta
-//! rules); the type of the expression is PostgreSQL's (`Catalog::expression_type`) or, for
+//! scalar subquery inside such an expression is planned like a column (a hole), EXISTS and IN
+//! are refused (they would hide a source from the delta rules); the type of the expression is PostgreSQL's (`Catalog::expression_type`) or, for
 //! the few forms whose type does not depend on their arguments, known here — otherwise the
 //! expression is refused, never guessed.
 
@@ -51,7 +51,7 @@ impl Holes<'_, '_, '_, '_, '_> {
 }
 
 /// Whether `f` is an aggregate or window call (planned by the engine, not passed through).
-fn is_aggregate_call(f: &ast::Function) -> bool {
+pub(crate) fn is_aggregate_call(f: &ast::Function) -> bool {
     f.over.is_some()
         || match object_name(&f.name).as_deref() {
             Ok([n]) => aggregate_func(n).is_some(),
@@ -87,7 +87,9 @@ impl VisitorMut for Holes<'_, '_, '_, '_, '_> {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(err) => ControlFlow::Break(err),
             },
-            ast::Expr::Subquery(_) | ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => {
+            // A scalar subquery is planned (decorrelated) and becomes a hole like a column.
+            ast::Expr::Subquery(_) => self.fill(e),
+            ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => {
                 ControlFlow::Break(EngineError::NotDifferentiable(Reason::SubqueryInExpression))
             }
             _ => ControlFlow::Continue(()),

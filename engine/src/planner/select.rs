@@ -1,23 +1,208 @@
 //! One SELECT block → operator tree: FROM (tables, derived tables, CTE references, joins),
 //! WHERE (conjuncts pushed into inner joins; top-level [NOT] EXISTS / [NOT] IN subqueries as
-//! semi and anti joins), GROUP BY with aggregates and HAVING, the select list and DISTINCT.
+//! semi and anti joins; scalar subqueries decorrelated into joins with aggregates), GROUP BY
+//! with aggregates and HAVING, the select list and DISTINCT.
 //! Invariants: a predicate is pushed only through inner joins (never into an outer join's
 //! input); NOT IN is planned as an anti join on `(x = y) IS NOT FALSE`, which keeps its NULL
 //! semantics (never true when the subquery yields a NULL).
+//!
+//! Scalar subqueries (`attach_scalar`). Only an aggregate subquery without GROUP BY, HAVING,
+//! DISTINCT or LIMIT is accepted: it yields exactly one row for every outer row, so it can
+//! neither fail with "more than one row" nor need a run-time check. With the correlation
+//! `o₁ = i₁ AND … AND oₙ = iₙ` (outer expressions oⱼ, inner expressions iⱼ) and the remaining
+//! conditions W local to the subquery, `(SELECT f(agg) FROM R WHERE W AND o = i)` is
+//! `L ⟕ Agg_{i}(σ_W R) ON o = k`, the value being `f` over the aggregate columns of the joined
+//! row; where no group matches, the padded NULLs are the aggregates over no rows except for
+//! COUNT, which is wrapped `COALESCE(count, 0)`. A NULL oⱼ matches no group, as `o = i` selects
+//! no row. Uncorrelated (n = 0), `Agg_{}` always has exactly one row and the join is a cross
+//! join. The rule is the left join's and the aggregate's (both in `operator`), composed.
+//! Refused: a non-aggregate subquery (it may return several rows), a correlated condition
+//! other than `outer = inner`, an aggregate over outer columns, an outer reference from a
+//! subquery nested inside this one (the outer band, `OUTER_BASE`), a correlated scalar
+//! subquery in an aggregate query's select list or HAVING.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 
-use sqlparser::ast;
+use sqlparser::ast::{self, Visit, Visitor};
 
-use super::expr::AGG_BASE;
+use super::expr::{Typed, AGG_BASE};
+use super::passthrough::is_aggregate_call;
 use super::scope::{Scope, ScopeRel};
 use super::{fold, object_name, rename, Planned, Planner};
 use crate::error::{EngineError, Reason};
 use crate::expr::{BinOp, Expr, Literal};
 use crate::operator::{
-    bx, AggCall, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project, SemiJoin,
-    SemiMode,
+    bx, AggCall, AggFunc, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project,
+    SemiJoin, SemiMode,
 };
+
+/// Column positions at or above this belong to an enclosing query the planner does not
+/// decorrelate from the current position (`Planner::outer`); `column` refuses them.
+pub(crate) const OUTER_BASE: usize = 1 << 50;
+
+/// Deferred scalar subquery `k` is `Column(SQ_BASE + k)` until it is joined (below the
+/// aggregate placeholders, `AGG_BASE`).
+const SQ_BASE: usize = 1 << 36;
+
+/// A scalar subquery's aggregate operator, the outer sides of its correlation and its value
+/// over `outer row ++ keys ++ aggregates`, with the value's type.
+type ScalarParts = (Operator, Vec<Expr>, Expr, ColType);
+
+/// An uncorrelated scalar subquery of an aggregate query's select list or HAVING: its
+/// one-row operator and its value over that operator's columns.
+pub(crate) struct Deferred {
+    op: Operator,
+    value: Expr,
+}
+
+fn subquery_refused(what: &str) -> EngineError {
+    EngineError::NotDifferentiable(Reason::SubqueryShape {
+        what: what.to_string(),
+    })
+}
+
+/// The levels of `levels` moved into the outer band.
+fn band(levels: &[Vec<ScopeRel>]) -> Vec<Vec<ScopeRel>> {
+    levels
+        .iter()
+        .map(|l| shift_rels(l.clone(), OUTER_BASE))
+        .collect()
+}
+
+/// The scalar subqueries of an expression (not those inside another subquery) and whether it
+/// calls an aggregate outside any subquery.
+#[derive(Default)]
+struct Nested {
+    depth: usize,
+    scalars: Vec<ast::Query>,
+    aggregate: bool,
+}
+
+impl Visitor for Nested {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+        if self.depth == 0 {
+            match e {
+                ast::Expr::Subquery(q) if !self.scalars.contains(q) => {
+                    self.scalars.push((**q).clone())
+                }
+                ast::Expr::Function(f) if f.over.is_none() && is_aggregate_call(f) => {
+                    self.aggregate = true
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn nested(e: &ast::Expr) -> Nested {
+    let mut n = Nested::default();
+    let _ = e.visit(&mut n);
+    n
+}
+
+fn item_expr(item: &ast::SelectItem) -> Option<&ast::Expr> {
+    match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+/// Whether a WHERE conjunct needs the subquery machinery (a semi join or a scalar subquery).
+fn has_subquery(e: &ast::Expr) -> bool {
+    subquery_conjunct(e).is_some() || !nested(e).scalars.is_empty()
+}
+
+/// The SELECT of a subquery with neither WITH, LIMIT, DISTINCT, GROUP BY nor HAVING.
+fn plain_select(q: &ast::Query) -> Option<&ast::Select> {
+    match q.body.as_ref() {
+        ast::SetExpr::Select(s)
+            if q.with.is_none()
+                && q.limit_clause.is_none()
+                && q.fetch.is_none()
+                && s.distinct.is_none()
+                && s.having.is_none()
+                && matches!(&s.group_by, ast::GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty()) =>
+        {
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn single_item(select: &ast::Select) -> Result<&ast::Expr, EngineError> {
+    match select.projection.as_slice() {
+        [item] => item_expr(item).ok_or_else(|| EngineError::Syntax {
+            message: "subquery must return only one column".into(),
+        }),
+        _ => Err(EngineError::Syntax {
+            message: "subquery must return only one column".into(),
+        }),
+    }
+}
+
+/// `(outer, inner)` when `l = r` has one side only over columns below `la` (the outer row)
+/// and the other only over columns at or above it (the subquery's row).
+fn correlation(l: &Expr, r: &Expr, la: usize) -> Option<(Expr, Expr)> {
+    let side = |e: &Expr| {
+        let mut cols = BTreeSet::new();
+        e.columns(&mut cols);
+        if cols.is_empty() {
+            None
+        } else if cols.iter().all(|c| *c < la) {
+            Some(true)
+        } else if cols.iter().all(|c| *c >= la) {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    match (side(l)?, side(r)?) {
+        (true, false) => Some((l.clone(), r.clone())),
+        (false, true) => Some((r.clone(), l.clone())),
+        _ => None,
+    }
+}
+
+fn all_columns_at_least(e: &Expr, la: usize) -> bool {
+    let mut cols = BTreeSet::new();
+    e.columns(&mut cols);
+    cols.iter().all(|c| *c >= la)
+}
+
+/// The aggregate call with its input columns moved down by `la`, or `None` when it reads a
+/// column below `la` (of the outer query).
+fn shift_call(call: &AggCall, la: usize) -> Option<AggCall> {
+    let inner = call.args.iter().all(|a| all_columns_at_least(a, la))
+        && call.filter.iter().all(|f| all_columns_at_least(f, la))
+        && call
+            .order_by
+            .iter()
+            .all(|(o, _)| all_columns_at_least(o, la));
+    if !inner {
+        return None;
+    }
+    let down = |e: &Expr| e.map_columns(&|c| c - la);
+    Some(AggCall {
+        args: call.args.iter().map(down).collect(),
+        filter: call.filter.as_ref().map(down),
+        order_by: call.order_by.iter().map(|(o, d)| (down(o), *d)).collect(),
+        ..call.clone()
+    })
+}
 
 fn unsupported(construct: &str) -> EngineError {
     EngineError::NotDifferentiable(Reason::Construct {
@@ -145,22 +330,33 @@ impl Planner<'_> {
             return Err(unsupported("this SELECT clause"));
         }
         let (mut op, rels) = self.from(&s.from)?;
-        let scope = Scope::single(rels);
+        let scope = self.scope_of(rels);
+        let marks = self.scalars.len();
+        let outer_deferred = self.deferred.take();
         if let Some(selection) = &s.selection {
             let mut parts = Vec::new();
             conjuncts(selection, &mut parts);
-            let mut semis = Vec::new();
-            for part in &parts {
-                match subquery_conjunct(part) {
-                    Some(sub) => semis.push(sub),
-                    None => {
-                        let (pred, _) = self.expr(part, &scope, &mut None)?;
-                        op = push_filter(op, pred);
-                    }
+            op = self.where_conjuncts(op, &scope, &parts)?;
+        }
+        let group_exprs = match &s.group_by {
+            ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
+            _ => return Err(EngineError::NotDifferentiable(Reason::GroupingSets)),
+        };
+        let aggregate_query = !group_exprs.is_empty()
+            || s.having.is_some()
+            || s.projection
+                .iter()
+                .filter_map(item_expr)
+                .any(|e| nested(e).aggregate);
+        if aggregate_query {
+            // Scalar subqueries of the select list and HAVING see the groups: uncorrelated
+            // ones are joined after the aggregate (placeholders until then).
+            self.deferred = Some(Vec::new());
+        } else {
+            for e in s.projection.iter().filter_map(item_expr) {
+                for q in nested(e).scalars {
+                    op = self.attach_scalar(op, &scope, &q)?;
                 }
-            }
-            for sub in semis {
-                op = self.semi_join(op, &scope, sub)?;
             }
         }
         let mut aggs: Vec<AggCall> = Vec::new();
@@ -168,16 +364,13 @@ impl Planner<'_> {
         for item in &s.projection {
             self.select_item(item, &scope, &mut aggs, &mut items)?;
         }
-        let group_exprs = match &s.group_by {
-            ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
-            _ => return Err(EngineError::NotDifferentiable(Reason::GroupingSets)),
-        };
         let mut having = s
             .having
             .as_ref()
             .map(|h| self.expr(h, &scope, &mut Some(&mut aggs)))
             .transpose()?;
-        if !aggs.is_empty() || !group_exprs.is_empty() || having.is_some() {
+        let deferred = std::mem::replace(&mut self.deferred, outer_deferred).unwrap_or_default();
+        if aggregate_query || !aggs.is_empty() {
             let mut keys: Vec<(Expr, ColType)> = Vec::new();
             for g in group_exprs {
                 keys.push(self.group_key(g, &scope, &items)?);
@@ -200,6 +393,23 @@ impl Planner<'_> {
                 keys: key_exprs,
                 aggs,
             });
+            for (k, d) in deferred.into_iter().enumerate() {
+                let at = op.arity();
+                op = Join::inner(op, d.op, Expr::bool(true));
+                let value = d.value.map_columns(&|c| c + at);
+                let substitute = |e: &Expr| {
+                    e.transform(&mut |x| match x {
+                        Expr::Column(c) if *c == SQ_BASE + k => Some(value.clone()),
+                        _ => None,
+                    })
+                };
+                for item in &mut items {
+                    item.0 = substitute(&item.0);
+                }
+                if let Some(h) = &mut having {
+                    h.0 = substitute(&h.0);
+                }
+            }
             if let Some((pred, _)) = having {
                 op = Operator::Filter(Filter {
                     input: bx(op),
@@ -207,6 +417,7 @@ impl Planner<'_> {
                 });
             }
         }
+        self.scalars.truncate(marks);
         let names: Vec<String> = items.iter().map(|i| i.2.clone()).collect();
         op = Operator::Project(Project {
             input: bx(op),
@@ -355,7 +566,7 @@ impl Planner<'_> {
             let on = match constraint {
                 None => Expr::bool(true),
                 Some(ast::JoinConstraint::On(e)) => {
-                    self.expr(e, &Scope::single(rels.clone()), &mut None)?.0
+                    self.expr(e, &self.scope_of(rels.clone()), &mut None)?.0
                 }
                 Some(ast::JoinConstraint::None) => Expr::bool(true),
                 Some(_) => return Err(unsupported("JOIN … USING and NATURAL JOIN")),
@@ -443,6 +654,247 @@ impl Planner<'_> {
         Ok((planned.op, vec![rel]))
     }
 
+    /// A scope whose innermost level is `rels`, inside the enclosing queries' outer band.
+    pub(crate) fn scope_of(&self, rels: Vec<ScopeRel>) -> Scope {
+        let mut levels = self.outer.clone();
+        levels.push(rels);
+        Scope { levels }
+    }
+
+    /// Runs `f` with `levels` as the enclosing queries' outer band.
+    fn within<T>(
+        &mut self,
+        levels: &[Vec<ScopeRel>],
+        f: impl FnOnce(&mut Self) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let saved = std::mem::replace(&mut self.outer, band(levels));
+        let result = f(self);
+        self.outer = saved;
+        result
+    }
+
+    /// Applies the conjuncts of a WHERE to `op` (whose row the innermost level of `scope`
+    /// describes): plain conditions first, pushed as deep as inner joins allow, then the
+    /// semi and anti joins of [NOT] EXISTS / [NOT] IN, then the joins of scalar subqueries
+    /// with the conditions that use them.
+    fn where_conjuncts(
+        &mut self,
+        mut op: Operator,
+        scope: &Scope,
+        parts: &[ast::Expr],
+    ) -> Result<Operator, EngineError> {
+        let mut semis = Vec::new();
+        let mut scalar = Vec::new();
+        for part in parts {
+            if let Some(sub) = subquery_conjunct(part) {
+                semis.push(sub);
+            } else if has_subquery(part) {
+                scalar.push(part);
+            } else {
+                let (pred, _) = self.expr(part, scope, &mut None)?;
+                op = push_filter(op, pred);
+            }
+        }
+        for sub in semis {
+            op = self.semi_join(op, scope, sub)?;
+        }
+        for part in scalar {
+            let marks = self.scalars.len();
+            for q in nested(part).scalars {
+                op = self.attach_scalar(op, scope, &q)?;
+            }
+            let (pred, _) = self.expr(part, scope, &mut None)?;
+            self.scalars.truncate(marks);
+            op = push_filter(op, pred);
+        }
+        Ok(op)
+    }
+
+    /// The value of scalar subquery `q`: joined already (`attach_scalar`), or deferred to
+    /// after the aggregate of an aggregate query; anywhere else it is refused.
+    pub(crate) fn scalar_value(
+        &mut self,
+        q: &ast::Query,
+        scope: &Scope,
+    ) -> Result<Typed, EngineError> {
+        if let Some((_, typed)) = self.scalars.iter().rev().find(|(x, _)| x == q) {
+            return Ok(typed.clone());
+        }
+        let Some(mut deferred) = self.deferred.take() else {
+            return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression));
+        };
+        // Uncorrelated only: every enclosing level is in the outer band.
+        let outer = Scope {
+            levels: band(&scope.levels),
+        };
+        let planned = self.scalar_parts(0, &outer, q);
+        let result = planned.and_then(|(op, keys, value, ty)| {
+            if !keys.is_empty() {
+                return Err(EngineError::internal(
+                    "a deferred scalar subquery is correlated",
+                ));
+            }
+            deferred.push(Deferred { op, value });
+            Ok((Expr::Column(SQ_BASE + deferred.len() - 1), ty))
+        });
+        self.deferred = Some(deferred);
+        result
+    }
+
+    /// Joins scalar subquery `q` to `op` (see the module comment) and remembers its value.
+    fn attach_scalar(
+        &mut self,
+        op: Operator,
+        scope: &Scope,
+        q: &ast::Query,
+    ) -> Result<Operator, EngineError> {
+        if self.scalars.iter().any(|(x, _)| x == q) {
+            return Ok(op);
+        }
+        let la = op.arity();
+        let (agg, keys, value, ty) = self.scalar_parts(la, scope, q)?;
+        let joined = if keys.is_empty() {
+            Join::inner(op, agg, Expr::bool(true))
+        } else {
+            let on = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| Expr::binary(BinOp::Eq, k, Expr::Column(la + i)))
+                .collect();
+            Operator::Join(Join {
+                kind: JoinKind::Left,
+                left: bx(op),
+                right: bx(agg),
+                on: Expr::and_all(on),
+            })
+        };
+        self.scalars.push((q.clone(), (value, ty)));
+        Ok(joined)
+    }
+
+    /// Scalar subquery `q` seen from a row of arity `la` described by `scope`: the aggregate
+    /// over its FROM grouped by the inner sides of the correlation, the outer sides, and its
+    /// value over `outer row ++ keys ++ aggregates`.
+    fn scalar_parts(
+        &mut self,
+        la: usize,
+        scope: &Scope,
+        q: &ast::Query,
+    ) -> Result<ScalarParts, EngineError> {
+        // Values joined in enclosing contexts describe other rows: not visible inside.
+        let saved = std::mem::take(&mut self.scalars);
+        let result = self.scalar_parts_inner(la, scope, q);
+        self.scalars = saved;
+        result
+    }
+
+    fn scalar_parts_inner(
+        &mut self,
+        la: usize,
+        scope: &Scope,
+        q: &ast::Query,
+    ) -> Result<ScalarParts, EngineError> {
+        let select = plain_select(q).ok_or_else(|| {
+            subquery_refused("with WITH, GROUP BY, HAVING, DISTINCT, LIMIT or a set operation")
+        })?;
+        let item = single_item(select)?;
+        let (mut right, rrels) = self.within(&scope.levels, |p| p.from(&select.from))?;
+        let mut levels = scope.levels.clone();
+        levels.push(shift_rels(rrels.clone(), la));
+        let inner = Scope { levels };
+        let mut outer_keys = Vec::new();
+        let mut inner_keys: Vec<(Expr, ColType)> = Vec::new();
+        if let Some(w) = &select.selection {
+            let mut parts = Vec::new();
+            conjuncts(w, &mut parts);
+            let mut deeper = Vec::new();
+            for part in parts {
+                if has_subquery(&part) {
+                    deeper.push(part);
+                    continue;
+                }
+                if let ast::Expr::BinaryOp {
+                    left,
+                    op: ast::BinaryOperator::Eq,
+                    right: r,
+                } = strip(&part)
+                {
+                    let (l, lt) = self.expr(left, &inner, &mut None)?;
+                    let (rv, rt) = self.expr(r, &inner, &mut None)?;
+                    if let Some((o, i)) = correlation(&l, &rv, la) {
+                        let ity = if all_columns_at_least(&l, la) { lt } else { rt };
+                        outer_keys.push(o);
+                        inner_keys.push((i.map_columns(&|c| c - la), ity));
+                        continue;
+                    }
+                }
+                let (pred, _) = self.expr(&part, &inner, &mut None)?;
+                if !all_columns_at_least(&pred, la) {
+                    return Err(subquery_refused(
+                        "with a correlated condition other than outer = inner",
+                    ));
+                }
+                right = push_filter(right, pred.map_columns(&|c| c - la));
+            }
+            if !deeper.is_empty() {
+                let nested_scope = Scope {
+                    levels: {
+                        let mut l = band(&scope.levels);
+                        l.push(rrels);
+                        l
+                    },
+                };
+                right = self.where_conjuncts(right, &nested_scope, &deeper)?;
+            }
+        }
+        let mut calls = Vec::new();
+        let deferred = self.deferred.take();
+        let planned = self.expr(item, &inner, &mut Some(&mut calls));
+        self.deferred = deferred;
+        let (value, vt) = planned?;
+        if calls.is_empty() {
+            return Err(subquery_refused(
+                "without an aggregate (it may return more than one row)",
+            ));
+        }
+        let calls = calls
+            .iter()
+            .map(|c| shift_call(c, la))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| subquery_refused("aggregating columns of the enclosing query"))?;
+        let nk = inner_keys.len();
+        let mut grouping = None;
+        let value = value.transform(&mut |x| match x {
+            Expr::Column(c) if *c >= AGG_BASE => {
+                let j = c - AGG_BASE;
+                let col = Expr::Column(la + nk + j);
+                let count = matches!(calls[j].func, AggFunc::Count | AggFunc::CountStar);
+                Some(if count && nk > 0 {
+                    Expr::Coalesce(vec![col, Expr::int(0)])
+                } else {
+                    col
+                })
+            }
+            Expr::Column(c) if *c >= la => {
+                grouping = Some(EngineError::Grouping {
+                    message: "column must appear in the GROUP BY clause or be used in an aggregate function".into(),
+                });
+                None
+            }
+            _ => None,
+        });
+        if let Some(e) = grouping {
+            return Err(e);
+        }
+        let agg = Operator::Aggregate(Aggregate {
+            input: bx(right),
+            key_types: inner_keys.iter().map(|k| k.1.clone()).collect(),
+            keys: inner_keys.into_iter().map(|k| k.0).collect(),
+            aggs: calls,
+        });
+        Ok((agg, outer_keys, value, ColType::new(vt.ty, true)))
+    }
+
     fn semi_join(
         &mut self,
         left: Operator,
@@ -452,62 +904,118 @@ impl Planner<'_> {
         let (query, negated) = match &sub {
             SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
         };
-        let select = match query.body.as_ref() {
-            ast::SetExpr::Select(s)
-                if query.with.is_none()
-                    && query.limit_clause.is_none()
-                    && query.fetch.is_none()
-                    && s.distinct.is_none()
-                    && s.having.is_none()
-                    && matches!(&s.group_by, ast::GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty()) =>
-            {
-                s
-            }
-            _ => return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression)),
+        let mode = if negated {
+            SemiMode::NonPositive
+        } else {
+            SemiMode::Positive
         };
         let la = left.arity();
-        let (right, rrels) = self.from(&select.from)?;
+        let Some(select) = plain_select(query) else {
+            return self.semi_join_uncorrelated(left, scope, sub);
+        };
+        let saved = std::mem::take(&mut self.scalars);
+        let result = self.semi_join_plain(left, la, scope, select, &sub, negated);
+        self.scalars = saved;
+        let (right, on) = result?;
+        Ok(Operator::SemiJoin(SemiJoin {
+            left: bx(right.0),
+            right: bx(right.1),
+            on,
+            mode,
+        }))
+    }
+
+    /// The sides and condition of a semi join over a plain subquery `select`.
+    fn semi_join_plain(
+        &mut self,
+        left: Operator,
+        la: usize,
+        scope: &Scope,
+        select: &ast::Select,
+        sub: &SubqueryConjunct<'_>,
+        negated: bool,
+    ) -> Result<((Operator, Operator), Expr), EngineError> {
+        let (mut right, rrels) = self.within(&scope.levels, |p| p.from(&select.from))?;
         let mut levels = scope.levels.clone();
-        levels.push(shift_rels(rrels, la));
+        levels.push(shift_rels(rrels.clone(), la));
         let inner = Scope { levels };
         let mut conds = Vec::new();
         if let Some(w) = &select.selection {
-            conds.push(self.expr(w, &inner, &mut None)?.0);
+            let mut parts = Vec::new();
+            conjuncts(w, &mut parts);
+            let (deeper, plain): (Vec<ast::Expr>, Vec<ast::Expr>) =
+                parts.into_iter().partition(has_subquery);
+            for part in &plain {
+                conds.push(self.expr(part, &inner, &mut None)?.0);
+            }
+            if !deeper.is_empty() {
+                // Subqueries inside the subquery: planned on its own rows, their references
+                // to the outer query refused (outer band).
+                let mut l = band(&scope.levels);
+                l.push(rrels);
+                right = self.where_conjuncts(right, &Scope { levels: l }, &deeper)?;
+            }
         }
-        if let SubqueryConjunct::In(x, _, _) = &sub {
-            let item = match select.projection.as_slice() {
-                [ast::SelectItem::UnnamedExpr(e)]
-                | [ast::SelectItem::ExprWithAlias { expr: e, .. }] => e,
-                _ => {
-                    return Err(EngineError::Syntax {
-                        message: "subquery has too many columns".into(),
-                    })
-                }
-            };
+        if let SubqueryConjunct::In(x, _, _) = sub {
+            let item = single_item(select)?;
             let (xv, _) = self.expr(x, scope, &mut None)?;
             let (yv, _) = self.expr(item, &inner, &mut None)?;
-            let eq = Expr::binary(BinOp::Eq, xv, yv);
-            conds.push(if negated {
-                // x NOT IN (…) is false or NULL as soon as one row has x = y TRUE or NULL.
-                Expr::IsBool {
-                    arg: Box::new(eq),
-                    value: false,
-                    negated: true,
-                }
-            } else {
-                eq
-            });
+            conds.push(in_condition(xv, yv, negated));
         }
+        Ok(((left, right), Expr::and_all(conds)))
+    }
+
+    /// [NOT] EXISTS / [NOT] IN over a subquery with GROUP BY, HAVING, DISTINCT, WITH or a set
+    /// operation: planned as a query of its own (references to the outer query refused) and
+    /// semi-joined on the IN condition (EXISTS: on any row).
+    fn semi_join_uncorrelated(
+        &mut self,
+        left: Operator,
+        scope: &Scope,
+        sub: SubqueryConjunct<'_>,
+    ) -> Result<Operator, EngineError> {
+        let (query, negated) = match &sub {
+            SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
+        };
+        let la = left.arity();
+        let planned = self.within(&scope.levels, |p| p.query(query))?;
+        let on = match &sub {
+            SubqueryConjunct::Exists(..) => Expr::bool(true),
+            SubqueryConjunct::In(x, _, _) => {
+                if planned.names.len() != 1 {
+                    return Err(EngineError::Syntax {
+                        message: "subquery has too many columns".into(),
+                    });
+                }
+                let (xv, _) = self.expr(x, scope, &mut None)?;
+                in_condition(xv, Expr::Column(la), negated)
+            }
+        };
         Ok(Operator::SemiJoin(SemiJoin {
             left: bx(left),
-            right: bx(right),
-            on: Expr::and_all(conds),
+            right: bx(planned.op),
+            on,
             mode: if negated {
                 SemiMode::NonPositive
             } else {
                 SemiMode::Positive
             },
         }))
+    }
+}
+
+/// The semi join condition of `x [NOT] IN (… y …)`.
+fn in_condition(x: Expr, y: Expr, negated: bool) -> Expr {
+    let eq = Expr::binary(BinOp::Eq, x, y);
+    if negated {
+        // x NOT IN (…) is false or NULL as soon as one row has x = y TRUE or NULL.
+        Expr::IsBool {
+            arg: Box::new(eq),
+            value: false,
+            negated: true,
+        }
+    } else {
+        eq
     }
 }
 
@@ -530,6 +1038,8 @@ fn post_aggregate(e: &Expr, keys: &[Expr]) -> Result<Expr, EngineError> {
         }
         match x {
             Expr::Column(c) if *c >= AGG_BASE => Some(Expr::Column(keys.len() + (c - AGG_BASE))),
+            // A deferred scalar subquery's value, joined after the aggregate.
+            Expr::Column(c) if (SQ_BASE..AGG_BASE).contains(c) => Some(x.clone()),
             Expr::Column(_) => {
                 error = Some(EngineError::Grouping {
                     message: "column must appear in the GROUP BY clause or be used in an aggregate function".into(),
