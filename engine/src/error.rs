@@ -68,7 +68,7 @@ impl fmt::Display for Reason {
             Reason::SubqueryInExpression => f.write_str(
                 "subquery in this position (EXISTS and IN only as conditions of WHERE; scalar subqueries only in WHERE, HAVING and the select list)",
             ),
-            Reason::SubqueryShape { what } => write!(f, "scalar subquery {what}"),
+            Reason::SubqueryShape { what } => write!(f, "subquery {what}"),
             Reason::TypeWithoutEquality { column, type_name } => {
                 write!(
                     f,

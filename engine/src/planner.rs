@@ -48,6 +48,9 @@ pub(crate) struct Planner<'a> {
     /// Uncorrelated scalar subqueries of an aggregate query's select list and HAVING, joined
     /// after the aggregate (`Some` only while those are planned).
     pub(crate) deferred: Option<Vec<select::Deferred>>,
+    /// The left sides of `x IN (…)` rewritten as counts, planned in the outer query
+    /// (`names::outer_key`); `None` where they may not be used (a deferred subquery).
+    pub(crate) outer_keys: Option<Vec<expr::Typed>>,
 }
 
 /// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
@@ -192,6 +195,7 @@ impl<'a> Planner<'a> {
             outer: Vec::new(),
             scalars: Vec::new(),
             deferred: None,
+            outer_keys: Some(Vec::new()),
         }
     }
 

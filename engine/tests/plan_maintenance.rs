@@ -72,6 +72,12 @@ pub const QUERIES: &[&str] = &[
     "SELECT k FROM a WHERE x IN (SELECT y FROM b GROUP BY y HAVING count(*) > 1)",
     "SELECT k FROM a WHERE x NOT IN (SELECT y FROM b GROUP BY y)",
     "SELECT k FROM a WHERE COALESCE((SELECT max(v) FROM d WHERE d.w = a.g), 0) = 0",
+    // EXISTS and IN inside expressions, as counts.
+    "SELECT k FROM a WHERE x > 1 OR EXISTS (SELECT 1 FROM b WHERE b.g = a.g)",
+    "SELECT k, EXISTS (SELECT 1 FROM c WHERE c.z = a.x) AS e FROM a",
+    "SELECT k, CASE WHEN x NOT IN (SELECT y FROM b WHERE b.g = a.g) THEN 1 ELSE 0 END AS n FROM a",
+    "SELECT k, x IN (SELECT v FROM d) AS i FROM a",
+    "SELECT k, k IN (SELECT g FROM b WHERE y > 0) AS i FROM a",
 ];
 
 fn sources() -> DeltaSources {

@@ -13,6 +13,9 @@ use crate::expr::{BinOp, Expr, Literal};
 use crate::operator::{AggCall, AggFunc, ColType};
 use crate::types::{arithmetic_result, avg_result, common_type, sum_result, SqlType, TypeClass};
 
+/// The prefix of `names::outer_key`.
+const OUTER_KEY: &str = "__pgt_outer_";
+
 /// Aggregate placeholders are `Column(AGG_BASE + j)` until the GROUP BY rewrite.
 pub const AGG_BASE: usize = 1 << 40;
 
@@ -176,6 +179,9 @@ impl Planner<'_> {
         use ast::Expr as E;
         let boxed = |x: Expr| Box::new(x);
         match e {
+            E::Identifier(id) if id.quote_style.is_some() && id.value.starts_with(OUTER_KEY) => {
+                self.outer_key(&id.value)
+            }
             E::Identifier(id) => self.column(&[fold(id)], scope),
             E::CompoundIdentifier(ids) => {
                 self.column(&ids.iter().map(fold).collect::<Vec<_>>(), scope)
@@ -392,6 +398,21 @@ impl Planner<'_> {
             // AT TIME ZONE, array and JSON operators, … (passthrough.rs).
             _ => self.pass_through(e, scope, aggs),
         }
+    }
+
+    /// `x` of a rewritten `x IN (…)` inside its count's subquery (see `names::outer_key`).
+    fn outer_key(&self, name: &str) -> Result<Typed, EngineError> {
+        let refused = || {
+            EngineError::NotDifferentiable(Reason::SubqueryShape {
+                what: "IN over the rows of an enclosing query from this position".into(),
+            })
+        };
+        let k: usize = name[OUTER_KEY.len()..].parse().map_err(|_| refused())?;
+        self.outer_keys
+            .as_ref()
+            .and_then(|keys| keys.get(k))
+            .cloned()
+            .ok_or_else(refused)
     }
 
     fn column(&mut self, parts: &[String], scope: &Scope) -> Result<Typed, EngineError> {

@@ -24,7 +24,9 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{self, Visit, Visitor};
+use sqlparser::ast::{self, Visit, VisitMut, Visitor, VisitorMut};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 
 use super::expr::{Typed, AGG_BASE};
 use super::passthrough::is_aggregate_call;
@@ -77,6 +79,8 @@ struct Nested {
     depth: usize,
     scalars: Vec<ast::Query>,
     aggregate: bool,
+    /// An EXISTS or IN over a subquery.
+    predicates: bool,
 }
 
 impl Visitor for Nested {
@@ -101,8 +105,178 @@ impl Visitor for Nested {
                 ast::Expr::Function(f) if f.over.is_none() && is_aggregate_call(f) => {
                     self.aggregate = true
                 }
+                ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => self.predicates = true,
                 _ => {}
             }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// An expression written in SQL (the rewrites below build their pieces this way).
+fn sql_expr(text: &str) -> Option<ast::Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// `(SELECT count(*) FROM … WHERE … [AND extra])` over the FROM and WHERE of plain `q`.
+fn count_of(q: &ast::Query, extra: Option<ast::Expr>) -> Option<ast::Expr> {
+    subquery_of(q, sql_expr("count(*)")?, extra)
+}
+
+/// `(SELECT item FROM … WHERE … [AND extra])` over the FROM and WHERE of plain `q`.
+fn subquery_of(q: &ast::Query, item: ast::Expr, extra: Option<ast::Expr>) -> Option<ast::Expr> {
+    let mut q = q.clone();
+    let ast::SetExpr::Select(s) = q.body.as_mut() else {
+        return None;
+    };
+    s.projection = vec![ast::SelectItem::UnnamedExpr(item)];
+    s.selection = match (s.selection.take(), extra) {
+        (Some(w), Some(x)) => Some(ast::Expr::BinaryOp {
+            left: Box::new(ast::Expr::Nested(Box::new(w))),
+            op: ast::BinaryOperator::And,
+            right: Box::new(x),
+        }),
+        (w, x) => w.or(x),
+    };
+    Some(ast::Expr::Subquery(Box::new(q)))
+}
+
+fn compare(left: ast::Expr, op: ast::BinaryOperator, right: ast::Expr) -> ast::Expr {
+    ast::Expr::BinaryOp {
+        left: Box::new(left),
+        op,
+        right: Box::new(right),
+    }
+}
+
+/// `[NOT] EXISTS (q)` and `x [NOT] IN (q)` over a plain subquery, as counts (scalar
+/// subqueries, which are decorrelated): EXISTS is `count > 0`; IN keeps SQL's three values —
+/// TRUE if a row has y = x, else NULL if the subquery has rows and x is NULL or a row has a
+/// NULL y, else FALSE — as `CASE WHEN m > 0 THEN TRUE WHEN x IS NULL AND r > 0 THEN NULL
+/// WHEN r = 2 THEN NULL ELSE FALSE END`, with m the count of rows where y = x and r one
+/// subquery over the rows: 2 if one has a NULL y, else 1 if there are any, else 0 (two joins,
+/// not three). `None` for other subqueries.
+/// `inner_x` is `x` as the count's subquery sees it (`names::outer_key`).
+fn counted_predicate(e: &ast::Expr, inner_x: Option<ast::Expr>) -> Option<ast::Expr> {
+    let zero = || ast::Expr::value(ast::Value::Number("0".into(), false));
+    match e {
+        ast::Expr::Exists { subquery, negated } => {
+            plain_select(subquery)?;
+            let op = if *negated {
+                ast::BinaryOperator::Eq
+            } else {
+                ast::BinaryOperator::Gt
+            };
+            Some(ast::Expr::Nested(Box::new(compare(
+                count_of(subquery, None)?,
+                op,
+                zero(),
+            ))))
+        }
+        ast::Expr::InSubquery {
+            expr,
+            subquery,
+            negated,
+        } => {
+            let select = plain_select(subquery)?;
+            let y = single_item(select).ok()?.clone();
+            let x = ast::Expr::Nested(expr.clone());
+            let y = ast::Expr::Nested(Box::new(y));
+            let positive = |c: ast::Expr| compare(c, ast::BinaryOperator::Gt, zero());
+            let matches = count_of(
+                subquery,
+                Some(compare(y.clone(), ast::BinaryOperator::Eq, inner_x?)),
+            )?;
+            let rows = subquery_of(
+                subquery,
+                sql_expr(&format!(
+                    "CASE WHEN count(*) FILTER (WHERE ({y}) IS NULL) > 0 THEN 2 WHEN count(*) > 0 THEN 1 ELSE 0 END"
+                ))?,
+                None,
+            )?;
+            let two = ast::Expr::value(ast::Value::Number("2".into(), false));
+            let (t, n, f) = (sql_expr("TRUE")?, sql_expr("NULL")?, sql_expr("FALSE")?);
+            let when = |condition, result| ast::CaseWhen { condition, result };
+            let case = ast::Expr::Case {
+                case_token: ast::helpers::attached_token::AttachedToken::empty(),
+                end_token: ast::helpers::attached_token::AttachedToken::empty(),
+                operand: None,
+                conditions: vec![
+                    when(positive(matches), t),
+                    when(
+                        compare(
+                            ast::Expr::IsNull(Box::new(x)),
+                            ast::BinaryOperator::And,
+                            positive(rows.clone()),
+                        ),
+                        n.clone(),
+                    ),
+                    when(compare(rows, ast::BinaryOperator::Eq, two), n),
+                ],
+                else_result: Some(Box::new(f)),
+            };
+            let case = ast::Expr::Nested(Box::new(case));
+            Some(if *negated {
+                ast::Expr::UnaryOp {
+                    op: ast::UnaryOperator::Not,
+                    expr: Box::new(case),
+                }
+            } else {
+                case
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites the [NOT] EXISTS / [NOT] IN of an expression (not inside another subquery) that
+/// `counted_predicate` can express; the left side of an IN is planned in `scope` (the query
+/// the expression belongs to) and referred to from the subquery by `names::outer_key`.
+struct Counted<'p, 'a, 's> {
+    planner: &'p mut Planner<'a>,
+    scope: &'s Scope,
+    depth: usize,
+}
+
+impl VisitorMut for Counted<'_, '_, '_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &mut ast::Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        let inner_x = match e {
+            ast::Expr::InSubquery { expr, .. } => {
+                match (
+                    self.planner.expr(expr, self.scope, &mut None),
+                    self.planner.outer_keys.as_mut(),
+                ) {
+                    (Ok(typed), Some(keys)) => {
+                        keys.push(typed);
+                        let name = crate::names::outer_key(keys.len() - 1);
+                        Some(ast::Expr::Identifier(ast::Ident::with_quote('"', name)))
+                    }
+                    // Left as it is: refused where it is planned.
+                    _ => return ControlFlow::Continue(()),
+                }
+            }
+            _ => None,
+        };
+        if let Some(rewritten) = counted_predicate(e, inner_x) {
+            *e = rewritten;
         }
         ControlFlow::Continue(())
     }
@@ -121,9 +295,15 @@ fn item_expr(item: &ast::SelectItem) -> Option<&ast::Expr> {
     }
 }
 
-/// Whether a WHERE conjunct needs the subquery machinery (a semi join or a scalar subquery).
+/// Whether a WHERE conjunct needs the subquery machinery (a semi join, a scalar subquery,
+/// an EXISTS or IN inside an expression).
 fn has_subquery(e: &ast::Expr) -> bool {
-    subquery_conjunct(e).is_some() || !nested(e).scalars.is_empty()
+    subquery_conjunct(e).is_some() || !nested(e).scalars.is_empty() || has_exists_or_in(e)
+}
+
+/// Whether `e` has an EXISTS or IN over a subquery outside any nested subquery.
+fn has_exists_or_in(e: &ast::Expr) -> bool {
+    nested(e).predicates
 }
 
 /// The SELECT of a subquery with neither WITH, LIMIT, DISTINCT, GROUP BY nor HAVING.
@@ -342,9 +522,15 @@ impl Planner<'_> {
             ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
             _ => return Err(EngineError::NotDifferentiable(Reason::GroupingSets)),
         };
+        let projection: Vec<ast::SelectItem> = s
+            .projection
+            .iter()
+            .map(|item| self.counted_item(item, &scope))
+            .collect();
+        let having_expr = s.having.as_ref().map(|h| self.counted(h, &scope));
         let aggregate_query = !group_exprs.is_empty()
             || s.having.is_some()
-            || s.projection
+            || projection
                 .iter()
                 .filter_map(item_expr)
                 .any(|e| nested(e).aggregate);
@@ -353,7 +539,7 @@ impl Planner<'_> {
             // ones are joined after the aggregate (placeholders until then).
             self.deferred = Some(Vec::new());
         } else {
-            for e in s.projection.iter().filter_map(item_expr) {
+            for e in projection.iter().filter_map(item_expr) {
                 for q in nested(e).scalars {
                     op = self.attach_scalar(op, &scope, &q)?;
                 }
@@ -361,11 +547,10 @@ impl Planner<'_> {
         }
         let mut aggs: Vec<AggCall> = Vec::new();
         let mut items: Vec<(Expr, ColType, String)> = Vec::new();
-        for item in &s.projection {
+        for item in &projection {
             self.select_item(item, &scope, &mut aggs, &mut items)?;
         }
-        let mut having = s
-            .having
+        let mut having = having_expr
             .as_ref()
             .map(|h| self.expr(h, &scope, &mut Some(&mut aggs)))
             .transpose()?;
@@ -654,6 +839,45 @@ impl Planner<'_> {
         Ok((planned.op, vec![rel]))
     }
 
+    /// `e` with its EXISTS / IN rewritten as counts (`Counted`).
+    fn counted(&mut self, e: &ast::Expr, scope: &Scope) -> ast::Expr {
+        let mut e = e.clone();
+        let _ = VisitMut::visit(
+            &mut e,
+            &mut Counted {
+                planner: self,
+                scope,
+                depth: 0,
+            },
+        );
+        e
+    }
+
+    /// A select item with its EXISTS / IN rewritten, keeping PostgreSQL's column name.
+    fn counted_item(&mut self, item: &ast::SelectItem, scope: &Scope) -> ast::SelectItem {
+        match item {
+            ast::SelectItem::UnnamedExpr(e) => {
+                let rewritten = self.counted(e, scope);
+                if rewritten == *e {
+                    return item.clone();
+                }
+                let name = match e {
+                    ast::Expr::Exists { .. } => "exists".to_string(),
+                    other => output_name(other),
+                };
+                ast::SelectItem::ExprWithAlias {
+                    expr: rewritten,
+                    alias: ast::Ident::with_quote('"', name),
+                }
+            }
+            ast::SelectItem::ExprWithAlias { expr, alias } => ast::SelectItem::ExprWithAlias {
+                expr: self.counted(expr, scope),
+                alias: alias.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// A scope whose innermost level is `rels`, inside the enclosing queries' outer band.
     pub(crate) fn scope_of(&self, rels: Vec<ScopeRel>) -> Scope {
         let mut levels = self.outer.clone();
@@ -699,11 +923,13 @@ impl Planner<'_> {
             op = self.semi_join(op, scope, sub)?;
         }
         for part in scalar {
+            // EXISTS / IN inside an expression become counts (scalar subqueries).
+            let part = self.counted(part, scope);
             let marks = self.scalars.len();
-            for q in nested(part).scalars {
+            for q in nested(&part).scalars {
                 op = self.attach_scalar(op, scope, &q)?;
             }
-            let (pred, _) = self.expr(part, scope, &mut None)?;
+            let (pred, _) = self.expr(&part, scope, &mut None)?;
             self.scalars.truncate(marks);
             op = push_filter(op, pred);
         }
@@ -727,7 +953,10 @@ impl Planner<'_> {
         let outer = Scope {
             levels: band(&scope.levels),
         };
+        // The rewritten IN's left side is a column of the rows before the aggregate.
+        let keys = self.outer_keys.take();
         let planned = self.scalar_parts(0, &outer, q);
+        self.outer_keys = keys;
         let result = planned.and_then(|(op, keys, value, ty)| {
             if !keys.is_empty() {
                 return Err(EngineError::internal(
