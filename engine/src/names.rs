@@ -19,7 +19,7 @@ pub fn hole(i: usize) -> String {
 }
 
 /// The left side of an `x IN (…)` rewritten as a count, as it appears inside the count's
-/// subquery (planner/select.rs): a name resolved to `x` planned in the outer query, so that
+/// subquery (planner/conditions.rs): a name resolved to `x` planned in the outer query, so that
 /// the subquery's own columns cannot capture `x`'s names.
 pub fn outer_key(i: usize) -> String {
     format!("{HIDDEN_PREFIX}outer_{i}")

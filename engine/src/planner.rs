@@ -1,9 +1,11 @@
 //! SQL text → operator tree: parsing (PostgreSQL dialect), CTEs, set operations and table
-//! resolution; SELECT blocks are in `select`, expressions in `expr`.
+//! resolution; SELECT blocks are in `select`, WHERE conditions and subqueries in `conditions`,
+//! expressions in `expr`.
 //! Invariants: planning is deterministic; the second pass scans exactly the columns the first
 //! pass saw referenced plus each table's identity columns, so change buffers carry every
 //! column the delta plan reads.
 
+mod conditions;
 pub mod expr;
 mod passthrough;
 pub mod scope;
@@ -40,14 +42,14 @@ pub(crate) struct Planner<'a> {
     ctes: Vec<(String, Planned)>,
     pub(crate) tables: BTreeMap<u32, TableInfo>,
     /// The levels of the queries enclosing the one being planned, moved into the outer band
-    /// (`select::OUTER_BASE`): a reference that resolves there is a correlation the planner
+    /// (`scope::OUTER_BASE`): a reference that resolves there is a correlation the planner
     /// does not decorrelate at that position, and is refused.
     pub(crate) outer: Vec<Vec<scope::ScopeRel>>,
     /// Scalar subqueries already joined to the operator being built, with their values.
     pub(crate) scalars: Vec<(ast::Query, expr::Typed)>,
     /// Uncorrelated scalar subqueries of an aggregate query's select list and HAVING, joined
     /// after the aggregate (`Some` only while those are planned).
-    pub(crate) deferred: Option<Vec<select::Deferred>>,
+    pub(crate) deferred: Option<Vec<conditions::Deferred>>,
     /// The left sides of `x IN (…)` rewritten as counts, planned in the outer query
     /// (`names::outer_key`); `None` where they may not be used (a deferred subquery).
     pub(crate) outer_keys: Option<Vec<expr::Typed>>,

@@ -417,7 +417,7 @@ impl Planner<'_> {
 
     fn column(&mut self, parts: &[String], scope: &Scope) -> Result<Typed, EngineError> {
         let r = scope.resolve(parts)?;
-        if r.position >= super::select::OUTER_BASE {
+        if r.position >= super::scope::OUTER_BASE {
             return Err(EngineError::NotDifferentiable(Reason::SubqueryShape {
                 what: format!(
                     "referring to {} of an enclosing query from this position",

@@ -4,6 +4,11 @@
 //! rather than picking one of several matches (SQLSTATE 42702).
 
 use crate::error::EngineError;
+
+/// Column positions at or above this belong to an enclosing query the planner does not
+/// decorrelate from the current position (`Planner::outer`, planner/conditions.rs); the
+/// planner refuses a reference that resolves there.
+pub(crate) const OUTER_BASE: usize = 1 << 50;
 use crate::operator::ColType;
 
 /// One relation in scope: a table, CTE or derived table, under its alias.

@@ -1,0 +1,854 @@
+//! Conditions and subqueries: the conjuncts of a WHERE (pushed as deep as inner joins allow),
+//! top-level [NOT] EXISTS / [NOT] IN as semi and anti joins, scalar subqueries decorrelated
+//! into joins with aggregates, and EXISTS / IN inside expressions rewritten as counts.
+//! Invariants: a predicate is pushed only through inner joins (never into an outer join's
+//! input); NOT IN is planned as an anti join on `(x = y) IS NOT FALSE`, which keeps its NULL
+//! semantics (never true when the subquery yields a NULL).
+//!
+//! Scalar subqueries (`attach_scalar`). Only an aggregate subquery without GROUP BY, HAVING,
+//! DISTINCT or LIMIT is accepted: it yields exactly one row for every outer row, so it can
+//! neither fail with "more than one row" nor need a run-time check. With the correlation
+//! `o₁ = i₁ AND … AND oₙ = iₙ` (outer expressions oⱼ, inner expressions iⱼ) and the remaining
+//! conditions W local to the subquery, `(SELECT f(agg) FROM R WHERE W AND o = i)` is
+//! `L ⟕ Agg_{i}(σ_W R) ON o = k`, the value being `f` over the aggregate columns of the joined
+//! row; where no group matches, the padded NULLs are the aggregates over no rows except for
+//! COUNT, which is wrapped `COALESCE(count, 0)`. A NULL oⱼ matches no group, as `o = i` selects
+//! no row. Uncorrelated (n = 0), `Agg_{}` always has exactly one row and the join is a cross
+//! join. The rule is the left join's and the aggregate's (both in `operator`), composed.
+//! Refused: a non-aggregate subquery (it may return several rows), a correlated condition
+//! other than `outer = inner`, an aggregate over outer columns, an outer reference from a
+//! subquery nested inside this one (the outer band, `scope::OUTER_BASE`), a correlated
+//! scalar subquery in an aggregate query's select list or HAVING.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{self, Visit, VisitMut, Visitor, VisitorMut};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::expr::{Typed, AGG_BASE};
+use super::passthrough::is_aggregate_call;
+use super::scope::{Scope, ScopeRel, OUTER_BASE};
+use super::Planner;
+use crate::error::{EngineError, Reason};
+use crate::expr::{BinOp, Expr, Literal};
+use crate::operator::{
+    bx, AggCall, AggFunc, Aggregate, ColType, Filter, Join, JoinKind, Operator, SemiJoin, SemiMode,
+};
+
+/// Deferred scalar subquery `k` is `Column(SQ_BASE + k)` until it is joined (below the
+/// aggregate placeholders, `AGG_BASE`).
+pub(crate) const SQ_BASE: usize = 1 << 36;
+
+/// A scalar subquery's aggregate operator, the outer sides of its correlation and its value
+/// over `outer row ++ keys ++ aggregates`, with the value's type.
+type ScalarParts = (Operator, Vec<Expr>, Expr, ColType);
+
+/// An uncorrelated scalar subquery of an aggregate query's select list or HAVING: its
+/// one-row operator and its value over that operator's columns.
+pub(crate) struct Deferred {
+    pub(crate) op: Operator,
+    pub(crate) value: Expr,
+}
+
+fn subquery_refused(what: &str) -> EngineError {
+    EngineError::NotDifferentiable(Reason::SubqueryShape {
+        what: what.to_string(),
+    })
+}
+
+/// The levels of `levels` moved into the outer band.
+fn band(levels: &[Vec<ScopeRel>]) -> Vec<Vec<ScopeRel>> {
+    levels
+        .iter()
+        .map(|l| shift_rels(l.clone(), OUTER_BASE))
+        .collect()
+}
+
+/// The scalar subqueries of an expression (not those inside another subquery) and whether it
+/// calls an aggregate outside any subquery.
+#[derive(Default)]
+pub(crate) struct Nested {
+    depth: usize,
+    pub(crate) scalars: Vec<ast::Query>,
+    pub(crate) aggregate: bool,
+    /// An EXISTS or IN over a subquery.
+    predicates: bool,
+}
+
+impl Visitor for Nested {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+        if self.depth == 0 {
+            match e {
+                ast::Expr::Subquery(q) if !self.scalars.contains(q) => {
+                    self.scalars.push((**q).clone())
+                }
+                ast::Expr::Function(f) if f.over.is_none() && is_aggregate_call(f) => {
+                    self.aggregate = true
+                }
+                ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => self.predicates = true,
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// An expression written in SQL (the rewrites below build their pieces this way).
+fn sql_expr(text: &str) -> Option<ast::Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// `(SELECT count(*) FROM … WHERE … [AND extra])` over the FROM and WHERE of plain `q`.
+fn count_of(q: &ast::Query, extra: Option<ast::Expr>) -> Option<ast::Expr> {
+    subquery_of(q, sql_expr("count(*)")?, extra)
+}
+
+/// `(SELECT item FROM … WHERE … [AND extra])` over the FROM and WHERE of plain `q`.
+fn subquery_of(q: &ast::Query, item: ast::Expr, extra: Option<ast::Expr>) -> Option<ast::Expr> {
+    let mut q = q.clone();
+    let ast::SetExpr::Select(s) = q.body.as_mut() else {
+        return None;
+    };
+    s.projection = vec![ast::SelectItem::UnnamedExpr(item)];
+    s.selection = match (s.selection.take(), extra) {
+        (Some(w), Some(x)) => Some(ast::Expr::BinaryOp {
+            left: Box::new(ast::Expr::Nested(Box::new(w))),
+            op: ast::BinaryOperator::And,
+            right: Box::new(x),
+        }),
+        (w, x) => w.or(x),
+    };
+    Some(ast::Expr::Subquery(Box::new(q)))
+}
+
+fn compare(left: ast::Expr, op: ast::BinaryOperator, right: ast::Expr) -> ast::Expr {
+    ast::Expr::BinaryOp {
+        left: Box::new(left),
+        op,
+        right: Box::new(right),
+    }
+}
+
+/// `[NOT] EXISTS (q)` and `x [NOT] IN (q)` over a plain subquery, as counts (scalar
+/// subqueries, which are decorrelated): EXISTS is `count > 0`; IN keeps SQL's three values —
+/// TRUE if a row has y = x, else NULL if the subquery has rows and x is NULL or a row has a
+/// NULL y, else FALSE — as `CASE WHEN m > 0 THEN TRUE WHEN x IS NULL AND r > 0 THEN NULL
+/// WHEN r = 2 THEN NULL ELSE FALSE END`, with m the count of rows where y = x and r one
+/// subquery over the rows: 2 if one has a NULL y, else 1 if there are any, else 0 (two joins,
+/// not three). `None` for other subqueries.
+/// `inner_x` is `x` as the count's subquery sees it (`names::outer_key`).
+fn counted_predicate(e: &ast::Expr, inner_x: Option<ast::Expr>) -> Option<ast::Expr> {
+    let zero = || ast::Expr::value(ast::Value::Number("0".into(), false));
+    match e {
+        ast::Expr::Exists { subquery, negated } => {
+            plain_select(subquery)?;
+            let op = if *negated {
+                ast::BinaryOperator::Eq
+            } else {
+                ast::BinaryOperator::Gt
+            };
+            Some(ast::Expr::Nested(Box::new(compare(
+                count_of(subquery, None)?,
+                op,
+                zero(),
+            ))))
+        }
+        ast::Expr::InSubquery {
+            expr,
+            subquery,
+            negated,
+        } => {
+            let select = plain_select(subquery)?;
+            let y = single_item(select).ok()?.clone();
+            let x = ast::Expr::Nested(expr.clone());
+            let y = ast::Expr::Nested(Box::new(y));
+            let positive = |c: ast::Expr| compare(c, ast::BinaryOperator::Gt, zero());
+            let matches = count_of(
+                subquery,
+                Some(compare(y.clone(), ast::BinaryOperator::Eq, inner_x?)),
+            )?;
+            let rows = subquery_of(
+                subquery,
+                sql_expr(&format!(
+                    "CASE WHEN count(*) FILTER (WHERE ({y}) IS NULL) > 0 THEN 2 WHEN count(*) > 0 THEN 1 ELSE 0 END"
+                ))?,
+                None,
+            )?;
+            let two = ast::Expr::value(ast::Value::Number("2".into(), false));
+            let (t, n, f) = (sql_expr("TRUE")?, sql_expr("NULL")?, sql_expr("FALSE")?);
+            let when = |condition, result| ast::CaseWhen { condition, result };
+            let case = ast::Expr::Case {
+                case_token: ast::helpers::attached_token::AttachedToken::empty(),
+                end_token: ast::helpers::attached_token::AttachedToken::empty(),
+                operand: None,
+                conditions: vec![
+                    when(positive(matches), t),
+                    when(
+                        compare(
+                            ast::Expr::IsNull(Box::new(x)),
+                            ast::BinaryOperator::And,
+                            positive(rows.clone()),
+                        ),
+                        n.clone(),
+                    ),
+                    when(compare(rows, ast::BinaryOperator::Eq, two), n),
+                ],
+                else_result: Some(Box::new(f)),
+            };
+            let case = ast::Expr::Nested(Box::new(case));
+            Some(if *negated {
+                ast::Expr::UnaryOp {
+                    op: ast::UnaryOperator::Not,
+                    expr: Box::new(case),
+                }
+            } else {
+                case
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites the [NOT] EXISTS / [NOT] IN of an expression (not inside another subquery) that
+/// `counted_predicate` can express; the left side of an IN is planned in `scope` (the query
+/// the expression belongs to) and referred to from the subquery by `names::outer_key`.
+struct Counted<'p, 'a, 's> {
+    planner: &'p mut Planner<'a>,
+    scope: &'s Scope,
+    depth: usize,
+}
+
+impl VisitorMut for Counted<'_, '_, '_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &mut ast::Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        let inner_x = match e {
+            ast::Expr::InSubquery { expr, .. } => {
+                match (
+                    self.planner.expr(expr, self.scope, &mut None),
+                    self.planner.outer_keys.as_mut(),
+                ) {
+                    (Ok(typed), Some(keys)) => {
+                        keys.push(typed);
+                        let name = crate::names::outer_key(keys.len() - 1);
+                        Some(ast::Expr::Identifier(ast::Ident::with_quote('"', name)))
+                    }
+                    // Left as it is: refused where it is planned.
+                    _ => return ControlFlow::Continue(()),
+                }
+            }
+            _ => None,
+        };
+        if let Some(rewritten) = counted_predicate(e, inner_x) {
+            *e = rewritten;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+pub(crate) fn nested(e: &ast::Expr) -> Nested {
+    let mut n = Nested::default();
+    let _ = e.visit(&mut n);
+    n
+}
+
+pub(crate) fn item_expr(item: &ast::SelectItem) -> Option<&ast::Expr> {
+    match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    }
+}
+
+/// Whether a WHERE conjunct needs the subquery machinery (a semi join, a scalar subquery,
+/// an EXISTS or IN inside an expression).
+fn has_subquery(e: &ast::Expr) -> bool {
+    subquery_conjunct(e).is_some() || !nested(e).scalars.is_empty() || has_exists_or_in(e)
+}
+
+/// Whether `e` has an EXISTS or IN over a subquery outside any nested subquery.
+fn has_exists_or_in(e: &ast::Expr) -> bool {
+    nested(e).predicates
+}
+
+/// The SELECT of a subquery with neither WITH, LIMIT, DISTINCT, GROUP BY nor HAVING.
+fn plain_select(q: &ast::Query) -> Option<&ast::Select> {
+    match q.body.as_ref() {
+        ast::SetExpr::Select(s)
+            if q.with.is_none()
+                && q.limit_clause.is_none()
+                && q.fetch.is_none()
+                && s.distinct.is_none()
+                && s.having.is_none()
+                && matches!(&s.group_by, ast::GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty()) =>
+        {
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+fn single_item(select: &ast::Select) -> Result<&ast::Expr, EngineError> {
+    match select.projection.as_slice() {
+        [item] => item_expr(item).ok_or_else(|| EngineError::Syntax {
+            message: "subquery must return only one column".into(),
+        }),
+        _ => Err(EngineError::Syntax {
+            message: "subquery must return only one column".into(),
+        }),
+    }
+}
+
+/// `(outer, inner)` when `l = r` has one side only over columns below `la` (the outer row)
+/// and the other only over columns at or above it (the subquery's row).
+fn correlation(l: &Expr, r: &Expr, la: usize) -> Option<(Expr, Expr)> {
+    let side = |e: &Expr| {
+        let mut cols = BTreeSet::new();
+        e.columns(&mut cols);
+        if cols.is_empty() {
+            None
+        } else if cols.iter().all(|c| *c < la) {
+            Some(true)
+        } else if cols.iter().all(|c| *c >= la) {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    match (side(l)?, side(r)?) {
+        (true, false) => Some((l.clone(), r.clone())),
+        (false, true) => Some((r.clone(), l.clone())),
+        _ => None,
+    }
+}
+
+fn all_columns_at_least(e: &Expr, la: usize) -> bool {
+    let mut cols = BTreeSet::new();
+    e.columns(&mut cols);
+    cols.iter().all(|c| *c >= la)
+}
+
+/// The aggregate call with its input columns moved down by `la`, or `None` when it reads a
+/// column below `la` (of the outer query).
+fn shift_call(call: &AggCall, la: usize) -> Option<AggCall> {
+    let inner = call.args.iter().all(|a| all_columns_at_least(a, la))
+        && call.filter.iter().all(|f| all_columns_at_least(f, la))
+        && call
+            .order_by
+            .iter()
+            .all(|(o, _)| all_columns_at_least(o, la));
+    if !inner {
+        return None;
+    }
+    let down = |e: &Expr| e.map_columns(&|c| c - la);
+    Some(AggCall {
+        args: call.args.iter().map(down).collect(),
+        filter: call.filter.as_ref().map(down),
+        order_by: call.order_by.iter().map(|(o, d)| (down(o), *d)).collect(),
+        ..call.clone()
+    })
+}
+
+/// Splits a condition into its top-level AND conjuncts.
+pub(crate) fn conjuncts(e: &ast::Expr, out: &mut Vec<ast::Expr>) {
+    match e {
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        ast::Expr::Nested(inner) => conjuncts(inner, out),
+        other => out.push(other.clone()),
+    }
+}
+
+/// Adds `pred` to `op`, as deep as inner joins allow.
+pub(crate) fn push_filter(op: Operator, pred: Expr) -> Operator {
+    let mut cols = BTreeSet::new();
+    pred.columns(&mut cols);
+    match op {
+        Operator::Join(mut j) if j.kind == JoinKind::Inner && !cols.is_empty() => {
+            let la = j.left.arity();
+            if cols.iter().all(|c| *c < la) {
+                j.left = bx(push_filter(*j.left, pred));
+            } else if cols.iter().all(|c| *c >= la) {
+                j.right = bx(push_filter(*j.right, pred.map_columns(&|c| c - la)));
+            } else {
+                j.on = match j.on {
+                    Expr::Literal(Literal::Bool(true)) => pred,
+                    on => Expr::binary(BinOp::And, on, pred),
+                };
+            }
+            Operator::Join(j)
+        }
+        Operator::Filter(f) => Operator::Filter(Filter {
+            input: f.input,
+            predicate: Expr::binary(BinOp::And, f.predicate, pred),
+        }),
+        other => Operator::Filter(Filter {
+            input: bx(other),
+            predicate: pred,
+        }),
+    }
+}
+
+pub(crate) fn shift_rels(rels: Vec<ScopeRel>, offset: usize) -> Vec<ScopeRel> {
+    rels.into_iter()
+        .map(|mut r| {
+            r.offset += offset;
+            r
+        })
+        .collect()
+}
+
+/// A subquery conjunct of WHERE, planned as a semi or anti join.
+enum SubqueryConjunct<'q> {
+    Exists(&'q ast::Query, bool),
+    In(&'q ast::Expr, &'q ast::Query, bool),
+}
+
+fn subquery_conjunct(e: &ast::Expr) -> Option<SubqueryConjunct<'_>> {
+    match e {
+        ast::Expr::Exists { subquery, negated } => {
+            Some(SubqueryConjunct::Exists(subquery, *negated))
+        }
+        ast::Expr::InSubquery {
+            expr,
+            subquery,
+            negated,
+        } => Some(SubqueryConjunct::In(expr, subquery, *negated)),
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr,
+        } => match subquery_conjunct(strip(expr))? {
+            SubqueryConjunct::Exists(q, n) => Some(SubqueryConjunct::Exists(q, !n)),
+            SubqueryConjunct::In(x, q, n) => Some(SubqueryConjunct::In(x, q, !n)),
+        },
+        ast::Expr::Nested(inner) => subquery_conjunct(inner),
+        _ => None,
+    }
+}
+
+fn strip(e: &ast::Expr) -> &ast::Expr {
+    match e {
+        ast::Expr::Nested(inner) => strip(inner),
+        other => other,
+    }
+}
+
+impl Planner<'_> {
+    /// `e` with its EXISTS / IN rewritten as counts (`Counted`).
+    pub(crate) fn counted(&mut self, e: &ast::Expr, scope: &Scope) -> ast::Expr {
+        let mut e = e.clone();
+        let _ = VisitMut::visit(
+            &mut e,
+            &mut Counted {
+                planner: self,
+                scope,
+                depth: 0,
+            },
+        );
+        e
+    }
+
+    /// A scope whose innermost level is `rels`, inside the enclosing queries' outer band.
+    pub(crate) fn scope_of(&self, rels: Vec<ScopeRel>) -> Scope {
+        let mut levels = self.outer.clone();
+        levels.push(rels);
+        Scope { levels }
+    }
+
+    /// Runs `f` with `levels` as the enclosing queries' outer band.
+    fn within<T>(
+        &mut self,
+        levels: &[Vec<ScopeRel>],
+        f: impl FnOnce(&mut Self) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let saved = std::mem::replace(&mut self.outer, band(levels));
+        let result = f(self);
+        self.outer = saved;
+        result
+    }
+
+    /// Applies the conjuncts of a WHERE to `op` (whose row the innermost level of `scope`
+    /// describes): plain conditions first, pushed as deep as inner joins allow, then the
+    /// semi and anti joins of [NOT] EXISTS / [NOT] IN, then the joins of scalar subqueries
+    /// with the conditions that use them.
+    pub(crate) fn where_conjuncts(
+        &mut self,
+        mut op: Operator,
+        scope: &Scope,
+        parts: &[ast::Expr],
+    ) -> Result<Operator, EngineError> {
+        let mut semis = Vec::new();
+        let mut scalar = Vec::new();
+        for part in parts {
+            if let Some(sub) = subquery_conjunct(part) {
+                semis.push(sub);
+            } else if has_subquery(part) {
+                scalar.push(part);
+            } else {
+                let (pred, _) = self.expr(part, scope, &mut None)?;
+                op = push_filter(op, pred);
+            }
+        }
+        for sub in semis {
+            op = self.semi_join(op, scope, sub)?;
+        }
+        for part in scalar {
+            // EXISTS / IN inside an expression become counts (scalar subqueries).
+            let part = self.counted(part, scope);
+            let marks = self.scalars.len();
+            for q in nested(&part).scalars {
+                op = self.attach_scalar(op, scope, &q)?;
+            }
+            let (pred, _) = self.expr(&part, scope, &mut None)?;
+            self.scalars.truncate(marks);
+            op = push_filter(op, pred);
+        }
+        Ok(op)
+    }
+
+    /// The value of scalar subquery `q`: joined already (`attach_scalar`), or deferred to
+    /// after the aggregate of an aggregate query; anywhere else it is refused.
+    pub(crate) fn scalar_value(
+        &mut self,
+        q: &ast::Query,
+        scope: &Scope,
+    ) -> Result<Typed, EngineError> {
+        if let Some((_, typed)) = self.scalars.iter().rev().find(|(x, _)| x == q) {
+            return Ok(typed.clone());
+        }
+        let Some(mut deferred) = self.deferred.take() else {
+            return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression));
+        };
+        // Uncorrelated only: every enclosing level is in the outer band.
+        let outer = Scope {
+            levels: band(&scope.levels),
+        };
+        // The rewritten IN's left side is a column of the rows before the aggregate.
+        let keys = self.outer_keys.take();
+        let planned = self.scalar_parts(0, &outer, q);
+        self.outer_keys = keys;
+        let result = planned.and_then(|(op, keys, value, ty)| {
+            if !keys.is_empty() {
+                return Err(EngineError::internal(
+                    "a deferred scalar subquery is correlated",
+                ));
+            }
+            deferred.push(Deferred { op, value });
+            Ok((Expr::Column(SQ_BASE + deferred.len() - 1), ty))
+        });
+        self.deferred = Some(deferred);
+        result
+    }
+
+    /// Joins scalar subquery `q` to `op` (see the module comment) and remembers its value.
+    pub(crate) fn attach_scalar(
+        &mut self,
+        op: Operator,
+        scope: &Scope,
+        q: &ast::Query,
+    ) -> Result<Operator, EngineError> {
+        if self.scalars.iter().any(|(x, _)| x == q) {
+            return Ok(op);
+        }
+        let la = op.arity();
+        let (agg, keys, value, ty) = self.scalar_parts(la, scope, q)?;
+        let joined = if keys.is_empty() {
+            Join::inner(op, agg, Expr::bool(true))
+        } else {
+            let on = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, k)| Expr::binary(BinOp::Eq, k, Expr::Column(la + i)))
+                .collect();
+            Operator::Join(Join {
+                kind: JoinKind::Left,
+                left: bx(op),
+                right: bx(agg),
+                on: Expr::and_all(on),
+            })
+        };
+        self.scalars.push((q.clone(), (value, ty)));
+        Ok(joined)
+    }
+
+    /// Scalar subquery `q` seen from a row of arity `la` described by `scope`: the aggregate
+    /// over its FROM grouped by the inner sides of the correlation, the outer sides, and its
+    /// value over `outer row ++ keys ++ aggregates`.
+    fn scalar_parts(
+        &mut self,
+        la: usize,
+        scope: &Scope,
+        q: &ast::Query,
+    ) -> Result<ScalarParts, EngineError> {
+        // Values joined in enclosing contexts describe other rows: not visible inside.
+        let saved = std::mem::take(&mut self.scalars);
+        let result = self.scalar_parts_inner(la, scope, q);
+        self.scalars = saved;
+        result
+    }
+
+    fn scalar_parts_inner(
+        &mut self,
+        la: usize,
+        scope: &Scope,
+        q: &ast::Query,
+    ) -> Result<ScalarParts, EngineError> {
+        let select = plain_select(q).ok_or_else(|| {
+            subquery_refused("with WITH, GROUP BY, HAVING, DISTINCT, LIMIT or a set operation")
+        })?;
+        let item = single_item(select)?;
+        let (mut right, rrels) = self.within(&scope.levels, |p| p.from(&select.from))?;
+        let mut levels = scope.levels.clone();
+        levels.push(shift_rels(rrels.clone(), la));
+        let inner = Scope { levels };
+        let mut outer_keys = Vec::new();
+        let mut inner_keys: Vec<(Expr, ColType)> = Vec::new();
+        if let Some(w) = &select.selection {
+            let mut parts = Vec::new();
+            conjuncts(w, &mut parts);
+            let mut deeper = Vec::new();
+            for part in parts {
+                if has_subquery(&part) {
+                    deeper.push(part);
+                    continue;
+                }
+                if let ast::Expr::BinaryOp {
+                    left,
+                    op: ast::BinaryOperator::Eq,
+                    right: r,
+                } = strip(&part)
+                {
+                    let (l, lt) = self.expr(left, &inner, &mut None)?;
+                    let (rv, rt) = self.expr(r, &inner, &mut None)?;
+                    if let Some((o, i)) = correlation(&l, &rv, la) {
+                        let ity = if all_columns_at_least(&l, la) { lt } else { rt };
+                        outer_keys.push(o);
+                        inner_keys.push((i.map_columns(&|c| c - la), ity));
+                        continue;
+                    }
+                }
+                let (pred, _) = self.expr(&part, &inner, &mut None)?;
+                if !all_columns_at_least(&pred, la) {
+                    return Err(subquery_refused(
+                        "with a correlated condition other than outer = inner",
+                    ));
+                }
+                right = push_filter(right, pred.map_columns(&|c| c - la));
+            }
+            if !deeper.is_empty() {
+                let nested_scope = Scope {
+                    levels: {
+                        let mut l = band(&scope.levels);
+                        l.push(rrels);
+                        l
+                    },
+                };
+                right = self.where_conjuncts(right, &nested_scope, &deeper)?;
+            }
+        }
+        let mut calls = Vec::new();
+        let deferred = self.deferred.take();
+        let planned = self.expr(item, &inner, &mut Some(&mut calls));
+        self.deferred = deferred;
+        let (value, vt) = planned?;
+        if calls.is_empty() {
+            return Err(subquery_refused(
+                "without an aggregate (it may return more than one row)",
+            ));
+        }
+        let calls = calls
+            .iter()
+            .map(|c| shift_call(c, la))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| subquery_refused("aggregating columns of the enclosing query"))?;
+        let nk = inner_keys.len();
+        let mut grouping = None;
+        let value = value.transform(&mut |x| match x {
+            Expr::Column(c) if *c >= AGG_BASE => {
+                let j = c - AGG_BASE;
+                let col = Expr::Column(la + nk + j);
+                let count = matches!(calls[j].func, AggFunc::Count | AggFunc::CountStar);
+                Some(if count && nk > 0 {
+                    Expr::Coalesce(vec![col, Expr::int(0)])
+                } else {
+                    col
+                })
+            }
+            Expr::Column(c) if *c >= la => {
+                grouping = Some(EngineError::Grouping {
+                    message: "column must appear in the GROUP BY clause or be used in an aggregate function".into(),
+                });
+                None
+            }
+            _ => None,
+        });
+        if let Some(e) = grouping {
+            return Err(e);
+        }
+        let agg = Operator::Aggregate(Aggregate {
+            input: bx(right),
+            key_types: inner_keys.iter().map(|k| k.1.clone()).collect(),
+            keys: inner_keys.into_iter().map(|k| k.0).collect(),
+            aggs: calls,
+        });
+        Ok((agg, outer_keys, value, ColType::new(vt.ty, true)))
+    }
+
+    fn semi_join(
+        &mut self,
+        left: Operator,
+        scope: &Scope,
+        sub: SubqueryConjunct<'_>,
+    ) -> Result<Operator, EngineError> {
+        let (query, negated) = match &sub {
+            SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
+        };
+        let mode = if negated {
+            SemiMode::NonPositive
+        } else {
+            SemiMode::Positive
+        };
+        let la = left.arity();
+        let Some(select) = plain_select(query) else {
+            return self.semi_join_uncorrelated(left, scope, sub);
+        };
+        let saved = std::mem::take(&mut self.scalars);
+        let result = self.semi_join_plain(left, la, scope, select, &sub, negated);
+        self.scalars = saved;
+        let (right, on) = result?;
+        Ok(Operator::SemiJoin(SemiJoin {
+            left: bx(right.0),
+            right: bx(right.1),
+            on,
+            mode,
+        }))
+    }
+
+    /// The sides and condition of a semi join over a plain subquery `select`.
+    fn semi_join_plain(
+        &mut self,
+        left: Operator,
+        la: usize,
+        scope: &Scope,
+        select: &ast::Select,
+        sub: &SubqueryConjunct<'_>,
+        negated: bool,
+    ) -> Result<((Operator, Operator), Expr), EngineError> {
+        let (mut right, rrels) = self.within(&scope.levels, |p| p.from(&select.from))?;
+        let mut levels = scope.levels.clone();
+        levels.push(shift_rels(rrels.clone(), la));
+        let inner = Scope { levels };
+        let mut conds = Vec::new();
+        if let Some(w) = &select.selection {
+            let mut parts = Vec::new();
+            conjuncts(w, &mut parts);
+            let (deeper, plain): (Vec<ast::Expr>, Vec<ast::Expr>) =
+                parts.into_iter().partition(has_subquery);
+            for part in &plain {
+                conds.push(self.expr(part, &inner, &mut None)?.0);
+            }
+            if !deeper.is_empty() {
+                // Subqueries inside the subquery: planned on its own rows, their references
+                // to the outer query refused (outer band).
+                let mut l = band(&scope.levels);
+                l.push(rrels);
+                right = self.where_conjuncts(right, &Scope { levels: l }, &deeper)?;
+            }
+        }
+        if let SubqueryConjunct::In(x, _, _) = sub {
+            let item = single_item(select)?;
+            let (xv, _) = self.expr(x, scope, &mut None)?;
+            let (yv, _) = self.expr(item, &inner, &mut None)?;
+            conds.push(in_condition(xv, yv, negated));
+        }
+        Ok(((left, right), Expr::and_all(conds)))
+    }
+
+    /// [NOT] EXISTS / [NOT] IN over a subquery with GROUP BY, HAVING, DISTINCT, WITH or a set
+    /// operation: planned as a query of its own (references to the outer query refused) and
+    /// semi-joined on the IN condition (EXISTS: on any row).
+    fn semi_join_uncorrelated(
+        &mut self,
+        left: Operator,
+        scope: &Scope,
+        sub: SubqueryConjunct<'_>,
+    ) -> Result<Operator, EngineError> {
+        let (query, negated) = match &sub {
+            SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
+        };
+        let la = left.arity();
+        let planned = self.within(&scope.levels, |p| p.query(query))?;
+        let on = match &sub {
+            SubqueryConjunct::Exists(..) => Expr::bool(true),
+            SubqueryConjunct::In(x, _, _) => {
+                if planned.names.len() != 1 {
+                    return Err(EngineError::Syntax {
+                        message: "subquery has too many columns".into(),
+                    });
+                }
+                let (xv, _) = self.expr(x, scope, &mut None)?;
+                in_condition(xv, Expr::Column(la), negated)
+            }
+        };
+        Ok(Operator::SemiJoin(SemiJoin {
+            left: bx(left),
+            right: bx(planned.op),
+            on,
+            mode: if negated {
+                SemiMode::NonPositive
+            } else {
+                SemiMode::Positive
+            },
+        }))
+    }
+}
+
+/// The semi join condition of `x [NOT] IN (… y …)`.
+fn in_condition(x: Expr, y: Expr, negated: bool) -> Expr {
+    let eq = Expr::binary(BinOp::Eq, x, y);
+    if negated {
+        // x NOT IN (…) is false or NULL as soon as one row has x = y TRUE or NULL.
+        Expr::IsBool {
+            arg: Box::new(eq),
+            value: false,
+            negated: true,
+        }
+    } else {
+        eq
+    }
+}
