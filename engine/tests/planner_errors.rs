@@ -78,8 +78,12 @@ fn unsupported_constructs_are_not_differentiable_with_a_typed_reason() {
         Reason::SubqueryShape { what } if what.contains("a.g of an enclosing query")
     ));
     assert!(matches!(
-        reason("SELECT k FROM a WHERE x = (SELECT y FROM b WHERE b.k = a.k)"),
-        Reason::SubqueryShape { what } if what.contains("more than one row")
+        reason("SELECT k FROM a WHERE x = (SELECT y + a.x FROM b WHERE b.k = a.k)"),
+        Reason::SubqueryShape { what } if what.contains("select list reads the enclosing query")
+    ));
+    assert!(matches!(
+        reason("SELECT k FROM a WHERE x = (SELECT DISTINCT y FROM b WHERE b.k = a.k)"),
+        Reason::SubqueryShape { what } if what.contains("DISTINCT")
     ));
     assert!(matches!(
         reason("SELECT k FROM a WHERE x = (SELECT sum(a.x) FROM b)"),

@@ -144,9 +144,10 @@ const PK2: &[Family] = &[
     d("scalar_correlated_where", "SELECT id, w FROM b WHERE w >= (SELECT 0.5 * avg(b2.w) FROM b AS b2 WHERE b2.k = b.k)"),
     d("scalar_having", "SELECT k, sum(w) AS sw FROM b GROUP BY k HAVING sum(w) > (SELECT count(*) FROM a)"),
     d("in_nested_scalar", "SELECT id FROM a WHERE k IN (SELECT b.k FROM b WHERE b.w > (SELECT min(a2.v) FROM a AS a2 WHERE a2.k = b.k))"),
-    // Still refreshed FULL: a scalar subquery without an aggregate (at most one row here, as
-    // b.id is b's key, which the planner does not prove).
-    f("scalar_rows", "SELECT id, (SELECT b.w FROM b WHERE b.id = a.id) AS w FROM a"),
+    // A scalar subquery without an aggregate: at most one row here (b.id is b's key).
+    d("scalar_rows", "SELECT id, (SELECT b.w FROM b WHERE b.id = a.id) AS w, (SELECT b.ts FROM b WHERE b.id = a.id + 1) AS next_ts FROM a"),
+    // Still refreshed FULL: LIMIT inside a scalar subquery.
+    f("scalar_limit", "SELECT id, (SELECT b.w FROM b WHERE b.k = a.k ORDER BY b.id LIMIT 1) AS w FROM a"),
     d("in_grouped", "SELECT id, k FROM a WHERE k IN (SELECT k FROM b GROUP BY k HAVING count(*) > 1)"),
     d("agg_passthrough", "SELECT EXTRACT(DAY FROM ts) AS day, count(*) AS cnt, sum(w) AS sw, EXTRACT(HOUR FROM max(ts)) AS last_hour FROM b GROUP BY EXTRACT(DAY FROM ts)"),
     d("except_all", "SELECT k FROM b EXCEPT ALL SELECT k FROM a"),

@@ -5,9 +5,10 @@
 //! input); NOT IN is planned as an anti join on `(x = y) IS NOT FALSE`, which keeps its NULL
 //! semantics (never true when the subquery yields a NULL).
 //!
-//! Scalar subqueries (`attach_scalar`). Only an aggregate subquery without GROUP BY, HAVING,
-//! DISTINCT or LIMIT is accepted: it yields exactly one row for every outer row, so it can
-//! neither fail with "more than one row" nor need a run-time check. With the correlation
+//! Scalar subqueries (`attach_scalar`). A subquery without GROUP BY, HAVING, DISTINCT or
+//! LIMIT is accepted. With an aggregate it yields exactly one row for every outer row; without
+//! one it is aggregated too (`single_value`: its count and its value), and fails with 21000
+//! where it has more than one row, as PostgreSQL does. With the correlation
 //! `o₁ = i₁ AND … AND oₙ = iₙ` (outer expressions oⱼ, inner expressions iⱼ) and the remaining
 //! conditions W local to the subquery, `(SELECT f(agg) FROM R WHERE W AND o = i)` is
 //! `L ⟕ Agg_{i}(σ_W R) ON o = k`, the value being `f` over the aggregate columns of the joined
@@ -15,7 +16,7 @@
 //! COUNT, which is wrapped `COALESCE(count, 0)`. A NULL oⱼ matches no group, as `o = i` selects
 //! no row. Uncorrelated (n = 0), `Agg_{}` always has exactly one row and the join is a cross
 //! join. The rule is the left join's and the aggregate's (both in `operator`), composed.
-//! Refused: a non-aggregate subquery (it may return several rows), a correlated condition
+//! Refused: a correlated condition
 //! other than `outer = inner`, an aggregate over outer columns, an outer reference from a
 //! subquery nested inside this one (the outer band, `scope::OUTER_BASE`), a correlated
 //! scalar subquery in an aggregate query's select list or HAVING.
@@ -36,6 +37,7 @@ use crate::expr::{BinOp, Expr, Literal};
 use crate::operator::{
     bx, AggCall, AggFunc, Aggregate, ColType, Filter, Join, JoinKind, Operator, SemiJoin, SemiMode,
 };
+use crate::types::{SqlType, TypeClass};
 
 /// Deferred scalar subquery `k` is `Column(SQ_BASE + k)` until it is joined (below the
 /// aggregate placeholders, `AGG_BASE`).
@@ -686,17 +688,23 @@ impl Planner<'_> {
         let planned = self.expr(item, &inner, &mut Some(&mut calls));
         self.deferred = deferred;
         let (value, vt) = planned?;
+        let nk = inner_keys.len();
         if calls.is_empty() {
-            return Err(subquery_refused(
-                "without an aggregate (it may return more than one row)",
-            ));
+            // No aggregate: its one value (min over a single row), and 21000 if there are more.
+            let (calls, value) = single_value(value, &vt, la, nk)?;
+            let agg = Operator::Aggregate(Aggregate {
+                input: bx(right),
+                key_types: inner_keys.iter().map(|k| k.1.clone()).collect(),
+                keys: inner_keys.into_iter().map(|k| k.0).collect(),
+                aggs: calls,
+            });
+            return Ok((agg, outer_keys, value, ColType::new(vt.ty, true)));
         }
         let calls = calls
             .iter()
             .map(|c| shift_call(c, la))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| subquery_refused("aggregating columns of the enclosing query"))?;
-        let nk = inner_keys.len();
         let mut grouping = None;
         let value = value.transform(&mut |x| match x {
             Expr::Column(c) if *c >= AGG_BASE => {
@@ -836,6 +844,77 @@ impl Planner<'_> {
             },
         }))
     }
+}
+
+/// The aggregates and value of a scalar subquery without an aggregate, whose select item
+/// `value` (over the row `outer ++ inner`, inner from `la`) reads only the subquery's columns:
+/// `count(*)` and `min(value)` (`bool_and` for booleans) per group of the `nk` keys; the
+/// value is the minimum, which over one row is that row's value, through
+/// `(SELECT min FROM generate_series(1, CASE WHEN count > 1 THEN 2 ELSE 1 END))`, a scalar
+/// subquery of PostgreSQL's own that returns the minimum over at most one row and fails with
+/// 21000 ("more than one row returned by a subquery used as an expression") exactly where
+/// the original subquery does: wherever the value is evaluated for an outer row with more than
+/// one row in its group. No group (no row) gives NULL.
+fn single_value(
+    value: Expr,
+    ty: &ColType,
+    la: usize,
+    nk: usize,
+) -> Result<(Vec<AggCall>, Expr), EngineError> {
+    if !all_columns_at_least(&value, la) {
+        return Err(subquery_refused(
+            "without an aggregate whose select list reads the enclosing query",
+        ));
+    }
+    let func = match ty.ty.class() {
+        TypeClass::Bool => AggFunc::BoolAnd,
+        TypeClass::Int2
+        | TypeClass::Int4
+        | TypeClass::Int8
+        | TypeClass::Numeric
+        | TypeClass::Float4
+        | TypeClass::Float8
+        | TypeClass::Text
+        | TypeClass::Varchar
+        | TypeClass::Bpchar
+        | TypeClass::Date
+        | TypeClass::Timestamp
+        | TypeClass::Timestamptz
+        | TypeClass::Interval => AggFunc::Min,
+        TypeClass::NoEquality | TypeClass::Other => {
+            return Err(subquery_refused(&format!(
+                "without an aggregate returning {}, a type the planner knows no ordering of",
+                ty.ty
+            )))
+        }
+    };
+    let count = AggCall {
+        func: AggFunc::CountStar,
+        args: Vec::new(),
+        distinct: false,
+        filter: None,
+        order_by: Vec::new(),
+        arg_type: None,
+        ty: ColType::new(SqlType::int8(), false),
+    };
+    let only = AggCall {
+        func,
+        args: vec![value.map_columns(&|c| c - la)],
+        distinct: false,
+        filter: None,
+        order_by: Vec::new(),
+        arg_type: Some(ty.ty.clone()),
+        ty: ColType::new(ty.ty.clone(), true),
+    };
+    let value = Expr::Sql {
+        parts: vec![
+            "SELECT ".into(),
+            " FROM generate_series(1, CASE WHEN COALESCE(".into(),
+            ", 0) > 1 THEN 2 ELSE 1 END) AS g".into(),
+        ],
+        args: vec![Expr::Column(la + nk + 1), Expr::Column(la + nk)],
+    };
+    Ok((vec![count, only], value))
 }
 
 /// The semi join condition of `x [NOT] IN (… y …)`.
