@@ -29,6 +29,8 @@ pub enum Reason {
     SubqueryInExpression,
     /// A scalar subquery of a shape the planner does not decorrelate; `what` names it.
     SubqueryShape { what: String },
+    /// The delta statement would exceed `plan::DELTA_STATEMENT_LIMIT` (sizes in kB).
+    DeltaTooLarge { kilobytes: usize, limit: usize },
     /// A column whose type has no equality operator (json, xml, point…), so deltas cannot be
     /// consolidated.
     TypeWithoutEquality { column: String, type_name: String },
@@ -69,6 +71,10 @@ impl fmt::Display for Reason {
                 "subquery in this position (EXISTS and IN only as conditions of WHERE; scalar subqueries only in WHERE, HAVING and the select list)",
             ),
             Reason::SubqueryShape { what } => write!(f, "subquery {what}"),
+            Reason::DeltaTooLarge { kilobytes, limit } => write!(
+                f,
+                "its delta statement would be {kilobytes} kB (the limit is {limit} kB): too many subqueries and outer joins stacked in one query"
+            ),
             Reason::TypeWithoutEquality { column, type_name } => {
                 write!(
                     f,

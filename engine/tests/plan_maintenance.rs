@@ -78,6 +78,13 @@ pub const QUERIES: &[&str] = &[
     "SELECT k, CASE WHEN x NOT IN (SELECT y FROM b WHERE b.g = a.g) THEN 1 ELSE 0 END AS n FROM a",
     "SELECT k, x IN (SELECT v FROM d) AS i FROM a",
     "SELECT k, k IN (SELECT g FROM b WHERE y > 0) AS i FROM a",
+    // The general decorrelation: conditions other than outer = inner, outer columns in
+    // aggregates, conditions that match a NULL outer value.
+    "SELECT k, (SELECT count(*) FROM b WHERE b.y < a.x) AS n FROM a",
+    "SELECT k FROM a WHERE x > 0 OR EXISTS (SELECT 1 FROM b WHERE b.y < a.x AND b.g = a.g)",
+    "SELECT k, (SELECT sum(b.y * a.x) FROM b WHERE b.g = a.g) AS s FROM a",
+    "SELECT k, (SELECT max(y) FROM b WHERE b.g = a.g OR a.g IS NULL) AS m FROM a",
+    "SELECT k FROM a WHERE x >= (SELECT min(c.z) FROM c WHERE c.z > a.g)",
 ];
 
 fn sources() -> DeltaSources {

@@ -16,8 +16,13 @@
 //! COUNT, which is wrapped `COALESCE(count, 0)`. A NULL oⱼ matches no group, as `o = i` selects
 //! no row. Uncorrelated (n = 0), `Agg_{}` always has exactly one row and the join is a cross
 //! join. The rule is the left join's and the aggregate's (both in `operator`), composed.
-//! Refused: a correlated condition
-//! other than `outer = inner`, an aggregate over outer columns, an outer reference from a
+//! Any other correlation — a condition such as `inner.x < outer.y`, an aggregate or a value
+//! over outer columns — takes the general rule: with D = δ(π_O L), the distinct values of the
+//! outer columns O the subquery reads, the subquery is `Agg_{O}(D ⋈_θ σ_W R)` (θ every
+//! correlated condition, O's columns read from D) and is joined back on
+//! `L.O IS NOT DISTINCT FROM D.O` (a NULL in O is a value of D like any other: θ decides what it
+//! matches). The rules are those of the projection, DISTINCT, the join and the aggregate.
+//! Refused: an outer reference from a
 //! subquery nested inside this one (the outer band, `scope::OUTER_BASE`), a correlated
 //! scalar subquery in an aggregate query's select list or HAVING.
 
@@ -35,7 +40,8 @@ use super::Planner;
 use crate::error::{EngineError, Reason};
 use crate::expr::{BinOp, Expr, Literal};
 use crate::operator::{
-    bx, AggCall, AggFunc, Aggregate, ColType, Filter, Join, JoinKind, Operator, SemiJoin, SemiMode,
+    bx, AggCall, AggFunc, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project,
+    SemiJoin, SemiMode,
 };
 use crate::types::{SqlType, TypeClass};
 
@@ -43,9 +49,10 @@ use crate::types::{SqlType, TypeClass};
 /// aggregate placeholders, `AGG_BASE`).
 pub(crate) const SQ_BASE: usize = 1 << 36;
 
-/// A scalar subquery's aggregate operator, the outer sides of its correlation and its value
-/// over `outer row ++ keys ++ aggregates`, with the value's type.
-type ScalarParts = (Operator, Vec<Expr>, Expr, ColType);
+/// A scalar subquery's aggregate operator, the outer sides of its correlation, its value over
+/// `outer row ++ keys ++ aggregates` with the value's type, and whether the join back compares
+/// the keys NULL-safely (`IS NOT DISTINCT FROM`: the general rule's groups of outer values).
+type ScalarParts = (Operator, Vec<Expr>, Expr, ColType, bool);
 
 /// An uncorrelated scalar subquery of an aggregate query's select list or HAVING: its
 /// one-row operator and its value over that operator's columns.
@@ -510,10 +517,22 @@ impl Planner<'_> {
     /// with the conditions that use them.
     pub(crate) fn where_conjuncts(
         &mut self,
-        mut op: Operator,
+        op: Operator,
         scope: &Scope,
         parts: &[ast::Expr],
     ) -> Result<Operator, EngineError> {
+        Ok(self.where_conjuncts_base(op, scope, parts)?.0)
+    }
+
+    /// `where_conjuncts`, and the operator before the scalar subqueries' joins: its rows are
+    /// the outer rows those subqueries read (the general rule's D is taken from it, so that a
+    /// second subquery's D does not hold the first one's join).
+    pub(crate) fn where_conjuncts_base(
+        &mut self,
+        mut op: Operator,
+        scope: &Scope,
+        parts: &[ast::Expr],
+    ) -> Result<(Operator, Operator), EngineError> {
         let mut semis = Vec::new();
         let mut scalar = Vec::new();
         for part in parts {
@@ -529,18 +548,19 @@ impl Planner<'_> {
         for sub in semis {
             op = self.semi_join(op, scope, sub)?;
         }
+        let base = op.clone();
         for part in scalar {
             // EXISTS / IN inside an expression become counts (scalar subqueries).
             let part = self.counted(part, scope);
             let marks = self.scalars.len();
             for q in nested(&part).scalars {
-                op = self.attach_scalar(op, scope, &q)?;
+                op = self.attach_scalar(op, &base, scope, &q)?;
             }
             let (pred, _) = self.expr(&part, scope, &mut None)?;
             self.scalars.truncate(marks);
             op = push_filter(op, pred);
         }
-        Ok(op)
+        Ok((op, base))
     }
 
     /// The value of scalar subquery `q`: joined already (`attach_scalar`), or deferred to
@@ -562,9 +582,9 @@ impl Planner<'_> {
         };
         // The rewritten IN's left side is a column of the rows before the aggregate.
         let keys = self.outer_keys.take();
-        let planned = self.scalar_parts(0, &outer, q);
+        let planned = self.scalar_parts(None, 0, &outer, q);
         self.outer_keys = keys;
-        let result = planned.and_then(|(op, keys, value, ty)| {
+        let result = planned.and_then(|(op, keys, value, ty, _)| {
             if !keys.is_empty() {
                 return Err(EngineError::internal(
                     "a deferred scalar subquery is correlated",
@@ -578,9 +598,12 @@ impl Planner<'_> {
     }
 
     /// Joins scalar subquery `q` to `op` (see the module comment) and remembers its value.
+    /// `base` holds the outer rows without the joins of other scalar subqueries (a superset
+    /// of `op`'s rows: filters may come after it), over the same leading columns.
     pub(crate) fn attach_scalar(
         &mut self,
         op: Operator,
+        base: &Operator,
         scope: &Scope,
         q: &ast::Query,
     ) -> Result<Operator, EngineError> {
@@ -588,14 +611,20 @@ impl Planner<'_> {
             return Ok(op);
         }
         let la = op.arity();
-        let (agg, keys, value, ty) = self.scalar_parts(la, scope, q)?;
+        let (agg, keys, value, ty, null_safe) = self.scalar_parts(Some(base), la, scope, q)?;
         let joined = if keys.is_empty() {
             Join::inner(op, agg, Expr::bool(true))
         } else {
             let on = keys
                 .into_iter()
                 .enumerate()
-                .map(|(i, k)| Expr::binary(BinOp::Eq, k, Expr::Column(la + i)))
+                .map(|(i, k)| {
+                    if null_safe {
+                        Expr::not_distinct(k, Expr::Column(la + i))
+                    } else {
+                        Expr::binary(BinOp::Eq, k, Expr::Column(la + i))
+                    }
+                })
                 .collect();
             Operator::Join(Join {
                 kind: JoinKind::Left,
@@ -613,19 +642,21 @@ impl Planner<'_> {
     /// value over `outer row ++ keys ++ aggregates`.
     fn scalar_parts(
         &mut self,
+        outer: Option<&Operator>,
         la: usize,
         scope: &Scope,
         q: &ast::Query,
     ) -> Result<ScalarParts, EngineError> {
         // Values joined in enclosing contexts describe other rows: not visible inside.
         let saved = std::mem::take(&mut self.scalars);
-        let result = self.scalar_parts_inner(la, scope, q);
+        let result = self.scalar_parts_inner(outer, la, scope, q);
         self.scalars = saved;
         result
     }
 
     fn scalar_parts_inner(
         &mut self,
+        outer: Option<&Operator>,
         la: usize,
         scope: &Scope,
         q: &ast::Query,
@@ -638,8 +669,10 @@ impl Planner<'_> {
         let mut levels = scope.levels.clone();
         levels.push(shift_rels(rrels.clone(), la));
         let inner = Scope { levels };
-        let mut outer_keys = Vec::new();
-        let mut inner_keys: Vec<(Expr, ColType)> = Vec::new();
+        // Over the row `outer ++ inner` (inner from `la`): `outer = inner` pairs with the
+        // inner side's type, and the other conditions that read the outer row.
+        let mut pairs: Vec<(Expr, Expr, ColType)> = Vec::new();
+        let mut mixed: Vec<Expr> = Vec::new();
         if let Some(w) = &select.selection {
             let mut parts = Vec::new();
             conjuncts(w, &mut parts);
@@ -659,18 +692,16 @@ impl Planner<'_> {
                     let (rv, rt) = self.expr(r, &inner, &mut None)?;
                     if let Some((o, i)) = correlation(&l, &rv, la) {
                         let ity = if all_columns_at_least(&l, la) { lt } else { rt };
-                        outer_keys.push(o);
-                        inner_keys.push((i.map_columns(&|c| c - la), ity));
+                        pairs.push((o, i, ity));
                         continue;
                     }
                 }
                 let (pred, _) = self.expr(&part, &inner, &mut None)?;
-                if !all_columns_at_least(&pred, la) {
-                    return Err(subquery_refused(
-                        "with a correlated condition other than outer = inner",
-                    ));
+                if all_columns_at_least(&pred, la) {
+                    right = push_filter(right, pred.map_columns(&|c| c - la));
+                } else {
+                    mixed.push(pred);
                 }
-                right = push_filter(right, pred.map_columns(&|c| c - la));
             }
             if !deeper.is_empty() {
                 let nested_scope = Scope {
@@ -688,23 +719,126 @@ impl Planner<'_> {
         let planned = self.expr(item, &inner, &mut Some(&mut calls));
         self.deferred = deferred;
         let (value, vt) = planned?;
-        let nk = inner_keys.len();
+        let reads_outer = |e: &Expr| {
+            let mut cols = BTreeSet::new();
+            e.columns(&mut cols);
+            cols.iter().any(|c| *c < la)
+        };
+        let general = !mixed.is_empty()
+            || calls.iter().any(|c| shift_call(c, la).is_none())
+            || (calls.is_empty() && reads_outer(&value));
+        // The aggregate's input and keys, the outer sides of the join back, whether that join
+        // compares NULL-safely, and the aggregate calls over the input.
+        let (input, keys, key_types, outer_keys, null_safe, calls) = if !general {
+            let calls = calls
+                .iter()
+                .filter_map(|c| shift_call(c, la))
+                .collect::<Vec<_>>();
+            let (outer_keys, keys, key_types) = pairs.into_iter().fold(
+                (Vec::new(), Vec::new(), Vec::new()),
+                |(mut o, mut k, mut t), (oe, ie, it)| {
+                    o.push(oe);
+                    k.push(ie.map_columns(&|c| c - la));
+                    t.push(it);
+                    (o, k, t)
+                },
+            );
+            (right, keys, key_types, outer_keys, false, calls)
+        } else {
+            // The general rule (see the module comment): the distinct outer values D the
+            // subquery reads, joined to its rows on every correlated condition, grouped by D.
+            let Some(outer) = outer else {
+                // Deferred subqueries see every enclosing level in the outer band: a reference
+                // to the outer row is refused before this point.
+                return Err(EngineError::internal(
+                    "a deferred scalar subquery reads the outer row",
+                ));
+            };
+            let mut read = BTreeSet::new();
+            let mut note = |e: &Expr| {
+                let mut cols = BTreeSet::new();
+                e.columns(&mut cols);
+                read.extend(cols.into_iter().filter(|c| *c < la));
+            };
+            mixed.iter().for_each(&mut note);
+            pairs.iter().for_each(|(o, _, _)| note(o));
+            for c in &calls {
+                c.args.iter().for_each(&mut note);
+                c.filter.iter().for_each(&mut note);
+                c.order_by.iter().for_each(|(e, _)| note(e));
+            }
+            if calls.is_empty() {
+                note(&value);
+            }
+            let read: Vec<usize> = read.into_iter().collect();
+            let nd = read.len();
+            let types = outer.columns();
+            let d_types: Vec<ColType> = read.iter().map(|c| types[*c].clone()).collect();
+            let to_j = |e: &Expr| {
+                e.map_columns(&|c| {
+                    if c < la {
+                        let at = read.iter().position(|r| *r == c);
+                        debug_assert!(at.is_some(), "outer column {c} read but not collected");
+                        at.unwrap_or(c)
+                    } else {
+                        nd + (c - la)
+                    }
+                })
+            };
+            let distinct = Operator::Distinct(Distinct {
+                input: bx(Operator::Project(Project {
+                    input: bx(outer.clone()),
+                    exprs: read.iter().map(|c| Expr::Column(*c)).collect(),
+                    types: d_types.clone(),
+                })),
+            });
+            let mut on: Vec<Expr> = mixed.iter().map(to_j).collect();
+            on.extend(
+                pairs
+                    .iter()
+                    .map(|(o, i, _)| Expr::binary(BinOp::Eq, to_j(o), to_j(i))),
+            );
+            let joined = Join::inner(distinct, right, Expr::and_all(on));
+            let calls = calls
+                .iter()
+                .map(|c| AggCall {
+                    args: c.args.iter().map(to_j).collect(),
+                    filter: c.filter.as_ref().map(to_j),
+                    order_by: c.order_by.iter().map(|(e, d)| (to_j(e), *d)).collect(),
+                    ..c.clone()
+                })
+                .collect::<Vec<_>>();
+            let keys = (0..nd).map(Expr::Column).collect();
+            let outer_keys = read.iter().map(|c| Expr::Column(*c)).collect();
+            let single = if calls.is_empty() {
+                Some(to_j(&value))
+            } else {
+                None
+            };
+            if let Some(v) = single {
+                let (calls, value) = single_value(v, &vt, la + nd)?;
+                let agg = Operator::Aggregate(Aggregate {
+                    input: bx(joined),
+                    keys,
+                    key_types: d_types,
+                    aggs: calls,
+                });
+                return Ok((agg, outer_keys, value, ColType::new(vt.ty, true), true));
+            }
+            (joined, keys, d_types, outer_keys, true, calls)
+        };
+        let nk = keys.len();
         if calls.is_empty() {
             // No aggregate: its one value (min over a single row), and 21000 if there are more.
-            let (calls, value) = single_value(value, &vt, la, nk)?;
+            let (calls, value) = single_value(value.map_columns(&|c| c - la), &vt, la + nk)?;
             let agg = Operator::Aggregate(Aggregate {
-                input: bx(right),
-                key_types: inner_keys.iter().map(|k| k.1.clone()).collect(),
-                keys: inner_keys.into_iter().map(|k| k.0).collect(),
+                input: bx(input),
+                key_types,
+                keys,
                 aggs: calls,
             });
-            return Ok((agg, outer_keys, value, ColType::new(vt.ty, true)));
+            return Ok((agg, outer_keys, value, ColType::new(vt.ty, true), null_safe));
         }
-        let calls = calls
-            .iter()
-            .map(|c| shift_call(c, la))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| subquery_refused("aggregating columns of the enclosing query"))?;
         let mut grouping = None;
         let value = value.transform(&mut |x| match x {
             Expr::Column(c) if *c >= AGG_BASE => {
@@ -729,12 +863,12 @@ impl Planner<'_> {
             return Err(e);
         }
         let agg = Operator::Aggregate(Aggregate {
-            input: bx(right),
-            key_types: inner_keys.iter().map(|k| k.1.clone()).collect(),
-            keys: inner_keys.into_iter().map(|k| k.0).collect(),
+            input: bx(input),
+            key_types,
+            keys,
             aggs: calls,
         });
-        Ok((agg, outer_keys, value, ColType::new(vt.ty, true)))
+        Ok((agg, outer_keys, value, ColType::new(vt.ty, true), null_safe))
     }
 
     fn semi_join(
@@ -846,9 +980,9 @@ impl Planner<'_> {
     }
 }
 
-/// The aggregates and value of a scalar subquery without an aggregate, whose select item
-/// `value` (over the row `outer ++ inner`, inner from `la`) reads only the subquery's columns:
-/// `count(*)` and `min(value)` (`bool_and` for booleans) per group of the `nk` keys; the
+/// The aggregates and value of a scalar subquery without an aggregate, whose select item is
+/// `value` over the aggregate's input row: `count(*)` and `min(value)` (`bool_and` for
+/// booleans) per group, at `base` and `base + 1` of the joined row; the
 /// value is the minimum, which over one row is that row's value, through
 /// `(SELECT min FROM generate_series(1, CASE WHEN count > 1 THEN 2 ELSE 1 END))`, a scalar
 /// subquery of PostgreSQL's own that returns the minimum over at most one row and fails with
@@ -858,14 +992,8 @@ impl Planner<'_> {
 fn single_value(
     value: Expr,
     ty: &ColType,
-    la: usize,
-    nk: usize,
+    base: usize,
 ) -> Result<(Vec<AggCall>, Expr), EngineError> {
-    if !all_columns_at_least(&value, la) {
-        return Err(subquery_refused(
-            "without an aggregate whose select list reads the enclosing query",
-        ));
-    }
     let func = match ty.ty.class() {
         TypeClass::Bool => AggFunc::BoolAnd,
         TypeClass::Int2
@@ -899,7 +1027,7 @@ fn single_value(
     };
     let only = AggCall {
         func,
-        args: vec![value.map_columns(&|c| c - la)],
+        args: vec![value],
         distinct: false,
         filter: None,
         order_by: Vec::new(),
@@ -912,7 +1040,7 @@ fn single_value(
             " FROM generate_series(1, CASE WHEN COALESCE(".into(),
             ", 0) > 1 THEN 2 ELSE 1 END) AS g".into(),
         ],
-        args: vec![Expr::Column(la + nk + 1), Expr::Column(la + nk)],
+        args: vec![Expr::Column(base + 1), Expr::Column(base)],
     };
     Ok((vec![count, only], value))
 }

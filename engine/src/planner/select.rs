@@ -58,10 +58,13 @@ impl Planner<'_> {
         let scope = self.scope_of(rels);
         let marks = self.scalars.len();
         let outer_deferred = self.deferred.take();
+        let mut base = None;
         if let Some(selection) = &s.selection {
             let mut parts = Vec::new();
             conjuncts(selection, &mut parts);
-            op = self.where_conjuncts(op, &scope, &parts)?;
+            let (filtered, rows) = self.where_conjuncts_base(op, &scope, &parts)?;
+            op = filtered;
+            base = Some(rows);
         }
         let group_exprs = match &s.group_by {
             ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
@@ -84,9 +87,10 @@ impl Planner<'_> {
             // ones are joined after the aggregate (placeholders until then).
             self.deferred = Some(Vec::new());
         } else {
+            let base = base.unwrap_or_else(|| op.clone());
             for e in projection.iter().filter_map(item_expr) {
                 for q in nested(e).scalars {
-                    op = self.attach_scalar(op, &scope, &q)?;
+                    op = self.attach_scalar(op, &base, &scope, &q)?;
                 }
             }
         }
