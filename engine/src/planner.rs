@@ -47,9 +47,9 @@ pub(crate) struct Planner<'a> {
     pub(crate) outer: Vec<Vec<scope::ScopeRel>>,
     /// Scalar subqueries already joined to the operator being built, with their values.
     pub(crate) scalars: Vec<(ast::Query, expr::Typed)>,
-    /// Uncorrelated scalar subqueries of an aggregate query's select list and HAVING, joined
-    /// after the aggregate (`Some` only while those are planned).
-    pub(crate) deferred: Option<Vec<conditions::Deferred>>,
+    /// Scalar subqueries of an aggregate query's select list and HAVING, joined after the
+    /// aggregate (`Some` only while those are planned).
+    pub(crate) deferred: Option<conditions::DeferredScope>,
     /// The left sides of `x IN (…)` rewritten as counts, planned in the outer query
     /// (`names::outer_key`); `None` where they may not be used (a deferred subquery).
     pub(crate) outer_keys: Option<Vec<expr::Typed>>,

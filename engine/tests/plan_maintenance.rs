@@ -85,6 +85,10 @@ pub const QUERIES: &[&str] = &[
     "SELECT k, (SELECT sum(b.y * a.x) FROM b WHERE b.g = a.g) AS s FROM a",
     "SELECT k, (SELECT max(y) FROM b WHERE b.g = a.g OR a.g IS NULL) AS m FROM a",
     "SELECT k FROM a WHERE x >= (SELECT min(c.z) FROM c WHERE c.z > a.g)",
+    // Correlated subqueries in an aggregate query, on its group keys.
+    "SELECT g, count(*) AS n, (SELECT max(y) FROM b WHERE b.g = a.g) AS m FROM a GROUP BY g",
+    "SELECT g, sum(x) AS s FROM a GROUP BY g HAVING sum(x) > (SELECT count(*) FROM b WHERE b.g = a.g)",
+    "SELECT g, (SELECT count(*) FROM b WHERE b.y < a.g) AS below FROM a GROUP BY g",
 ];
 
 fn sources() -> DeltaSources {

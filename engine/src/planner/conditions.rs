@@ -22,9 +22,10 @@
 //! correlated condition, O's columns read from D) and is joined back on
 //! `L.O IS NOT DISTINCT FROM D.O` (a NULL in O is a value of D like any other: θ decides what it
 //! matches). The rules are those of the projection, DISTINCT, the join and the aggregate.
-//! Refused: an outer reference from a
-//! subquery nested inside this one (the outer band, `scope::OUTER_BASE`), a correlated
-//! scalar subquery in an aggregate query's select list or HAVING.
+//! In an aggregate query's select list and HAVING a subquery is planned over the rows before
+//! the aggregate and joined after it on group keys (`Deferred`, select.rs).
+//! Refused: an outer reference from a subquery nested inside this one (the outer band,
+//! `scope::OUTER_BASE`), an aggregate over the enclosing query's columns only.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -54,11 +55,23 @@ pub(crate) const SQ_BASE: usize = 1 << 36;
 /// the keys NULL-safely (`IS NOT DISTINCT FROM`: the general rule's groups of outer values).
 type ScalarParts = (Operator, Vec<Expr>, Expr, ColType, bool);
 
-/// An uncorrelated scalar subquery of an aggregate query's select list or HAVING: its
-/// one-row operator and its value over that operator's columns.
+/// A scalar subquery of an aggregate query's select list or HAVING, planned over the rows
+/// before the aggregate (arity `la`) and joined after it: its aggregate operator, the outer
+/// sides of its correlation (over those rows: they must be group keys), its value over
+/// `rows ++ subquery columns` and whether the join back is NULL-safe.
 pub(crate) struct Deferred {
     pub(crate) op: Operator,
+    pub(crate) keys: Vec<Expr>,
     pub(crate) value: Expr,
+    pub(crate) null_safe: bool,
+    pub(crate) la: usize,
+}
+
+/// The scalar subqueries deferred while an aggregate query's select list and HAVING are
+/// planned, and the rows before the aggregate.
+pub(crate) struct DeferredScope {
+    pub(crate) input: Operator,
+    pub(crate) list: Vec<Deferred>,
 }
 
 fn subquery_refused(what: &str) -> EngineError {
@@ -576,22 +589,20 @@ impl Planner<'_> {
         let Some(mut deferred) = self.deferred.take() else {
             return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression));
         };
-        // Uncorrelated only: every enclosing level is in the outer band.
-        let outer = Scope {
-            levels: band(&scope.levels),
-        };
-        // The rewritten IN's left side is a column of the rows before the aggregate.
-        let keys = self.outer_keys.take();
-        let planned = self.scalar_parts(None, 0, &outer, q);
-        self.outer_keys = keys;
-        let result = planned.and_then(|(op, keys, value, ty, _)| {
-            if !keys.is_empty() {
-                return Err(EngineError::internal(
-                    "a deferred scalar subquery is correlated",
-                ));
-            }
-            deferred.push(Deferred { op, value });
-            Ok((Expr::Column(SQ_BASE + deferred.len() - 1), ty))
+        // Planned over the rows before the aggregate; joined after it on the group keys its
+        // correlation reads (select.rs).
+        let la = deferred.input.arity();
+        let input = deferred.input.clone();
+        let planned = self.scalar_parts(Some(&input), la, scope, q);
+        let result = planned.map(|(op, keys, value, ty, null_safe)| {
+            deferred.list.push(Deferred {
+                op,
+                keys,
+                value,
+                null_safe,
+                la,
+            });
+            (Expr::Column(SQ_BASE + deferred.list.len() - 1), ty)
         });
         self.deferred = Some(deferred);
         result
@@ -724,6 +735,20 @@ impl Planner<'_> {
             e.columns(&mut cols);
             cols.iter().any(|c| *c < la)
         };
+        // An aggregate whose arguments read only the outer query's columns belongs to that query
+        // (PostgreSQL evaluates it over the outer rows), not to this subquery.
+        if calls.iter().any(|c| {
+            let mut cols = BTreeSet::new();
+            c.args
+                .iter()
+                .chain(c.filter.iter())
+                .for_each(|e| e.columns(&mut cols));
+            !cols.is_empty() && cols.iter().all(|col| *col < la)
+        }) {
+            return Err(subquery_refused(
+                "with an aggregate of the enclosing query's columns only (it belongs to that query)",
+            ));
+        }
         let general = !mixed.is_empty()
             || calls.iter().any(|c| shift_call(c, la).is_none())
             || (calls.is_empty() && reads_outer(&value));

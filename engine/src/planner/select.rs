@@ -9,12 +9,14 @@ use std::collections::BTreeSet;
 
 use sqlparser::ast;
 
-use super::conditions::{conjuncts, item_expr, nested, shift_rels, SQ_BASE};
+use super::conditions::{
+    conjuncts, item_expr, nested, shift_rels, Deferred, DeferredScope, SQ_BASE,
+};
 use super::expr::AGG_BASE;
 use super::scope::{Scope, ScopeRel};
 use super::{fold, object_name, rename, Planned, Planner};
 use crate::error::{EngineError, Reason};
-use crate::expr::Expr;
+use crate::expr::{BinOp, Expr};
 use crate::operator::{
     bx, AggCall, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project,
 };
@@ -85,7 +87,10 @@ impl Planner<'_> {
         if aggregate_query {
             // Scalar subqueries of the select list and HAVING see the groups: uncorrelated
             // ones are joined after the aggregate (placeholders until then).
-            self.deferred = Some(Vec::new());
+            self.deferred = Some(DeferredScope {
+                input: op.clone(),
+                list: Vec::new(),
+            });
         } else {
             let base = base.unwrap_or_else(|| op.clone());
             for e in projection.iter().filter_map(item_expr) {
@@ -103,7 +108,9 @@ impl Planner<'_> {
             .as_ref()
             .map(|h| self.expr(h, &scope, &mut Some(&mut aggs)))
             .transpose()?;
-        let deferred = std::mem::replace(&mut self.deferred, outer_deferred).unwrap_or_default();
+        let deferred = std::mem::replace(&mut self.deferred, outer_deferred)
+            .map(|d| d.list)
+            .unwrap_or_default();
         if aggregate_query || !aggs.is_empty() {
             let mut keys: Vec<(Expr, ColType)> = Vec::new();
             for g in group_exprs {
@@ -124,13 +131,12 @@ impl Planner<'_> {
             op = Operator::Aggregate(Aggregate {
                 input: bx(op),
                 key_types: keys.iter().map(|k| k.1.clone()).collect(),
-                keys: key_exprs,
+                keys: key_exprs.clone(),
                 aggs,
             });
             for (k, d) in deferred.into_iter().enumerate() {
-                let at = op.arity();
-                op = Join::inner(op, d.op, Expr::bool(true));
-                let value = d.value.map_columns(&|c| c + at);
+                let (joined, value) = join_deferred(op, d, &key_exprs)?;
+                op = joined;
                 let substitute = |e: &Expr| {
                     e.transform(&mut |x| match x {
                         Expr::Column(c) if *c == SQ_BASE + k => Some(value.clone()),
@@ -422,6 +428,62 @@ fn contains_agg(e: &Expr) -> bool {
         }
     });
     found
+}
+
+/// Joins deferred subquery `d` to the aggregate `op` (whose first columns are the group
+/// keys `keys`): its correlation's outer sides and its value's outer references become group
+/// keys (42803 otherwise, as PostgreSQL reports a subquery using an ungrouped column); returns
+/// the join and the value over its row.
+fn join_deferred(
+    op: Operator,
+    d: Deferred,
+    keys: &[Expr],
+) -> Result<(Operator, Expr), EngineError> {
+    let at = op.arity();
+    let la = d.la;
+    // The subquery's own columns go to a band post_aggregate keeps, then after `at`.
+    let band = SQ_BASE + (1 << 32);
+    let lifted = d.value.map_columns(&|c| {
+        if c >= la && c < AGG_BASE {
+            band + (c - la)
+        } else {
+            c
+        }
+    });
+    let value = post_aggregate(&lifted, keys)?.map_columns(&|c| {
+        if (band..AGG_BASE).contains(&c) {
+            at + (c - band)
+        } else {
+            c
+        }
+    });
+    let outer: Vec<Expr> = d
+        .keys
+        .iter()
+        .map(|k| post_aggregate(k, keys))
+        .collect::<Result<_, _>>()?;
+    let joined = if outer.is_empty() {
+        Join::inner(op, d.op, Expr::bool(true))
+    } else {
+        let on = outer
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                if d.null_safe {
+                    Expr::not_distinct(k, Expr::Column(at + i))
+                } else {
+                    Expr::binary(BinOp::Eq, k, Expr::Column(at + i))
+                }
+            })
+            .collect();
+        Operator::Join(Join {
+            kind: JoinKind::Left,
+            left: bx(op),
+            right: bx(d.op),
+            on: Expr::and_all(on),
+        })
+    };
+    Ok((joined, value))
 }
 
 /// Rewrites an expression over input rows into one over `keys ++ aggregates`.
