@@ -23,9 +23,10 @@ pub enum Reason {
     UnsupportedAggregate { name: String },
     /// An aggregate whose result depends on input order without an `ORDER BY` inside it.
     OrderSensitiveAggregate { name: String },
-    /// `[NOT] EXISTS (…)` / `x [NOT] IN (…)` other than as a conjunct of `WHERE` (under OR,
-    /// inside CASE, in the select list), or a scalar subquery where none is decorrelated
-    /// (JOIN … ON, GROUP BY, an aggregate's argument).
+    /// A subquery where none is decorrelated: an outer join's ON, GROUP BY, an aggregate's
+    /// argument, or `[NOT] EXISTS` / `[NOT] IN` over a subquery with GROUP BY, DISTINCT,
+    /// LIMIT or a set operation inside an expression (as a conjunct of WHERE it is a semi
+    /// join).
     SubqueryInExpression,
     /// A scalar subquery of a shape the planner does not decorrelate; `what` names it.
     SubqueryShape { what: String },
@@ -68,7 +69,7 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::SubqueryInExpression => f.write_str(
-                "subquery in this position (EXISTS and IN only as conditions of WHERE; scalar subqueries only in WHERE, HAVING and the select list)",
+                "subquery in this position (an outer join's ON, GROUP BY, an aggregate's argument, or an EXISTS / IN over a subquery with GROUP BY, DISTINCT, LIMIT or a set operation inside an expression)",
             ),
             Reason::SubqueryShape { what } => write!(f, "subquery {what}"),
             Reason::DeltaTooLarge { kilobytes, limit } => write!(

@@ -89,6 +89,9 @@ pub const QUERIES: &[&str] = &[
     "SELECT g, count(*) AS n, (SELECT max(y) FROM b WHERE b.g = a.g) AS m FROM a GROUP BY g",
     "SELECT g, sum(x) AS s FROM a GROUP BY g HAVING sum(x) > (SELECT count(*) FROM b WHERE b.g = a.g)",
     "SELECT g, (SELECT count(*) FROM b WHERE b.y < a.g) AS below FROM a GROUP BY g",
+    // Subqueries in an inner join's ON.
+    "SELECT a.k, b.k AS bk FROM a JOIN b ON a.g = b.g AND b.y > (SELECT avg(z) FROM c)",
+    "SELECT a.k, b.k AS bk, c.k AS ck FROM a JOIN b ON a.g = b.g AND b.y >= (SELECT min(d.v) FROM d WHERE d.w = a.x) JOIN c ON c.z = b.y",
 ];
 
 fn sources() -> DeltaSources {

@@ -313,7 +313,7 @@ pub(crate) fn item_expr(item: &ast::SelectItem) -> Option<&ast::Expr> {
 
 /// Whether a WHERE conjunct needs the subquery machinery (a semi join, a scalar subquery,
 /// an EXISTS or IN inside an expression).
-fn has_subquery(e: &ast::Expr) -> bool {
+pub(crate) fn has_subquery(e: &ast::Expr) -> bool {
     subquery_conjunct(e).is_some() || !nested(e).scalars.is_empty() || has_exists_or_in(e)
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use sqlparser::ast;
 
 use super::conditions::{
-    conjuncts, item_expr, nested, shift_rels, Deferred, DeferredScope, SQ_BASE,
+    conjuncts, has_subquery, item_expr, nested, shift_rels, Deferred, DeferredScope, SQ_BASE,
 };
 use super::expr::AGG_BASE;
 use super::scope::{Scope, ScopeRel};
@@ -303,10 +303,26 @@ impl Planner<'_> {
                 J::CrossJoin(ast::JoinConstraint::None) => (JoinKind::Inner, None),
                 _ => return Err(unsupported("this join type")),
             };
+            // An inner join's ON is a filter of the joined rows: its conjuncts with subqueries
+            // are planned as WHERE's are, after the join (an outer join's cannot be).
+            let mut with_subqueries = Vec::new();
             let on = match constraint {
                 None => Expr::bool(true),
                 Some(ast::JoinConstraint::On(e)) => {
-                    self.expr(e, &self.scope_of(rels.clone()), &mut None)?.0
+                    let mut parts = Vec::new();
+                    conjuncts(e, &mut parts);
+                    let (deeper, plain): (Vec<ast::Expr>, Vec<ast::Expr>) =
+                        parts.into_iter().partition(has_subquery);
+                    if !deeper.is_empty() && kind != JoinKind::Inner {
+                        return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression));
+                    }
+                    with_subqueries = deeper;
+                    let scope = self.scope_of(rels.clone());
+                    let mut on = Vec::new();
+                    for part in &plain {
+                        on.push(self.expr(part, &scope, &mut None)?.0);
+                    }
+                    Expr::and_all(on)
                 }
                 Some(ast::JoinConstraint::None) => Expr::bool(true),
                 Some(_) => return Err(unsupported("JOIN … USING and NATURAL JOIN")),
@@ -327,6 +343,10 @@ impl Planner<'_> {
                 right: bx(right),
                 on,
             });
+            if !with_subqueries.is_empty() {
+                let scope = self.scope_of(rels.clone());
+                op = self.where_conjuncts(op, &scope, &with_subqueries)?;
+            }
         }
         Ok((op, rels))
     }
