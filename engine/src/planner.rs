@@ -51,7 +51,7 @@ pub(crate) struct Planner<'a> {
     /// aggregate (`Some` only while those are planned).
     pub(crate) deferred: Option<conditions::DeferredScope>,
     /// The left sides of `x IN (…)` rewritten as counts, planned in the outer query
-    /// (`names::outer_key`); `None` where they may not be used (a deferred subquery).
+    /// (`names::outer_key`); `None` only while none may be used.
     pub(crate) outer_keys: Option<Vec<expr::Typed>>,
 }
 

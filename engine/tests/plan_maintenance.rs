@@ -4,6 +4,8 @@
 //! databases and change windows (deletes on both join sides, insert-then-delete, key updates,
 //! NULL keys, emptied groups).
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 #[path = "support/db.rs"]
 mod db;
 

@@ -70,6 +70,18 @@ fn unsupported_constructs_are_not_differentiable_with_a_typed_reason() {
         Reason::SubqueryInExpression
     ));
     assert!(matches!(
+        reason("SELECT k, ARRAY(SELECT y FROM b) AS ys FROM a"),
+        Reason::SubqueryInExpression | Reason::Construct { .. }
+    ));
+    assert!(matches!(
+        reason("SELECT k FROM a WHERE x = ANY (SELECT y FROM b)"),
+        Reason::SubqueryInExpression | Reason::Construct { .. }
+    ));
+    assert!(matches!(
+        reason("SELECT k, (SELECT y FROM b WHERE b.g = a.g) AS y FROM a"),
+        Reason::SubqueryShape { what } if what.contains("not a key of its table")
+    ));
+    assert!(matches!(
         reason("SELECT k, (SELECT sum(a.x) FROM b) AS s FROM a"),
         Reason::SubqueryShape { what } if what.contains("belongs to that query")
     ));

@@ -144,8 +144,8 @@ const PK2: &[Family] = &[
     d("scalar_correlated_where", "SELECT id, w FROM b WHERE w >= (SELECT 0.5 * avg(b2.w) FROM b AS b2 WHERE b2.k = b.k)"),
     d("scalar_having", "SELECT k, sum(w) AS sw FROM b GROUP BY k HAVING sum(w) > (SELECT count(*) FROM a)"),
     d("scalar_grouped", "SELECT k, count(*) AS cnt, (SELECT max(b.w) FROM b WHERE b.k = a.k) AS mx FROM a GROUP BY k"),
-    d("scalar_range", "SELECT id, (SELECT count(*) FROM b WHERE b.w < a.v) AS below FROM a"),
-    d("exists_range", "SELECT id, EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > a.v) AS above FROM a WHERE a.f OR NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)"),
+    d("scalar_range", "SELECT id, (SELECT count(*) FROM b WHERE b.w < a.k * 10) AS below FROM a"),
+    d("exists_range", "SELECT id, EXISTS (SELECT 1 FROM b WHERE b.k = a.k AND b.w > a.id) AS above FROM a WHERE a.f OR NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)"),
     d("in_nested_scalar", "SELECT id FROM a WHERE k IN (SELECT b.k FROM b WHERE b.w > (SELECT min(a2.v) FROM a AS a2 WHERE a2.k = b.k))"),
     // A scalar subquery without an aggregate: at most one row here (b.id is b's key).
     d("scalar_rows", "SELECT id, (SELECT b.w FROM b WHERE b.id = a.id) AS w, (SELECT b.ts FROM b WHERE b.id = a.id + 1) AS next_ts FROM a"),

@@ -7,8 +7,8 @@
 //!
 //! Scalar subqueries (`attach_scalar`). A subquery without GROUP BY, HAVING, DISTINCT or
 //! LIMIT is accepted. With an aggregate it yields exactly one row for every outer row; without
-//! one it is aggregated too (`single_value`: its count and its value), and fails with 21000
-//! where it has more than one row, as PostgreSQL does. With the correlation
+//! one only where its correlation is a unique key of its table (`covers_key`: at most one
+//! row), aggregated by `min` (`single_value`). With the correlation
 //! `o₁ = i₁ AND … AND oₙ = iₙ` (outer expressions oⱼ, inner expressions iⱼ) and the remaining
 //! conditions W local to the subquery, `(SELECT f(agg) FROM R WHERE W AND o = i)` is
 //! `L ⟕ Agg_{i}(σ_W R) ON o = k`, the value being `f` over the aggregate columns of the joined
@@ -99,8 +99,21 @@ pub(crate) struct Nested {
     predicates: bool,
 }
 
+/// `x op ANY / ALL (SELECT …)`.
+fn quantified(e: &ast::Expr) -> bool {
+    matches!(e, ast::Expr::AnyOp { right, .. } | ast::Expr::AllOp { right, .. }
+        if matches!(right.as_ref(), ast::Expr::Subquery(_)))
+}
+
 impl Visitor for Nested {
     type Break = ();
+
+    fn post_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+        if quantified(e) {
+            self.depth -= 1;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_query(&mut self, _: &ast::Query) -> ControlFlow<()> {
         self.depth += 1;
@@ -113,6 +126,15 @@ impl Visitor for Nested {
     }
 
     fn pre_visit_expr(&mut self, e: &ast::Expr) -> ControlFlow<()> {
+        // `x op ANY (SELECT …)` is not a scalar subquery: its subquery is not collected (and
+        // the expression is refused where it is planned).
+        if quantified(e) {
+            if self.depth == 0 {
+                self.predicates = true;
+            }
+            self.depth += 1;
+            return ControlFlow::Continue(());
+        }
         if self.depth == 0 {
             match e {
                 ast::Expr::Subquery(q) if !self.scalars.contains(q) => {
@@ -178,6 +200,9 @@ fn compare(left: ast::Expr, op: ast::BinaryOperator, right: ast::Expr) -> ast::E
 /// `inner_x` is `x` as the count's subquery sees it (`names::outer_key`).
 fn counted_predicate(e: &ast::Expr, inner_x: Option<ast::Expr>) -> Option<ast::Expr> {
     let zero = || ast::Expr::value(ast::Value::Number("0".into(), false));
+    if let Some(folded) = one_row_predicate(e) {
+        return Some(folded);
+    }
     match e {
         ast::Expr::Exists { subquery, negated } => {
             plain_select(subquery)?;
@@ -244,6 +269,44 @@ fn counted_predicate(e: &ast::Expr, inner_x: Option<ast::Expr>) -> Option<ast::E
                 case
             })
         }
+        _ => None,
+    }
+}
+
+/// EXISTS / IN over a plain subquery whose select list aggregates: it returns exactly one
+/// row, so `EXISTS` is TRUE (NOT EXISTS FALSE) and `x IN (SELECT agg …)` is `x = (SELECT agg …)`
+/// (NOT IN `x <> …`), three-valued alike. `None` for other predicates.
+pub(crate) fn one_row_predicate(e: &ast::Expr) -> Option<ast::Expr> {
+    let aggregated = |q: &ast::Query| {
+        plain_select(q)
+            .and_then(|s| single_item(s).ok())
+            .is_some_and(|item| nested(item).aggregate)
+    };
+    match e {
+        ast::Expr::Exists { subquery, negated } if aggregated(subquery) => {
+            sql_expr(if *negated { "FALSE" } else { "TRUE" })
+        }
+        ast::Expr::InSubquery {
+            expr,
+            subquery,
+            negated,
+        } if aggregated(subquery) => Some(ast::Expr::Nested(Box::new(compare(
+            ast::Expr::Nested(expr.clone()),
+            if *negated {
+                ast::BinaryOperator::NotEq
+            } else {
+                ast::BinaryOperator::Eq
+            },
+            ast::Expr::Subquery(subquery.clone()),
+        )))),
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr,
+        } => one_row_predicate(strip(expr)).map(|x| ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Not,
+            expr: Box::new(x),
+        }),
+        ast::Expr::Nested(inner) => one_row_predicate(inner),
         _ => None,
     }
 }
@@ -340,10 +403,9 @@ fn plain_select(q: &ast::Query) -> Option<&ast::Select> {
 }
 
 fn single_item(select: &ast::Select) -> Result<&ast::Expr, EngineError> {
+    // PostgreSQL has checked the query: a `*` here names one column.
     match select.projection.as_slice() {
-        [item] => item_expr(item).ok_or_else(|| EngineError::Syntax {
-            message: "subquery must return only one column".into(),
-        }),
+        [item] => item_expr(item).ok_or_else(|| subquery_refused("with * in its select list")),
         _ => Err(EngineError::Syntax {
             message: "subquery must return only one column".into(),
         }),
@@ -548,11 +610,14 @@ impl Planner<'_> {
     ) -> Result<(Operator, Operator), EngineError> {
         let mut semis = Vec::new();
         let mut scalar = Vec::new();
+        let mut folded = Vec::new();
         for part in parts {
-            if let Some(sub) = subquery_conjunct(part) {
+            if let Some(one_row) = one_row_predicate(part) {
+                folded.push(one_row);
+            } else if let Some(sub) = subquery_conjunct(part) {
                 semis.push(sub);
             } else if has_subquery(part) {
-                scalar.push(part);
+                scalar.push(part.clone());
             } else {
                 let (pred, _) = self.expr(part, scope, &mut None)?;
                 op = push_filter(op, pred);
@@ -562,7 +627,8 @@ impl Planner<'_> {
             op = self.semi_join(op, scope, sub)?;
         }
         let base = op.clone();
-        for part in scalar {
+        scalar.extend(folded);
+        for part in &scalar {
             // EXISTS / IN inside an expression become counts (scalar subqueries).
             let part = self.counted(part, scope);
             let marks = self.scalars.len();
@@ -702,12 +768,28 @@ impl Planner<'_> {
                     let (l, lt) = self.expr(left, &inner, &mut None)?;
                     let (rv, rt) = self.expr(r, &inner, &mut None)?;
                     if let Some((o, i)) = correlation(&l, &rv, la) {
-                        let ity = if all_columns_at_least(&l, la) { lt } else { rt };
-                        pairs.push((o, i, ity));
-                        continue;
+                        let (oty, ity) = if all_columns_at_least(&l, la) {
+                            (rt, lt)
+                        } else {
+                            (lt, rt)
+                        };
+                        // Grouping by the inner side is exact only where `=` between the two
+                        // types is (int8 = float8 makes 2^53 equal to two different groups).
+                        if lossless_equality(&oty.ty, &ity.ty) {
+                            pairs.push((o, i, ity));
+                            continue;
+                        }
                     }
                 }
-                let (pred, _) = self.expr(&part, &inner, &mut None)?;
+                let (pred, _) = match self.expr(&part, &inner, &mut None) {
+                    // An aggregate there can only be the enclosing query's (PostgreSQL's rule).
+                    Err(EngineError::Grouping { .. }) if nested(&part).aggregate => {
+                        return Err(subquery_refused(
+                            "with an aggregate of the enclosing query in its WHERE",
+                        ))
+                    }
+                    other => other?,
+                };
                 if all_columns_at_least(&pred, la) {
                     right = push_filter(right, pred.map_columns(&|c| c - la));
                 } else {
@@ -748,6 +830,21 @@ impl Planner<'_> {
             return Err(subquery_refused(
                 "with an aggregate of the enclosing query's columns only (it belongs to that query)",
             ));
+        }
+        if calls.is_empty() {
+            // Without an aggregate the subquery may return several rows; maintained only where
+            // its correlation equals a unique key of its one table, so that it returns at most
+            // one (a check raising PostgreSQL's 21000 inside the delta would fire on the mixed
+            // old/new rows the delta rules pair).
+            let inner_pairs: Vec<Expr> = pairs
+                .iter()
+                .map(|(_, i, _)| i.map_columns(&|c| c - la))
+                .collect();
+            if !mixed.is_empty() || !self.covers_key(&right, &inner_pairs) {
+                return Err(subquery_refused(
+                    "without an aggregate whose correlation is not a key of its table (it may return more than one row)",
+                ));
+            }
         }
         let general = !mixed.is_empty()
             || calls.iter().any(|c| shift_call(c, la).is_none())
@@ -799,6 +896,13 @@ impl Planner<'_> {
             let nd = read.len();
             let types = outer.columns();
             let d_types: Vec<ColType> = read.iter().map(|c| types[*c].clone()).collect();
+            // One representative per group of equal outer values stands for all of them.
+            if let Some(t) = d_types.iter().find(|t| !exact_type(&t.ty)) {
+                return Err(subquery_refused(&format!(
+                    "correlated other than by outer = inner on an outer value of type {}, whose equal values can differ",
+                    t.ty
+                )));
+            }
             let to_j = |e: &Expr| {
                 e.map_columns(&|c| {
                     if c < la {
@@ -894,6 +998,31 @@ impl Planner<'_> {
             aggs: calls,
         });
         Ok((agg, outer_keys, value, ColType::new(vt.ty, true), null_safe))
+    }
+
+    /// Whether `keys` (over `op`'s row) include every column of a unique key of the one table
+    /// `op` scans, through filters: then at most one of its rows has given key values.
+    fn covers_key(&self, op: &Operator, keys: &[Expr]) -> bool {
+        let mut cur = op;
+        while let Operator::Filter(f) = cur {
+            cur = &f.input;
+        }
+        let Operator::Scan(scan) = cur else {
+            return false;
+        };
+        let Some(ids) = self
+            .tables
+            .get(&scan.table.id)
+            .and_then(|t| t.identity_columns())
+        else {
+            return false;
+        };
+        ids.iter().all(|i| {
+            scan.columns
+                .iter()
+                .position(|c| c.index == *i)
+                .is_some_and(|p| keys.contains(&Expr::Column(p)))
+        })
     }
 
     fn semi_join(
@@ -1005,15 +1134,10 @@ impl Planner<'_> {
     }
 }
 
-/// The aggregates and value of a scalar subquery without an aggregate, whose select item is
-/// `value` over the aggregate's input row: `count(*)` and `min(value)` (`bool_and` for
-/// booleans) per group, at `base` and `base + 1` of the joined row; the
-/// value is the minimum, which over one row is that row's value, through
-/// `(SELECT min FROM generate_series(1, CASE WHEN count > 1 THEN 2 ELSE 1 END))`, a scalar
-/// subquery of PostgreSQL's own that returns the minimum over at most one row and fails with
-/// 21000 ("more than one row returned by a subquery used as an expression") exactly where
-/// the original subquery does: wherever the value is evaluated for an outer row with more than
-/// one row in its group. No group (no row) gives NULL.
+/// The aggregate and value of a scalar subquery without an aggregate whose correlation covers
+/// a unique key of its table (at most one row per group): `min(value)` (`bool_and` for
+/// booleans), which over one row is that row's value, at `base` of the joined row; no group
+/// (no row) gives NULL.
 fn single_value(
     value: Expr,
     ty: &ColType,
@@ -1041,15 +1165,6 @@ fn single_value(
             )))
         }
     };
-    let count = AggCall {
-        func: AggFunc::CountStar,
-        args: Vec::new(),
-        distinct: false,
-        filter: None,
-        order_by: Vec::new(),
-        arg_type: None,
-        ty: ColType::new(SqlType::int8(), false),
-    };
     let only = AggCall {
         func,
         args: vec![value],
@@ -1059,15 +1174,37 @@ fn single_value(
         arg_type: Some(ty.ty.clone()),
         ty: ColType::new(ty.ty.clone(), true),
     };
-    let value = Expr::Sql {
-        parts: vec![
-            "SELECT ".into(),
-            " FROM generate_series(1, CASE WHEN COALESCE(".into(),
-            ", 0) > 1 THEN 2 ELSE 1 END) AS g".into(),
-        ],
-        args: vec![Expr::Column(base + 1), Expr::Column(base)],
-    };
-    Ok((vec![count, only], value))
+    Ok((vec![only], Expr::Column(base)))
+}
+
+/// Whether `=` between values of these types is as exact as grouping by the second: same type
+/// class, or both integers/numeric, or both text/varchar.
+fn lossless_equality(a: &SqlType, b: &SqlType) -> bool {
+    use TypeClass as T;
+    let exact_numbers = |c: T| matches!(c, T::Int2 | T::Int4 | T::Int8 | T::Numeric);
+    let strings = |c: T| matches!(c, T::Text | T::Varchar);
+    let (ca, cb) = (a.class(), b.class());
+    (ca == cb && ca != T::Other && ca != T::NoEquality)
+        || (exact_numbers(ca) && exact_numbers(cb))
+        || (strings(ca) && strings(cb))
+}
+
+/// Whether equal values of this type are the same value (DISTINCT over it keeps every
+/// distinguishable value: not so for numeric's scale, float's -0, bpchar's padding).
+fn exact_type(t: &SqlType) -> bool {
+    use TypeClass as T;
+    matches!(
+        t.class(),
+        T::Int2
+            | T::Int4
+            | T::Int8
+            | T::Text
+            | T::Varchar
+            | T::Date
+            | T::Timestamp
+            | T::Timestamptz
+            | T::Bool
+    )
 }
 
 /// The semi join condition of `x [NOT] IN (… y …)`.

@@ -79,6 +79,13 @@ pub(crate) fn check_repeatable(f: &ast::Function) -> Result<(), EngineError> {
 impl VisitorMut for Holes<'_, '_, '_, '_, '_> {
     type Break = EngineError;
 
+    /// A subquery left inside the expression (`ARRAY(SELECT …)`, `x = ANY (SELECT …)`, …)
+    /// reads tables the delta rules would never see, and its names would be resolved here as
+    /// the outer query's: refused. (A scalar subquery is planned and became a hole before.)
+    fn pre_visit_query(&mut self, _: &mut ast::Query) -> ControlFlow<EngineError> {
+        ControlFlow::Break(EngineError::NotDifferentiable(Reason::SubqueryInExpression))
+    }
+
     fn pre_visit_expr(&mut self, e: &mut ast::Expr) -> ControlFlow<EngineError> {
         match e {
             ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => self.fill(e),

@@ -36,6 +36,16 @@ fn output_name(e: &ast::Expr) -> String {
             .and_then(|p| p.last().cloned())
             .unwrap_or_default(),
         ast::Expr::Cast { expr, .. } | ast::Expr::Nested(expr) => output_name(expr),
+        // PostgreSQL names a scalar subquery's column after the subquery's own column.
+        ast::Expr::Subquery(q) => match q.body.as_ref() {
+            ast::SetExpr::Select(s) => match s.projection.as_slice() {
+                [ast::SelectItem::ExprWithAlias { alias, .. }] => fold(alias),
+                [ast::SelectItem::UnnamedExpr(e)] => output_name(e),
+                _ => "?column?".to_string(),
+            },
+            _ => "?column?".to_string(),
+        },
+        ast::Expr::Exists { negated: false, .. } => "exists".to_string(),
         ast::Expr::Case { .. } => "case".to_string(),
         _ => "?column?".to_string(),
     }
@@ -115,6 +125,10 @@ impl Planner<'_> {
             let mut keys: Vec<(Expr, ColType)> = Vec::new();
             for g in group_exprs {
                 keys.push(self.group_key(g, &scope, &items)?);
+            }
+            if keys.iter().any(|(k, _)| contains_subquery_value(k)) {
+                // GROUP BY naming a select item that is a scalar subquery.
+                return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression));
             }
             if keys.iter().any(|(k, _)| contains_agg(k)) {
                 return Err(EngineError::Grouping {
@@ -422,10 +436,7 @@ impl Planner<'_> {
                 if rewritten == *e {
                     return item.clone();
                 }
-                let name = match e {
-                    ast::Expr::Exists { .. } => "exists".to_string(),
-                    other => output_name(other),
-                };
+                let name = output_name(e);
                 ast::SelectItem::ExprWithAlias {
                     expr: rewritten,
                     alias: ast::Ident::with_quote('"', name),
@@ -438,6 +449,16 @@ impl Planner<'_> {
             other => other.clone(),
         }
     }
+}
+
+fn contains_subquery_value(e: &Expr) -> bool {
+    let mut found = false;
+    e.visit(&mut |x| {
+        if let Expr::Column(c) = x {
+            found |= (SQ_BASE..AGG_BASE).contains(c);
+        }
+    });
+    found
 }
 
 fn contains_agg(e: &Expr) -> bool {
