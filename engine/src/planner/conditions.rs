@@ -523,6 +523,21 @@ enum SubqueryConjunct<'q> {
     In(&'q ast::Expr, &'q ast::Query, bool),
 }
 
+impl<'q> SubqueryConjunct<'q> {
+    /// The subquery, whether the predicate is negated, and the semi join mode that follows.
+    fn parts(&self) -> (&'q ast::Query, bool, SemiMode) {
+        let (q, negated) = match self {
+            SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
+        };
+        let mode = if negated {
+            SemiMode::NonPositive
+        } else {
+            SemiMode::Positive
+        };
+        (q, negated, mode)
+    }
+}
+
 fn subquery_conjunct(e: &ast::Expr) -> Option<SubqueryConjunct<'_>> {
     match e {
         ast::Expr::Exists { subquery, negated } => {
@@ -1031,14 +1046,7 @@ impl Planner<'_> {
         scope: &Scope,
         sub: SubqueryConjunct<'_>,
     ) -> Result<Operator, EngineError> {
-        let (query, negated) = match &sub {
-            SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
-        };
-        let mode = if negated {
-            SemiMode::NonPositive
-        } else {
-            SemiMode::Positive
-        };
+        let (query, negated, mode) = sub.parts();
         let la = left.arity();
         let Some(select) = plain_select(query) else {
             return self.semi_join_uncorrelated(left, scope, sub);
@@ -1104,9 +1112,7 @@ impl Planner<'_> {
         scope: &Scope,
         sub: SubqueryConjunct<'_>,
     ) -> Result<Operator, EngineError> {
-        let (query, negated) = match &sub {
-            SubqueryConjunct::Exists(q, n) | SubqueryConjunct::In(_, q, n) => (*q, *n),
-        };
+        let (query, negated, mode) = sub.parts();
         let la = left.arity();
         let planned = self.within(&scope.levels, |p| p.query(query))?;
         let on = match &sub {
@@ -1125,11 +1131,7 @@ impl Planner<'_> {
             left: bx(left),
             right: bx(planned.op),
             on,
-            mode: if negated {
-                SemiMode::NonPositive
-            } else {
-                SemiMode::Positive
-            },
+            mode,
         }))
     }
 }
@@ -1143,27 +1145,21 @@ fn single_value(
     ty: &ColType,
     base: usize,
 ) -> Result<(Vec<AggCall>, Expr), EngineError> {
-    let func = match ty.ty.class() {
-        TypeClass::Bool => AggFunc::BoolAnd,
-        TypeClass::Int2
-        | TypeClass::Int4
-        | TypeClass::Int8
-        | TypeClass::Numeric
-        | TypeClass::Float4
-        | TypeClass::Float8
-        | TypeClass::Text
-        | TypeClass::Varchar
-        | TypeClass::Bpchar
-        | TypeClass::Date
-        | TypeClass::Timestamp
-        | TypeClass::Timestamptz
-        | TypeClass::Interval => AggFunc::Min,
-        TypeClass::NoEquality | TypeClass::Other => {
-            return Err(subquery_refused(&format!(
-                "without an aggregate returning {}, a type the planner knows no ordering of",
-                ty.ty
-            )))
-        }
+    let ordered = ty.ty.is_numeric_family()
+        || ty.ty.is_string()
+        || matches!(
+            ty.ty.class(),
+            TypeClass::Date | TypeClass::Timestamp | TypeClass::Timestamptz | TypeClass::Interval
+        );
+    let func = if ty.ty.class() == TypeClass::Bool {
+        AggFunc::BoolAnd
+    } else if ordered {
+        AggFunc::Min
+    } else {
+        return Err(subquery_refused(&format!(
+            "without an aggregate returning {}, a type the planner knows no ordering of",
+            ty.ty
+        )));
     };
     let only = AggCall {
         func,
