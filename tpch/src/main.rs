@@ -27,6 +27,8 @@ struct Args {
     cycles: u32,
     db: String,
     min_differential: usize,
+    /// Leave the database and its stream tables for inspection.
+    keep: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -36,6 +38,7 @@ fn parse() -> Result<Args, String> {
         cycles: 2,
         db: "tpch".into(),
         min_differential: 22,
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +53,7 @@ fn parse() -> Result<Args, String> {
                     .parse()
                     .map_err(|e| format!("--min-differential: {e}"))?
             }
+            "--keep" => a.keep = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -252,9 +256,13 @@ fn run(a: &Args) -> Result<bool, String> {
     for f in &failures {
         println!("tpch: FAILED {f}");
     }
-    admin
-        .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", a.db))
-        .map_err(err("drop database"))?;
+    if a.keep {
+        println!("tpch: database {} kept", a.db);
+    } else {
+        admin
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", a.db))
+            .map_err(err("drop database"))?;
+    }
     if differential < a.min_differential {
         println!(
             "tpch: FAILED only {differential} queries DIFFERENTIAL, expected at least {}",
