@@ -22,8 +22,10 @@ pub fn hole(i: usize) -> String {
 /// subquery (planner/conditions.rs): a name resolved to `x` planned in the outer query, so that
 /// the subquery's own columns cannot capture `x`'s names.
 pub fn outer_key(i: usize) -> String {
-    format!("{HIDDEN_PREFIX}outer_{i}")
+    format!("{OUTER_KEY_PREFIX}{i}")
 }
+/// The prefix of [`outer_key`].
+pub const OUTER_KEY_PREFIX: &str = "__pgt_outer_";
 
 /// The physical row id of a bag row picked for deletion, in the apply statement.
 pub const CTID: &str = "__pgt_ctid";

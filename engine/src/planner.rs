@@ -51,8 +51,8 @@ pub(crate) struct Planner<'a> {
     /// aggregate (`Some` only while those are planned).
     pub(crate) deferred: Option<conditions::DeferredScope>,
     /// The left sides of `x IN (…)` rewritten as counts, planned in the outer query
-    /// (`names::outer_key`); `None` only while none may be used.
-    pub(crate) outer_keys: Option<Vec<expr::Typed>>,
+    /// (`names::outer_key`).
+    pub(crate) outer_keys: Vec<expr::Typed>,
 }
 
 /// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
@@ -197,7 +197,7 @@ impl<'a> Planner<'a> {
             outer: Vec::new(),
             scalars: Vec::new(),
             deferred: None,
-            outer_keys: Some(Vec::new()),
+            outer_keys: Vec::new(),
         }
     }
 

@@ -27,6 +27,12 @@ fn band(key: i64) -> i64 {
     (key * 2_654_435_761) % 1000
 }
 
+/// The cycle whose RF1 inserts the order `key` (and its lineitems), if it is held back.
+fn held_back(key: i64, cycles: u32) -> Option<usize> {
+    let b = band(key);
+    (b < i64::from(cycles)).then_some(b as usize)
+}
+
 /// A generated line in tbl format without its final `|`: a row of COPY's text format.
 fn row(line: String) -> String {
     let mut l = line;
@@ -66,18 +72,14 @@ fn copy(
 }
 
 impl Dataset {
-    pub fn generate(sf: f64, cycles: u32) -> Self {
+    /// A dataset of scale factor `sf` for `cycles` refresh cycles; `load` generates it.
+    pub fn new(sf: f64, cycles: u32) -> Self {
         Dataset {
             sf,
             cycles,
             new_orders: vec![Vec::new(); cycles as usize],
             new_lines: vec![Vec::new(); cycles as usize],
         }
-    }
-
-    fn held_back(&self, key: i64) -> Option<usize> {
-        let b = band(key);
-        (b < i64::from(self.cycles)).then_some(b as usize)
     }
 
     /// Loads every table but the held-back orders and lineitems; returns the row counts.
@@ -118,7 +120,7 @@ impl Dataset {
         let mut orders = Vec::new();
         for o in OrderGenerator::new(sf, 1, 1).iter() {
             let key = o.o_orderkey;
-            match self.held_back(key) {
+            match held_back(key, self.cycles) {
                 Some(cycle) => self.new_orders[cycle].push(row(o.to_string())),
                 None => orders.push(row(o.to_string())),
             }
@@ -129,12 +131,12 @@ impl Dataset {
         let mut held = vec![Vec::new(); self.cycles as usize];
         let cycles = self.cycles;
         let lines = LineItemGenerator::new(sf, 1, 1).iter().filter_map(|l| {
-            let b = band(l.l_orderkey);
-            if b < i64::from(cycles) {
-                held[b as usize].push(row(l.to_string()));
-                None
-            } else {
-                Some(row(l.to_string()))
+            match held_back(l.l_orderkey, cycles) {
+                Some(cycle) => {
+                    held[cycle].push(row(l.to_string()));
+                    None
+                }
+                None => Some(row(l.to_string())),
             }
         });
         let n = copy(c, "lineitem", lines)?;

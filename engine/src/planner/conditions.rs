@@ -337,19 +337,22 @@ impl VisitorMut for Counted<'_, '_, '_> {
         if self.depth > 0 {
             return ControlFlow::Continue(());
         }
-        let inner_x = match e {
-            ast::Expr::InSubquery { expr, .. } => {
-                match (
-                    self.planner.expr(expr, self.scope, &mut None),
-                    self.planner.outer_keys.as_mut(),
-                ) {
-                    (Ok(typed), Some(keys)) => {
+        let counted_in = matches!(&*e, ast::Expr::InSubquery { subquery, .. }
+            if plain_select(subquery).is_some())
+            && one_row_predicate(e).is_none();
+        let inner_x = match &*e {
+            // Planned only for an IN that is counted (over a plain subquery that is not
+            // folded by `one_row_predicate`).
+            ast::Expr::InSubquery { expr, .. } if counted_in => {
+                match self.planner.expr(expr, self.scope, &mut None) {
+                    Ok(typed) => {
+                        let keys = &mut self.planner.outer_keys;
                         keys.push(typed);
                         let name = crate::names::outer_key(keys.len() - 1);
                         Some(ast::Expr::Identifier(ast::Ident::with_quote('"', name)))
                     }
                     // Left as it is: refused where it is planned.
-                    _ => return ControlFlow::Continue(()),
+                    Err(_) => return ControlFlow::Continue(()),
                 }
             }
             _ => None,
@@ -377,12 +380,8 @@ pub(crate) fn item_expr(item: &ast::SelectItem) -> Option<&ast::Expr> {
 /// Whether a WHERE conjunct needs the subquery machinery (a semi join, a scalar subquery,
 /// an EXISTS or IN inside an expression).
 pub(crate) fn has_subquery(e: &ast::Expr) -> bool {
-    subquery_conjunct(e).is_some() || !nested(e).scalars.is_empty() || has_exists_or_in(e)
-}
-
-/// Whether `e` has an EXISTS or IN over a subquery outside any nested subquery.
-fn has_exists_or_in(e: &ast::Expr) -> bool {
-    nested(e).predicates
+    let n = nested(e);
+    subquery_conjunct(e).is_some() || !n.scalars.is_empty() || n.predicates
 }
 
 /// The SELECT of a subquery with neither WITH, LIMIT, DISTINCT, GROUP BY nor HAVING.
@@ -614,15 +613,15 @@ impl Planner<'_> {
         Ok(self.where_conjuncts_base(op, scope, parts)?.0)
     }
 
-    /// `where_conjuncts`, and the operator before the scalar subqueries' joins: its rows are
-    /// the outer rows those subqueries read (the general rule's D is taken from it, so that a
-    /// second subquery's D does not hold the first one's join).
+    /// `where_conjuncts`, and the operator before the scalar subqueries' joins if there are
+    /// any: its rows are the outer rows those subqueries read (the general rule's D is taken
+    /// from it, so that a second subquery's D does not hold the first one's join).
     pub(crate) fn where_conjuncts_base(
         &mut self,
         mut op: Operator,
         scope: &Scope,
         parts: &[ast::Expr],
-    ) -> Result<(Operator, Operator), EngineError> {
+    ) -> Result<(Operator, Option<Operator>), EngineError> {
         let mut semis = Vec::new();
         let mut scalar = Vec::new();
         let mut folded = Vec::new();
@@ -641,8 +640,11 @@ impl Planner<'_> {
         for sub in semis {
             op = self.semi_join(op, scope, sub)?;
         }
-        let base = op.clone();
         scalar.extend(folded);
+        if scalar.is_empty() {
+            return Ok((op, None));
+        }
+        let base = op.clone();
         for part in &scalar {
             // EXISTS / IN inside an expression become counts (scalar subqueries).
             let part = self.counted(part, scope);
@@ -654,7 +656,7 @@ impl Planner<'_> {
             self.scalars.truncate(marks);
             op = push_filter(op, pred);
         }
-        Ok((op, base))
+        Ok((op, Some(base)))
     }
 
     /// The value of scalar subquery `q`: joined already (`attach_scalar`), or deferred to
@@ -674,7 +676,7 @@ impl Planner<'_> {
         // correlation reads (select.rs).
         let la = deferred.input.arity();
         let input = deferred.input.clone();
-        let planned = self.scalar_parts(Some(&input), la, scope, q);
+        let planned = self.scalar_parts(&input, la, scope, q);
         let result = planned.map(|(op, keys, value, ty, null_safe)| {
             deferred.list.push(Deferred {
                 op,
@@ -703,38 +705,18 @@ impl Planner<'_> {
             return Ok(op);
         }
         let la = op.arity();
-        let (agg, keys, value, ty, null_safe) = self.scalar_parts(Some(base), la, scope, q)?;
-        let joined = if keys.is_empty() {
-            Join::inner(op, agg, Expr::bool(true))
-        } else {
-            let on = keys
-                .into_iter()
-                .enumerate()
-                .map(|(i, k)| {
-                    if null_safe {
-                        Expr::not_distinct(k, Expr::Column(la + i))
-                    } else {
-                        Expr::binary(BinOp::Eq, k, Expr::Column(la + i))
-                    }
-                })
-                .collect();
-            Operator::Join(Join {
-                kind: JoinKind::Left,
-                left: bx(op),
-                right: bx(agg),
-                on: Expr::and_all(on),
-            })
-        };
+        let (agg, keys, value, ty, null_safe) = self.scalar_parts(base, la, scope, q)?;
         self.scalars.push((q.clone(), (value, ty)));
-        Ok(joined)
+        Ok(join_back(op, agg, keys, null_safe))
     }
 
     /// Scalar subquery `q` seen from a row of arity `la` described by `scope`: the aggregate
     /// over its FROM grouped by the inner sides of the correlation, the outer sides, and its
-    /// value over `outer row ++ keys ++ aggregates`.
+    /// value over `outer row ++ keys ++ aggregates`. `outer` holds the outer rows over the
+    /// row's leading columns (the general rule's D is taken from it).
     fn scalar_parts(
         &mut self,
-        outer: Option<&Operator>,
+        outer: &Operator,
         la: usize,
         scope: &Scope,
         q: &ast::Query,
@@ -748,7 +730,7 @@ impl Planner<'_> {
 
     fn scalar_parts_inner(
         &mut self,
-        outer: Option<&Operator>,
+        outer: &Operator,
         la: usize,
         scope: &Scope,
         q: &ast::Query,
@@ -861,120 +843,100 @@ impl Planner<'_> {
                 ));
             }
         }
-        let general = !mixed.is_empty()
-            || calls.iter().any(|c| shift_call(c, la).is_none())
-            || (calls.is_empty() && reads_outer(&value));
+        let shifted: Option<Vec<AggCall>> = calls.iter().map(|c| shift_call(c, la)).collect();
+        let general =
+            !mixed.is_empty() || shifted.is_none() || (calls.is_empty() && reads_outer(&value));
         // The aggregate's input and keys, the outer sides of the join back, whether that join
-        // compares NULL-safely, and the aggregate calls over the input.
-        let (input, keys, key_types, outer_keys, null_safe, calls) = if !general {
-            let calls = calls
-                .iter()
-                .filter_map(|c| shift_call(c, la))
-                .collect::<Vec<_>>();
-            let (outer_keys, keys, key_types) = pairs.into_iter().fold(
-                (Vec::new(), Vec::new(), Vec::new()),
-                |(mut o, mut k, mut t), (oe, ie, it)| {
-                    o.push(oe);
-                    k.push(ie.map_columns(&|c| c - la));
-                    t.push(it);
-                    (o, k, t)
-                },
-            );
-            (right, keys, key_types, outer_keys, false, calls)
-        } else {
-            // The general rule (see the module comment): the distinct outer values D the
-            // subquery reads, joined to its rows on every correlated condition, grouped by D.
-            let Some(outer) = outer else {
-                // Deferred subqueries see every enclosing level in the outer band: a reference
-                // to the outer row is refused before this point.
-                return Err(EngineError::internal(
-                    "a deferred scalar subquery reads the outer row",
-                ));
-            };
-            let mut read = BTreeSet::new();
-            let mut note = |e: &Expr| {
-                let mut cols = BTreeSet::new();
-                e.columns(&mut cols);
-                read.extend(cols.into_iter().filter(|c| *c < la));
-            };
-            mixed.iter().for_each(&mut note);
-            pairs.iter().for_each(|(o, _, _)| note(o));
-            for c in &calls {
-                c.args.iter().for_each(&mut note);
-                c.filter.iter().for_each(&mut note);
-                c.order_by.iter().for_each(|(e, _)| note(e));
+        // compares NULL-safely, the aggregate calls over the input, and (no aggregate) the
+        // select item over the input.
+        let (input, keys, key_types, outer_keys, null_safe, calls, single) = match shifted {
+            Some(calls) if !general => {
+                let single = calls.is_empty().then(|| value.map_columns(&|c| c - la));
+                let (outer_keys, keys, key_types) = pairs.into_iter().fold(
+                    (Vec::new(), Vec::new(), Vec::new()),
+                    |(mut o, mut k, mut t), (oe, ie, it)| {
+                        o.push(oe);
+                        k.push(ie.map_columns(&|c| c - la));
+                        t.push(it);
+                        (o, k, t)
+                    },
+                );
+                (right, keys, key_types, outer_keys, false, calls, single)
             }
-            if calls.is_empty() {
-                note(&value);
-            }
-            let read: Vec<usize> = read.into_iter().collect();
-            let nd = read.len();
-            let types = outer.columns();
-            let d_types: Vec<ColType> = read.iter().map(|c| types[*c].clone()).collect();
-            // One representative per group of equal outer values stands for all of them.
-            if let Some(t) = d_types.iter().find(|t| !exact_type(&t.ty)) {
-                return Err(subquery_refused(&format!(
+            _ => {
+                // The general rule (see the module comment): the distinct outer values D the
+                // subquery reads, joined to its rows on every correlated condition, grouped by D.
+                let mut read = BTreeSet::new();
+                let mut note = |e: &Expr| {
+                    let mut cols = BTreeSet::new();
+                    e.columns(&mut cols);
+                    read.extend(cols.into_iter().filter(|c| *c < la));
+                };
+                mixed.iter().for_each(&mut note);
+                pairs.iter().for_each(|(o, _, _)| note(o));
+                for c in &calls {
+                    c.args.iter().for_each(&mut note);
+                    c.filter.iter().for_each(&mut note);
+                    c.order_by.iter().for_each(|(e, _)| note(e));
+                }
+                if calls.is_empty() {
+                    note(&value);
+                }
+                let read: Vec<usize> = read.into_iter().collect();
+                let nd = read.len();
+                let types = outer.columns();
+                let d_types: Vec<ColType> = read.iter().map(|c| types[*c].clone()).collect();
+                // One representative per group of equal outer values stands for all of them.
+                if let Some(t) = d_types.iter().find(|t| !exact_type(&t.ty)) {
+                    return Err(subquery_refused(&format!(
                     "correlated other than by outer = inner on an outer value of type {}, whose equal values can differ",
                     t.ty
                 )));
-            }
-            let to_j = |e: &Expr| {
-                e.map_columns(&|c| {
-                    if c < la {
-                        let at = read.iter().position(|r| *r == c);
-                        debug_assert!(at.is_some(), "outer column {c} read but not collected");
-                        at.unwrap_or(c)
-                    } else {
-                        nd + (c - la)
-                    }
-                })
-            };
-            let distinct = Operator::Distinct(Distinct {
-                input: bx(Operator::Project(Project {
-                    input: bx(outer.clone()),
-                    exprs: read.iter().map(|c| Expr::Column(*c)).collect(),
-                    types: d_types.clone(),
-                })),
-            });
-            let mut on: Vec<Expr> = mixed.iter().map(to_j).collect();
-            on.extend(
-                pairs
-                    .iter()
-                    .map(|(o, i, _)| Expr::binary(BinOp::Eq, to_j(o), to_j(i))),
-            );
-            let joined = Join::inner(distinct, right, Expr::and_all(on));
-            let calls = calls
-                .iter()
-                .map(|c| AggCall {
-                    args: c.args.iter().map(to_j).collect(),
-                    filter: c.filter.as_ref().map(to_j),
-                    order_by: c.order_by.iter().map(|(e, d)| (to_j(e), *d)).collect(),
-                    ..c.clone()
-                })
-                .collect::<Vec<_>>();
-            let keys = (0..nd).map(Expr::Column).collect();
-            let outer_keys = read.iter().map(|c| Expr::Column(*c)).collect();
-            let single = if calls.is_empty() {
-                Some(to_j(&value))
-            } else {
-                None
-            };
-            if let Some(v) = single {
-                let (calls, value) = single_value(v, &vt, la + nd)?;
-                let agg = Operator::Aggregate(Aggregate {
-                    input: bx(joined),
-                    keys,
-                    key_types: d_types,
-                    aggs: calls,
+                }
+                let to_j = |e: &Expr| {
+                    e.map_columns(&|c| {
+                        if c < la {
+                            let at = read.iter().position(|r| *r == c);
+                            debug_assert!(at.is_some(), "outer column {c} read but not collected");
+                            at.unwrap_or(c)
+                        } else {
+                            nd + (c - la)
+                        }
+                    })
+                };
+                let distinct = Operator::Distinct(Distinct {
+                    input: bx(Operator::Project(Project {
+                        input: bx(outer.clone()),
+                        exprs: read.iter().map(|c| Expr::Column(*c)).collect(),
+                        types: d_types.clone(),
+                    })),
                 });
-                return Ok((agg, outer_keys, value, ColType::new(vt.ty, true), true));
+                let mut on: Vec<Expr> = mixed.iter().map(to_j).collect();
+                on.extend(
+                    pairs
+                        .iter()
+                        .map(|(o, i, _)| Expr::binary(BinOp::Eq, to_j(o), to_j(i))),
+                );
+                let joined = Join::inner(distinct, right, Expr::and_all(on));
+                let calls = calls
+                    .iter()
+                    .map(|c| AggCall {
+                        args: c.args.iter().map(to_j).collect(),
+                        filter: c.filter.as_ref().map(to_j),
+                        order_by: c.order_by.iter().map(|(e, d)| (to_j(e), *d)).collect(),
+                        ..c.clone()
+                    })
+                    .collect::<Vec<_>>();
+                let keys = (0..nd).map(Expr::Column).collect();
+                let outer_keys = read.iter().map(|c| Expr::Column(*c)).collect();
+                let single = calls.is_empty().then(|| to_j(&value));
+                (joined, keys, d_types, outer_keys, true, calls, single)
             }
-            (joined, keys, d_types, outer_keys, true, calls)
         };
         let nk = keys.len();
-        if calls.is_empty() {
-            // No aggregate: its one value (min over a single row), and 21000 if there are more.
-            let (calls, value) = single_value(value.map_columns(&|c| c - la), &vt, la + nk)?;
+        if let Some(item) = single {
+            // No aggregate: at most one row per group (`covers_key`), its value by `min`.
+            let (calls, value) = single_value(item, &vt, la + nk)?;
             let agg = Operator::Aggregate(Aggregate {
                 input: bx(input),
                 key_types,
@@ -1046,33 +1008,33 @@ impl Planner<'_> {
         scope: &Scope,
         sub: SubqueryConjunct<'_>,
     ) -> Result<Operator, EngineError> {
-        let (query, negated, mode) = sub.parts();
+        let (query, _, mode) = sub.parts();
         let la = left.arity();
         let Some(select) = plain_select(query) else {
             return self.semi_join_uncorrelated(left, scope, sub);
         };
         let saved = std::mem::take(&mut self.scalars);
-        let result = self.semi_join_plain(left, la, scope, select, &sub, negated);
+        let result = self.semi_join_plain(la, scope, select, &sub);
         self.scalars = saved;
         let (right, on) = result?;
         Ok(Operator::SemiJoin(SemiJoin {
-            left: bx(right.0),
-            right: bx(right.1),
+            left: bx(left),
+            right: bx(right),
             on,
             mode,
         }))
     }
 
-    /// The sides and condition of a semi join over a plain subquery `select`.
+    /// The right side and condition of a semi join over plain subquery `select`, seen from a
+    /// left row of arity `la`.
     fn semi_join_plain(
         &mut self,
-        left: Operator,
         la: usize,
         scope: &Scope,
         select: &ast::Select,
         sub: &SubqueryConjunct<'_>,
-        negated: bool,
-    ) -> Result<((Operator, Operator), Expr), EngineError> {
+    ) -> Result<(Operator, Expr), EngineError> {
+        let (_, negated, _) = sub.parts();
         let (mut right, rrels) = self.within(&scope.levels, |p| p.from(&select.from))?;
         let mut levels = scope.levels.clone();
         levels.push(shift_rels(rrels.clone(), la));
@@ -1100,7 +1062,7 @@ impl Planner<'_> {
             let (yv, _) = self.expr(item, &inner, &mut None)?;
             conds.push(in_condition(xv, yv, negated));
         }
-        Ok(((left, right), Expr::and_all(conds)))
+        Ok((right, Expr::and_all(conds)))
     }
 
     /// [NOT] EXISTS / [NOT] IN over a subquery with GROUP BY, HAVING, DISTINCT, WITH or a set
@@ -1201,6 +1163,32 @@ fn exact_type(t: &SqlType) -> bool {
             | T::Timestamptz
             | T::Bool
     )
+}
+
+/// `op ⟕ agg ON keys = agg's first columns` (NULL-safe for the general rule's groups); a
+/// cross join when there are no keys (the aggregate has exactly one row).
+pub(crate) fn join_back(op: Operator, agg: Operator, keys: Vec<Expr>, null_safe: bool) -> Operator {
+    if keys.is_empty() {
+        return Join::inner(op, agg, Expr::bool(true));
+    }
+    let at = op.arity();
+    let on = keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            if null_safe {
+                Expr::not_distinct(k, Expr::Column(at + i))
+            } else {
+                Expr::binary(BinOp::Eq, k, Expr::Column(at + i))
+            }
+        })
+        .collect();
+    Operator::Join(Join {
+        kind: JoinKind::Left,
+        left: bx(op),
+        right: bx(agg),
+        on: Expr::and_all(on),
+    })
 }
 
 /// The semi join condition of `x [NOT] IN (… y …)`.

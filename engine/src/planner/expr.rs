@@ -13,8 +13,7 @@ use crate::expr::{BinOp, Expr, Literal};
 use crate::operator::{AggCall, AggFunc, ColType};
 use crate::types::{arithmetic_result, avg_result, common_type, sum_result, SqlType, TypeClass};
 
-/// The prefix of `names::outer_key`.
-const OUTER_KEY: &str = "__pgt_outer_";
+use crate::names::OUTER_KEY_PREFIX as OUTER_KEY;
 
 /// Aggregate placeholders are `Column(AGG_BASE + j)` until the GROUP BY rewrite.
 pub const AGG_BASE: usize = 1 << 40;
@@ -408,11 +407,7 @@ impl Planner<'_> {
             })
         };
         let k: usize = name[OUTER_KEY.len()..].parse().map_err(|_| refused())?;
-        self.outer_keys
-            .as_ref()
-            .and_then(|keys| keys.get(k))
-            .cloned()
-            .ok_or_else(refused)
+        self.outer_keys.get(k).cloned().ok_or_else(refused)
     }
 
     fn column(&mut self, parts: &[String], scope: &Scope) -> Result<Typed, EngineError> {

@@ -4,11 +4,11 @@
 //! rewrite see them. PostgreSQL evaluates the rest.
 //! Invariants: only deterministic expressions pass through — a function the engine knows to
 //! be volatile or non-repeatable is refused here, and the extension refuses any defining
-//! query in which PostgreSQL's own analysis finds a function that is not IMMUTABLE; a
-//! scalar subquery inside such an expression is planned like a column (a hole), EXISTS and IN
-//! are refused (they would hide a source from the delta rules); the type of the expression is PostgreSQL's (`Catalog::expression_type`) or, for
-//! the few forms whose type does not depend on their arguments, known here — otherwise the
-//! expression is refused, never guessed.
+//! query in which PostgreSQL's own analysis finds a function that is not IMMUTABLE; a scalar
+//! subquery inside such an expression is planned like a column (a hole), any other subquery
+//! is refused (it would hide a source from the delta rules); the type of the expression is
+//! PostgreSQL's (`Catalog::expression_type`) or, for the few forms whose type does not depend
+//! on their arguments, known here — otherwise the expression is refused, never guessed.
 
 use std::ops::ControlFlow;
 

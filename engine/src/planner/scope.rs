@@ -4,12 +4,12 @@
 //! rather than picking one of several matches (SQLSTATE 42702).
 
 use crate::error::EngineError;
+use crate::operator::ColType;
 
 /// Column positions at or above this belong to an enclosing query the planner does not
 /// decorrelate from the current position (`Planner::outer`, planner/conditions.rs); the
 /// planner refuses a reference that resolves there.
 pub(crate) const OUTER_BASE: usize = 1 << 50;
-use crate::operator::ColType;
 
 /// One relation in scope: a table, CTE or derived table, under its alias.
 #[derive(Debug, Clone)]
@@ -38,10 +38,6 @@ pub struct Resolved {
 }
 
 impl Scope {
-    pub fn single(rels: Vec<ScopeRel>) -> Self {
-        Scope { levels: vec![rels] }
-    }
-
     /// The innermost level's relations.
     pub fn innermost(&self) -> &[ScopeRel] {
         self.levels.last().map_or(&[], |l| l.as_slice())

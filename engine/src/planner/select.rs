@@ -1,22 +1,23 @@
 //! One SELECT block → operator tree: FROM (tables, derived tables, CTE references, joins),
 //! WHERE (through `conditions`: conjuncts pushed into inner joins, semi and anti joins,
-//! decorrelated subqueries), GROUP BY with aggregates and HAVING (uncorrelated scalar
-//! subqueries there joined after the aggregate), the select list and DISTINCT.
+//! decorrelated subqueries), GROUP BY with aggregates and HAVING (their scalar subqueries
+//! joined after the aggregate), the select list and DISTINCT.
 //! Invariant: an aggregate query's select list and HAVING see the groups only: a column
-//! outside GROUP BY and aggregates is an error (42803), a correlated subquery there refused.
+//! outside GROUP BY and aggregates is an error (42803), also inside a subquery there.
 
 use std::collections::BTreeSet;
 
 use sqlparser::ast;
 
 use super::conditions::{
-    conjuncts, has_subquery, item_expr, nested, shift_rels, Deferred, DeferredScope, SQ_BASE,
+    conjuncts, has_subquery, item_expr, join_back, nested, shift_rels, Deferred, DeferredScope,
+    SQ_BASE,
 };
 use super::expr::AGG_BASE;
 use super::scope::{Scope, ScopeRel};
 use super::{fold, object_name, rename, Planned, Planner};
 use crate::error::{EngineError, Reason};
-use crate::expr::{BinOp, Expr};
+use crate::expr::Expr;
 use crate::operator::{
     bx, AggCall, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project,
 };
@@ -76,7 +77,7 @@ impl Planner<'_> {
             conjuncts(selection, &mut parts);
             let (filtered, rows) = self.where_conjuncts_base(op, &scope, &parts)?;
             op = filtered;
-            base = Some(rows);
+            base = rows;
         }
         let group_exprs = match &s.group_by {
             ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
@@ -95,17 +96,22 @@ impl Planner<'_> {
                 .filter_map(item_expr)
                 .any(|e| nested(e).aggregate);
         if aggregate_query {
-            // Scalar subqueries of the select list and HAVING see the groups: uncorrelated
-            // ones are joined after the aggregate (placeholders until then).
+            // Scalar subqueries of the select list and HAVING see the groups: they are joined
+            // after the aggregate on group keys (placeholders until then).
             self.deferred = Some(DeferredScope {
                 input: op.clone(),
                 list: Vec::new(),
             });
         } else {
-            let base = base.unwrap_or_else(|| op.clone());
-            for e in projection.iter().filter_map(item_expr) {
-                for q in nested(e).scalars {
-                    op = self.attach_scalar(op, &base, &scope, &q)?;
+            let subqueries: Vec<ast::Query> = projection
+                .iter()
+                .filter_map(item_expr)
+                .flat_map(|e| nested(e).scalars)
+                .collect();
+            if !subqueries.is_empty() {
+                let base = base.unwrap_or_else(|| op.clone());
+                for q in &subqueries {
+                    op = self.attach_scalar(op, &base, &scope, q)?;
                 }
             }
         }
@@ -503,27 +509,7 @@ fn join_deferred(
         .iter()
         .map(|k| post_aggregate(k, keys))
         .collect::<Result<_, _>>()?;
-    let joined = if outer.is_empty() {
-        Join::inner(op, d.op, Expr::bool(true))
-    } else {
-        let on = outer
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| {
-                if d.null_safe {
-                    Expr::not_distinct(k, Expr::Column(at + i))
-                } else {
-                    Expr::binary(BinOp::Eq, k, Expr::Column(at + i))
-                }
-            })
-            .collect();
-        Operator::Join(Join {
-            kind: JoinKind::Left,
-            left: bx(op),
-            right: bx(d.op),
-            on: Expr::and_all(on),
-        })
-    };
+    let joined = join_back(op, d.op, outer, d.null_safe);
     Ok((joined, value))
 }
 
