@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Database-level DDL is not blocked by pg_trickle's workers. The scheduler and the history
-# pruner stay connected to every database with the extension, and DROP DATABASE, ALTER DATABASE
+# Database-level DDL is not blocked by pg_trickle's workers. A database's scheduler stays
+# connected while it has scheduled stream tables and no other database waits for its pool
+# slot, and DROP DATABASE, ALTER DATABASE
 # … RENAME TO and CREATE DATABASE … TEMPLATE refuse to run while other sessions are connected
 # (55006 after five seconds of waiting). A ProcessUtility hook asks the workers of the named
-# database to exit first; the launcher brings them back (after its five-second pause) where the
+# database to exit first; the launcher brings them back (after a six-second pause) where the
 # database still exists. No WITH (FORCE) anywhere below. Also: a session holding advisory locks
 # does not keep the workers out of a database.
 set -euo pipefail
@@ -20,7 +21,7 @@ SQL
 # From the maintenance database: which pg_trickle workers are connected where.
 workers_in() {
   "$PG" psql "$CLUSTER" -XAtq -c "SELECT count(*) FROM pg_stat_activity
-    WHERE datname = '$1' AND backend_type IN ('pg_trickle scheduler', 'pg_trickle pruner')"
+    WHERE datname = '$1' AND backend_type IN ('pg_trickle scheduler', 'pg_trickle refresh')"
 }
 admin() { "$PG" psql "$CLUSTER" -XAtq -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1; }
 # wait_workers DB N — polls (generously: shared machines) until N workers are connected to DB.
@@ -33,15 +34,15 @@ wait_workers() {
   checks=$((checks + 1))
 }
 
-wait_workers ddl_src 2
+wait_workers ddl_src 1
 # Any role may take advisory locks: holding the keys the workers once used must not keep them
 # out. Stop them while a session holds those locks; they come back.
 DB=ddl_src q -c "SELECT pg_advisory_lock(1885828210, 1), pg_advisory_lock(1885828210, 2), pg_sleep(600)" >/dev/null 2>&1 &
 locker=$!
 sleep 1
 admin "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'ddl_src'
-       AND backend_type IN ('pg_trickle scheduler', 'pg_trickle pruner')" >/dev/null
-wait_workers ddl_src 2
+       AND backend_type IN ('pg_trickle scheduler', 'pg_trickle refresh')" >/dev/null
+wait_workers ddl_src 1
 kill "$locker" 2>/dev/null || true
 admin "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'ddl_src'
        AND query LIKE '%pg_advisory_lock(1885828210%' AND pid <> pg_backend_pid()" >/dev/null
@@ -50,15 +51,15 @@ out=$(admin "CREATE DATABASE ddl_copy TEMPLATE ddl_src") || die "CREATE DATABASE
 checks=$((checks + 1))
 DB=ddl_copy expect_eq "SELECT count(*) FROM s" 1
 
-wait_workers ddl_src 2
+wait_workers ddl_src 1
 out=$(admin "ALTER DATABASE ddl_src RENAME TO ddl_renamed") || die "ALTER DATABASE … RENAME: $out"
 checks=$((checks + 1))
 # The workers come back in the renamed database, and its stream table follows its source.
-wait_workers ddl_renamed 2
+wait_workers ddl_renamed 1
 DB=ddl_renamed q -c "INSERT INTO t VALUES (2, 20)"
 DB=ddl_renamed eventually 60 "SELECT count(*) FROM s" 2
 
-wait_workers ddl_copy 2
+wait_workers ddl_copy 1
 out=$(admin "DROP DATABASE ddl_copy") || die "DROP DATABASE: $out"
 checks=$((checks + 1))
 out=$(admin "DROP DATABASE ddl_renamed") || die "DROP DATABASE: $out"

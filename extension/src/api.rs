@@ -195,6 +195,10 @@ fn create_in(
     if initialize || decision.effective_mode == Mode::Immediate {
         refresh::initial_load(&st)?;
     }
+    if decision.effective_mode != Mode::Immediate {
+        crate::scheduling::warn_if_unserved(&table);
+        crate::scheduling::request_at_commit();
+    }
     Ok(())
 }
 
@@ -310,6 +314,7 @@ fn alter(
                 sets.join(", "),
                 st.id
             ))?;
+            crate::scheduling::request_at_commit();
         }
         if mode.is_some() {
             // Capture triggers maintain IMMEDIATE dependents: regenerate them for the new mode.
@@ -393,15 +398,18 @@ extension_sql!(
 CREATE FUNCTION pgtrickle.pgt_status()
 RETURNS TABLE (name text, refresh_mode text, effective_mode text, status text, schedule text,
                is_populated boolean, last_refresh_at timestamptz, staleness interval,
-               consecutive_errors integer, last_error text, full_reason text)
-LANGUAGE sql STABLE AS $$
+               consecutive_errors integer, last_error text, full_reason text,
+               scheduler_problem text)
+LANGUAGE sql VOLATILE AS $$
     SELECT format('%I.%I', pgt_schema, pgt_name), refresh_mode, effective_mode, status,
            schedule, is_populated, last_refresh_at, now() - last_refresh_at,
-           consecutive_errors, last_error, full_reason
+           consecutive_errors, last_error, full_reason,
+           CASE WHEN status = 'ACTIVE' AND effective_mode <> 'IMMEDIATE'
+                THEN pgtrickle.scheduler_problem() END
       FROM pgtrickle.pgt_stream_tables ORDER BY 1
 $$;
 COMMENT ON FUNCTION pgtrickle.pgt_status() IS
-    'One row per stream table: mode, status, last refresh, staleness and last error';
+    'One row per stream table: mode, status, last refresh, staleness, last error, and what keeps the scheduler from refreshing it';
 
 CREATE FUNCTION pgtrickle.get_refresh_history(name text, max_rows integer DEFAULT 20)
 RETURNS TABLE (refresh_id bigint, start_time timestamptz, end_time timestamptz, action text,
@@ -513,5 +521,5 @@ $$;
 CREATE EVENT TRIGGER pgt_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle.on_sql_drop();
 "#,
     name = "status_history_and_drop_handling",
-    requires = ["catalog_tables"]
+    requires = ["catalog_tables", scheduling::scheduler_problem]
 );

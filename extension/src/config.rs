@@ -26,8 +26,16 @@ pub static MAX_CONSECUTIVE_ERRORS: GucSetting<i32> = GucSetting::<i32>::new(3);
 pub static REFRESH_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// `pg_trickle.history_retention_days`: refresh history older than this is pruned.
 pub static HISTORY_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
-/// `pg_trickle.history_prune_interval_seconds`: how often the pruner runs.
+/// `pg_trickle.history_prune_interval_seconds`: how often each database's scheduler prunes
+/// the refresh history.
 pub static HISTORY_PRUNE_INTERVAL_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+/// `pg_trickle.max_workers`: background workers pg_trickle may run at once, schedulers and
+/// parallel refresh workers together (the launcher not counted). Taken from
+/// `max_worker_processes`, which PostgreSQL's own workers share.
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+/// `pg_trickle.max_parallel_refreshes`: stream tables one database refreshes at once.
+pub static MAX_PARALLEL_REFRESHES: GucSetting<i32> = GucSetting::<i32>::new(1);
 
 /// Registers the GUCs. Called from `_PG_init` in every process that loads the library.
 pub(crate) fn define() {
@@ -117,8 +125,27 @@ const INT_GUCS: &[IntGuc] = &[
         3_600_000,
     ),
     (
+        c"pg_trickle.max_workers",
+        c"Background workers pg_trickle runs at once: schedulers and refresh workers together.",
+        c"Each database with scheduled stream tables needs one while its scheduler runs; when \
+          more databases are due than there are workers, they take turns. The launcher is not \
+          counted. Workers come from max_worker_processes.",
+        &MAX_WORKERS,
+        1,
+        crate::shared::MAX_POOL as i32,
+    ),
+    (
+        c"pg_trickle.max_parallel_refreshes",
+        c"Stream tables one database refreshes at once.",
+        c"Above 1, the scheduler starts a refresh worker per due stream table (from \
+          pg_trickle.max_workers), a stream table always after the stream tables it reads.",
+        &MAX_PARALLEL_REFRESHES,
+        1,
+        crate::shared::MAX_POOL as i32,
+    ),
+    (
         c"pg_trickle.history_retention_days",
-        c"Refresh history older than this many days is deleted by the history pruner.",
+        c"Refresh history older than this many days is deleted by the scheduler.",
         c"",
         &HISTORY_RETENTION_DAYS,
         1,
@@ -126,7 +153,7 @@ const INT_GUCS: &[IntGuc] = &[
     ),
     (
         c"pg_trickle.history_prune_interval_seconds",
-        c"How often the history pruner runs, in seconds.",
+        c"How often each database's scheduler prunes the refresh history, in seconds.",
         c"It deletes in batches of 10,000 rows, one transaction each.",
         &HISTORY_PRUNE_INTERVAL_SECONDS,
         1,

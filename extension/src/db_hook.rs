@@ -1,11 +1,11 @@
 //! Keeps the background workers out of the way of database-level DDL. `DROP DATABASE`,
 //! `ALTER DATABASE … RENAME TO`, `ALTER DATABASE … SET TABLESPACE` and `CREATE DATABASE …
 //! TEMPLATE` refuse to run while other sessions are connected to the database (55006), and
-//! pg_trickle's scheduler and history pruner stay connected to every database that has the
-//! extension. A `ProcessUtility` hook asks the workers of the named database to exit (SIGTERM;
-//! a running refresh finishes first) before PostgreSQL checks for other sessions, which it
-//! does for up to five seconds; the launcher starts workers again no sooner than five seconds
-//! after they exit, and never in a database that no longer exists.
+//! pg_trickle's scheduler (and refresh workers) may be connected to a database with stream
+//! tables. A `ProcessUtility` hook asks the workers of the named database to exit (SIGTERM;
+//! a running refresh is rolled back) before PostgreSQL checks for other sessions, which it
+//! does for up to five seconds; the launcher starts none there for the next six seconds, and
+//! never in a database that no longer exists.
 //!
 //! The hook itself is C (`utility_hook.c`, built by build.rs): an error raised by the statement
 //! it passes on must reach the client untouched, with its CONTEXT, cursor position and
@@ -112,8 +112,10 @@ unsafe fn option_value(options: *mut pg_sys::List, name: &str) -> Option<String>
     found
 }
 
-/// Sends SIGTERM to pg_trickle's workers connected to database `name` (none if it does not
-/// exist). Their main loops exit at the next wait; PostgreSQL then finds the database free.
+/// Keeps schedulers out of database `name` for a few seconds and sends SIGTERM to
+/// pg_trickle's workers connected to it (none if it does not exist). They exit at their next
+/// interrupt check (a refresh in progress rolls back); PostgreSQL then finds the database
+/// free.
 fn stop_workers_in(name: &str) {
     let Ok(cname) = std::ffi::CString::new(name) else {
         return;
@@ -121,32 +123,20 @@ fn stop_workers_in(name: &str) {
     // SAFETY: a plain catalog lookup by name; `missing_ok` makes it return InvalidOid instead
     // of raising an error for a database that does not exist.
     let oid = unsafe { pg_sys::get_database_oid(cname.as_ptr(), true) };
-    if oid == pg_sys::InvalidOid {
+    if oid == pg_sys::InvalidOid || !crate::shared::available() {
         return;
     }
-    let pids = Spi::connect(|client| {
-        client
-            .select(
-                &format!(
-                    "SELECT pid FROM pg_catalog.pg_stat_activity WHERE datid = {} \
-                     AND backend_type IN ('{}', '{}')",
-                    oid.to_u32(),
-                    crate::worker::SCHEDULER_TYPE,
-                    crate::worker::PRUNER_TYPE
-                ),
-                None,
-                &[],
-            )?
-            .filter_map(|row| row.get::<i32>(1).transpose())
-            .collect::<Result<Vec<i32>, pgrx::spi::Error>>()
-    });
-    let Ok(pids) = pids else {
-        return;
-    };
+    crate::shared::pause(oid.to_u32(), crate::worker::DDL_PAUSE_MS);
+    let pids: Vec<i32> = crate::shared::snapshot()
+        .slots
+        .iter()
+        .filter(|s| s.running() && s.db_oid == oid.to_u32())
+        .map(|s| s.pid)
+        .collect();
     for pid in pids {
-        // SAFETY: `kill` with a pid PostgreSQL reports as one of its own background workers
-        // (same OS user); SIGTERM makes its main loop exit. A pid that exited in the meantime
-        // makes `kill` fail harmlessly.
+        // SAFETY: `kill` with the pid of one of pg_trickle's own background workers (same OS
+        // user), as it recorded it in shared memory; SIGTERM makes it exit. A pid
+        // that exited in the meantime makes `kill` fail harmlessly.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }

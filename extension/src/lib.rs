@@ -19,7 +19,9 @@ mod refresh;
 mod roles;
 mod schedule;
 mod scheduler;
+mod scheduling;
 mod settings;
+mod shared;
 mod source_ddl;
 mod storage;
 mod stream_table;
@@ -67,6 +69,7 @@ pub extern "C-unwind" fn _PG_init() {
     config::define();
     db_hook::install();
     if preload::loaded_at_startup() {
+        shared::init();
         worker::register_launcher();
     }
 }

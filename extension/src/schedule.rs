@@ -194,15 +194,19 @@ impl Cron {
     }
 
     /// Whether the expression fires at some second in `(after, until]` (Unix seconds, UTC).
-    /// Scans at most 400 days.
+    #[cfg(test)]
     pub fn fires_between(&self, after: i64, until: i64) -> bool {
+        self.next_fire(after).is_some_and(|t| t <= until)
+    }
+
+    /// The first second after `after` at which the expression fires (Unix seconds, UTC),
+    /// looking at most 400 days ahead (every valid expression fires within 8 years; the
+    /// scheduler asks again once that horizon passes).
+    pub fn next_fire(&self, after: i64) -> Option<i64> {
         let start = after + 1;
-        if until < start {
-            return false;
-        }
-        let until = until.min(start + 400 * 86_400);
+        let horizon = start + 400 * 86_400;
         let mut day = start.div_euclid(86_400);
-        while day * 86_400 <= until {
+        while day * 86_400 <= horizon {
             if self.day_matches(day) {
                 for hour in 0..24i64 {
                     if !self.hours[hour as usize] {
@@ -213,20 +217,24 @@ impl Cron {
                             continue;
                         }
                         let base = day * 86_400 + hour * 3_600 + minute * 60;
+                        if base + 59 < start {
+                            continue;
+                        }
                         let hit = match &self.seconds {
-                            None => (start..=until).contains(&base),
+                            None => (base >= start).then_some(base),
                             Some(secs) => (0..60i64)
-                                .any(|s| secs[s as usize] && (start..=until).contains(&(base + s))),
+                                .map(|s| base + s)
+                                .find(|t| *t >= start && secs[(t - base) as usize]),
                         };
-                        if hit {
-                            return true;
+                        if hit.is_some() {
+                            return hit;
                         }
                     }
                 }
             }
             day += 1;
         }
-        false
+        None
     }
 }
 
@@ -316,6 +324,14 @@ mod tests {
         assert!(secs.fires_between(t0, t0 + 30));
         assert!(!secs.fires_between(t0, t0 + 29));
         assert!(cron("@yearly").fires_between(t0, t0 + 60 * 86_400));
+        assert_eq!(every5.next_fire(t0 - 1), Some(t0));
+        assert_eq!(every5.next_fire(t0), Some(t0 + 300));
+        assert_eq!(secs.next_fire(t0), Some(t0 + 30));
+        assert_eq!(
+            cron("0 0 29 2 *").next_fire(t0),
+            None,
+            "beyond the 400-day horizon"
+        );
     }
 
     #[test]

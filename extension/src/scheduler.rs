@@ -18,22 +18,40 @@ const BACKOFF_MAX_SECONDS: i64 = 300;
 
 /// A stream table the scheduler may refresh this tick.
 #[derive(Debug, Clone)]
-struct Candidate {
-    id: i64,
+pub struct Candidate {
+    pub id: i64,
     schedule: String,
     /// Stream tables this one reads.
-    upstream: Vec<i64>,
+    pub upstream: Vec<i64>,
+    /// Its last refresh (or its creation), milliseconds since the epoch.
+    since: i64,
+    /// When its backoff ends, milliseconds since the epoch (a failing stream table).
+    retry_at: Option<i64>,
 }
 
-/// Marks history rows a crash or shutdown left RUNNING as FAILED (run once at start).
-pub fn recover_interrupted() -> Result<u64, PgTrickleError> {
+/// The stream tables whose schedule says "now" (upstream first), and when the next one will
+/// be due (None: nothing is scheduled in this database).
+pub struct Plan {
+    pub due: Vec<Candidate>,
+    pub next_due_ms: Option<i64>,
+}
+
+/// Marks history rows left RUNNING by a refresh that is not running any more (the server
+/// stopped, or its worker was killed or terminated) as FAILED; `held` are the stream tables
+/// refresh workers of this database hold now. Only scheduled refreshes write RUNNING rows,
+/// and the caller, this database's one scheduler, is not refreshing: every other RUNNING row
+/// is an orphan.
+pub fn recover_interrupted(held: &std::collections::BTreeSet<i64>) -> Result<u64, PgTrickleError> {
+    let held: Vec<String> = held.iter().map(i64::to_string).collect();
     txn::in_transaction(|| {
-        let n = Spi::get_one::<i64>(
+        let n = Spi::get_one::<i64>(&format!(
             "WITH f AS (UPDATE pgtrickle.pgt_refresh_history SET status = 'FAILED', \
              end_time = clock_timestamp(), error_message = \
              'interrupted: the server stopped or the refresh was killed' \
-             WHERE status = 'RUNNING' RETURNING 1) SELECT count(*) FROM f",
-        )?;
+             WHERE status = 'RUNNING' AND pgt_id <> ALL ('{{{}}}'::bigint[]) RETURNING 1) \
+             SELECT count(*) FROM f",
+            held.join(",")
+        ))?;
         Ok(u64::try_from(n.unwrap_or(0)).unwrap_or(0))
     })
 }
@@ -48,47 +66,88 @@ pub fn extension_installed() -> Result<bool, PgTrickleError> {
     })
 }
 
-/// Runs one tick. Errors of single refreshes are recorded, not returned; an error here means
-/// the catalog itself could not be read.
-pub fn tick() -> Result<(), PgTrickleError> {
-    if !config::ENABLED.get() {
-        return Ok(());
+/// Reads the scheduled stream tables and says which are due now (one catalog query).
+pub fn plan() -> Result<Plan, PgTrickleError> {
+    txn::in_transaction(|| {
+        let now = Spi::get_one::<i64>("SELECT floor(extract(epoch FROM now()) * 1000)::int8")?
+            .ok_or_else(|| PgTrickleError::Internal("now() returned NULL".into()))?;
+        let mut next: Option<i64> = None;
+        let mut due = Vec::new();
+        for c in load_candidates()? {
+            let (is_due, at) = due_at(&c, now);
+            next = Some(next.map_or(at, |n| n.min(at)));
+            if is_due {
+                due.push(c);
+            }
+        }
+        let due = order(&due).into_iter().cloned().collect();
+        Ok(Plan {
+            due,
+            next_due_ms: next,
+        })
+    })
+}
+
+/// Whether `c` is due at `now` (milliseconds since the epoch) by its schedule and backoff,
+/// and when it is due (next), in milliseconds.
+fn due_at(c: &Candidate, now: i64) -> (bool, i64) {
+    if let Some(r) = c.retry_at.filter(|r| *r > now) {
+        return (false, r);
     }
-    let candidates = txn::in_transaction(load_candidates)?;
-    for c in order(&candidates) {
-        match txn::in_transaction(|| is_due(c))? {
-            Due::No => continue,
-            Due::NothingChanged => {
-                txn::in_transaction(|| note_unchanged(c.id))?;
-                continue;
-            }
-            Due::Yes => {}
+    let at = match schedule::parse(&c.schedule) {
+        Ok(Schedule::Every { seconds }) => c.since.saturating_add(
+            i64::try_from(seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        ),
+        Ok(Schedule::Calculated) => c
+            .since
+            .saturating_add(i64::from(config::DEFAULT_SCHEDULE_SECONDS.get()) * 1000),
+        // Cron fires on whole seconds; beyond the look-ahead horizon: ask again in a day.
+        Ok(Schedule::Cron(cron)) => cron
+            .next_fire(c.since.div_euclid(1000))
+            .map_or(now + 86_400_000, |s| s.saturating_mul(1000)),
+        // Refused at create/alter time; a hand-edited catalog row is never refreshed.
+        Err(_) => return (false, i64::MAX),
+    };
+    (now >= at, at)
+}
+
+/// Refreshes one stream table its schedule calls due, in this process: decides whether its
+/// sources changed, writes the RUNNING history row, refreshes, records a failure. Errors of
+/// the refresh are recorded, not returned; an error here means the catalog could not be
+/// read or written.
+pub fn run_due(id: i64) -> Result<(), PgTrickleError> {
+    match txn::in_transaction(|| is_due(id))? {
+        Due::No => return Ok(()),
+        Due::NothingChanged => return txn::in_transaction(|| note_unchanged(id)),
+        Due::Yes => {}
+    }
+    let history = txn::in_transaction(|| start_history(id))?;
+    let result = txn::in_transaction(|| {
+        let timeout = config::REFRESH_LOCK_TIMEOUT_MS.get();
+        Spi::run(&format!("SET LOCAL lock_timeout = {timeout}"))?;
+        match stream_table::find_by_id(id, true)? {
+            Some(st) => refresh::refresh(&st, Some(history)).map(|_| ()),
+            None => Ok(()),
         }
-        let history = txn::in_transaction(|| start_history(c.id))?;
-        let result = txn::in_transaction(|| {
-            let timeout = config::REFRESH_LOCK_TIMEOUT_MS.get();
-            Spi::run(&format!("SET LOCAL lock_timeout = {timeout}"))?;
-            match stream_table::find_by_id(c.id, true)? {
-                Some(st) => refresh::refresh(&st, Some(history)).map(|_| ()),
-                None => Ok(()),
-            }
-        });
-        if let Err(e) = result {
-            txn::in_transaction(|| record_failure(c.id, history, &e))?;
-        }
+    });
+    if let Err(e) = result {
+        txn::in_transaction(|| record_failure(id, history, &e))?;
     }
     Ok(())
 }
 
 fn load_candidates() -> Result<Vec<Candidate>, PgTrickleError> {
     let sql = "SELECT s.pgt_id, s.schedule, \
-                 coalesce(array_agg(u.pgt_id) FILTER (WHERE u.pgt_id IS NOT NULL), '{}') \
+                 coalesce(array_agg(u.pgt_id) FILTER (WHERE u.pgt_id IS NOT NULL), '{}'), \
+                 floor(extract(epoch FROM coalesce(s.last_refresh_at, s.created_at)) * 1000)::int8, \
+                 ceil(extract(epoch FROM s.next_retry_at) * 1000)::int8 \
                FROM pgtrickle.pgt_stream_tables s \
                LEFT JOIN pgtrickle.pgt_dependencies d ON d.pgt_id = s.pgt_id \
                LEFT JOIN pgtrickle.pgt_stream_tables u ON u.pgt_relid = d.source_relid \
                WHERE s.status = 'ACTIVE' AND s.effective_mode <> 'IMMEDIATE' \
-                 AND (s.next_retry_at IS NULL OR s.next_retry_at <= now()) \
-               GROUP BY s.pgt_id, s.schedule ORDER BY s.pgt_id";
+               GROUP BY s.pgt_id ORDER BY s.pgt_id";
     Spi::connect(|client| {
         client
             .select(sql, None, &[])?
@@ -98,6 +157,8 @@ fn load_candidates() -> Result<Vec<Candidate>, PgTrickleError> {
                     schedule: required(row.get::<String>(2)?, "pgt_stream_tables.schedule")?,
                     // array_agg over no upstream stream table is NULL: none.
                     upstream: row.get::<Vec<i64>>(3)?.unwrap_or_default(),
+                    since: required(row.get::<i64>(4)?, "pgt_stream_tables.created_at")?,
+                    retry_at: row.get::<i64>(5)?,
                 })
             })
             .collect::<Result<Vec<_>, PgTrickleError>>()
@@ -144,40 +205,25 @@ enum Due {
     NothingChanged,
 }
 
-fn is_due(c: &Candidate) -> Result<Due, PgTrickleError> {
-    let Some(st) = stream_table::find_by_id(c.id, false)? else {
+/// Whether a stream table its schedule calls due is to be refreshed now: always when it
+/// needs a FULL refresh, or is a FULL stream table on a duration or cron schedule (it may read
+/// what capture cannot see: views, volatile functions); otherwise only when a source changed.
+fn is_due(id: i64) -> Result<Due, PgTrickleError> {
+    let Some(st) = stream_table::find_by_id(id, false)? else {
         return Ok(Due::No);
     };
-    let since = Spi::get_one::<i64>(&format!(
-        "SELECT extract(epoch FROM coalesce(last_refresh_at, created_at))::int8 \
-         FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
-        c.id
-    ))?
-    .unwrap_or(0);
-    let now = Spi::get_one::<i64>("SELECT extract(epoch FROM now())::int8")?.unwrap_or(0);
-    let parsed = schedule::parse(&c.schedule);
-    let scheduled = match &parsed {
-        Ok(Schedule::Every { seconds }) => {
-            now - since >= i64::try_from(*seconds).unwrap_or(i64::MAX)
-        }
-        Ok(Schedule::Cron(cron)) => cron.fires_between(since, now),
-        Ok(Schedule::Calculated) => {
-            now - since >= i64::from(config::DEFAULT_SCHEDULE_SECONDS.get())
-        }
-        // Refused at create/alter time; a hand-edited catalog row is not refreshed.
-        Err(_) => false,
-    };
-    if !scheduled {
+    if st.status != stream_table::Status::Active {
         return Ok(Due::No);
     }
     if !st.is_populated || st.needs_full_reason.is_some() || st.frontier.is_none() {
         return Ok(Due::Yes);
     }
-    // 'calculated' means "when a source changed". A FULL stream table on a duration or cron
-    // schedule may read what capture cannot see (views, volatile functions), so it refreshes
-    // whenever its schedule says so; differential ones read captured tables only.
-    let always = st.effective_mode == crate::stream_table::Mode::Full
-        && !matches!(parsed, Ok(Schedule::Calculated));
+    let calculated = Spi::get_one::<bool>(&format!(
+        "SELECT lower(btrim(schedule)) = 'calculated' FROM pgtrickle.pgt_stream_tables \
+         WHERE pgt_id = {id}"
+    ))?
+    .unwrap_or(false);
+    let always = st.effective_mode == crate::stream_table::Mode::Full && !calculated;
     if always || has_pending_changes(&st)? {
         Ok(Due::Yes)
     } else {
@@ -248,7 +294,45 @@ mod tests {
             id,
             schedule: "1s".into(),
             upstream: upstream.to_vec(),
+            since: 0,
+            retry_at: None,
         }
+    }
+
+    fn at(schedule: &str, since: i64, retry_at: Option<i64>) -> Candidate {
+        Candidate {
+            schedule: schedule.into(),
+            since,
+            retry_at,
+            ..c(1, &[])
+        }
+    }
+
+    #[test]
+    fn due_times_follow_the_schedule_and_the_backoff() {
+        // Milliseconds: a '30s' stream table refreshed at 100.250 s is due at 130.250 s.
+        assert_eq!(due_at(&at("30s", 100_250, None), 130_249), (false, 130_250));
+        assert_eq!(due_at(&at("30s", 100_250, None), 130_250), (true, 130_250));
+        // Backing off: not before the retry time, whatever the schedule says.
+        assert_eq!(
+            due_at(&at("1s", 100_000, Some(200_500)), 200_499),
+            (false, 200_500)
+        );
+        assert_eq!(
+            due_at(&at("1s", 100_000, Some(200_500)), 200_500),
+            (true, 101_000)
+        );
+        // Cron: at its next firing after the last refresh (2026-11-16 00:00 UTC + 5 min).
+        let t0 = 20_773 * 86_400_000;
+        assert_eq!(
+            due_at(&at("*/5 * * * *", t0 + 400, None), t0 + 10_000),
+            (false, t0 + 300_000)
+        );
+        assert_eq!(
+            due_at(&at("*/5 * * * *", t0, None), t0 + 300_000),
+            (true, t0 + 300_000)
+        );
+        assert!(!due_at(&at("not a schedule", 0, None), i64::MAX / 2).0);
     }
 
     #[test]

@@ -1,31 +1,45 @@
-//! Background workers. The *launcher* (registered from `shared_preload_libraries`) watches the
-//! list of databases and starts, for each, a *scheduler* (refreshes due stream tables every
-//! `pg_trickle.scheduler_interval_ms`) and a *history pruner* (deletes refresh history older
-//! than `pg_trickle.history_retention_days`, in batches). Both exit at once in a database
-//! without the extension; the launcher tries again after a pause. Each exits at once when
-//! another worker of its kind is connected to its database, so that a relaunch never runs two
-//! of a kind in one database. (Not an advisory lock: any role may take those and so keep the
-//! scheduler out of a database.)
+//! Background workers (docs/SCHEDULING.md). The *launcher* (registered from
+//! `shared_preload_libraries`) is the only permanent one. It keeps the registry of databases
+//! in shared memory (shared.rs) in step with `pg_database` and starts a database's
+//! *scheduler* when that database is due, into a slot of the pool of `pg_trickle.max_workers`.
+//! A scheduler ticks (scheduler.rs), prunes the history, records when it is wanted next, and
+//! stays resident while no other database waits for a slot; otherwise it leaves after its tick
+//! and the databases take turns. With `pg_trickle.max_parallel_refreshes` above 1 it hands
+//! due stream tables to *refresh workers* from the same pool, a stream table only after the
+//! stream tables it reads. A database without the extension or without scheduled stream
+//! tables is looked at once, then costs nothing until `create_stream_table` or
+//! `alter_stream_table` asks for service at commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
-    SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::prelude::*;
 
-use crate::{config, scheduler, txn};
+use crate::scheduler;
+use crate::shared::{self, Kind, Missing};
+use crate::{config, txn};
 
-/// How long the launcher waits before starting a worker again in a database where one
-/// stopped (for example because the extension is not installed there).
-const RELAUNCH_PAUSE: Duration = Duration::from_secs(5);
-/// Rows the pruner deletes per transaction (plan A10).
+/// Rows history pruning deletes per transaction (plan A10).
 pub const PRUNE_BATCH_ROWS: i64 = 10_000;
-/// The `backend_type`s of the per-database workers (pg_stat_activity).
+/// The `backend_type`s of the workers (pg_stat_activity).
 pub(crate) const SCHEDULER_TYPE: &str = "pg_trickle scheduler";
-pub(crate) const PRUNER_TYPE: &str = "pg_trickle pruner";
+pub(crate) const REFRESH_TYPE: &str = "pg_trickle refresh";
+/// How often the launcher reads `pg_database`.
+const LIST_EVERY: Duration = Duration::from_secs(1);
+/// A cause of starvation warned about is warned about again after it has been gone this long.
+const WARN_AGAIN_AFTER: Duration = Duration::from_secs(60);
+/// How long database DDL keeps schedulers out of its database.
+pub(crate) const DDL_PAUSE_MS: i64 = 6_000;
+
+unsafe extern "C-unwind" {
+    /// PostgreSQL's SIGTERM handler for backends (`die`, postgres.c), the C symbol itself:
+    /// pgrx's `pg_sys::die` is a Rust wrapper, which a signal handler must not be.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
 
 /// Registers the launcher; called from `_PG_init` while preloading.
 pub(crate) fn register_launcher() {
@@ -47,64 +61,137 @@ fn reload_config_if_asked() {
     }
 }
 
+fn max_workers() -> usize {
+    usize::try_from(config::MAX_WORKERS.get())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// What keeps databases from their schedulers (the launcher warns once per cause).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Cause {
+    PoolFull,
+    NoWorkerProcess,
+    RegistryFull,
+}
+
 /// The launcher's main loop.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some("postgres"), None);
-    let mut running: BTreeMap<u32, Vec<DynamicBackgroundWorker>> = BTreeMap::new();
-    let mut paused: BTreeMap<u32, Instant> = BTreeMap::new();
-    while BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
+    shared::register_launcher();
+    // When each cause was last seen: warned about when it appears, again only after it has
+    // been gone for WARN_AGAIN_AFTER.
+    let mut seen: BTreeMap<Cause, Instant> = BTreeMap::new();
+    let mut listed: Option<Instant> = None;
+    let mut registry_full = false;
+    while BackgroundWorker::wait_latch(Some(Duration::from_millis(250))) {
         reload_config_if_asked();
-        running.retain(|db, workers| {
-            let alive = workers.iter().all(|w| w.pid().is_ok());
-            if !alive {
-                paused.insert(*db, Instant::now());
-            }
-            alive
-        });
-        let databases = match txn::in_transaction(list_databases) {
-            Ok(d) => d,
-            Err(e) => {
-                log!("pg_trickle launcher: cannot list databases: {e}");
-                continue;
-            }
-        };
-        for db in databases {
-            let waiting = paused
-                .get(&db)
-                .is_some_and(|t| t.elapsed() < RELAUNCH_PAUSE);
-            if running.contains_key(&db) || waiting {
-                continue;
-            }
-            let mut workers = Vec::new();
-            for (kind, function) in [
-                (SCHEDULER_TYPE, "pg_trickle_scheduler_main"),
-                (PRUNER_TYPE, "pg_trickle_pruner_main"),
-            ] {
-                let started = BackgroundWorkerBuilder::new(&format!("{kind} {db}"))
-                    .set_type(kind)
-                    .set_function(function)
-                    .set_library("pg_trickle")
-                    .enable_spi_access()
-                    .set_extra(&db.to_string())
-                    .set_restart_time(None)
-                    .load_dynamic();
-                match started {
-                    Ok(w) => workers.push(w),
-                    Err(_) => log!("pg_trickle launcher: no worker slot for database {db}"),
-                }
-            }
-            if workers.len() == 2 {
-                running.insert(db, workers);
-            } else {
-                for w in workers {
-                    w.terminate();
-                }
-                paused.insert(db, Instant::now());
+        if listed.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
+            listed = Some(Instant::now());
+            match txn::in_transaction(list_databases) {
+                Ok(oids) => registry_full = shared::sync_databases(&oids) > 0,
+                Err(e) => log!("pg_trickle launcher: cannot list databases: {e}"),
             }
         }
+        let now = shared::now_ms();
+        shared::sweep_reservations(now);
+        if config::ENABLED.get() {
+            start_due(now);
+        }
+        let mut causes = starving_causes(now);
+        if registry_full {
+            causes.insert(Cause::RegistryFull);
+        }
+        seen.retain(|_, at| at.elapsed() < WARN_AGAIN_AFTER);
+        for cause in causes {
+            if seen.insert(cause, Instant::now()).is_none() {
+                warn_once(cause);
+            }
+        }
+    }
+}
+
+/// Why databases have waited for a scheduler for [`shared::REPORT_WAIT_MS`] or longer (taking
+/// turns for a moment is no cause).
+fn starving_causes(now: i64) -> BTreeSet<Cause> {
+    shared::snapshot()
+        .databases
+        .iter()
+        .filter(|d| d.oid != 0 && d.waiting_since_ms != 0)
+        .filter(|d| now - d.waiting_since_ms >= shared::REPORT_WAIT_MS)
+        .map(|d| match d.missing() {
+            Missing::PoolFull => Cause::PoolFull,
+            Missing::NoWorkerProcess | Missing::None => Cause::NoWorkerProcess,
+        })
+        .collect()
+}
+
+fn warn_once(cause: Cause) {
+    match cause {
+        Cause::PoolFull => warning!(
+            "pg_trickle: databases have waited {} s or more for one of the {} workers of \
+             pg_trickle.max_workers; raise it (and max_worker_processes) or lengthen schedules",
+            shared::REPORT_WAIT_MS / 1000,
+            max_workers()
+        ),
+        Cause::NoWorkerProcess => warning!(
+            "pg_trickle: PostgreSQL has no free background worker slot for a scheduler \
+             (max_worker_processes = {}); databases wait until one is free",
+            // SAFETY: a plain integer GUC of the server.
+            unsafe { pg_sys::max_worker_processes }
+        ),
+        Cause::RegistryFull => warning!(
+            "pg_trickle: more than {} databases; the ones beyond are not scheduled",
+            shared::MAX_DATABASES
+        ),
+    }
+}
+
+/// Starts the schedulers of the databases that are due, longest waiting first, as far as
+/// the pool and PostgreSQL allow; the others are marked waiting, with the reason.
+fn start_due(now: i64) {
+    let snapshot = shared::snapshot();
+    let mut wanting: Vec<(i64, u32)> = snapshot
+        .databases
+        .iter()
+        .filter(|d| d.wants_scheduler(now))
+        .map(|d| {
+            let since = if d.waiting_since_ms != 0 {
+                d.waiting_since_ms
+            } else {
+                d.next_due_ms
+            };
+            (since, d.oid)
+        })
+        .collect();
+    wanting.sort_unstable();
+    let mut waiting = false;
+    for (_, oid) in wanting {
+        let Some((index, generation)) = shared::reserve(Kind::Scheduler, oid, 0, max_workers())
+        else {
+            shared::note_waiting(oid, Missing::PoolFull, now);
+            waiting = true;
+            continue;
+        };
+        let builder = BackgroundWorkerBuilder::new(&format!("{SCHEDULER_TYPE} {oid}"))
+            .set_type(SCHEDULER_TYPE)
+            .set_function("pg_trickle_scheduler_main")
+            .set_library("pg_trickle")
+            .enable_spi_access()
+            .set_extra(&format!("{index} {generation} {oid} 0"))
+            .set_restart_time(None);
+        if !start_worker(&builder) {
+            shared::release(index, generation);
+            shared::note_waiting(oid, Missing::NoWorkerProcess, now);
+            waiting = true;
+        }
+    }
+    if waiting {
+        // Resident schedulers leave after their tick when someone waits.
+        shared::wake_schedulers();
     }
 }
 
@@ -123,87 +210,186 @@ fn list_databases() -> Result<Vec<u32>, crate::error::PgTrickleError> {
     })?)
 }
 
-/// Connects a per-database worker; false when it should exit (no extension here, or another
-/// worker of its kind is connected: two starting at once both exit, and the launcher starts
-/// one again after its pause).
-fn start_database_worker(kind: &str) -> bool {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let db: u32 = BackgroundWorker::get_extra().parse().unwrap_or(0);
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
-    if !matches!(scheduler::extension_installed(), Ok(true)) {
-        return false;
+/// A pool worker's start: its slot, database and (refresh workers) stream table, from
+/// `bgw_extra` (`"slot generation database pgt_id"`); None when the slot is not its own
+/// any more (it must exit). Connects to the database.
+fn start_pool_worker() -> Option<(u32, i64)> {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SIGTERM (shutdown, database DDL, pg_terminate_backend) ends a pool worker the way it
+    // ends a backend: at the next interrupt check, also in the middle of a refresh, whose
+    // transaction then aborts (its RUNNING history row is marked FAILED by the next tick).
+    // SAFETY: installs PostgreSQL's own handler for backends, before any work starts.
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+    let parts: Vec<&str> = BackgroundWorker::get_extra().split(' ').collect();
+    let field = |i: usize| parts.get(i).and_then(|p| p.parse::<i64>().ok());
+    let (Some(index), Some(generation), Some(db), Some(pgt_id)) =
+        (field(0), field(1), field(2), field(3))
+    else {
+        log!("pg_trickle: a worker started with malformed arguments");
+        return None;
+    };
+    let (index, generation, db) = (
+        usize::try_from(index).ok()?,
+        u32::try_from(generation).ok()?,
+        u32::try_from(db).ok()?,
+    );
+    if !shared::claim(index, generation) {
+        return None;
     }
-    matches!(
-        txn::in_transaction(|| Ok(Spi::get_one::<bool>(&format!(
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity \
-             WHERE datid = {db} AND backend_type = '{kind}' AND pid <> pg_catalog.pg_backend_pid())"
-        ))?)),
-        Ok(Some(true))
-    )
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
+    Some((db, pgt_id))
 }
 
-/// A database's scheduler: recovers history rows left RUNNING, then ticks.
+/// A database's scheduler: ticks until nothing is scheduled, another database waits for its
+/// slot, or it is asked to stop.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
-    if !start_database_worker(SCHEDULER_TYPE) {
+    let Some((db, _)) = start_pool_worker() else {
+        return;
+    };
+    if !matches!(scheduler::extension_installed(), Ok(true)) {
+        shared::mark_idle(db);
         return;
     }
-    match scheduler::recover_interrupted() {
+    loop {
+        pg_sys::check_for_interrupts!();
+        reload_config_if_asked();
+        if !matches!(scheduler::extension_installed(), Ok(true)) {
+            shared::mark_idle(db);
+            break;
+        }
+        let now = shared::now_ms();
+        shared::begin_tick(db);
+        let (next, due) = match tick(db) {
+            Ok(r) => r,
+            Err(e) => {
+                log!("pg_trickle scheduler: {e}");
+                (Some(now), 0)
+            }
+        };
+        let every = i64::from(config::HISTORY_PRUNE_INTERVAL_SECONDS.get().max(1)) * 1000;
+        if shared::take_prune(db, every, now) {
+            prune();
+        }
+        let interval = i64::from(config::SCHEDULER_INTERVAL_MS.get().max(10));
+        // Ticks of one database are at least an interval apart, whoever runs them; a
+        // database whose stream tables are due rarely is still served for its pruning.
+        let next = next.map(|t| t.min(now + every).max(now + interval));
+        shared::record_tick(db, next, due, now);
+        if next.is_none() || shared::others_waiting(db) {
+            break;
+        }
+        let wait = Duration::from_millis(u64::try_from(interval).unwrap_or(1000));
+        if !BackgroundWorker::wait_latch(Some(wait)) {
+            break; // the postmaster died
+        }
+    }
+}
+
+/// One tick: refreshes what is due (upstream first); returns when the database is next due
+/// (None: nothing is scheduled) and how many stream tables were due.
+///
+/// A due stream table waits when it, or a stream table it reads, is being refreshed by a
+/// refresh worker or waits itself: a stream table always refreshes after the ones it reads,
+/// and never twice at once. The rest run in this process when `max_parallel_refreshes` is 1
+/// or only one is due; otherwise each goes to a refresh worker while fewer than that many run
+/// and the pool has a slot. When no worker can be had and none runs, the scheduler refreshes
+/// it itself, so a tick always progresses. A worker's exit sets this scheduler's latch
+/// (`bgw_notify_pid`), and the next tick hands out what it unblocked: a slow stream table
+/// holds one slot, not the tick.
+fn tick(db: u32) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
+    match scheduler::recover_interrupted(&shared::refreshing(db)) {
         Ok(0) => {}
         Ok(n) => log!("pg_trickle scheduler: marked {n} interrupted refreshes FAILED"),
         Err(e) => log!("pg_trickle scheduler: recovery failed: {e}"),
     }
-    loop {
-        let interval = Duration::from_millis(config::SCHEDULER_INTERVAL_MS.get().max(10) as u64);
-        if !BackgroundWorker::wait_latch(Some(interval)) {
-            break;
-        }
-        reload_config_if_asked();
-        if !matches!(scheduler::extension_installed(), Ok(true)) {
-            break;
-        }
-        if let Err(e) = scheduler::tick() {
-            log!("pg_trickle scheduler: {e}");
-        }
+    let plan = scheduler::plan()?;
+    if !config::ENABLED.get() || plan.due.is_empty() {
+        return Ok((plan.next_due_ms, 0));
     }
-}
-
-/// A database's history pruner (plan A10).
-#[pg_guard]
-#[no_mangle]
-pub extern "C-unwind" fn pg_trickle_pruner_main(_arg: pg_sys::Datum) {
-    if !start_database_worker(PRUNER_TYPE) {
-        return;
-    }
-    let mut last = Instant::now();
-    loop {
-        if !BackgroundWorker::wait_latch(Some(Duration::from_secs(1))) {
-            break;
-        }
-        reload_config_if_asked();
-        let every = Duration::from_secs(config::HISTORY_PRUNE_INTERVAL_SECONDS.get().max(1) as u64);
-        if last.elapsed() < every {
+    let parallel = usize::try_from(config::MAX_PARALLEL_REFRESHES.get())
+        .unwrap_or(1)
+        .max(1);
+    let use_workers = parallel > 1 && plan.due.len() > 1;
+    let mut busy = shared::refreshing(db);
+    let mut running = busy.len();
+    for c in &plan.due {
+        pg_sys::check_for_interrupts!();
+        let waits = busy.contains(&c.id) || c.upstream.iter().any(|u| busy.contains(u));
+        if waits {
+            busy.insert(c.id);
             continue;
         }
-        last = Instant::now();
-        if !matches!(scheduler::extension_installed(), Ok(true)) {
-            break;
+        if use_workers {
+            if running < parallel && start_refresh_worker(db, c.id) {
+                running += 1;
+                busy.insert(c.id);
+                continue;
+            }
+            if running > 0 {
+                busy.insert(c.id);
+                continue;
+            }
         }
-        prune();
+        scheduler::run_due(c.id)?;
+    }
+    // The refreshes moved their stream tables' next due times.
+    Ok((scheduler::plan()?.next_due_ms, plan.due.len()))
+}
+
+/// Starts a background worker from `builder` without keeping a handle (none is needed: the
+/// pool slot tracks the worker, and `bgw_notify_pid` reports its exit). False when
+/// PostgreSQL has no free background worker slot.
+fn start_worker(builder: &BackgroundWorkerBuilder) -> bool {
+    let mut bgw: pg_sys::BackgroundWorker = builder.into();
+    // SAFETY: `bgw` is a complete registration; a NULL handle asks PostgreSQL not to allocate
+    // one (RegisterDynamicBackgroundWorker allows it).
+    unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, std::ptr::null_mut()) }
+}
+
+/// Starts a refresh worker for stream table `id` of `db`, if the pool and PostgreSQL allow.
+fn start_refresh_worker(db: u32, id: i64) -> bool {
+    let Some((index, generation)) = shared::reserve(Kind::Refresh, db, id, max_workers()) else {
+        return false;
+    };
+    // SAFETY: set once at process start.
+    let me = unsafe { pg_sys::MyProcPid };
+    let builder = BackgroundWorkerBuilder::new(&format!("{REFRESH_TYPE} {db} {id}"))
+        .set_type(REFRESH_TYPE)
+        .set_function("pg_trickle_refresh_main")
+        .set_library("pg_trickle")
+        .enable_spi_access()
+        .set_extra(&format!("{index} {generation} {db} {id}"))
+        .set_restart_time(None)
+        .set_notify_pid(me);
+    if start_worker(&builder) {
+        return true;
+    }
+    shared::release(index, generation);
+    false
+}
+
+/// A refresh worker: refreshes one stream table, as the scheduler would, and exits.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_trickle_refresh_main(_arg: pg_sys::Datum) {
+    let Some((_, id)) = start_pool_worker() else {
+        return;
+    };
+    if let Err(e) = scheduler::run_due(id) {
+        log!("pg_trickle refresh worker: {e}");
     }
 }
 
-/// Deletes expired history in batches of `PRUNE_BATCH_ROWS`, one transaction each, stopping
-/// early on shutdown; logs what it did.
+/// Deletes expired history in batches of `PRUNE_BATCH_ROWS`, one transaction each (a
+/// SIGTERM ends it between or inside batches); logs what it did.
 fn prune() {
     let days = config::HISTORY_RETENTION_DAYS.get();
     let (mut total, mut batches) = (0i64, 0u32);
     // Bounded: a pass deletes at most 10,000 batches (100M rows) before yielding.
     for _ in 0..10_000 {
-        if BackgroundWorker::sigterm_received() {
-            break;
-        }
+        pg_sys::check_for_interrupts!();
         let deleted = txn::in_transaction(|| {
             Ok(Spi::get_one::<i64>(&format!(
                 "WITH gone AS (DELETE FROM pgtrickle.pgt_refresh_history WHERE refresh_id IN \
@@ -224,12 +410,12 @@ fn prune() {
                 }
             }
             Err(e) => {
-                log!("pg_trickle history pruner: {e}");
+                log!("pg_trickle history pruning: {e}");
                 break;
             }
         }
     }
     if total > 0 {
-        log!("pg_trickle history pruner: deleted {total} rows in {batches} batches");
+        log!("pg_trickle history pruning: deleted {total} rows in {batches} batches");
     }
 }
