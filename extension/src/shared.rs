@@ -32,6 +32,9 @@ pub const MAX_POOL: usize = 64;
 /// A database waiting this long for a scheduler is reported (taking turns for a moment is
 /// not): `scheduler_status()`, `pgt_status()`, the launcher's WARNING.
 pub const REPORT_WAIT_MS: i64 = 5_000;
+/// Stream tables one refresh worker is handed at most (a worker started per refresh would
+/// spend more on starting than on refreshing).
+pub const BATCH: usize = 32;
 /// A reservation whose worker has not claimed it after this long is freed.
 const RESERVATION_TIMEOUT_MS: i64 = 30_000;
 
@@ -180,8 +183,11 @@ pub struct Slot {
     pub generation: u32,
     pub pid: i32,
     pub db_oid: u32,
-    /// The stream table a refresh worker refreshes.
-    pub pgt_id: i64,
+    /// The stream tables a refresh worker refreshes, in order: `batch[..batch_len]`, of which
+    /// the first `batch_done` are done.
+    batch: [i64; BATCH],
+    batch_len: u8,
+    batch_done: u8,
     pub since_ms: i64,
     /// The worker's PGPROC (shared memory), to set its latch.
     proc_addr: usize,
@@ -194,7 +200,9 @@ impl Slot {
         generation: 0,
         pid: 0,
         db_oid: 0,
-        pgt_id: 0,
+        batch: [0; BATCH],
+        batch_len: 0,
+        batch_done: 0,
         since_ms: 0,
         proc_addr: 0,
     };
@@ -372,7 +380,18 @@ pub fn launcher_alive() -> bool {
 
 /// Reserves a pool slot for a worker of `kind` in `db`, if fewer than `max_workers` are in
 /// use: (index, generation). The caller starts the worker with both, or calls [`release`].
-pub fn reserve(kind: Kind, db: u32, pgt_id: i64, max_workers: usize) -> Option<(usize, u32)> {
+pub fn reserve(kind: Kind, db: u32, ids: &[i64], max_workers: usize) -> Option<(usize, u32)> {
+    debug_assert!(
+        ids.len() <= BATCH,
+        "a refresh worker's batch holds at most {BATCH}"
+    );
+    debug_assert!(
+        kind == Kind::Refresh || ids.is_empty(),
+        "only refresh workers have a batch"
+    );
+    let mut batch = [0; BATCH];
+    let len = ids.len().min(BATCH);
+    batch[..len].copy_from_slice(&ids[..len]);
     let mut s = SHARED.exclusive();
     if s.slots_in_use() >= max_workers.min(MAX_POOL) {
         return None;
@@ -386,7 +405,9 @@ pub fn reserve(kind: Kind, db: u32, pgt_id: i64, max_workers: usize) -> Option<(
         generation,
         pid: 0,
         db_oid: db,
-        pgt_id,
+        batch,
+        batch_len: len as u8,
+        batch_done: 0,
         since_ms: now_ms(),
         proc_addr: 0,
     };
@@ -559,14 +580,48 @@ pub fn take_prune(db: u32, every_ms: i64, now: i64) -> bool {
     }
 }
 
-/// The stream tables of `db` that refresh workers hold (reserved or running).
+/// Refresh workers of `db` (reserved or running).
+pub fn refresh_workers(db: u32) -> usize {
+    SHARED
+        .share()
+        .slots
+        .iter()
+        .filter(|s| s.in_use() && s.db_oid == db && s.kind() == Some(Kind::Refresh))
+        .count()
+}
+
+/// A refresh worker's batch (the stream tables it is to refresh, in order), once it has
+/// claimed its slot.
+pub fn batch(index: usize, generation: u32) -> Vec<i64> {
+    let s = SHARED.share();
+    match s.slots.get(index) {
+        Some(slot) if slot.generation == generation && slot.running() => {
+            slot.batch[..usize::from(slot.batch_len)].to_vec()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A refresh worker has finished the first `done` stream tables of its batch: they are no
+/// longer held (a stream table reading one of them may be handed out).
+pub fn batch_progress(index: usize, generation: u32, done: usize) {
+    let mut s = SHARED.exclusive();
+    if let Some(slot) = s.slots.get_mut(index) {
+        if slot.generation == generation {
+            slot.batch_done = u8::try_from(done).unwrap_or(u8::MAX).min(slot.batch_len);
+        }
+    }
+}
+
+/// The stream tables of `db` that refresh workers hold (reserved or running) and have not
+/// finished.
 pub fn refreshing(db: u32) -> std::collections::BTreeSet<i64> {
     SHARED
         .share()
         .slots
         .iter()
         .filter(|s| s.in_use() && s.db_oid == db && s.kind() == Some(Kind::Refresh))
-        .map(|s| s.pgt_id)
+        .flat_map(|s| s.batch[usize::from(s.batch_done)..usize::from(s.batch_len)].to_vec())
         .collect()
 }
 

@@ -170,7 +170,7 @@ fn start_due(now: i64) {
     wanting.sort_unstable();
     let mut waiting = false;
     for (_, oid) in wanting {
-        let Some((index, generation)) = shared::reserve(Kind::Scheduler, oid, 0, max_workers())
+        let Some((index, generation)) = shared::reserve(Kind::Scheduler, oid, &[], max_workers())
         else {
             shared::note_waiting(oid, Missing::PoolFull, now);
             waiting = true;
@@ -181,7 +181,7 @@ fn start_due(now: i64) {
             .set_function("pg_trickle_scheduler_main")
             .set_library("pg_trickle")
             .enable_spi_access()
-            .set_extra(&format!("{index} {generation} {oid} 0"))
+            .set_extra(&format!("{index} {generation} {oid}"))
             .set_restart_time(None);
         if !start_worker(&builder) {
             shared::release(index, generation);
@@ -210,10 +210,10 @@ fn list_databases() -> Result<Vec<u32>, crate::error::PgTrickleError> {
     })?)
 }
 
-/// A pool worker's start: its slot, database and (refresh workers) stream table, from
-/// `bgw_extra` (`"slot generation database pgt_id"`); None when the slot is not its own
-/// any more (it must exit). Connects to the database.
-fn start_pool_worker() -> Option<(u32, i64)> {
+/// A pool worker's start: its database and slot, from `bgw_extra` (`"slot generation
+/// database"`); None when the slot is not its own any more (it must exit). Connects to the
+/// database.
+fn start_pool_worker() -> Option<(u32, usize, u32)> {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
     // SIGTERM (shutdown, database DDL, pg_terminate_backend) ends a pool worker the way it
     // ends a backend: at the next interrupt check, also in the middle of a refresh, whose
@@ -222,9 +222,7 @@ fn start_pool_worker() -> Option<(u32, i64)> {
     unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
     let parts: Vec<&str> = BackgroundWorker::get_extra().split(' ').collect();
     let field = |i: usize| parts.get(i).and_then(|p| p.parse::<i64>().ok());
-    let (Some(index), Some(generation), Some(db), Some(pgt_id)) =
-        (field(0), field(1), field(2), field(3))
-    else {
+    let (Some(index), Some(generation), Some(db)) = (field(0), field(1), field(2)) else {
         log!("pg_trickle: a worker started with malformed arguments");
         return None;
     };
@@ -237,7 +235,7 @@ fn start_pool_worker() -> Option<(u32, i64)> {
         return None;
     }
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(db)), None);
-    Some((db, pgt_id))
+    Some((db, index, generation))
 }
 
 /// A database's scheduler: ticks until nothing is scheduled, another database waits for its
@@ -245,7 +243,7 @@ fn start_pool_worker() -> Option<(u32, i64)> {
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
-    let Some((db, _)) = start_pool_worker() else {
+    let Some((db, _, _)) = start_pool_worker() else {
         return;
     };
     if !matches!(scheduler::extension_installed(), Ok(true)) {
@@ -290,14 +288,16 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
 /// One tick: refreshes what is due (upstream first); returns when the database is next due
 /// (None: nothing is scheduled) and how many stream tables were due.
 ///
-/// A due stream table waits when it, or a stream table it reads, is being refreshed by a
-/// refresh worker or waits itself: a stream table always refreshes after the ones it reads,
-/// and never twice at once. The rest run in this process when `max_parallel_refreshes` is 1
-/// or only one is due; otherwise each goes to a refresh worker while fewer than that many run
-/// and the pool has a slot. When no worker can be had and none runs, the scheduler refreshes
-/// it itself, so a tick always progresses. A worker's exit sets this scheduler's latch
-/// (`bgw_notify_pid`), and the next tick hands out what it unblocked: a slow stream table
-/// holds one slot, not the tick.
+/// A due stream table waits when it, or a stream table it reads, is held by a refresh
+/// worker or waits itself: a stream table always refreshes after the ones it reads, and never
+/// twice at once. The rest run in this process, in order, when `max_parallel_refreshes` is 1
+/// or only one is due. Otherwise they are *ready*: dealt round-robin into batches of at most
+/// [`shared::BATCH`], one per refresh worker started while fewer than that many run and the
+/// pool has a slot (a worker per refresh would spend more on starting than on refreshing).
+/// When no worker can be had and none runs, the scheduler refreshes them itself, so a tick
+/// always progresses; ready ones left over wait for the next tick. A worker's exit sets this
+/// scheduler's latch (`bgw_notify_pid`), and the next tick hands out what it unblocked: a
+/// slow stream table holds one worker, not the tick.
 fn tick(db: u32) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
     match scheduler::recover_interrupted(&shared::refreshing(db)) {
         Ok(0) => {}
@@ -313,29 +313,56 @@ fn tick(db: u32) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
         .max(1);
     let use_workers = parallel > 1 && plan.due.len() > 1;
     let mut busy = shared::refreshing(db);
-    let mut running = busy.len();
+    let mut ready = Vec::new();
     for c in &plan.due {
         pg_sys::check_for_interrupts!();
         let waits = busy.contains(&c.id) || c.upstream.iter().any(|u| busy.contains(u));
-        if waits {
+        if waits || use_workers {
             busy.insert(c.id);
+            if !waits {
+                ready.push(c.id);
+            }
             continue;
-        }
-        if use_workers {
-            if running < parallel && start_refresh_worker(db, c.id) {
-                running += 1;
-                busy.insert(c.id);
-                continue;
-            }
-            if running > 0 {
-                busy.insert(c.id);
-                continue;
-            }
         }
         scheduler::run_due(c.id)?;
     }
+    if !ready.is_empty() {
+        let running = shared::refresh_workers(db);
+        let workers = parallel.saturating_sub(running).min(ready.len());
+        let mut started = 0;
+        for batch in deal(&ready, workers) {
+            if !start_refresh_worker(db, &batch) {
+                break;
+            }
+            started += 1;
+        }
+        if started == 0 && running == 0 {
+            // Independent of each other (none reads another: it would have waited).
+            for id in ready {
+                pg_sys::check_for_interrupts!();
+                scheduler::run_due(id)?;
+            }
+        }
+    }
     // The refreshes moved their stream tables' next due times.
     Ok((scheduler::plan()?.next_due_ms, plan.due.len()))
+}
+
+/// Deals `ready` round-robin into `workers` batches of at most [`shared::BATCH`] (what does
+/// not fit waits for the next tick), so that neighbours in dependency order, often of one
+/// size, go to different workers.
+fn deal(ready: &[i64], workers: usize) -> Vec<Vec<i64>> {
+    (0..workers.min(ready.len()))
+        .map(|w| {
+            ready
+                .iter()
+                .skip(w)
+                .step_by(workers)
+                .take(shared::BATCH)
+                .copied()
+                .collect()
+        })
+        .collect()
 }
 
 /// Starts a background worker from `builder` without keeping a handle (none is needed: the
@@ -348,19 +375,20 @@ fn start_worker(builder: &BackgroundWorkerBuilder) -> bool {
     unsafe { pg_sys::RegisterDynamicBackgroundWorker(&mut bgw, std::ptr::null_mut()) }
 }
 
-/// Starts a refresh worker for stream table `id` of `db`, if the pool and PostgreSQL allow.
-fn start_refresh_worker(db: u32, id: i64) -> bool {
-    let Some((index, generation)) = shared::reserve(Kind::Refresh, db, id, max_workers()) else {
+/// Starts a refresh worker for the stream tables `batch` of `db`, if the pool and
+/// PostgreSQL allow.
+fn start_refresh_worker(db: u32, batch: &[i64]) -> bool {
+    let Some((index, generation)) = shared::reserve(Kind::Refresh, db, batch, max_workers()) else {
         return false;
     };
     // SAFETY: set once at process start.
     let me = unsafe { pg_sys::MyProcPid };
-    let builder = BackgroundWorkerBuilder::new(&format!("{REFRESH_TYPE} {db} {id}"))
+    let builder = BackgroundWorkerBuilder::new(&format!("{REFRESH_TYPE} {db}"))
         .set_type(REFRESH_TYPE)
         .set_function("pg_trickle_refresh_main")
         .set_library("pg_trickle")
         .enable_spi_access()
-        .set_extra(&format!("{index} {generation} {db} {id}"))
+        .set_extra(&format!("{index} {generation} {db}"))
         .set_restart_time(None)
         .set_notify_pid(me);
     if start_worker(&builder) {
@@ -370,15 +398,21 @@ fn start_refresh_worker(db: u32, id: i64) -> bool {
     false
 }
 
-/// A refresh worker: refreshes one stream table, as the scheduler would, and exits.
+/// A refresh worker: refreshes the stream tables of its batch in order, as the scheduler
+/// would, and exits.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_trickle_refresh_main(_arg: pg_sys::Datum) {
-    let Some((_, id)) = start_pool_worker() else {
+    let Some((_, index, generation)) = start_pool_worker() else {
         return;
     };
-    if let Err(e) = scheduler::run_due(id) {
-        log!("pg_trickle refresh worker: {e}");
+    for (done, id) in shared::batch(index, generation).into_iter().enumerate() {
+        pg_sys::check_for_interrupts!();
+        if let Err(e) = scheduler::run_due(id) {
+            log!("pg_trickle refresh worker: {e}");
+        }
+        // Its downstream may be handed out from now on.
+        shared::batch_progress(index, generation, done + 1);
     }
 }
 
@@ -417,5 +451,25 @@ fn prune() {
     }
     if total > 0 {
         log!("pg_trickle history pruning: deleted {total} rows in {batches} batches");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_stream_tables_are_dealt_round_robin_in_bounded_batches() {
+        assert_eq!(deal(&[1, 2, 3, 4, 5], 2), vec![vec![1, 3, 5], vec![2, 4]]);
+        assert_eq!(deal(&[7], 3), vec![vec![7]], "no empty batch");
+        assert!(deal(&[1, 2], 0).is_empty());
+        let many: Vec<i64> = (0..100).collect();
+        let batches = deal(&many, 2);
+        assert_eq!(batches.len(), 2);
+        assert!(batches.iter().all(|b| b.len() == shared::BATCH));
+        let mut dealt: Vec<i64> = batches.concat();
+        dealt.sort_unstable();
+        dealt.dedup();
+        assert_eq!(dealt.len(), 2 * shared::BATCH, "nothing dealt twice");
     }
 }
