@@ -3,7 +3,8 @@
 # stream tables converges after writes at the bottom (differentially, upstream first); errors
 # back off and end in status ERROR (permanent ones at once), and ACTIVE resumes; history
 # pruning (by the scheduler) deletes in batches; a refresh killed mid-way leaves no RUNNING history row after a
-# restart. Deadlines are generous; durations are never asserted.
+# restart; a database gone idle is scheduled again when a rebuild reactivates its stream table.
+# Deadlines are generous; durations are never asserted.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 CLUSTER=test-sched
@@ -100,5 +101,22 @@ q -c "DELETE FROM slow WHERE id > 40"
 # The killed refresh, and any the shutdown interrupted after the crash restart, end FAILED.
 eventually 60 "SELECT count(*) FILTER (WHERE status = 'RUNNING' AND start_time < now() - interval '1 minute'), count(*) FILTER (WHERE error_message LIKE 'interrupted%') > 0 FROM pgtrickle.pgt_refresh_history" "0|t"
 eventually 120 "$(diff_sql slow_st 'SELECT id, v FROM slow')" 0
+
+# --- an idle database is served again whenever its catalog changes -----------------------------
+# Its only stream table goes to NEEDS_REINIT: nothing is scheduled, the database goes idle.
+# Rebuilt by refresh_stream_table (neither create nor alter), it must be scheduled again.
+fresh_db lonely
+q <<'SQL'
+CREATE TABLE src (id int PRIMARY KEY, v int);
+INSERT INTO src VALUES (1, 1);
+SELECT pgtrickle.create_stream_table('st', 'SELECT id, v FROM src', schedule => '1s');
+ALTER TABLE src DROP COLUMN v;
+SQL
+expect_eq "SELECT status FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'st'" NEEDS_REINIT
+eventually 30 "SELECT state FROM pgtrickle.scheduler_status() WHERE database = 'lonely'" idle
+q -c "ALTER TABLE src ADD COLUMN v int" -c "UPDATE src SET v = 1" -c "SELECT pgtrickle.refresh_stream_table('st')" >/dev/null
+q -c "INSERT INTO src VALUES (2, 2)"
+eventually 30 "$(diff_sql st 'SELECT id, v FROM src')" 0
+expect_eq "SELECT state FROM pgtrickle.scheduler_status() WHERE database = 'lonely'" serving
 
 echo "scheduler: $checks passed, 0 failed"

@@ -2,7 +2,7 @@
 # The scheduler at scale, on a cluster with PostgreSQL's default max_worker_processes = 8 and
 # pg_trickle.max_workers = 4: twenty databases with a '1s' stream table each stay fresh
 # (they take turns in the pool), databases without the extension are looked at once and then
-# never again; parallel refreshes (max_parallel_refreshes = 3) run independent stream tables at
+# never again, until their first stream table; parallel refreshes (max_parallel_refreshes = 3) run independent stream tables at
 # the same time and never a stream table together with one it reads, nor twice at once; a
 # refresh worker killed with SIGKILL mid-refresh loses nothing; fifty databases created and
 # dropped in a loop leave no worker and no error behind; and with no background worker slot to
@@ -56,6 +56,18 @@ st eventually 30 "SELECT count(*) FROM pgtrickle.scheduler_status() WHERE databa
 ticks=$(DB=watch q -c "SELECT string_agg(last_tick::text, ',' ORDER BY database) FROM pgtrickle.scheduler_status() WHERE database LIKE 'plain\_%'")
 sleep 5
 st expect_eq "SELECT string_agg(last_tick::text, ',' ORDER BY database) FROM pgtrickle.scheduler_status() WHERE database LIKE 'plain\_%'" "$ticks"
+# A database looked at before it had the extension (idle) is served from the commit of its
+# first stream table on.
+admin -c "CREATE DATABASE late"
+st eventually 30 "SELECT state FROM pgtrickle.scheduler_status() WHERE database = 'late'" idle
+DB=late q <<'SQL'
+CREATE EXTENSION pg_trickle;
+CREATE TABLE t (id int PRIMARY KEY, v int);
+SELECT pgtrickle.create_stream_table('st', 'SELECT id, v FROM t', schedule => '1s');
+INSERT INTO t VALUES (1, 1);
+SQL
+DB=late eventually 60 "SELECT count(*) FROM st" 1
+admin -c "DROP DATABASE late"
 # The pool is never exceeded, and refreshed databases report no problem.
 expect_admin "SELECT count(*) <= 4 FROM pg_stat_activity WHERE backend_type IN ('pg_trickle scheduler', 'pg_trickle refresh')" t
 DB=many_01 expect_eq "SELECT count(*) FROM pgtrickle.pgt_status() WHERE scheduler_problem IS NOT NULL" 0

@@ -197,7 +197,6 @@ fn create_in(
     }
     if decision.effective_mode != Mode::Immediate {
         crate::scheduling::warn_if_unserved(&table);
-        crate::scheduling::request_at_commit();
     }
     Ok(())
 }
@@ -314,7 +313,6 @@ fn alter(
                 sets.join(", "),
                 st.id
             ))?;
-            crate::scheduling::request_at_commit();
         }
         if mode.is_some() {
             // Capture triggers maintain IMMEDIATE dependents: regenerate them for the new mode.

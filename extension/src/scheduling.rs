@@ -2,10 +2,11 @@
 //! launcher knows), the problem, if any, that keeps this database's stream tables from being
 //! refreshed on schedule (`pgt_status()`'s `scheduler_problem`, and a WARNING from
 //! `create_stream_table`), and the request for service at the commit of a change to what a
-//! database schedules.
+//! database schedules (a trigger on the catalog).
 
+use pgrx::heap_tuple::PgHeapTuple;
 use pgrx::prelude::*;
-use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use pgrx::{register_xact_callback, AllocatedByPostgres, PgXactCallbackEvent};
 
 use crate::config;
 use crate::shared::{self, Database, DbState, Missing, Shared};
@@ -17,7 +18,7 @@ fn my_database() -> u32 {
 
 /// At commit of the current transaction, asks the launcher to run this database's scheduler
 /// now (the change it made, a new stream table or a new schedule, is visible then).
-pub fn request_at_commit() {
+fn request_at_commit() {
     if !shared::available() {
         return;
     }
@@ -26,6 +27,32 @@ pub fn request_at_commit() {
         shared::request_service(db)
     });
 }
+
+/// Row-level AFTER trigger on `pgtrickle.pgt_stream_tables` (INSERT, and UPDATE of schedule,
+/// status or mode): whatever changed what this database schedules — a stream table created,
+/// altered, resumed, rebuilt from NEEDS_REINIT, or a catalog restored — the database's
+/// scheduler looks at it at commit, also when it was idle. Refreshes do not fire it (they
+/// update other columns). Row-level, not statement-level: an `INSERT … RETURNING` run through
+/// SPI with a row limit (as `create_stream_table` does) stops before the statement's end, and
+/// PostgreSQL then never fires its statement-level AFTER triggers.
+#[pg_trigger]
+fn request_scheduler<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
+    request_at_commit();
+    Ok(None)
+}
+
+extension_sql!(
+    r#"
+CREATE TRIGGER pgt_request_scheduler
+    AFTER INSERT OR UPDATE OF schedule, status, refresh_mode, effective_mode
+    ON pgtrickle.pgt_stream_tables
+    FOR EACH ROW EXECUTE FUNCTION pgtrickle.request_scheduler();
+"#,
+    name = "request_scheduler_trigger",
+    requires = ["catalog_tables", request_scheduler]
+);
 
 fn max_worker_processes() -> i32 {
     // SAFETY: a plain integer GUC of the server.

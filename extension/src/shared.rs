@@ -9,8 +9,8 @@
 //! - The launcher adds every database of `pg_database` as [`DbState::Unknown`]: it starts a
 //!   scheduler there once, which finds out whether there is anything to schedule and records
 //!   [`DbState::Serving`] with `next_due_ms`, or [`DbState::Idle`]. An idle database costs
-//!   nothing until a backend asks for service at the commit of `create_stream_table` or
-//!   `alter_stream_table` ([`request_service`]).
+//!   nothing until a backend asks for service at the commit of a change to what it schedules
+//!   (the catalog trigger of scheduling.rs, [`request_service`]).
 //! - A worker is started only into a slot reserved for it ([`reserve`]); it claims the slot
 //!   when it runs ([`claim`]) and a `before_shmem_exit` callback frees it on every exit,
 //!   normal or by error. A worker killed with SIGKILL makes the postmaster reinitialise all of

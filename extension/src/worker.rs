@@ -7,8 +7,8 @@
 //! and the databases take turns. With `pg_trickle.max_parallel_refreshes` above 1 it hands
 //! due stream tables to *refresh workers* from the same pool, a stream table only after the
 //! stream tables it reads. A database without the extension or without scheduled stream
-//! tables is looked at once, then costs nothing until `create_stream_table` or
-//! `alter_stream_table` asks for service at commit.
+//! tables is looked at once, then costs nothing until a change to what it schedules asks for
+//! service at commit (the catalog trigger of scheduling.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
