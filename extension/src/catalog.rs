@@ -99,8 +99,8 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
 -- Plan A11: monitoring reads history by time alone; the pruner deletes by time.
 CREATE INDEX pgt_refresh_history_start_time_idx ON pgtrickle.pgt_refresh_history (start_time);
 CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);
--- The scheduler looks for RUNNING rows no worker holds at every tick (a worker that was
--- killed leaves its row RUNNING); there are at most a few.
+-- The scheduler looks for RUNNING rows no worker holds whenever a worker has stopped (one
+-- that was killed leaves its row RUNNING); there are at most a few.
 CREATE INDEX pgt_refresh_history_running_idx ON pgtrickle.pgt_refresh_history (pgt_id)
     WHERE status = 'RUNNING';
 

@@ -209,13 +209,7 @@ fn scheduler_status() -> TableIterator<
             .and_then(|i| s.slots.get(i))
             .filter(|slot| slot.running())
             .map(|slot| slot.pid);
-        let refreshing = s
-            .slots
-            .iter()
-            .filter(|slot| {
-                slot.in_use() && slot.db_oid == d.oid && slot.kind() == Some(shared::Kind::Refresh)
-            })
-            .count();
+        let refreshing = s.refresh_slots(d.oid).count();
         let state = match d.state() {
             DbState::Unknown => "unknown",
             DbState::Serving => "serving",

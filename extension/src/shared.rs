@@ -267,6 +267,13 @@ impl Shared {
         Some(&mut self.databases[index])
     }
 
+    /// The slots of `db`'s refresh workers (reserved or running).
+    pub fn refresh_slots(&self, db: u32) -> impl Iterator<Item = &Slot> {
+        self.slots
+            .iter()
+            .filter(move |s| s.in_use() && s.db_oid == db && s.kind() == Some(Kind::Refresh))
+    }
+
     pub fn slots_in_use(&self) -> usize {
         self.slots.iter().filter(|s| s.in_use()).count()
     }
@@ -582,12 +589,7 @@ pub fn take_prune(db: u32, every_ms: i64, now: i64) -> bool {
 
 /// Refresh workers of `db` (reserved or running).
 pub fn refresh_workers(db: u32) -> usize {
-    SHARED
-        .share()
-        .slots
-        .iter()
-        .filter(|s| s.in_use() && s.db_oid == db && s.kind() == Some(Kind::Refresh))
-        .count()
+    SHARED.share().refresh_slots(db).count()
 }
 
 /// A refresh worker's batch (the stream tables it is to refresh, in order), once it has
@@ -618,9 +620,7 @@ pub fn batch_progress(index: usize, generation: u32, done: usize) {
 pub fn refreshing(db: u32) -> std::collections::BTreeSet<i64> {
     SHARED
         .share()
-        .slots
-        .iter()
-        .filter(|s| s.in_use() && s.db_oid == db && s.kind() == Some(Kind::Refresh))
+        .refresh_slots(db)
         .flat_map(|s| s.batch[usize::from(s.batch_done)..usize::from(s.batch_len)].to_vec())
         .collect()
 }

@@ -176,13 +176,13 @@ fn start_due(now: i64) {
             waiting = true;
             continue;
         };
-        let builder = BackgroundWorkerBuilder::new(&format!("{SCHEDULER_TYPE} {oid}"))
-            .set_type(SCHEDULER_TYPE)
-            .set_function("pg_trickle_scheduler_main")
-            .set_library("pg_trickle")
-            .enable_spi_access()
-            .set_extra(&format!("{index} {generation} {oid}"))
-            .set_restart_time(None);
+        let builder = pool_worker(
+            SCHEDULER_TYPE,
+            "pg_trickle_scheduler_main",
+            index,
+            generation,
+            oid,
+        );
         if !start_worker(&builder) {
             shared::release(index, generation);
             shared::note_waiting(oid, Missing::NoWorkerProcess, now);
@@ -246,10 +246,8 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
     let Some((db, _, _)) = start_pool_worker() else {
         return;
     };
-    if !matches!(scheduler::extension_installed(), Ok(true)) {
-        shared::mark_idle(db);
-        return;
-    }
+    // What refresh workers held at the last tick (None: no tick yet, recovery due).
+    let mut held: Option<BTreeSet<i64>> = None;
     loop {
         pg_sys::check_for_interrupts!();
         reload_config_if_asked();
@@ -259,7 +257,7 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
         }
         let now = shared::now_ms();
         shared::begin_tick(db);
-        let (next, due) = match tick(db) {
+        let (next, due) = match tick(db, &mut held) {
             Ok(r) => r,
             Err(e) => {
                 log!("pg_trickle scheduler: {e}");
@@ -298,12 +296,25 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
 /// always progresses; ready ones left over wait for the next tick. A worker's exit sets this
 /// scheduler's latch (`bgw_notify_pid`), and the next tick hands out what it unblocked: a
 /// slow stream table holds one worker, not the tick.
-fn tick(db: u32) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
-    match scheduler::recover_interrupted(&shared::refreshing(db)) {
-        Ok(0) => {}
-        Ok(n) => log!("pg_trickle scheduler: marked {n} interrupted refreshes FAILED"),
-        Err(e) => log!("pg_trickle scheduler: recovery failed: {e}"),
+fn tick(
+    db: u32,
+    held: &mut Option<BTreeSet<i64>>,
+) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
+    let mut busy = shared::refreshing(db);
+    // A RUNNING history row can be orphaned only by a process that stopped: a scheduler
+    // before this one (recovery at the first tick) or a refresh worker since the last tick
+    // (what it held is not held any more). Otherwise there is nothing to look for.
+    let released = held
+        .as_ref()
+        .is_none_or(|before| before.iter().any(|id| !busy.contains(id)));
+    if released {
+        match scheduler::recover_interrupted(&busy) {
+            Ok(0) => {}
+            Ok(n) => log!("pg_trickle scheduler: marked {n} interrupted refreshes FAILED"),
+            Err(e) => log!("pg_trickle scheduler: recovery failed: {e}"),
+        }
     }
+    *held = Some(busy.clone());
     let plan = scheduler::plan()?;
     if !config::ENABLED.get() || plan.due.is_empty() {
         return Ok((plan.next_due_ms, 0));
@@ -312,7 +323,6 @@ fn tick(db: u32) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
         .unwrap_or(1)
         .max(1);
     let use_workers = parallel > 1 && plan.due.len() > 1;
-    let mut busy = shared::refreshing(db);
     let mut ready = Vec::new();
     for c in &plan.due {
         pg_sys::check_for_interrupts!();
@@ -344,6 +354,8 @@ fn tick(db: u32) -> Result<(Option<i64>, usize), crate::error::PgTrickleError> {
             }
         }
     }
+    // Also what was handed out just now (and what waits: looking once too often is cheap).
+    *held = Some(busy);
     // The refreshes moved their stream tables' next due times.
     Ok((scheduler::plan()?.next_due_ms, plan.due.len()))
 }
@@ -365,6 +377,24 @@ fn deal(ready: &[i64], workers: usize) -> Vec<Vec<i64>> {
         .collect()
 }
 
+/// The registration of a pool worker of type `kind` running `function` in database `db`,
+/// in slot `index` of `generation` (what [`start_pool_worker`] reads back); never restarted.
+fn pool_worker(
+    kind: &str,
+    function: &str,
+    index: usize,
+    generation: u32,
+    db: u32,
+) -> BackgroundWorkerBuilder {
+    BackgroundWorkerBuilder::new(&format!("{kind} {db}"))
+        .set_type(kind)
+        .set_function(function)
+        .set_library("pg_trickle")
+        .enable_spi_access()
+        .set_extra(&format!("{index} {generation} {db}"))
+        .set_restart_time(None)
+}
+
 /// Starts a background worker from `builder` without keeping a handle (none is needed: the
 /// pool slot tracks the worker, and `bgw_notify_pid` reports its exit). False when
 /// PostgreSQL has no free background worker slot.
@@ -383,14 +413,14 @@ fn start_refresh_worker(db: u32, batch: &[i64]) -> bool {
     };
     // SAFETY: set once at process start.
     let me = unsafe { pg_sys::MyProcPid };
-    let builder = BackgroundWorkerBuilder::new(&format!("{REFRESH_TYPE} {db}"))
-        .set_type(REFRESH_TYPE)
-        .set_function("pg_trickle_refresh_main")
-        .set_library("pg_trickle")
-        .enable_spi_access()
-        .set_extra(&format!("{index} {generation} {db}"))
-        .set_restart_time(None)
-        .set_notify_pid(me);
+    let builder = pool_worker(
+        REFRESH_TYPE,
+        "pg_trickle_refresh_main",
+        index,
+        generation,
+        db,
+    )
+    .set_notify_pid(me);
     if start_worker(&builder) {
         return true;
     }
