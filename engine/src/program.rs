@@ -12,7 +12,9 @@
 use crate::error::EngineError;
 use crate::names;
 use crate::plan::{Identity, Maintenance, Plan};
-use crate::render::apply::{apply_sql, delta_query_sql, full_query_sql, RelName};
+use crate::render::apply::{
+    apply_sql, delta_query_sql, full_query_sql, grouped_counts_sql, RelName,
+};
 use crate::render::{quote_ident, ChangeBuffer, DeltaSources};
 
 /// What the program is rendered for.
@@ -65,6 +67,9 @@ pub struct DeltaProgram {
     pub weighted: bool,
     /// Apply the delta table to the storage, in order.
     pub apply: Vec<String>,
+    /// Grouped plans: counts the storage rows `apply` is about to insert and delete, as
+    /// `(inserted, deleted)`, run before it (weighted deltas count theirs in `fill`).
+    pub counts: Option<String>,
     /// Empties the delta table.
     pub clear: String,
 }
@@ -237,6 +242,7 @@ fn delta_program(plan: &Plan, input: &ProgramInput) -> Result<DeltaProgram, Engi
         ),
         weighted,
         apply: apply_sql(plan, &input.storage, &input.delta_table)?,
+        counts: grouped_counts_sql(plan, &input.storage, &input.delta_table),
         clear: format!("DELETE FROM {delta}"),
     })
 }

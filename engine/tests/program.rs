@@ -51,10 +51,11 @@ fn render(name: &str, sql: &str) -> (String, Program) {
     );
     match &prog.differential {
         Some(d) => out.push_str(&format!(
-            "-- delta table\n{}\n-- fill (weighted: {})\n{}\n-- apply\n{}\n-- clear\n{}\n",
+            "-- delta table\n{}\n-- fill (weighted: {})\n{}\n-- counts\n{}\n-- apply\n{}\n-- clear\n{}\n",
             d.table_ddl,
             d.weighted,
             d.fill,
+            d.counts.as_deref().unwrap_or("(counted by fill)"),
             d.apply.join(";\n"),
             d.clear
         )),
@@ -117,6 +118,15 @@ fn programs_keep_the_row_contracts_the_extension_relies_on() {
                     names::COUNT
                 };
                 assert!(d.table_ddl.contains(&format!("AS \"{last}\"")), "{name}");
+                // Grouped deltas count the rows they apply with a statement of their own,
+                // read from the delta table and the storage before the apply.
+                assert_eq!(d.counts.is_some(), !d.weighted, "{name}");
+                if let Some(c) = &d.counts {
+                    assert!(
+                        c.contains(table) && c.contains("\"public\".\"st\""),
+                        "{name}"
+                    );
+                }
                 assert!(!d.apply.is_empty(), "{name}");
                 assert!(d.apply.iter().all(|a| a.contains(table)), "{name}");
                 assert_eq!(d.clear, format!("DELETE FROM {table}"));

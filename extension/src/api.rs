@@ -66,7 +66,7 @@ fn create_stream_table(
 }
 
 /// The value of an argument that must not be NULL.
-fn required<T>(
+pub(crate) fn required<T>(
     function: &'static str,
     argument: &'static str,
     value: Option<T>,
@@ -191,6 +191,15 @@ fn create_in(
             PgTrickleError::Internal(format!("stream table {table} vanished after creation"))
         })
     })?;
+    let adopted = crate::subscriptions::channels(&st)?;
+    if !adopted.is_empty() {
+        pgrx::notice!(
+            "stream table {} has {} subscriptions already (restored with the catalog): {}",
+            table,
+            adopted.len(),
+            adopted.join(", ")
+        );
+    }
     // IMMEDIATE: populated now, whatever `initialize` says (every write maintains it).
     if initialize || decision.effective_mode == Mode::Immediate {
         refresh::initial_load(&st)?;

@@ -37,6 +37,13 @@ pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 /// `pg_trickle.max_parallel_refreshes`: stream tables one database refreshes at once.
 pub static MAX_PARALLEL_REFRESHES: GucSetting<i32> = GucSetting::<i32>::new(1);
 
+/// `pg_trickle.notify_coalesce_ms`: notifications of one subscription closer together than
+/// this are merged into one (subscriptions.rs).
+pub static NOTIFY_COALESCE_MS: GucSetting<i32> = GucSetting::<i32>::new(250);
+/// `pg_trickle.notify_queue_max_percent`: above this usage of the server's NOTIFY queue, a
+/// notification stays pending instead of being sent.
+pub static NOTIFY_QUEUE_MAX_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(50);
+
 /// Registers the GUCs. Called from `_PG_init` in every process that loads the library.
 pub(crate) fn define() {
     GucRegistry::define_bool_guc(
@@ -158,6 +165,25 @@ const INT_GUCS: &[IntGuc] = &[
         &HISTORY_PRUNE_INTERVAL_SECONDS,
         1,
         86_400,
+    ),
+    (
+        c"pg_trickle.notify_coalesce_ms",
+        c"Notifications of a subscription closer together than this are merged, in milliseconds.",
+        c"A merged notification carries the sums of the counts and the last refresh's id; it is \
+          sent by the first refresh after the window closes, or by the scheduler. 0 sends one \
+          per committed transaction.",
+        &NOTIFY_COALESCE_MS,
+        0,
+        3_600_000,
+    ),
+    (
+        c"pg_trickle.notify_queue_max_percent",
+        c"Notifications wait while the server's NOTIFY queue is fuller than this, in percent.",
+        c"PostgreSQL fails a commit whose notifications do not fit the queue; pg_trickle keeps \
+          them pending instead and sends them once the queue has drained.",
+        &NOTIFY_QUEUE_MAX_PERCENT,
+        0,
+        100,
     ),
 ];
 

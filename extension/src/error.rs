@@ -54,6 +54,9 @@ pub enum PgTrickleError {
     /// `stream_table` is schema-qualified and already quoted.
     #[error("must be owner of stream table {stream_table}")]
     NotOwner { stream_table: String },
+    /// `stream_table` is schema-qualified and already quoted.
+    #[error("permission denied to manage subscriptions of stream table {stream_table}")]
+    NotSubscriber { stream_table: String },
     /// The owner of a stream table may no longer read a source (`relation` as regclass text).
     #[error("permission denied for table {relation}")]
     ReadDenied {
@@ -105,7 +108,9 @@ impl PgTrickleError {
             PgTrickleError::EmptyQuery => "42601".into(),
             PgTrickleError::NotOneSelect { .. } => "42601".into(),
             PgTrickleError::DirectWrite(_) => "42809".into(),
-            PgTrickleError::NotOwner { .. } | PgTrickleError::ReadDenied { .. } => "42501".into(),
+            PgTrickleError::NotOwner { .. }
+            | PgTrickleError::NotSubscriber { .. }
+            | PgTrickleError::ReadDenied { .. } => "42501".into(),
             PgTrickleError::NeedsReinit { .. } => "55000".into(),
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
             PgTrickleError::UnsupportedSource { .. } => "0A000".into(),
@@ -149,6 +154,11 @@ impl PgTrickleError {
             PgTrickleError::NotOwner { .. } => Some(
                 "Only the owner of its storage table (or a member of that role) may alter, \
                  refresh or drop a stream table."
+                    .into(),
+            ),
+            PgTrickleError::NotSubscriber { .. } => Some(
+                "The stream table's owner and the roles it granted SELECT on it may subscribe; \
+                 a subscription is removed by its owner or by the role that subscribed."
                     .into(),
             ),
             PgTrickleError::ReadDenied { .. } => Some(

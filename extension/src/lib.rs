@@ -25,6 +25,7 @@ mod shared;
 mod source_ddl;
 mod storage;
 mod stream_table;
+mod subscriptions;
 mod txn;
 mod worker;
 

@@ -26,6 +26,7 @@ use crate::roles;
 use crate::settings::with_settings;
 use crate::storage::ApplyGuard;
 use crate::stream_table::{Layout, Mode, StreamTable};
+use crate::subscriptions;
 use cache::{DiffState, BOOL, INT8, OID, TEXT};
 
 /// What a refresh did (`pgt_refresh_history.action`).
@@ -188,10 +189,13 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
         Spi::run(&format!("LOCK TABLE {names} IN ACCESS SHARE MODE"))?;
     }
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
+    // A subscribed stream table counts the rows each refresh inserts and deletes (for the
+    // notification), also where that costs a statement (FULL, grouped deltas).
+    let subscribed = subscriptions::subscribed(st)?;
     let everything: Vec<pg_sys::Oid> = src.oids.clone();
     let (outcome, frontier, to_clean) = match full_reason(st, &src)? {
         Some(reason) => {
-            let (o, f) = full(st, src.owner, &buffers, reason)?;
+            let (o, f) = full(st, src.owner, &buffers, reason, subscribed)?;
             (o, f, everything)
         }
         None => {
@@ -202,14 +206,14 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
             if p.rewritten {
                 let reason = "a source table was truncated or rewritten after this \
                               transaction's snapshot";
-                let (o, f) = full(st, src.owner, &buffers, Some(reason.into()))?;
+                let (o, f) = full(st, src.owner, &buffers, Some(reason.into()), subscribed)?;
                 (o, f, everything)
             } else if !p.changed.iter().any(|c| *c) {
                 // Nothing in the window: the delta is empty whatever the sources hold, and the
                 // probe's snapshot consumed exactly what the previous frontier did plus nothing.
                 (no_data(), p.frontier, Vec::new())
             } else {
-                match differential(st, &src, &buffers, old)? {
+                match differential(st, &src, &buffers, old, subscribed)? {
                     Diff::Applied(o, f) => {
                         // Only buffers this refresh consumed rows of can have become garbage.
                         let changed: Vec<pg_sys::Oid> = src
@@ -222,7 +226,7 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
                         (o, f, changed)
                     }
                     Diff::MustRunFull(reason) => {
-                        let (o, f) = full(st, src.owner, &buffers, Some(reason))?;
+                        let (o, f) = full(st, src.owner, &buffers, Some(reason), subscribed)?;
                         (o, f, everything)
                     }
                 }
@@ -238,7 +242,10 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
             );
         }
     }
-    record(st, &outcome, &frontier, &src.start, history)?;
+    let refresh_id = record(st, &outcome, &frontier, &src.start, history)?;
+    if subscribed {
+        notify_subscribers(st, &outcome, refresh_id)?;
+    }
     match (outcome.action, &st.frontier) {
         (Action::Full, _) | (_, None) => {
             for s in &to_clean {
@@ -428,9 +435,40 @@ fn load_inner(st: &StreamTable, reason: &str) -> Result<Outcome, PgTrickleError>
     let src = sources_of(st)?;
     src.check_access(st)?;
     let buffers: Vec<String> = src.oids.iter().map(|s| cdc::buffer_name(*s)).collect();
-    let (outcome, frontier) = full(st, src.owner, &buffers, Some(reason.into()))?;
-    record(st, &outcome, &frontier, &src.start, None)?;
+    let subscribed = subscriptions::subscribed(st)?;
+    let (outcome, frontier) = full(st, src.owner, &buffers, Some(reason.into()), subscribed)?;
+    let refresh_id = record(st, &outcome, &frontier, &src.start, None)?;
+    if subscribed {
+        notify_subscribers(st, &outcome, refresh_id)?;
+    }
     Ok(outcome)
+}
+
+/// Queues the notification of a refresh of subscribed `st` (none when it applied nothing).
+fn notify_subscribers(
+    st: &StreamTable,
+    outcome: &Outcome,
+    refresh_id: Option<i64>,
+) -> Result<(), PgTrickleError> {
+    if outcome.action == Action::NoData {
+        return Ok(());
+    }
+    // Counted by every refresh of a subscribed stream table that applied something.
+    let counted = |n: Option<i64>| {
+        n.ok_or_else(|| {
+            PgTrickleError::Internal(format!(
+                "a {} refresh of subscribed stream table {} did not count its rows",
+                outcome.action.as_sql(),
+                st.qualified()
+            ))
+        })
+    };
+    subscriptions::queue(
+        st,
+        refresh_id,
+        counted(outcome.rows_inserted)?,
+        counted(outcome.rows_deleted)?,
+    )
 }
 
 /// Why this cycle must run FULL before looking at the change window, if it must. `Some(None)`
@@ -470,14 +508,16 @@ fn storage_rel(st: &StreamTable) -> RelName {
 
 /// FULL: empty the storage and insert the defining query's rows, in one statement that also
 /// yields the frontier (so the next DIFFERENTIAL window starts exactly here).
+/// `count_deleted`: count the rows the refresh replaces (for a subscription's notification).
 fn full(
     st: &StreamTable,
     owner: pg_sys::Oid,
     buffers: &[String],
     reason: Option<String>,
+    count_deleted: bool,
 ) -> Result<(Outcome, Frontier), PgTrickleError> {
     roles::as_owner(owner, &st.search_path, true, || {
-        full_as_owner(st, buffers, reason)
+        full_as_owner(st, buffers, reason, count_deleted)
     })
 }
 
@@ -485,6 +525,7 @@ fn full_as_owner(
     st: &StreamTable,
     buffers: &[String],
     reason: Option<String>,
+    count_deleted: bool,
 ) -> Result<(Outcome, Frontier), PgTrickleError> {
     let frontier_sql = frontier::capture_sql(buffers);
     let sql = if st.storage_layout == Layout::Plan {
@@ -500,6 +541,12 @@ fn full_as_owner(
             names::QUERY_ALIAS
         )
     };
+    let deleted = if count_deleted {
+        let n = Spi::get_one::<i64>(&format!("SELECT count(*) FROM {}", st.qualified()))?;
+        Some(crate::error::required(n, "count(*)")?)
+    } else {
+        None
+    };
     let _guard = ApplyGuard::new();
     Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
     let (n, frontier) = run_with_frontier(&sql)?;
@@ -507,7 +554,7 @@ fn full_as_owner(
         action: Action::Full,
         reason,
         rows_inserted: Some(n),
-        rows_deleted: None,
+        rows_deleted: deleted,
         delta_rows: None,
     };
     Ok((outcome, frontier))
@@ -526,11 +573,14 @@ const TRUNCATE_AFTER_DEAD_ROWS: i64 = 8_000;
 /// DIFFERENTIAL: materialise the consolidated delta of the change window into a temp table in
 /// one statement (which also yields the frontier and any TRUNCATE/paused markers in the
 /// window), then apply it with the engine's statements. Both are prepared once per session.
+/// `count`: the rows applied must be counted (a grouped delta counts them with a statement of
+/// its own).
 fn differential(
     st: &StreamTable,
     src: &Sources,
     buffers: &[String],
     old: &Frontier,
+    count: bool,
 ) -> Result<Diff, PgTrickleError> {
     roles::as_owner(src.owner, &st.search_path, false, || {
         let mut watched: Vec<u32> = src.oids.iter().map(|o| o.to_u32()).collect();
@@ -544,15 +594,15 @@ fn differential(
                 state
             }
         };
-        roles::restricted(|| run_delta(&state, old))
+        roles::restricted(|| run_delta(&state, old, count))
     })
 }
 
 /// Runs the prepared delta of `state` over the change window after `old` and applies it (as
 /// the owner, in a security-restricted operation).
-fn run_delta(state: &DiffState, old: &Frontier) -> Result<Diff, PgTrickleError> {
+fn run_delta(state: &DiffState, old: &Frontier, count: bool) -> Result<Diff, PgTrickleError> {
     let args = frontier_args(old)?;
-    let (delta_rows, inserted, deleted, (snapshot, xid, seq), markers) =
+    let (delta_rows, mut inserted, mut deleted, (snapshot, xid, seq), markers) =
         Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
             let row = client.update(&state.delta, None, &args)?.first();
             Ok((
@@ -590,6 +640,17 @@ fn run_delta(state: &DiffState, old: &Frontier) -> Result<Diff, PgTrickleError> 
         return Ok(Diff::MustRunFull(reason.into()));
     }
     if delta_rows > 0 {
+        if let (true, Some(counts)) = (count, &state.counts) {
+            let (i, d) = Spi::connect(|client| -> Result<_, pgrx::spi::Error> {
+                let row = client.select(counts, None, &[])?.first();
+                Ok((row.get::<i64>(1)?, row.get::<i64>(2)?))
+            })?;
+            debug_assert!(
+                i.is_some() && d.is_some(),
+                "coalesce(sum(…), 0) is never NULL"
+            );
+            (inserted, deleted) = (i, d);
+        }
         let _guard = ApplyGuard::new();
         for stmt in &state.apply {
             Spi::connect_mut(|client| client.update(stmt, None, &[]).map(|_| ()))?;
@@ -726,6 +787,11 @@ fn build_diff_state(
                 .map(|sql| cache::prepare(sql, &[]))
                 .collect::<Result<Vec<_>, _>>()?,
             clear: cache::prepare(&diff.clear, &[])?,
+            counts: diff
+                .counts
+                .as_deref()
+                .map(|sql| cache::prepare(sql, &[]))
+                .transpose()?,
             weighted: diff.weighted,
             dead_rows: std::cell::Cell::new(0),
         })
@@ -760,15 +826,16 @@ fn run_with_frontier(sql: &str) -> Result<(i64, Frontier), PgTrickleError> {
     Ok((n, Frontier::returned(snapshot, xid, seq)?))
 }
 
-/// Stores the new frontier and refresh time, and writes the history row. IMMEDIATE
-/// maintenance runs once per writing statement, so only its FULL refreshes are recorded.
+/// Stores the new frontier and refresh time, and writes the history row; returns its id.
+/// IMMEDIATE maintenance runs once per writing statement, so only its FULL refreshes are
+/// recorded (`None` otherwise).
 fn record(
     st: &StreamTable,
     outcome: &Outcome,
     frontier: &Frontier,
     start: &str,
     history: Option<i64>,
-) -> Result<(), PgTrickleError> {
+) -> Result<Option<i64>, PgTrickleError> {
     let set_frontier = cache::statement(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier_snapshot = $1::pg_snapshot, \
          frontier_xid = $2::xid8, frontier_seq = $3, last_refresh_at = now(), \
@@ -791,7 +858,7 @@ fn record(
             .map(|_| ())
     })?;
     if st.effective_mode == Mode::Immediate && outcome.action != Action::Full && history.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let (sql, last) = match history {
         Some(id) => (
@@ -803,7 +870,8 @@ fn record(
         None => (
             "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, start_time, end_time, action, \
              status, reason, rows_inserted, rows_deleted, delta_rows) \
-             VALUES ($6, $7::timestamptz, clock_timestamp(), $1, 'COMPLETED', $2, $3, $4, $5)",
+             VALUES ($6, $7::timestamptz, clock_timestamp(), $1, 'COMPLETED', $2, $3, $4, $5) \
+             RETURNING refresh_id",
             st.id,
         ),
     };
@@ -821,8 +889,21 @@ fn record(
         args.push(start.into());
     }
     let stmt = cache::statement(sql, &types)?;
-    Spi::connect_mut(|client| client.update(&*stmt, None, &args).map(|_| ()))?;
-    Ok(())
+    match history {
+        Some(id) => {
+            Spi::connect_mut(|client| client.update(&*stmt, None, &args).map(|_| ()))?;
+            Ok(Some(id))
+        }
+        None => {
+            let id = Spi::connect_mut(|client| {
+                client.update(&*stmt, None, &args)?.first().get::<i64>(1)
+            })?;
+            Ok(Some(crate::error::required(
+                id,
+                "pgt_refresh_history.refresh_id",
+            )?))
+        }
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

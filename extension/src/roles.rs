@@ -180,6 +180,20 @@ pub(crate) fn name_of(role: pg_sys::Oid) -> String {
     }
 }
 
+/// The OID of the role named `name`, if there is one.
+pub(crate) fn oid_of(name: &str) -> Option<pg_sys::Oid> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a syscache lookup by a NUL-terminated name; missing_ok yields InvalidOid.
+    let oid = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+    (oid != pg_sys::InvalidOid).then_some(oid)
+}
+
+/// Whether `role` has the privileges of `of` (is it, a member of it, or a superuser).
+pub(crate) fn has_privileges_of(role: pg_sys::Oid, of: pg_sys::Oid) -> bool {
+    // SAFETY: a pure catalog lookup on two role OIDs.
+    unsafe { pg_sys::has_privs_of_role(role, of) }
+}
+
 /// 42501 unless `caller` has the privileges of `owner` (is it, a member of it, or a
 /// superuser): only they may alter, refresh or drop a stream table, as for a table.
 pub(crate) fn check_owner(
@@ -187,8 +201,7 @@ pub(crate) fn check_owner(
     owner: pg_sys::Oid,
     stream_table: &str,
 ) -> Result<(), PgTrickleError> {
-    // SAFETY: a pure catalog lookup on two role OIDs.
-    if unsafe { pg_sys::has_privs_of_role(caller, owner) } {
+    if has_privileges_of(caller, owner) {
         Ok(())
     } else {
         Err(PgTrickleError::NotOwner {

@@ -18,7 +18,7 @@ fn my_database() -> u32 {
 
 /// At commit of the current transaction, asks the launcher to run this database's scheduler
 /// now (the change it made, a new stream table or a new schedule, is visible then).
-fn request_at_commit() {
+pub(crate) fn request_at_commit() {
     if !shared::available() {
         return;
     }

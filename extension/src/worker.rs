@@ -264,6 +264,15 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
                 (Some(now), 0)
             }
         };
+        // Notifications that waited for their coalescing window (subscriptions.rs).
+        let next = match crate::subscriptions::deliver_due() {
+            Ok(Some(at)) => Some(next.map_or(at, |n| n.min(at))),
+            Ok(None) => next,
+            Err(e) => {
+                log!("pg_trickle scheduler: delivering notifications: {e}");
+                next
+            }
+        };
         let every = i64::from(config::HISTORY_PRUNE_INTERVAL_SECONDS.get().max(1)) * 1000;
         if shared::take_prune(db, every, now) {
             prune();

@@ -225,6 +225,55 @@ pub fn apply_sql(
     }
 }
 
+/// The storage rows the apply statements of a grouped plan are about to insert and delete,
+/// as `(inserted, deleted)`, counted before they run (PostgreSQL 15's MERGE returns no rows).
+/// Each delta row is one group: a group in the storage is deleted by the apply (an updated
+/// group counts as one row deleted and one inserted, as in a Z-set), and is inserted again
+/// unless its `__pgt_count` reaches 0; a group not in the storage is inserted when its count
+/// is positive. The matches are exactly the MERGE's ([`KeyPart`]). `None` for the other
+/// maintenance kinds: keyed and bag deltas count their weights when they are filled.
+pub fn grouped_counts_sql(plan: &Plan, storage: &RelName, delta: &RelName) -> Option<String> {
+    let Maintenance::Grouped(g) = &plan.maintenance else {
+        return None;
+    };
+    let (t, d) = (quote_ident("t"), quote_ident("d"));
+    if g.keys.is_empty() {
+        // A scalar aggregate's single row is only ever updated (by every non-empty delta).
+        return Some(format!(
+            "SELECT count(*)::int8, count(*)::int8 FROM {} AS {d} CROSS JOIN {} AS {t}",
+            delta.sql(),
+            storage.sql()
+        ));
+    }
+    let count = quote_ident(crate::names::COUNT);
+    let all = plan.storage_columns();
+    let keys: Vec<(&String, bool)> = g
+        .key_storage
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (&all[*p].name, g.key_types[k].nullable))
+        .collect();
+    let parts: Vec<String> = KeyPart::parts(&keys)
+        .into_iter()
+        .map(|part| {
+            format!(
+                "SELECT count(*) FILTER (WHERE CASE WHEN {t}.ctid IS NULL THEN {d}.{count} > 0 \
+                 ELSE {t}.{count} + {d}.{count} > 0 END) AS i, count({t}.ctid) AS o \
+                 FROM (SELECT * FROM {} AS {d}{}) AS {d} LEFT JOIN {} AS {t} ON {}",
+                delta.sql(),
+                part.filter(&keys),
+                storage.sql(),
+                part.condition(&keys)
+            )
+        })
+        .collect();
+    Some(format!(
+        "SELECT coalesce(sum(i), 0)::int8, coalesce(sum(o), 0)::int8 FROM ({}) AS {}",
+        parts.join(" UNION ALL "),
+        quote_ident("c")
+    ))
+}
+
 /// A bag's delta rows are distinct (grouped by every column), so each names the copies of one
 /// row: `w < 0` deletes `-w` of them (any: they are equal), found through the storage's index
 /// on every column by a LATERAL lookup limited to `-w` rows; then `w > 0` inserts `w` copies.

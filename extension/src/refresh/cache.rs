@@ -47,6 +47,9 @@ pub struct DiffState {
     pub apply: Vec<OwnedPreparedStatement>,
     /// Empties the temp table after use.
     pub clear: OwnedPreparedStatement,
+    /// Grouped plans: counts the rows `apply` will insert and delete (run before it when the
+    /// stream table has subscriptions).
+    pub counts: Option<OwnedPreparedStatement>,
     /// Whether delta rows carry a weight (keyed plans) rather than group changes.
     pub weighted: bool,
     /// Rows deleted from the temp table since it was last truncated: dead rows that later

@@ -22,6 +22,8 @@ WITH "__pgt_ins" AS (INSERT INTO "pg_temp"."__pgt_delta_1_10" WITH "__pgt_d1" AS
 "__pgt_d6" AS (SELECT "s"."c0" AS "c0", "s"."c1" AS "c1", "s"."c2" AS "c2", "s"."c3" AS "c3", "s"."c4" AS "c4", "s"."c5" AS "c5", (- "s"."__pgt_weight") AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d5") AS "s"),
 "__pgt_d7" AS (SELECT "s".* FROM ((SELECT * FROM "__pgt_d2") UNION ALL (SELECT * FROM "__pgt_d4") UNION ALL (SELECT * FROM "__pgt_d6")) AS "s")
 SELECT "s"."c0" AS "k", "s"."c1" AS "bk", "s"."c2" AS "x", "s"."c3" AS "y", CAST(SUM("s"."__pgt_weight") AS int8) AS "__pgt_weight" FROM (SELECT "s"."c0" AS "c0", "s"."c3" AS "c1", "s"."c1" AS "c2", "s"."c4" AS "c3", "s"."__pgt_weight" AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d7") AS "s") AS "s" GROUP BY "s"."c0", "s"."c1", "s"."c2", "s"."c3" HAVING SUM("s"."__pgt_weight") <> 0 RETURNING "__pgt_weight") SELECT (SELECT count(*) FROM "__pgt_ins"), (SELECT coalesce(sum("__pgt_weight") FILTER (WHERE "__pgt_weight" > 0), 0)::int8 FROM "__pgt_ins"), (SELECT coalesce(-sum("__pgt_weight") FILTER (WHERE "__pgt_weight" < 0), 0)::int8 FROM "__pgt_ins"), frontier(), markers()
+-- counts
+(counted by fill)
 -- apply
 MERGE INTO "public"."st" AS "t" USING (SELECT DISTINCT ON ("d"."k", "d"."bk") * FROM "pg_temp"."__pgt_delta_1_10" AS "d" ORDER BY "d"."k", "d"."bk", "d"."__pgt_weight" DESC) AS "d" ON "t"."k" = "d"."k" AND "t"."bk" = "d"."bk" WHEN MATCHED AND "d"."__pgt_weight" < 0 THEN DELETE WHEN MATCHED THEN UPDATE SET "x" = "d"."x", "y" = "d"."y" WHEN NOT MATCHED AND "d"."__pgt_weight" > 0 THEN INSERT ("k", "bk", "x", "y") VALUES ("d"."k", "d"."bk", "d"."x", "d"."y")
 -- clear

@@ -12,6 +12,8 @@ SELECT "s"."c0" AS "k", "s"."c1" AS "x", CAST(SUM("s"."__pgt_weight") AS int8) A
 WITH "__pgt_ins" AS (INSERT INTO "pg_temp"."__pgt_delta_1_10" WITH "__pgt_d1" AS (SELECT "d"."k" AS "c0", "d"."x" AS "c1", CAST(SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (window_16384($1, $2, $3)) GROUP BY "d"."k", "d"."x" HAVING SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) <> 0),
 "__pgt_d2" AS (SELECT "s".* FROM (SELECT * FROM "__pgt_d1") AS "s" WHERE ("s"."c1" > 1))
 SELECT "s"."c0" AS "k", "s"."c1" AS "x", CAST(SUM("s"."__pgt_weight") AS int8) AS "__pgt_weight" FROM (SELECT "s"."c0" AS "c0", "s"."c1" AS "c1", "s"."__pgt_weight" AS "__pgt_weight" FROM (SELECT * FROM "__pgt_d2") AS "s") AS "s" GROUP BY "s"."c0", "s"."c1" HAVING SUM("s"."__pgt_weight") <> 0 RETURNING "__pgt_weight") SELECT (SELECT count(*) FROM "__pgt_ins"), (SELECT coalesce(sum("__pgt_weight") FILTER (WHERE "__pgt_weight" > 0), 0)::int8 FROM "__pgt_ins"), (SELECT coalesce(-sum("__pgt_weight") FILTER (WHERE "__pgt_weight" < 0), 0)::int8 FROM "__pgt_ins"), frontier(), markers()
+-- counts
+(counted by fill)
 -- apply
 MERGE INTO "public"."st" AS "t" USING (SELECT DISTINCT ON ("d"."k") * FROM "pg_temp"."__pgt_delta_1_10" AS "d" ORDER BY "d"."k", "d"."__pgt_weight" DESC) AS "d" ON "t"."k" = "d"."k" WHEN MATCHED AND "d"."__pgt_weight" < 0 THEN DELETE WHEN MATCHED THEN UPDATE SET "x" = "d"."x" WHEN NOT MATCHED AND "d"."__pgt_weight" > 0 THEN INSERT ("k", "x") VALUES ("d"."k", "d"."x")
 -- clear
