@@ -236,6 +236,15 @@ done
 [ "$refreshes" -eq 200 ] || die "want 200 differential refreshes, got $refreshes"
 expect_eq "SELECT count(*) FROM pgtrickle.pgt_notify_pending" 0
 
+# SERIALIZABLE: nothing is sent at commit (write skew between serializable transactions on
+# the subscription tables); the scheduler sends it.
+before=$(heard second | wc -l)
+q -c "BEGIN ISOLATION LEVEL SERIALIZABLE; INSERT INTO src VALUES (5000, 1, 10000); SELECT pgtrickle.refresh_stream_table('keyed'); COMMIT;" >/dev/null
+eventually 30 "SELECT sum(pending_refreshes) FROM pgtrickle.list_subscriptions() WHERE stream_table = 'public.keyed'" 0
+sync_listener
+[ "$(heard second | wc -l)" -eq $((before + 1)) ] || die "serializable: $(heard second | tail -2)"
+checks=$((checks + 1))
+
 # pg_dump keeps the subscriptions (an extension configuration table).
 "$PG" psql "$CLUSTER" -Atq -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS sub_restored" -c "CREATE DATABASE sub_restored"
 port=$("$PG" port "$CLUSTER")

@@ -1,5 +1,6 @@
 //! EXPLAIN rendering of a plan's operator tree as text, JSON and DOT, marking each operator
-//! with how it is maintained (groundwork for `pgtrickle.explain_stream_table`).
+//! with how it is maintained; [`explain_stream_table`] adds what `pgtrickle.explain_stream_table`
+//! shows around it (modes, the FULL reason, indexes, statements).
 //! Invariant: a plan that is not differentiable is shown as one node marked FULL with its
 //! reason; a differentiable plan marks every node DIFFERENTIAL with its delta strategy.
 
@@ -75,8 +76,15 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
         ),
         Operator::Aggregate(a) => (
             format!(
-                "GROUP BY {} AGG {}",
-                a.keys.iter().map(e).collect::<Vec<_>>().join(", "),
+                "{}AGG {}",
+                if a.keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "GROUP BY {} ",
+                        a.keys.iter().map(e).collect::<Vec<_>>().join(", ")
+                    )
+                },
                 a.aggs
                     .iter()
                     .map(|c| c.func.name().to_string())
@@ -195,6 +203,118 @@ fn dot(node: &Node, next: &mut usize, out: &mut String) -> usize {
         out.push_str(&format!("  n{child} -> n{id};\n"));
     }
     id
+}
+
+impl ExplainFormat {
+    /// The format a user named (`text`, `json`, `dot`, any case), or `None`.
+    pub fn parse(name: &str) -> Option<ExplainFormat> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(ExplainFormat::Text),
+            "json" => Some(ExplainFormat::Json),
+            "dot" => Some(ExplainFormat::Dot),
+            _ => None,
+        }
+    }
+}
+
+/// What the extension knows about a stream table beyond its plan, shown around the operator
+/// tree by [`explain_stream_table`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// The stream table, as a user writes its name.
+    pub name: String,
+    /// The refresh mode asked for and the one in effect.
+    pub refresh_mode: String,
+    pub effective_mode: String,
+    /// Why the stream table is refreshed FULL, when it is.
+    pub full_reason: Option<String>,
+    /// The indexes its refreshes rely on, each as `name: definition`.
+    pub indexes: Vec<String>,
+    /// With `verbose`: the statements a refresh runs, each `(step, sql)`.
+    pub statements: Vec<(String, String)>,
+}
+
+/// A stream table's plan (when it has one) with its [`Annotations`], in `format`: a header
+/// (name, modes, reason), the operator tree as [`explain`] draws it, the indexes, and the
+/// statements when given. JSON keeps PostgreSQL EXPLAIN's shape (a one-element array holding
+/// `"Plan"`), with the annotations as further keys; DOT draws the tree under a graph label.
+pub fn explain_stream_table(
+    plan: Option<&Plan>,
+    notes: &Annotations,
+    format: ExplainFormat,
+) -> String {
+    let root = match plan {
+        Some(p) => tree(p),
+        None => Node {
+            operator: "Query".into(),
+            detail: String::new(),
+            mode: "FULL",
+            strategy: notes
+                .full_reason
+                .clone()
+                .unwrap_or_else(|| "no plan".into()),
+            children: Vec::new(),
+        },
+    };
+    let modes = if notes.refresh_mode == notes.effective_mode {
+        notes.effective_mode.clone()
+    } else {
+        format!(
+            "{} (resolved to {})",
+            notes.refresh_mode, notes.effective_mode
+        )
+    };
+    match format {
+        ExplainFormat::Text => {
+            let mut out = format!("Stream table {}: {modes}\n", notes.name);
+            if let Some(r) = &notes.full_reason {
+                out.push_str(&format!("FULL because: {r}\n"));
+            }
+            text(&root, 0, &mut out);
+            if !notes.indexes.is_empty() {
+                out.push_str("Indexes:\n");
+                for i in &notes.indexes {
+                    out.push_str(&format!("  {i}\n"));
+                }
+            }
+            if !notes.statements.is_empty() {
+                out.push_str("Statements:\n");
+                for (step, sql) in &notes.statements {
+                    out.push_str(&format!("  {step}: {sql}\n"));
+                }
+            }
+            out
+        }
+        ExplainFormat::Json => {
+            let mut top = serde_json::Map::new();
+            top.insert("Stream Table".into(), json!(notes.name));
+            top.insert("Refresh Mode".into(), json!(notes.refresh_mode));
+            top.insert("Effective Mode".into(), json!(notes.effective_mode));
+            top.insert("Full Reason".into(), json!(notes.full_reason));
+            top.insert("Plan".into(), to_json(&root));
+            top.insert("Indexes".into(), json!(notes.indexes));
+            if !notes.statements.is_empty() {
+                let st: Vec<Json> = notes
+                    .statements
+                    .iter()
+                    .map(|(step, sql)| json!({ "Step": step, "SQL": sql }))
+                    .collect();
+                top.insert("Statements".into(), Json::Array(st));
+            }
+            serde_json::to_string_pretty(&Json::Array(vec![Json::Object(top)])).unwrap_or_default()
+        }
+        ExplainFormat::Dot => {
+            let mut out = format!(
+                "digraph stream_table {{\n  label=\"{}: {}\";\n  labelloc=t;\n  node [shape=box];\n",
+                dot_escape(&notes.name),
+                dot_escape(&modes)
+            );
+            let mut next = 0;
+            dot(&root, &mut next, &mut out);
+            out.push_str("}\n");
+            out
+        }
+    }
 }
 
 /// Renders the plan's operator tree in `format`.

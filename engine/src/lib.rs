@@ -30,7 +30,7 @@ pub mod zset;
 
 pub use catalog::{Catalog, ColumnInfo, FunctionInfo, MemoryCatalog, TableInfo, Volatility};
 pub use error::{EngineError, Reason};
-pub use explain::{explain, ExplainFormat};
+pub use explain::{explain, explain_stream_table, Annotations, ExplainFormat};
 pub use operator::{ColType, EvalContext, Operator, Tables};
 pub use plan::{plan, Differentiability, Identity, OutputColumn, Plan, SourceTable};
 pub use program::{

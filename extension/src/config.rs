@@ -44,6 +44,12 @@ pub static NOTIFY_COALESCE_MS: GucSetting<i32> = GucSetting::<i32>::new(250);
 /// notification stays pending instead of being sent.
 pub static NOTIFY_QUEUE_MAX_PERCENT: GucSetting<i32> = GucSetting::<i32>::new(50);
 
+/// `pg_trickle.sla_window_hours`: the window `sla_summary()` reports on (sla.rs).
+pub static SLA_WINDOW_HOURS: GucSetting<i32> = GucSetting::<i32>::new(24);
+/// `pg_trickle.sla_target`: the share of refreshes that should succeed; `sla_summary()`'s
+/// error budget is what the rest allows.
+pub static SLA_TARGET: GucSetting<f64> = GucSetting::<f64>::new(0.99);
+
 /// Registers the GUCs. Called from `_PG_init` in every process that loads the library.
 pub(crate) fn define() {
     GucRegistry::define_bool_guc(
@@ -71,6 +77,27 @@ pub(crate) fn define() {
           such refresh says so in a NOTICE and in its history row.",
         &FORCE_FULL_REFRESH,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.sla_window_hours",
+        c"The window pgtrickle.sla_summary() reports on, in hours.",
+        c"Refreshes that started within this many hours count; any session may choose its own.",
+        &SLA_WINDOW_HOURS,
+        1,
+        8_760,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"pg_trickle.sla_target",
+        c"The share of refreshes that should succeed, for sla_summary()'s error budget.",
+        c"The error budget is 1 - target; error_budget_remaining is the part of it the failures \
+          in the window left (negative when overspent).",
+        &SLA_TARGET,
+        0.0,
+        0.9999,
+        GucContext::Userset,
         GucFlags::default(),
     );
     for (name, short, long, setting, min, max) in INT_GUCS {

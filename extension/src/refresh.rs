@@ -25,7 +25,7 @@ use crate::pgcatalog::PgCatalog;
 use crate::roles;
 use crate::settings::with_settings;
 use crate::storage::ApplyGuard;
-use crate::stream_table::{Layout, Mode, StreamTable};
+use crate::stream_table::{self, Layout, Mode, StreamTable};
 use crate::subscriptions;
 use cache::{DiffState, BOOL, INT8, OID, TEXT};
 
@@ -500,6 +500,60 @@ fn full_reason(st: &StreamTable, src: &Sources) -> Result<Option<Option<String>>
 /// Plans the defining query of a stream table with a plan-based storage layout.
 pub fn plan_of(st: &StreamTable) -> Result<Plan, PgTrickleError> {
     Ok(engine::plan(&st.query, &PgCatalog)?)
+}
+
+/// The statements a refresh of `st` runs, as `(step, sql)` in order (for
+/// `explain_stream_table(…, verbose => true)`): the FULL statement, and for an incremental
+/// stream table the delta table, its fill over the change window, the counting of a grouped
+/// delta, the apply statements and the clearing. `$1`…`$3` are the previous frontier.
+pub fn statements(st: &StreamTable) -> Result<Vec<(String, String)>, PgTrickleError> {
+    // In OID order, as a refresh reads them.
+    let sources = stream_table::sources(st.id)?;
+    let buffers: Vec<String> = sources.iter().map(|s| cdc::buffer_name(*s)).collect();
+    if st.storage_layout == Layout::Query {
+        let ins = names::INSERTED;
+        return Ok(vec![
+            ("truncate".into(), format!("TRUNCATE {}", st.qualified())),
+            (
+                "full".into(),
+                format!(
+                    "WITH {ins} AS (INSERT INTO {} SELECT * FROM {} AS {} RETURNING 1) \
+                     SELECT (SELECT count(*) FROM {ins}), {}",
+                    st.qualified(),
+                    crate::stream_table::enclosed(&st.query),
+                    names::QUERY_ALIAS,
+                    frontier::capture_sql(&buffers)
+                ),
+            ),
+        ]);
+    }
+    let plan = plan_of(st)?;
+    let program = engine::program(&plan, &program_input(st, &sources, &buffers))?;
+    let mut out = vec![
+        (
+            "truncate".to_string(),
+            format!("TRUNCATE {}", st.qualified()),
+        ),
+        ("full".to_string(), program.full),
+    ];
+    if let (true, Some(d)) = (st.effective_mode.incremental(), program.differential) {
+        out.push(("delta table".into(), d.table_ddl));
+        out.push(("fill".into(), d.fill));
+        if let Some(c) = d.counts {
+            out.push(("counts (with subscriptions)".into(), c));
+        }
+        let n = d.apply.len();
+        for (i, a) in d.apply.into_iter().enumerate() {
+            let step = if n == 1 {
+                "apply".to_string()
+            } else {
+                format!("apply {}", i + 1)
+            };
+            out.push((step, a));
+        }
+        out.push(("clear".into(), d.clear));
+    }
+    Ok(out)
 }
 
 fn storage_rel(st: &StreamTable) -> RelName {

@@ -188,6 +188,17 @@ pub(crate) fn oid_of(name: &str) -> Option<pg_sys::Oid> {
     (oid != pg_sys::InvalidOid).then_some(oid)
 }
 
+/// Whether `role` may see a stream table's internals (its query, plan, subscriptions): it has
+/// the privileges of the owner, or SELECT on the storage table `relid`.
+pub(crate) fn may_read(role: pg_sys::Oid, relid: pg_sys::Oid, owner: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups on existing OIDs (the caller holds the stream table's row).
+    has_privileges_of(role, owner)
+        || unsafe {
+            pg_sys::pg_class_aclcheck(relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode)
+                == pg_sys::AclResult::ACLCHECK_OK
+        }
+}
+
 /// Whether `role` has the privileges of `of` (is it, a member of it, or a superuser).
 pub(crate) fn has_privileges_of(role: pg_sys::Oid, of: pg_sys::Oid) -> bool {
     // SAFETY: a pure catalog lookup on two role OIDs.

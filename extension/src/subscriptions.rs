@@ -218,12 +218,6 @@ fn unsubscribe(stream_table: Option<&str>, channel: Option<&str>) -> Result<(), 
         let channel = argument("unsubscribe", "channel", channel)?;
         let st = stream_table::find(name, true)?;
         let caller = crate::roles::current();
-        // Who may not subscribe learns nothing about the subscriptions either.
-        if !may_read(caller, &st) {
-            return Err(PgTrickleError::NotSubscriber {
-                stream_table: st.qualified(),
-            });
-        }
         let subscriber = crate::roles::as_extension(|| {
             let args: [DatumWithOid; 3] = [
                 st.schema.as_str().into(),
@@ -245,7 +239,16 @@ fn unsubscribe(stream_table: Option<&str>, channel: Option<&str>) -> Result<(), 
                 }
             })?)
         })?;
+        let denied = || PgTrickleError::NotSubscriber {
+            stream_table: st.qualified(),
+        };
+        let is_owner = crate::roles::has_privileges_of(caller, st.owner);
+        // Who may not subscribe learns nothing about the subscriptions (but the role that
+        // subscribed may remove its subscription even after losing SELECT).
         let Some(subscriber) = subscriber else {
+            if !may_read(caller, &st) {
+                return Err(denied());
+            }
             pgrx::notice!(
                 "channel \"{}\" is not subscribed to stream table {}, skipping",
                 channel,
@@ -255,10 +258,8 @@ fn unsubscribe(stream_table: Option<&str>, channel: Option<&str>) -> Result<(), 
         };
         let is_subscriber = crate::roles::oid_of(&subscriber)
             .is_some_and(|r| crate::roles::has_privileges_of(caller, r));
-        if !is_subscriber && !crate::roles::has_privileges_of(caller, st.owner) {
-            return Err(PgTrickleError::NotSubscriber {
-                stream_table: st.qualified(),
-            });
+        if !is_subscriber && !is_owner {
+            return Err(denied());
         }
         crate::roles::as_extension(|| {
             Spi::run_with_args(
@@ -277,12 +278,7 @@ fn unsubscribe(stream_table: Option<&str>, channel: Option<&str>) -> Result<(), 
 
 /// Whether `role` may subscribe to `st`: it has the privileges of its owner, or SELECT on it.
 fn may_read(role: pg_sys::Oid, st: &StreamTable) -> bool {
-    // SAFETY: catalog lookups on existing OIDs (the stream table's row is locked).
-    crate::roles::has_privileges_of(role, st.owner)
-        || unsafe {
-            pg_sys::pg_class_aclcheck(st.relid, role, pg_sys::ACL_SELECT as pg_sys::AclMode)
-                == pg_sys::AclResult::ACLCHECK_OK
-        }
+    crate::roles::may_read(role, st.relid, st.owner)
 }
 
 /// Whether `st` has subscriptions (asked by every refresh: they then count what they apply).
@@ -377,67 +373,96 @@ thread_local! {
     /// Subscriptions delivered (or found waiting) by this transaction's commit trigger: its
     /// later firings for them do not try again. Emptied when the transaction ends.
     static SEEN: RefCell<BTreeSet<Key>> = const { RefCell::new(BTreeSet::new()) };
-}
-
-thread_local! {
-    /// Whether this transaction asked for the scheduler already.
+    /// Whether this transaction asked for the scheduler already, and whether the end of the
+    /// transaction will reset this state.
     static REQUESTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn forget_seen() {
     let _ = SEEN.try_with(|s| s.borrow_mut().clear());
     let _ = REQUESTED.try_with(|r| r.set(false));
+    let _ = WATCHING.try_with(|w| w.set(false));
+}
+
+/// Makes the end of this transaction (commit or abort) reset the state above.
+fn watch_transaction_end() {
+    if !WATCHING.with(|w| w.replace(true)) {
+        register_xact_callback(PgXactCallbackEvent::Commit, forget_seen);
+        register_xact_callback(PgXactCallbackEvent::Abort, forget_seen);
+    }
 }
 
 /// Asks for the database's scheduler at commit, once per transaction: a notification stays
 /// pending.
 fn request_scheduler_once() {
+    watch_transaction_end();
     if !REQUESTED.with(|r| r.replace(true)) {
         crate::scheduling::request_at_commit();
     }
 }
 
+/// The value of `r`, or its error raised as a PostgreSQL error (inside [`crate::txn::attempt`],
+/// so that the subtransaction is rolled back: nothing of a failed delivery stays half done).
+fn raising<T>(r: Result<T, PgTrickleError>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            pgrx::pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+            unreachable!("an ERROR report does not return")
+        }
+    }
+}
+
+fn serializable() -> bool {
+    // SAFETY: a backend global, valid inside a transaction.
+    unsafe { pg_sys::XactIsoLevel == pg_sys::XACT_SERIALIZABLE as i32 }
+}
+
 /// Deferred constraint trigger on `pgt_notify_pending` (AFTER INSERT, fired at commit): the
 /// subscription of the new row is delivered, if its window is closed. Never raises an error:
-/// what cannot be delivered now stays pending for the scheduler, which it asks for.
+/// what cannot be delivered now stays pending for the scheduler, which it asks for. Under
+/// SERIALIZABLE it only asks: reading and writing the subscriptions' rows at commit would make
+/// concurrent serializable transactions fail each other (write skew on these small tables).
 #[pg_trigger]
 fn deliver_at_commit<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, PgHeapTupleError> {
-    let Some(new) = trigger.new() else {
+    let Some(seq) = trigger
+        .new()
+        .and_then(|n| n.get_by_name::<i64>("seq").ok().flatten())
+    else {
         return Ok(None);
     };
-    // The row's subscription, read back by its key (`name` columns are read as text); gone
-    // when an earlier firing of this commit delivered it already.
-    let Some(seq) = new.get_by_name::<i64>("seq").ok().flatten() else {
-        return Ok(None);
-    };
-    let key = match crate::roles::as_extension(|| key_of(seq)) {
-        Ok(Some(key)) => key,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            pgrx::warning!("pg_trickle could not read a pending notification: {e}");
-            request_scheduler_once();
-            return Ok(None);
-        }
-    };
-    let first = SEEN.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.is_empty() {
-            register_xact_callback(PgXactCallbackEvent::Commit, forget_seen);
-            register_xact_callback(PgXactCallbackEvent::Abort, forget_seen);
-        }
-        s.insert(key.clone())
-    });
-    if !first {
-        // Still pending after this transaction's delivery for its subscription: queued after
-        // it (under SET CONSTRAINTS … IMMEDIATE) or left for the window. The scheduler sends it.
+    watch_transaction_end();
+    if serializable() {
         request_scheduler_once();
         return Ok(None);
     }
-    match attempt_delivery(&key) {
-        Delivery::Sent | Delivery::Nothing => {}
-        Delivery::Later(_) | Delivery::Busy => request_scheduler_once(),
+    let result = crate::txn::attempt(|| {
+        raising(crate::roles::as_extension(|| {
+            // Read back by its key (`name` columns as text); gone when an earlier firing of
+            // this commit delivered it already.
+            match key_of(seq)? {
+                None => Ok(Delivery::Nothing),
+                // Still pending after this transaction's delivery for its subscription
+                // (queued after it under SET CONSTRAINTS … IMMEDIATE, or left for the window).
+                Some(key) if !SEEN.with(|s| s.borrow_mut().insert(key.clone())) => {
+                    Ok(Delivery::Busy)
+                }
+                Some(key) => deliver(&key),
+            }
+        }))
+    });
+    match result {
+        Ok(Delivery::Sent | Delivery::Nothing) => {}
+        Ok(Delivery::Later(_) | Delivery::Busy) => request_scheduler_once(),
+        Err(e) => {
+            pgrx::warning!(
+                "pg_trickle could not deliver a notification at commit: {e}; it stays pending"
+            );
+            request_scheduler_once();
+        }
     }
     Ok(None)
 }
@@ -463,12 +488,13 @@ fn key_of(seq: i64) -> Result<Option<Key>, PgTrickleError> {
     })
 }
 
-/// [`deliver`] in a subtransaction, as the extension's owner: an error leaves the
-/// subscription's rows pending (reported as a WARNING) and is not returned.
+/// [`deliver`] in a subtransaction, as the extension's owner (the scheduler's way): an error
+/// rolls the subtransaction back, leaving the subscription's rows pending (reported as a
+/// WARNING), and is not returned.
 fn attempt_delivery(key: &Key) -> Delivery {
     let interval = i64::from(config::SCHEDULER_INTERVAL_MS.get());
-    let result = crate::txn::attempt(|| crate::roles::as_extension(|| deliver(key)));
-    match result.and_then(|r| r) {
+    let result = crate::txn::attempt(|| raising(crate::roles::as_extension(|| deliver(key))));
+    match result {
         Ok(d) => d,
         Err(e) => {
             pgrx::warning!(

@@ -269,8 +269,9 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
             Ok(Some(at)) => Some(next.map_or(at, |n| n.min(at))),
             Ok(None) => next,
             Err(e) => {
+                // Looked at again next tick (an idle database's scheduler must not leave them).
                 log!("pg_trickle scheduler: delivering notifications: {e}");
-                next
+                Some(now)
             }
         };
         let every = i64::from(config::HISTORY_PRUNE_INTERVAL_SECONDS.get().max(1)) * 1000;

@@ -5,10 +5,19 @@
 
 /// Compares (or, with `UPDATE_GOLDEN` set, writes) every `(name, text)` against `dir`.
 pub fn check(dir: &str, rendered: impl IntoIterator<Item = (String, String)>) {
+    check_files(dir, "sql", rendered);
+}
+
+/// [`check`] against `<dir>/<name>.<extension>`.
+pub fn check_files(
+    dir: &str,
+    extension: &str,
+    rendered: impl IntoIterator<Item = (String, String)>,
+) {
     let update = std::env::var("UPDATE_GOLDEN").is_ok();
     let mut mismatches = Vec::new();
     for (name, actual) in rendered {
-        let path = format!("{dir}/{name}.sql");
+        let path = format!("{dir}/{name}.{extension}");
         if update {
             std::fs::write(&path, &actual).unwrap();
             continue;
