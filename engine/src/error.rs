@@ -32,6 +32,9 @@ pub enum Reason {
     SubqueryShape { what: String },
     /// The delta statement would exceed `plan::DELTA_STATEMENT_LIMIT` (sizes in kB).
     DeltaTooLarge { kilobytes: usize, limit: usize },
+    /// More table references than `plan::MAX_TABLE_REFERENCES` in one query: the delta of a
+    /// join of n inputs is built from the deltas of its sub-joins, which costs 2^n to derive.
+    TooManyTables { references: usize, limit: usize },
     /// A column whose type has no equality operator (json, xml, point…), so deltas cannot be
     /// consolidated.
     TypeWithoutEquality { column: String, type_name: String },
@@ -75,6 +78,10 @@ impl fmt::Display for Reason {
             Reason::DeltaTooLarge { kilobytes, limit } => write!(
                 f,
                 "its delta statement would be {kilobytes} kB (the limit is {limit} kB): too many subqueries and outer joins stacked in one query"
+            ),
+            Reason::TooManyTables { references, limit } => write!(
+                f,
+                "the query reads {references} table references (the limit is {limit}): the cost of deriving a join's delta doubles with every table joined"
             ),
             Reason::TypeWithoutEquality { column, type_name } => {
                 write!(

@@ -34,7 +34,7 @@ pub fn buffer_name(source: pg_sys::Oid) -> String {
 }
 
 /// Whether `source` has a change buffer.
-fn buffer_exists(source: pg_sys::Oid) -> Result<bool, PgTrickleError> {
+pub(crate) fn buffer_exists(source: pg_sys::Oid) -> Result<bool, PgTrickleError> {
     Ok(Spi::get_one::<bool>(&format!(
         "SELECT to_regclass({}) IS NOT NULL",
         quote_literal(&buffer_name(source))

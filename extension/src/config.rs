@@ -1,7 +1,7 @@
 //! The `pg_trickle.*` GUCs: defined once in `_PG_init`, read through the accessors here.
 //! Every GUC is documented in docs/CONFIGURATION.md (the catalogue there lists exactly these).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
@@ -50,22 +50,32 @@ pub static SLA_WINDOW_HOURS: GucSetting<i32> = GucSetting::<i32>::new(24);
 /// error budget is what the rest allows.
 pub static SLA_TARGET: GucSetting<f64> = GucSetting::<f64>::new(0.99);
 
+/// `pg_trickle.metrics_port`: the port of the Prometheus endpoint (0: no endpoint). Read when
+/// the library is preloaded (metrics_server.rs).
+pub static METRICS_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `pg_trickle.metrics_listen_address`: the address the endpoint listens on.
+pub static METRICS_LISTEN_ADDRESS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"127.0.0.1"));
+
 /// Registers the GUCs. Called from `_PG_init` in every process that loads the library.
 pub(crate) fn define() {
     GucRegistry::define_bool_guc(
         c"pg_trickle.enabled",
-        c"Enables pg_trickle change capture and refreshes.",
-        c"When off, capture triggers record only that a write was skipped, so dependents \
-          refresh FULL next time.",
+        c"Master switch of pg_trickle.",
+        c"When off, the schedulers refresh nothing, IMMEDIATE stream tables are not maintained, and \
+          capture triggers skip row capture and leave one \"skipped\" marker row per statement in the \
+          source's change buffer, so every stream table reading that source runs its next \
+          refresh FULL.",
         &ENABLED,
         GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
         c"pg_trickle.cdc_paused",
-        c"Pauses row capture into change buffers.",
-        c"While on, capture triggers return at once after leaving a marker, and every stream \
-          table reading a source written meanwhile runs its next refresh FULL.",
+        c"Pauses change capture.",
+        c"While on, capture triggers return at once after leaving the same marker as \
+          pg_trickle.enabled = off, one row per statement whatever its size. Pausing never leaves \
+          a silently wrong stream table: the marker forces a FULL refresh.",
         &CDC_PAUSED,
         GucContext::Suset,
         GucFlags::default(),
@@ -73,8 +83,9 @@ pub(crate) fn define() {
     GucRegistry::define_bool_guc(
         c"pg_trickle.force_full_refresh",
         c"Makes every refresh FULL, whatever each stream table's mode.",
-        c"For diagnosis: overrides the refresh mode of every stream table while set; each \
-          such refresh says so in a NOTICE and in its history row.",
+        c"For diagnosis: each refresh runs FULL while it is set, says so in a NOTICE \
+          (stream table \"s\".\"t\" using FULL refresh: pg_trickle.force_full_refresh is on) and \
+          records the reason in its history row.",
         &FORCE_FULL_REFRESH,
         GucContext::Suset,
         GucFlags::default(),
@@ -92,12 +103,33 @@ pub(crate) fn define() {
     GucRegistry::define_float_guc(
         c"pg_trickle.sla_target",
         c"The share of refreshes that should succeed, for sla_summary()'s error budget.",
-        c"The error budget is 1 - target; error_budget_remaining is the part of it the failures \
-          in the window left (negative when overspent).",
+        c"error_budget_remaining is 1 - error_rate / (1 - target): 1 without failures, 0 when the \
+          budget is used up, negative when overspent. Any session may choose its own.",
         &SLA_TARGET,
         0.0,
         0.9999,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.metrics_port",
+        c"Port of the Prometheus endpoint, served by a background worker (0: no endpoint).",
+        c"The worker serves GET /metrics in Prometheus' text format and takes one of \
+          max_worker_processes; it reads pgtrickle.metrics() in every database over the server's \
+          Unix socket as the bootstrap superuser. See docs/MONITORING.md.",
+        &METRICS_PORT,
+        0,
+        65_535,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_trickle.metrics_listen_address",
+        c"Address the Prometheus endpoint listens on.",
+        c"127.0.0.1 (loopback) by default: the endpoint has no authentication, so expose it \
+          beyond the host only on a trusted network.",
+        &METRICS_LISTEN_ADDRESS,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     for (name, short, long, setting, min, max) in INT_GUCS {
@@ -127,15 +159,15 @@ type IntGuc = (
 const INT_GUCS: &[IntGuc] = &[
     (
         c"pg_trickle.scheduler_interval_ms",
-        c"How often the scheduler of each database wakes up, in milliseconds.",
-        c"Each wake-up refreshes the stream tables that are due, in dependency order.",
+        c"How often a database's scheduler ticks while it is resident, in milliseconds.",
+        c"Also the least time between two ticks of one database, whichever worker runs them.",
         &SCHEDULER_INTERVAL_MS,
         10,
         3_600_000,
     ),
     (
         c"pg_trickle.default_schedule_seconds",
-        c"How often a stream table with schedule 'calculated' is checked for source changes.",
+        c"How often a stream table with schedule 'calculated' is checked for source changes, in seconds.",
         c"It is refreshed when one of its sources changed since its last refresh.",
         &DEFAULT_SCHEDULE_SECONDS,
         1,
@@ -144,8 +176,8 @@ const INT_GUCS: &[IntGuc] = &[
     (
         c"pg_trickle.max_consecutive_errors",
         c"Failed scheduled refreshes in a row before a stream table goes to status ERROR.",
-        c"Retryable failures back off exponentially in between; permanent ones (by SQLSTATE) \
-          go to ERROR at once.",
+        c"Retryable failures back off exponentially in between; permanent ones (by SQLSTATE) go to \
+          ERROR at once.",
         &MAX_CONSECUTIVE_ERRORS,
         1,
         1_000,
@@ -160,10 +192,10 @@ const INT_GUCS: &[IntGuc] = &[
     ),
     (
         c"pg_trickle.max_workers",
-        c"Background workers pg_trickle runs at once: schedulers and refresh workers together.",
-        c"Each database with scheduled stream tables needs one while its scheduler runs; when \
-          more databases are due than there are workers, they take turns. The launcher is not \
-          counted. Workers come from max_worker_processes.",
+        c"Size of the worker pool shared by all databases.",
+        c"Each database's scheduler and each refresh worker take a slot while they run. Every slot \
+          is also one of PostgreSQL's max_worker_processes, of which the launcher takes one more; \
+          see docs/SCHEDULING.md for sizing.",
         &MAX_WORKERS,
         1,
         crate::shared::MAX_POOL as i32,
@@ -171,16 +203,16 @@ const INT_GUCS: &[IntGuc] = &[
     (
         c"pg_trickle.max_parallel_refreshes",
         c"Stream tables one database refreshes at once.",
-        c"Above 1, the scheduler starts a refresh worker per due stream table (from \
-          pg_trickle.max_workers), a stream table always after the stream tables it reads.",
+        c"Above 1 the scheduler hands due stream tables to refresh workers from the pool, a stream \
+          table only after the stream tables it reads.",
         &MAX_PARALLEL_REFRESHES,
         1,
         crate::shared::MAX_POOL as i32,
     ),
     (
         c"pg_trickle.history_retention_days",
-        c"Refresh history older than this many days is deleted by the scheduler.",
-        c"",
+        c"Refresh history older than this many days is deleted by each database's scheduler.",
+        c"Pruned every pg_trickle.history_prune_interval_seconds.",
         &HISTORY_RETENTION_DAYS,
         1,
         36_500,
@@ -188,31 +220,42 @@ const INT_GUCS: &[IntGuc] = &[
     (
         c"pg_trickle.history_prune_interval_seconds",
         c"How often each database's scheduler prunes the refresh history, in seconds.",
-        c"It deletes in batches of 10,000 rows, one transaction each.",
+        c"It deletes 10,000 rows per transaction.",
         &HISTORY_PRUNE_INTERVAL_SECONDS,
         1,
         86_400,
     ),
     (
         c"pg_trickle.notify_coalesce_ms",
-        c"Notifications of a subscription closer together than this are merged, in milliseconds.",
-        c"A merged notification carries the sums of the counts and the last refresh's id; it is \
-          sent by the first refresh after the window closes, or by the scheduler. 0 sends one \
-          per committed transaction.",
+        c"Notifications of one subscription closer together than this are merged, in milliseconds.",
+        c"The merged one carries the summed counts and the last refresh's id; it is sent by the first \
+          commit of a refresh after the window closes, or by the scheduler within \
+          pg_trickle.scheduler_interval_ms after that. 0 sends one per committed transaction. See \
+          docs/SUBSCRIPTIONS.md.",
         &NOTIFY_COALESCE_MS,
         0,
         3_600_000,
     ),
     (
         c"pg_trickle.notify_queue_max_percent",
-        c"Notifications wait while the server's NOTIFY queue is fuller than this, in percent.",
-        c"PostgreSQL fails a commit whose notifications do not fit the queue; pg_trickle keeps \
-          them pending instead and sends them once the queue has drained.",
+        c"Notifications wait while the server's NOTIFY queue is at least this full, in percent.",
+        c"Measured by pg_notification_queue_usage(). PostgreSQL fails a commit whose notifications \
+          do not fit the queue; pg_trickle keeps them pending (with a WARNING) and sends them once \
+          the queue has drained. 0 keeps every notification pending.",
         &NOTIFY_QUEUE_MAX_PERCENT,
         0,
         100,
     ),
 ];
+
+/// The endpoint's listen address (`127.0.0.1` when the setting is empty).
+pub(crate) fn metrics_listen_address() -> String {
+    METRICS_LISTEN_ADDRESS
+        .get()
+        .map(|s| s.to_string_lossy().trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
+}
 
 pub(crate) fn force_full_refresh() -> bool {
     FORCE_FULL_REFRESH.get()

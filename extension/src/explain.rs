@@ -48,12 +48,7 @@ fn explain(
     format: ExplainFormat,
     verbose: bool,
 ) -> Result<String, PgTrickleError> {
-    let full_reason = crate::roles::as_extension(|| {
-        Ok(Spi::get_one_with_args::<String>(
-            "SELECT full_reason FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
-            &[st.id.into()],
-        )?)
-    })?;
+    let full_reason = st.full_reason.clone();
     // A stream table refreshed FULL shows why, not the tree it is not maintained by.
     let plan = if st.effective_mode == Mode::Full || st.storage_layout == Layout::Query {
         None

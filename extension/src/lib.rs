@@ -13,6 +13,8 @@ mod definition;
 mod error;
 mod explain;
 mod frontier;
+mod metrics;
+mod metrics_server;
 mod mode;
 mod pgcatalog;
 mod preload;
@@ -74,6 +76,9 @@ pub extern "C-unwind" fn _PG_init() {
     if preload::loaded_at_startup() {
         shared::init();
         worker::register_launcher();
+        if config::METRICS_PORT.get() > 0 {
+            metrics_server::register();
+        }
     }
 }
 

@@ -471,11 +471,13 @@ fn notify_subscribers(
     )
 }
 
-/// Why this cycle must run FULL before looking at the change window, if it must. `Some(None)`
-/// is FULL by the stream table's own mode (no notice).
+/// Why this cycle must run FULL before looking at the change window, if it must. A stream
+/// table FULL by its mode gives AUTO's reason (or none when FULL was asked for); the refresh
+/// says so in a NOTICE only when it falls back from an incremental mode.
 fn full_reason(st: &StreamTable, src: &Sources) -> Result<Option<Option<String>>, PgTrickleError> {
     if st.effective_mode == Mode::Full {
-        return Ok(Some(None));
+        // FULL by its mode: no NOTICE, but an AUTO stream table's history says why (A22).
+        return Ok(Some(st.full_reason.clone()));
     }
     if let Some(source) = src.row_security()? {
         return Ok(Some(Some(format!(

@@ -107,6 +107,8 @@ pub struct StreamTable {
     pub last_error: Option<String>,
     /// The owner of the storage table when the row was loaded (refreshes read it again).
     pub owner: pg_sys::Oid,
+    /// Why AUTO resolved to FULL (NULL otherwise): every FULL refresh records it.
+    pub full_reason: Option<String>,
 }
 
 impl StreamTable {
@@ -140,7 +142,8 @@ pub fn parse_name(name: &str) -> Result<(Option<String>, String), PgTrickleError
 const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query, \
     effective_mode, storage_layout, is_populated, frontier_snapshot::text, frontier_xid::text, \
     frontier_seq, needs_full_reason, search_path, status, refresh_mode, query_tree, pgt_relid, \
-    last_error, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = pgt_relid)";
+    last_error, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = pgt_relid), \
+    full_reason";
 
 /// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
 /// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
@@ -243,6 +246,7 @@ fn load(column: &str, value: i64, lock: bool) -> Result<Option<StreamTable>, PgT
                      hence no owner"
                 ))
             })?,
+            full_reason: row.get(19)?,
         }))
     })
 }

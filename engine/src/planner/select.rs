@@ -80,7 +80,18 @@ impl Planner<'_> {
             base = rows;
         }
         let group_exprs = match &s.group_by {
-            ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
+            // ROLLUP (…), CUBE (…) and GROUPING SETS (…) parse as expressions of the list.
+            ast::GroupByExpr::Expressions(exprs, modifiers)
+                if modifiers.is_empty()
+                    && !exprs.iter().any(|e| {
+                        matches!(
+                            e,
+                            ast::Expr::Rollup(_) | ast::Expr::Cube(_) | ast::Expr::GroupingSets(_)
+                        )
+                    }) =>
+            {
+                exprs
+            }
             _ => return Err(EngineError::NotDifferentiable(Reason::GroupingSets)),
         };
         let projection: Vec<ast::SelectItem> = s
