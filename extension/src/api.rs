@@ -13,7 +13,7 @@ use pgrx::prelude::*;
 
 use crate::cdc;
 use crate::definition;
-use crate::error::PgTrickleError;
+use crate::error::{argument as required, PgTrickleError};
 use crate::mode::{self, decide, plan_definition};
 use crate::refresh;
 use crate::schedule;
@@ -65,25 +65,19 @@ fn create_stream_table(
     })?)
 }
 
-/// The value of an argument that must not be NULL.
-pub(crate) fn required<T>(
-    function: &'static str,
-    argument: &'static str,
-    value: Option<T>,
-) -> Result<T, PgTrickleError> {
-    value.ok_or(PgTrickleError::NullArgument { function, argument })
-}
-
 /// The search_path a new stream table is stored with: the caller's schemas as they resolve
 /// now (`$user` and missing schemas resolved away), with `pg_catalog` first and `pg_temp`
 /// last — what PostgreSQL searches implicitly, made explicit so that no schema can shadow a
 /// built-in name for pg_trickle's own statements and no session's temp table can shadow a
-/// source (a refresh may run in another role's session: IMMEDIATE, the scheduler).
+/// source (a refresh may run in another role's session: IMMEDIATE, the scheduler). An explicit
+/// `pg_temp` in the caller's path is this session's temp schema (`pg_temp_4`) once it exists:
+/// left out, as its name means another session's schema, or none, elsewhere.
 fn stored_search_path() -> Result<String, PgTrickleError> {
     let schemas = Spi::get_one::<String>(
         "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s), ', ' ORDER BY o) \
          FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) WITH ORDINALITY AS x(s, o) \
-         WHERE s OPERATOR(pg_catalog.<>) 'pg_catalog'",
+         WHERE s OPERATOR(pg_catalog.<>) 'pg_catalog' \
+           AND s::pg_catalog.regnamespace OPERATOR(pg_catalog.<>) pg_catalog.pg_my_temp_schema()",
     )?;
     Ok(match schemas {
         Some(s) => format!("pg_catalog, {s}, pg_temp"),

@@ -111,27 +111,7 @@ pub(crate) fn define() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_int_guc(
-        c"pg_trickle.metrics_port",
-        c"Port of the Prometheus endpoint, served by a background worker (0: no endpoint).",
-        c"The worker serves GET /metrics in Prometheus' text format and takes one of \
-          max_worker_processes; it reads pgtrickle.metrics() in every database over the server's \
-          Unix socket as the bootstrap superuser. See docs/MONITORING.md.",
-        &METRICS_PORT,
-        0,
-        65_535,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"pg_trickle.metrics_listen_address",
-        c"Address the Prometheus endpoint listens on.",
-        c"127.0.0.1 (loopback) by default: the endpoint has no authentication, so expose it \
-          beyond the host only on a trusted network.",
-        &METRICS_LISTEN_ADDRESS,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    define_postmaster();
     for (name, short, long, setting, min, max) in INT_GUCS {
         GucRegistry::define_int_guc(
             name,
@@ -144,6 +124,36 @@ pub(crate) fn define() {
             GucFlags::default(),
         );
     }
+}
+
+/// The settings read only when the server starts (`PGC_POSTMASTER`): PostgreSQL refuses to
+/// define those after startup, so a backend that loads the library without preloading it (where
+/// CREATE EXTENSION is refused anyway) leaves them as placeholders.
+fn define_postmaster() {
+    if !crate::preload::loaded_at_startup() {
+        return;
+    }
+    GucRegistry::define_int_guc(
+            c"pg_trickle.metrics_port",
+            c"Port of the Prometheus endpoint, served by a background worker (0: no endpoint).",
+            c"The worker serves GET /metrics in Prometheus' text format and takes one of \
+              max_worker_processes; it reads pgtrickle.metrics() in every database over the server's \
+              Unix socket as the bootstrap superuser. See docs/MONITORING.md.",
+            &METRICS_PORT,
+            0,
+            65_535,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    GucRegistry::define_string_guc(
+        c"pg_trickle.metrics_listen_address",
+        c"Address the Prometheus endpoint listens on.",
+        c"127.0.0.1 (loopback) by default: the endpoint has no authentication, so expose it \
+              beyond the host only on a trusted network.",
+        &METRICS_LISTEN_ADDRESS,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
 }
 
 /// Integer GUCs: (name, short description, long description, setting, min, max).

@@ -76,6 +76,15 @@ pub enum PgTrickleError {
     Internal(String),
 }
 
+/// The value of a SQL function's argument that must not be NULL (22004 otherwise).
+pub(crate) fn argument<T>(
+    function: &'static str,
+    argument: &'static str,
+    value: Option<T>,
+) -> Result<T, PgTrickleError> {
+    value.ok_or(PgTrickleError::NullArgument { function, argument })
+}
+
 /// A value of a catalog column declared NOT NULL (`column` as `table.column`): NULL is a broken
 /// invariant of pg_trickle's catalog, reported as such — never replaced by a default.
 pub fn required<T>(value: Option<T>, column: &str) -> Result<T, PgTrickleError> {

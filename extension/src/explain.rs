@@ -11,8 +11,7 @@ use engine::{Annotations, ExplainFormat};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-use crate::api::required as argument;
-use crate::error::PgTrickleError;
+use crate::error::{argument, PgTrickleError};
 use crate::stream_table::{self, Layout, Mode, StreamTable};
 
 /// Explains a stream table in `format` (`text`, `json` or `dot`; 22023 otherwise). For the

@@ -42,9 +42,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::{register_xact_callback, AllocatedByPostgres, PgXactCallbackEvent};
 
-use crate::api::required as argument;
 use crate::config;
-use crate::error::{required, PgTrickleError};
+use crate::error::{argument, required, PgTrickleError};
 use crate::refresh::cache::{INT8, TEXT};
 use crate::stream_table::{self, StreamTable};
 
