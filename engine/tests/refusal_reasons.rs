@@ -1,4 +1,4 @@
-//! Plan A22: every reason the planner refuses DIFFERENTIAL for has a query that produces it.
+//! Every reason the planner refuses DIFFERENTIAL for has a query that produces it.
 //! `name_of` matches `Reason` exhaustively, so a new reason does not compile until it is
 //! listed here, and the test fails until a query produces it. The same queries run against a
 //! live server in slt/notices/fallback_reasons.slt, which checks the NOTICE of each and the

@@ -77,7 +77,9 @@ fn stored_search_path() -> Result<String, PgTrickleError> {
         "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(s), ', ' ORDER BY o) \
          FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) WITH ORDINALITY AS x(s, o) \
          WHERE s OPERATOR(pg_catalog.<>) 'pg_catalog' \
-           AND s::pg_catalog.regnamespace OPERATOR(pg_catalog.<>) pg_catalog.pg_my_temp_schema()",
+           AND s OPERATOR(pg_catalog.<>) COALESCE((SELECT n.nspname::pg_catalog.text \
+               FROM pg_catalog.pg_namespace n \
+               WHERE n.oid OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()), '')",
     )?;
     Ok(match schemas {
         Some(s) => format!("pg_catalog, {s}, pg_temp"),

@@ -96,7 +96,7 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
     error_sqlstate  text,
     error_message   text
 );
--- Plan A11: monitoring reads history by time alone; the pruner deletes by time.
+-- Monitoring reads history by time alone; the pruner deletes by time.
 CREATE INDEX pgt_refresh_history_start_time_idx ON pgtrickle.pgt_refresh_history (start_time);
 CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);
 -- The scheduler looks for RUNNING rows no worker holds whenever a worker has stopped (one

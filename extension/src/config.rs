@@ -9,9 +9,9 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 /// (so dependents are fully refreshed later).
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// `pg_trickle.cdc_paused`: capture triggers skip row capture and leave a marker that makes
-/// every dependent's next refresh FULL (plan A07).
+/// every dependent's next refresh FULL.
 pub static CDC_PAUSED: GucSetting<bool> = GucSetting::<bool>::new(false);
-/// `pg_trickle.force_full_refresh`: every refresh runs FULL while set (plan A08).
+/// `pg_trickle.force_full_refresh`: every refresh runs FULL while set.
 pub static FORCE_FULL_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 /// `pg_trickle.scheduler_interval_ms`: how often each database's scheduler wakes up.

@@ -1,6 +1,6 @@
 //! The extension's one error type and its one conversion to a PostgreSQL error: every variant
 //! maps to a SQLSTATE by an exhaustive match, and errors are classified retryable or permanent
-//! by SQLSTATE alone (plan A04), never by message text.
+//! by SQLSTATE alone, never by message text.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;

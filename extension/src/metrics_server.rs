@@ -17,9 +17,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
 use pgrx::prelude::*;
 
 use crate::config;
@@ -28,14 +26,11 @@ use crate::metrics::{self, Sample};
 
 /// Registers the endpoint's worker; called from `_PG_init` while preloading.
 pub(crate) fn register() {
-    BackgroundWorkerBuilder::new("pg_trickle metrics")
-        .set_type("pg_trickle metrics")
-        .set_function("pg_trickle_metrics_main")
-        .set_library("pg_trickle")
-        .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(10)))
-        .load();
+    crate::worker::register_static(
+        "pg_trickle metrics",
+        "pg_trickle_metrics_main",
+        Duration::from_secs(10),
+    );
 }
 
 /// Where the server can be reached from inside, and as whom.

@@ -476,7 +476,7 @@ fn notify_subscribers(
 /// says so in a NOTICE only when it falls back from an incremental mode.
 fn full_reason(st: &StreamTable, src: &Sources) -> Result<Option<Option<String>>, PgTrickleError> {
     if st.effective_mode == Mode::Full {
-        // FULL by its mode: no NOTICE, but an AUTO stream table's history says why (A22).
+        // FULL by its mode: no NOTICE, but an AUTO stream table's history says why.
         return Ok(Some(st.full_reason.clone()));
     }
     if let Some(source) = src.row_security()? {

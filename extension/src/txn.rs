@@ -1,7 +1,7 @@
 //! Transactions for background workers: run a closure in its own transaction, commit when it
 //! succeeds, roll back when it returns an error or PostgreSQL raises one; and subtransactions
 //! for probes inside any transaction ([`attempt`]). A raised error is
-//! caught with its SQLSTATE (plan A04) so the caller can classify it by code.
+//! caught with its SQLSTATE so the caller can classify it by code.
 
 use std::panic::AssertUnwindSafe;
 

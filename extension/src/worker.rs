@@ -22,7 +22,7 @@ use crate::scheduler;
 use crate::shared::{self, Kind, Missing};
 use crate::{config, txn};
 
-/// Rows history pruning deletes per transaction (plan A10).
+/// Rows history pruning deletes per transaction.
 pub const PRUNE_BATCH_ROWS: i64 = 10_000;
 /// The `backend_type`s of the workers (pg_stat_activity).
 pub(crate) const SCHEDULER_TYPE: &str = "pg_trickle scheduler";
@@ -43,13 +43,23 @@ unsafe extern "C-unwind" {
 
 /// Registers the launcher; called from `_PG_init` while preloading.
 pub(crate) fn register_launcher() {
-    BackgroundWorkerBuilder::new("pg_trickle launcher")
-        .set_type("pg_trickle launcher")
-        .set_function("pg_trickle_launcher_main")
+    register_static(
+        "pg_trickle launcher",
+        "pg_trickle_launcher_main",
+        Duration::from_secs(5),
+    );
+}
+
+/// Registers a permanent worker (started once recovery has finished, restarted after
+/// `restart` when it fails) that runs `function` of this library; `_PG_init` only.
+pub(crate) fn register_static(name: &str, function: &str, restart: Duration) {
+    BackgroundWorkerBuilder::new(name)
+        .set_type(name)
+        .set_function(function)
         .set_library("pg_trickle")
         .enable_spi_access()
         .set_start_time(BgWorkerStartTime::RecoveryFinished)
-        .set_restart_time(Some(Duration::from_secs(5)))
+        .set_restart_time(Some(restart))
         .load();
 }
 

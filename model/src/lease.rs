@@ -1,4 +1,4 @@
-//! Refresh leases (plan A03/A13): schedulers on different nodes take a per-stream-table lease row
+//! Refresh leases: schedulers on different nodes take a per-stream-table lease row
 //! with `INSERT … ON CONFLICT DO NOTHING` and a TTL, refresh, and apply; clocks are skewed by a
 //! bounded amount, any scheduler may pause at any point (time passes while it takes no step)
 //! and may restart, losing its memory but not its lease row.
