@@ -60,3 +60,8 @@ SELECT pgtrickle.create_stream_table('sampled', 'SELECT id, random() AS r FROM c
 -- Status and refresh history.
 SELECT name, refresh_mode, effective_mode, status, is_populated FROM pgtrickle.pgt_status();
 SELECT action, reason, delta_rows FROM pgtrickle.get_refresh_history('revenue_by_region');
+
+-- The same figures the Prometheus endpoint exports (docs/MONITORING.md; the endpoint itself
+-- needs pg_trickle.metrics_port and a restart): refreshes per stream table, action and status.
+SELECT labels[2] AS stream_table, labels[4] AS action, labels[6] AS status, value AS refreshes
+  FROM pgtrickle.pgt_metrics WHERE metric = 'pgtrickle_refreshes_total' ORDER BY 1, 2, 3;
