@@ -261,6 +261,7 @@ fn alter_stream_table(
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
+    query: default!(Option<&str>, "NULL"),
 ) -> Result<(), ErrorReport> {
     Ok(crate::settings::with_standard_strings(|| {
         alter(
@@ -268,6 +269,7 @@ fn alter_stream_table(
             schedule,
             refresh_mode,
             status,
+            query,
         )
     })?)
 }
@@ -277,9 +279,17 @@ fn alter(
     schedule: Option<&str>,
     refresh_mode: Option<&str>,
     status: Option<&str>,
+    query: Option<&str>,
 ) -> Result<(), PgTrickleError> {
+    if query.is_some() {
+        require_read_committed("alter_stream_table(query => …)")?;
+    }
     let st = owned(name)?;
-    if st.status == Status::NeedsReinit && (status.is_some() || refresh_mode.is_some()) {
+    // A new query is also the way out of NEEDS_REINIT.
+    if st.status == Status::NeedsReinit
+        && query.is_none()
+        && (status.is_some() || refresh_mode.is_some())
+    {
         return Err(PgTrickleError::NeedsReinit {
             name: st.qualified(),
             reason: st.last_error.clone().unwrap_or_default(),
@@ -308,6 +318,34 @@ fn alter(
         }
     }
     let mode = refresh_mode.map(RequestedMode::parse).transpose()?;
+    if let Some(query) = query {
+        let query = query.trim().trim_end_matches(';').trim();
+        if query.is_empty() {
+            return Err(PgTrickleError::EmptyQuery);
+        }
+        // As create_stream_table: PostgreSQL's privilege check of what the new query reads,
+        // as the caller (who has the owner's privileges), under the stored search_path.
+        crate::settings::with_search_path(&st.search_path, || {
+            Spi::run(&format!(
+                "SELECT FROM {} AS {} LIMIT 0",
+                stream_table::enclosed(query),
+                engine::names::QUERY_ALIAS
+            ))?;
+            Ok(())
+        })?;
+        crate::source_ddl::change_query(&st, query, mode.unwrap_or(st.refresh_mode))?;
+        if !sets.is_empty() {
+            crate::roles::as_extension(|| {
+                Spi::run(&format!(
+                    "UPDATE pgtrickle.pgt_stream_tables SET {} WHERE pgt_id = {}",
+                    sets.join(", "),
+                    st.id
+                ))?;
+                Ok(())
+            })?;
+        }
+        return Ok(());
+    }
     if let Some(mode) = &mode {
         sets.extend(change_mode(&st, *mode)?);
     }

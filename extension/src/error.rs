@@ -48,6 +48,9 @@ pub enum PgTrickleError {
     /// A reinitialisation that cannot rebuild the storage in place.
     #[error("stream table {name} cannot be reinitialised: {reason}")]
     CannotReinit { name: String, reason: String },
+    /// A new defining query whose result does not fit the storage in place.
+    #[error("stream table {name} cannot take the new query in place: {reason}")]
+    QueryNotAlterable { name: String, reason: String },
     /// A relation that cannot be a stream table's source (`what` says what it is).
     #[error("{relation} cannot be a source of a stream table: it is {what}")]
     UnsupportedSource { relation: String, what: String },
@@ -122,6 +125,7 @@ impl PgTrickleError {
             | PgTrickleError::ReadDenied { .. } => "42501".into(),
             PgTrickleError::NeedsReinit { .. } => "55000".into(),
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
+            PgTrickleError::QueryNotAlterable { .. } => "0A000".into(),
             PgTrickleError::UnsupportedSource { .. } => "0A000".into(),
             PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
             PgTrickleError::Internal(_) => "XX000".into(),
@@ -149,6 +153,11 @@ impl PgTrickleError {
             ),
             PgTrickleError::NeedsReinit { .. } => Some(
                 "refresh_stream_table() rebuilds it (FULL) once its defining query works again."
+                    .into(),
+            ),
+            PgTrickleError::QueryNotAlterable { .. } => Some(
+                "Drop the stream table and create it with the new query (the stream tables \
+                 reading it go with it)."
                     .into(),
             ),
             PgTrickleError::CannotReinit { .. } => {

@@ -44,11 +44,12 @@ COMMENT ON FUNCTION pgtrickle.refresh_duration_bounds() IS
 
 -- The class of a FULL fallback's reason, the label of pgtrickle_full_fallbacks_total: a
 -- bounded set of values, where the reason text names tables and functions. NULL for a FULL
--- load that is no fallback (the initial load of a new stream table).
+-- load that is no fallback (the initial load of a new stream table, the load of a new
+-- defining query).
 CREATE FUNCTION pgtrickle.fallback_class(reason text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE
-        WHEN reason = 'initial load' THEN NULL
+        WHEN reason IN ('initial load', 'the defining query changed') THEN NULL
         WHEN reason LIKE 'reinitialised: %' THEN 'reinitialised'
         WHEN reason LIKE 'not differentiable:%' THEN 'not_differentiable'
         WHEN reason = 'pg_trickle.force_full_refresh is on' THEN 'force_full_refresh'

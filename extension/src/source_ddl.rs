@@ -437,7 +437,12 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
     );
     // As the extension's owner, which writes the catalog and the capture (the search_path
     // stored with a stream table searches pg_catalog first: see api.rs).
-    crate::roles::as_extension_in(&st.search_path, || rebuild(st))?;
+    let with = Rebuild {
+        query: &st.query,
+        mode: st.refresh_mode,
+        new_query: false,
+    };
+    crate::roles::as_extension_in(&st.search_path, || rebuild(st, &with))?;
     let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
         PgTrickleError::Internal(format!("stream table {} vanished", st.qualified()))
     })?;
@@ -445,29 +450,75 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
     Ok(())
 }
 
-fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
-    let def = definition::probe(&st.query)?;
+/// What a rebuild builds: the stored query again (a reinitialisation after source DDL), or a
+/// new defining query (`alter_stream_table(…, query => …)`), in the requested mode.
+struct Rebuild<'a> {
+    query: &'a str,
+    mode: RequestedMode,
+    new_query: bool,
+}
+
+impl Rebuild<'_> {
+    /// Why the storage cannot be rebuilt in place, as the error of what was asked.
+    fn refused(&self, st: &StreamTable, reason: String) -> PgTrickleError {
+        if self.new_query {
+            PgTrickleError::QueryNotAlterable {
+                name: st.qualified(),
+                reason,
+            }
+        } else {
+            PgTrickleError::CannotReinit {
+                name: st.qualified(),
+                reason,
+            }
+        }
+    }
+}
+
+/// Gives `st` a new defining query in one transaction (the caller holds its catalog row FOR
+/// UPDATE and has checked that its owner may read what the query reads): the query is
+/// analysed and planned under the stream table's stored search_path, its mode decided (AUTO
+/// says in a NOTICE when it falls back to FULL), the storage kept when the new result fits it
+/// — the same columns, where only types may change, and for an incrementally maintained
+/// layout the same row identity — dependencies and capture recorded anew, then a FULL
+/// refresh fills it. Its name, grants, subscriptions and the stream tables reading it stay.
+pub fn change_query(
+    st: &StreamTable,
+    query: &str,
+    mode: RequestedMode,
+) -> Result<(), PgTrickleError> {
+    let with = Rebuild {
+        query,
+        mode,
+        new_query: true,
+    };
+    crate::roles::as_extension_in(&st.search_path, || rebuild(st, &with))?;
+    let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
+        PgTrickleError::Internal(format!("stream table {} vanished", st.qualified()))
+    })?;
+    refresh::load(&now, "the defining query changed")?;
+    Ok(())
+}
+
+fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
+    let refused = |reason: String| with.refused(st, reason);
+    let def = definition::probe(with.query)?;
     definition::check_sources(&def)?;
     let name = st.qualified();
     let decision = mode::decide(
         &name,
-        st.refresh_mode,
-        mode::plan_definition(&st.query, &def, st.owner)?,
+        with.mode,
+        mode::plan_definition(with.query, &def, st.owner)?,
     )?;
     let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
-        let plan =
-            engine::plan(&st.query, &PgCatalog).map_err(|e| PgTrickleError::CannotReinit {
-                name: name.clone(),
-                reason: format!(
-                    "its storage has the engine's layout and the engine cannot plan its \
-                     defining query: {e}"
-                ),
-            })?;
+        let plan = engine::plan(with.query, &PgCatalog).map_err(|e| {
+            refused(format!(
+                "its storage has the engine's layout and the engine cannot plan its \
+                 defining query: {e}"
+            ))
+        })?;
         if let Some(d) = definition::identity_difference(st.relid, &plan)? {
-            return Err(PgTrickleError::CannotReinit {
-                name,
-                reason: format!("{d} (drop and create it again)"),
-            });
+            return Err(refused(format!("{d} (drop and create it again)")));
         }
         plan.storage_columns()
             .iter()
@@ -475,40 +526,29 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
             .collect()
     } else {
         if decision.effective_mode.incremental() {
-            return Err(PgTrickleError::CannotReinit {
-                name,
-                reason: "its storage was created for FULL refresh only".into(),
-            });
+            return Err(refused(
+                "its storage was created for FULL refresh only".into(),
+            ));
         }
         def.columns.clone()
     };
     let difference = definition::storage_difference(st.relid, &want, true)?;
     if let Some(d @ ShapeDifference::Columns { .. }) = &difference {
-        return Err(PgTrickleError::CannotReinit {
-            name,
-            reason: d.to_string(),
-        });
+        return Err(refused(d.to_string()));
     }
     {
         let _guard = ApplyGuard::new();
         Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
     }
-    if let Some(ShapeDifference::Types(cols)) = difference {
-        for c in cols {
-            Spi::run(&format!(
-                "ALTER TABLE {} ALTER COLUMN {} TYPE {t} USING NULL::{t}",
-                st.qualified(),
-                quote_ident(&c.column),
-                t = c.want
-            ))?;
-        }
-    }
     let old_sources = stream_table::sources(st.id)?;
     Spi::run(&format!(
-        "UPDATE pgtrickle.pgt_stream_tables SET status = 'ACTIVE', last_error = NULL, \
+        "UPDATE pgtrickle.pgt_stream_tables SET \
+         status = CASE status WHEN 'SUSPENDED' THEN status ELSE 'ACTIVE' END, last_error = NULL, \
          consecutive_errors = 0, next_retry_at = NULL, needs_full_reason = NULL, \
-         is_populated = false, query_tree = {}, effective_mode = {}, full_reason = {} \
-         WHERE pgt_id = {}",
+         is_populated = false, defining_query = {}, refresh_mode = {}, query_tree = {}, \
+         effective_mode = {}, full_reason = {} WHERE pgt_id = {}",
+        quote_literal(with.query),
+        quote_literal(with.mode.as_sql()),
         quote_literal(&def.tree),
         quote_literal(decision.effective_mode.as_sql()),
         decision
@@ -517,6 +557,29 @@ fn rebuild(st: &StreamTable) -> Result<(), PgTrickleError> {
             .map_or("NULL".into(), quote_literal),
         st.id
     ))?;
+    // Types changed in place after the catalog holds the new query: the event trigger that
+    // follows the ALTER compares the storage with it (and flags the stream tables reading
+    // this one whose input type changed).
+    // One statement for all columns: the event trigger then sees the storage whole.
+    if let Some(ShapeDifference::Types(cols)) = difference {
+        let clauses: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                format!(
+                    "ALTER COLUMN {} TYPE {t} USING NULL::{t}",
+                    quote_ident(&c.column),
+                    t = c.want
+                )
+            })
+            .collect();
+        if !clauses.is_empty() {
+            Spi::run(&format!(
+                "ALTER TABLE {} {}",
+                st.qualified(),
+                clauses.join(", ")
+            ))?;
+        }
+    }
     // Capture for the mode now (the capture functions also maintain IMMEDIATE dependents,
     // read from the catalog updated above).
     let recorded =
