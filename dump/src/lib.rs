@@ -223,16 +223,23 @@ pub fn read<C: postgres::GenericClient>(client: &mut C) -> Result<Dump, String> 
     let mut stream_tables = Vec::with_capacity(rows.len());
     for r in rows {
         let grants: Vec<String> = r.get(11);
+        // `grantee|privilege|grantable`, split from the right (a role name may hold '|').
         let grants = grants
             .iter()
             .map(|g| {
                 let mut p = g.rsplitn(3, '|');
-                let grantable = p.next() == Some("true");
-                let privilege = p.next().unwrap_or_default().to_string();
-                let grantee = p.next().unwrap_or_default().to_string();
-                (grantee, privilege, grantable)
+                match (p.next(), p.next(), p.next()) {
+                    (Some(grantable), Some(privilege), Some(grantee)) => Ok((
+                        grantee.to_string(),
+                        privilege.to_string(),
+                        grantable == "true",
+                    )),
+                    _ => Err(format!(
+                        "a grant reads \"{g}\", not grantee|privilege|grantable"
+                    )),
+                }
             })
-            .collect();
+            .collect::<Result<Vec<_>, String>>()?;
         stream_tables.push(StreamTable {
             id: r.get(0),
             schema: r.get(1),

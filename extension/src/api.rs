@@ -132,19 +132,10 @@ fn create_in(
     if taken {
         return Err(PgTrickleError::AlreadyExists(table));
     }
-    let query = query.trim().trim_end_matches(';').trim().to_string();
-    if query.is_empty() {
-        return Err(PgTrickleError::EmptyQuery);
-    }
+    let query = normalized(query)?;
     let def = definition::probe(&query)?;
     definition::check_sources(&def)?;
-    // PostgreSQL's own privilege check of everything the query reads (columns, views, and
-    // functions it calls), without reading a row: 42501 names what the caller may not read.
-    Spi::run(&format!(
-        "SELECT FROM {} AS {} LIMIT 0",
-        stream_table::enclosed(&query),
-        engine::names::QUERY_ALIAS
-    ))?;
+    check_readable(&query)?;
     let decision = decide(&table, mode, plan_definition(&query, &def, caller)?)?;
     let layout = match &decision.plan {
         Some(plan) => {
@@ -203,6 +194,28 @@ fn create_in(
     if decision.effective_mode != Mode::Immediate {
         crate::scheduling::warn_if_unserved(&table);
     }
+    Ok(())
+}
+
+/// A defining query as it is stored: trimmed, without a trailing semicolon; 42601 when
+/// nothing is left.
+fn normalized(query: &str) -> Result<String, PgTrickleError> {
+    let query = query.trim().trim_end_matches(';').trim();
+    if query.is_empty() {
+        return Err(PgTrickleError::EmptyQuery);
+    }
+    Ok(query.to_string())
+}
+
+/// PostgreSQL's own privilege check of everything `query` reads (columns, views, and the
+/// functions it calls), as the caller and without reading a row: 42501 names what the caller
+/// may not read.
+fn check_readable(query: &str) -> Result<(), PgTrickleError> {
+    Spi::run(&format!(
+        "SELECT FROM {} AS {} LIMIT 0",
+        stream_table::enclosed(query),
+        engine::names::QUERY_ALIAS
+    ))?;
     Ok(())
 }
 
@@ -319,34 +332,12 @@ fn alter(
     }
     let mode = refresh_mode.map(RequestedMode::parse).transpose()?;
     if let Some(query) = query {
-        let query = query.trim().trim_end_matches(';').trim();
-        if query.is_empty() {
-            return Err(PgTrickleError::EmptyQuery);
-        }
-        // As create_stream_table: PostgreSQL's privilege check of what the new query reads,
-        // as the caller (who has the owner's privileges), under the stored search_path.
-        crate::settings::with_search_path(&st.search_path, || {
-            Spi::run(&format!(
-                "SELECT FROM {} AS {} LIMIT 0",
-                stream_table::enclosed(query),
-                engine::names::QUERY_ALIAS
-            ))?;
-            Ok(())
-        })?;
-        crate::source_ddl::change_query(&st, query, mode.unwrap_or(st.refresh_mode))?;
-        if !sets.is_empty() {
-            crate::roles::as_extension(|| {
-                Spi::run(&format!(
-                    "UPDATE pgtrickle.pgt_stream_tables SET {} WHERE pgt_id = {}",
-                    sets.join(", "),
-                    st.id
-                ))?;
-                Ok(())
-            })?;
-        }
-        return Ok(());
-    }
-    if let Some(mode) = &mode {
+        // As create_stream_table, under the stored search_path; the rebuild decides the mode
+        // and records the capture for it.
+        let query = normalized(query)?;
+        crate::settings::with_search_path(&st.search_path, || check_readable(&query))?;
+        crate::source_ddl::change_query(&st, &query, mode.unwrap_or(st.refresh_mode))?;
+    } else if let Some(mode) = &mode {
         sets.extend(change_mode(&st, *mode)?);
     }
     crate::roles::as_extension(|| {
@@ -357,7 +348,7 @@ fn alter(
                 st.id
             ))?;
         }
-        if mode.is_some() {
+        if mode.is_some() && query.is_none() {
             // Capture triggers maintain IMMEDIATE dependents: regenerate them for the new mode.
             for source in stream_table::sources(st.id)? {
                 cdc::regenerate(source)?;

@@ -134,22 +134,22 @@ fn define_postmaster() {
         return;
     }
     GucRegistry::define_int_guc(
-            c"pg_trickle.metrics_port",
-            c"Port of the Prometheus endpoint, served by a background worker (0: no endpoint).",
-            c"The worker serves GET /metrics in Prometheus' text format and takes one of \
-              max_worker_processes; it reads pgtrickle.metrics() in every database over the server's \
-              Unix socket as the bootstrap superuser. See docs/MONITORING.md.",
-            &METRICS_PORT,
-            0,
-            65_535,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
+        c"pg_trickle.metrics_port",
+        c"Port of the Prometheus endpoint, served by a background worker (0: no endpoint).",
+        c"The worker serves GET /metrics in Prometheus' text format and takes one of \
+          max_worker_processes; it reads pgtrickle.metrics() in every database over the \
+          server's Unix socket as the bootstrap superuser. See docs/MONITORING.md.",
+        &METRICS_PORT,
+        0,
+        65_535,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"pg_trickle.metrics_listen_address",
         c"Address the Prometheus endpoint listens on.",
         c"127.0.0.1 (loopback) by default: the endpoint has no authentication, so expose it \
-              beyond the host only on a trusted network.",
+          beyond the host only on a trusted network.",
         &METRICS_LISTEN_ADDRESS,
         GucContext::Postmaster,
         GucFlags::default(),

@@ -18,7 +18,7 @@
 //!
 //! The catalogue [`FAMILIES`] names every metric, its type and help; docs/MONITORING.md lists
 //! it for users, and the Grafana dashboard and alert rules may name only these (checked by
-//! ci/tests/monitoring.sh).
+//! ci/tests/metrics.sh).
 
 // pgrx's ErrorReport is the error type of SQL functions (what PostgreSQL reports).
 #![allow(clippy::result_large_err)]
@@ -99,6 +99,7 @@ DECLARE
         extract(epoch FROM NEW.end_time - NEW.start_time)::double precision, 0), 0);
     bounds double precision[] := pgtrickle.refresh_duration_bounds();
     slot integer;
+    first bigint[];
     fb text := '';
     requested text;
 BEGIN
@@ -116,11 +117,11 @@ BEGIN
     END IF;
     -- Prometheus buckets are "less than or equal": the first bound >= secs.
     SELECT 1 + count(*) INTO slot FROM unnest(bounds) b WHERE b < secs;
+    first := array_fill(0::bigint, ARRAY[cardinality(bounds) + 1]);
+    first[slot] := 1;
     INSERT INTO pgtrickle.pgt_refresh_stats AS r
            (pgt_id, action, status, fallback, refreshes, seconds_sum, buckets)
-    VALUES (NEW.pgt_id, coalesce(NEW.action, ''), NEW.status, fb, 1, secs,
-            (SELECT array_agg(CASE WHEN i = slot THEN 1 ELSE 0 END ORDER BY i)
-               FROM generate_series(1, cardinality(bounds) + 1) i))
+    VALUES (NEW.pgt_id, coalesce(NEW.action, ''), NEW.status, fb, 1, secs, first)
     ON CONFLICT (pgt_id, action, status, fallback) DO UPDATE
        SET refreshes = r.refreshes + 1, seconds_sum = r.seconds_sum + excluded.seconds_sum,
            buckets[slot] = r.buckets[slot] + 1;
@@ -439,19 +440,96 @@ fn collect() -> Result<Vec<Sample>, PgTrickleError> {
     let bounds = Spi::get_one::<Vec<f64>>("SELECT pgtrickle.refresh_duration_bounds()")?;
     let bounds = required(bounds, "refresh_duration_bounds()")?;
 
-    // Refresh counters and histograms.
+    // Stream tables: modes, staleness, schedule, errors in a row.
     let mut errors: BTreeMap<String, i64> = BTreeMap::new();
+    let default_schedule = f64::from(config::DEFAULT_SCHEDULE_SECONDS.get());
+    Spi::connect(|client| -> Result<(), PgTrickleError> {
+        let rows = client.select(
+            &format!(
+                "SELECT {ST_LABEL}, s.refresh_mode, s.effective_mode, s.status, s.schedule, \
+                 extract(epoch FROM now() - s.last_refresh_at)::float8, s.consecutive_errors \
+                 FROM pgtrickle.pgt_stream_tables s ORDER BY 1"
+            ),
+            None,
+            &[],
+        )?;
+        for row in rows {
+            let st = required(row.get::<String>(1)?, "pgt_name")?;
+            // Every stream table has an error count, 0 before its first failure.
+            errors.insert(st.clone(), 0);
+            let requested = required(row.get::<String>(2)?, "refresh_mode")?;
+            let effective = required(row.get::<String>(3)?, "effective_mode")?;
+            let status = required(row.get::<String>(4)?, "status")?;
+            let sched = required(row.get::<String>(5)?, "schedule")?;
+            out.push(Sample::new(
+                "pgtrickle_stream_table_info",
+                &[
+                    ("stream_table", &st),
+                    ("refresh_mode", &requested),
+                    ("effective_mode", &effective),
+                    ("status", &status),
+                ],
+                1.0,
+            ));
+            if let Some(age) = row.get::<f64>(6)? {
+                out.push(Sample::new(
+                    "pgtrickle_staleness_seconds",
+                    &[("stream_table", &st)],
+                    age,
+                ));
+            }
+            // A schedule the catalog holds was validated when it was set.
+            match schedule::parse(&sched) {
+                Ok(Schedule::Every { seconds }) => out.push(Sample::new(
+                    "pgtrickle_schedule_seconds",
+                    &[("stream_table", &st)],
+                    seconds as f64,
+                )),
+                // Checked every default_schedule_seconds; the scheduler sets last_refresh_at
+                // also when a check finds nothing to do, so staleness is comparable.
+                Ok(Schedule::Calculated) => out.push(Sample::new(
+                    "pgtrickle_schedule_seconds",
+                    &[("stream_table", &st)],
+                    default_schedule,
+                )),
+                Ok(Schedule::Cron(_)) => {}
+                Err(e) => {
+                    return Err(PgTrickleError::Internal(format!(
+                        "the catalog holds schedule '{sched}' of {st}, which does not parse \
+                         ({}): schedules are validated when set",
+                        e.0
+                    )))
+                }
+            }
+            let errs = required(row.get::<i32>(7)?, "consecutive_errors")?;
+            out.push(Sample::new(
+                "pgtrickle_consecutive_errors",
+                &[("stream_table", &st)],
+                f64::from(errs),
+            ));
+        }
+        for row in client.select(
+            "SELECT name, error_budget_remaining FROM pgtrickle.sla_summary() \
+             WHERE error_budget_remaining IS NOT NULL",
+            None,
+            &[],
+        )? {
+            let st = required(row.get::<String>(1)?, "sla_summary().name")?;
+            let v = required(row.get::<f64>(2)?, "error_budget_remaining")?;
+            out.push(Sample::new(
+                "pgtrickle_error_budget_remaining",
+                &[("stream_table", &st)],
+                v,
+            ));
+        }
+        Ok(())
+    })?;
+
+    // Refresh counters and histograms.
     let mut totals: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     let mut hists: BTreeMap<(String, String), Hist> = BTreeMap::new();
     let mut fallbacks: BTreeMap<(String, String), i64> = BTreeMap::new();
     Spi::connect(|client| -> Result<(), PgTrickleError> {
-        for st in client.select(
-            &format!("SELECT {ST_LABEL} FROM pgtrickle.pgt_stream_tables s ORDER BY 1"),
-            None,
-            &[],
-        )? {
-            errors.insert(required(st.get::<String>(1)?, "pgt_name")?, 0);
-        }
         let rows = client.select(
             &format!(
                 "SELECT {ST_LABEL}, r.action, r.status, r.fallback, r.refreshes, r.seconds_sum, \
@@ -525,88 +603,6 @@ fn collect() -> Result<Vec<Sample>, PgTrickleError> {
             *n as f64,
         ));
     }
-
-    // Stream tables: modes, staleness, schedule, errors in a row.
-    let default_schedule = f64::from(config::DEFAULT_SCHEDULE_SECONDS.get());
-    Spi::connect(|client| -> Result<(), PgTrickleError> {
-        let rows = client.select(
-            &format!(
-                "SELECT {ST_LABEL}, s.refresh_mode, s.effective_mode, s.status, s.schedule, \
-                 extract(epoch FROM now() - s.last_refresh_at)::float8, s.consecutive_errors \
-                 FROM pgtrickle.pgt_stream_tables s ORDER BY 1"
-            ),
-            None,
-            &[],
-        )?;
-        for row in rows {
-            let st = required(row.get::<String>(1)?, "pgt_name")?;
-            let requested = required(row.get::<String>(2)?, "refresh_mode")?;
-            let effective = required(row.get::<String>(3)?, "effective_mode")?;
-            let status = required(row.get::<String>(4)?, "status")?;
-            let sched = required(row.get::<String>(5)?, "schedule")?;
-            out.push(Sample::new(
-                "pgtrickle_stream_table_info",
-                &[
-                    ("stream_table", &st),
-                    ("refresh_mode", &requested),
-                    ("effective_mode", &effective),
-                    ("status", &status),
-                ],
-                1.0,
-            ));
-            if let Some(age) = row.get::<f64>(6)? {
-                out.push(Sample::new(
-                    "pgtrickle_staleness_seconds",
-                    &[("stream_table", &st)],
-                    age,
-                ));
-            }
-            // A schedule the catalog holds was validated when it was set.
-            match schedule::parse(&sched) {
-                Ok(Schedule::Every { seconds }) => out.push(Sample::new(
-                    "pgtrickle_schedule_seconds",
-                    &[("stream_table", &st)],
-                    seconds as f64,
-                )),
-                // Checked every default_schedule_seconds; the scheduler sets last_refresh_at
-                // also when a check finds nothing to do, so staleness is comparable.
-                Ok(Schedule::Calculated) => out.push(Sample::new(
-                    "pgtrickle_schedule_seconds",
-                    &[("stream_table", &st)],
-                    default_schedule,
-                )),
-                Ok(Schedule::Cron(_)) => {}
-                Err(e) => {
-                    return Err(PgTrickleError::Internal(format!(
-                        "the catalog holds schedule '{sched}' of {st}, which does not parse \
-                         ({}): schedules are validated when set",
-                        e.0
-                    )))
-                }
-            }
-            let errs = required(row.get::<i32>(7)?, "consecutive_errors")?;
-            out.push(Sample::new(
-                "pgtrickle_consecutive_errors",
-                &[("stream_table", &st)],
-                f64::from(errs),
-            ));
-        }
-        for row in client.select(
-            "SELECT name, error_budget_remaining FROM pgtrickle.sla_summary() \
-             WHERE error_budget_remaining IS NOT NULL",
-            None,
-            &[],
-        )? {
-            let st = required(row.get::<String>(1)?, "sla_summary().name")?;
-            let v = required(row.get::<f64>(2)?, "error_budget_remaining")?;
-            out.push(Sample::new(
-                "pgtrickle_error_budget_remaining",
-                &[("stream_table", &st)],
-                v,
-            ));
-        }
-        Ok(())
-    })?;
 
     // Change buffers of the sources of the stream tables the caller sees; the buffers
     // themselves are read as the extension's owner (nobody else may read them).
@@ -702,7 +698,7 @@ fn collect() -> Result<Vec<Sample>, PgTrickleError> {
     })?;
 
     // The scheduler (shared memory: every database sees every database).
-    let (mut used, mut listed) = (0_i64, false);
+    let mut used = 0_i64;
     Spi::connect(|client| -> Result<(), PgTrickleError> {
         for row in client.select(
             "SELECT database, scheduler_pid IS NOT NULL, refresh_workers, queue_length \
@@ -710,7 +706,6 @@ fn collect() -> Result<Vec<Sample>, PgTrickleError> {
             None,
             &[],
         )? {
-            listed = true;
             let db = required(row.get::<String>(1)?, "scheduler_status().database")?;
             let running = required(row.get::<bool>(2)?, "scheduler_pid IS NOT NULL")?;
             let workers = required(row.get::<i32>(3)?, "refresh_workers")?;
@@ -739,7 +734,7 @@ fn collect() -> Result<Vec<Sample>, PgTrickleError> {
         }
         Ok(())
     })?;
-    if listed || crate::shared::available() {
+    if crate::shared::available() {
         out.push(
             Sample::new(
                 "pgtrickle_worker_slots",
@@ -799,8 +794,11 @@ pub fn sample_from_row(
         return Err(format!("labels of {metric} are not name, value pairs"));
     }
     let labels = labels
-        .chunks(2)
-        .map(|p| (p[0].clone(), p[1].clone()))
+        .chunks_exact(2)
+        .filter_map(|p| match p {
+            [k, v] => Some((k.clone(), v.clone())),
+            _ => None,
+        })
         .collect();
     Ok(Sample {
         metric,

@@ -248,11 +248,7 @@ pub extern "C-unwind" fn pg_trickle_metrics_main(_arg: pg_sys::Datum) {
     let mut listener: Option<TcpListener> = None;
     let mut last_try: Option<Instant> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(100))) {
-        if BackgroundWorker::sighup_received() {
-            // SAFETY: the documented way for a background worker to apply a SIGHUP: re-read
-            // the configuration file in its own main loop, outside any transaction.
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-        }
+        crate::worker::reload_config_if_asked();
         let Some(l) = &listener else {
             // Bind (again every 10 s while the port is taken), warning once.
             if last_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {

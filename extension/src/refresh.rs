@@ -472,11 +472,12 @@ fn notify_subscribers(
 }
 
 /// Why this cycle must run FULL before looking at the change window, if it must. A stream
-/// table FULL by its mode gives AUTO's reason (or none when FULL was asked for); the refresh
-/// says so in a NOTICE only when it falls back from an incremental mode.
+/// table FULL by its mode gives the reason its query is not maintained incrementally (none
+/// when the query could be); the refresh says so in a NOTICE only when it falls back from an
+/// incremental mode.
 fn full_reason(st: &StreamTable, src: &Sources) -> Result<Option<Option<String>>, PgTrickleError> {
     if st.effective_mode == Mode::Full {
-        // FULL by its mode: no NOTICE, but an AUTO stream table's history says why.
+        // FULL by its mode: no NOTICE, but the history says why.
         return Ok(Some(st.full_reason.clone()));
     }
     if let Some(source) = src.row_security()? {

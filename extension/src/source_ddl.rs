@@ -557,10 +557,9 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
             .map_or("NULL".into(), quote_literal),
         st.id
     ))?;
-    // Types changed in place after the catalog holds the new query: the event trigger that
-    // follows the ALTER compares the storage with it (and flags the stream tables reading
-    // this one whose input type changed).
-    // One statement for all columns: the event trigger then sees the storage whole.
+    // Types changed in place once the catalog holds the new query, all in one statement: the
+    // event trigger that follows compares the whole storage with that query (and flags the
+    // stream tables reading this one whose input type changed).
     if let Some(ShapeDifference::Types(cols)) = difference {
         let clauses: Vec<String> = cols
             .iter()
@@ -572,13 +571,11 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
                 )
             })
             .collect();
-        if !clauses.is_empty() {
-            Spi::run(&format!(
-                "ALTER TABLE {} {}",
-                st.qualified(),
-                clauses.join(", ")
-            ))?;
-        }
+        Spi::run(&format!(
+            "ALTER TABLE {} {}",
+            st.qualified(),
+            clauses.join(", ")
+        ))?;
     }
     // Capture for the mode now (the capture functions also maintain IMMEDIATE dependents,
     // read from the catalog updated above).

@@ -107,7 +107,8 @@ pub struct StreamTable {
     pub last_error: Option<String>,
     /// The owner of the storage table when the row was loaded (refreshes read it again).
     pub owner: pg_sys::Oid,
-    /// Why AUTO resolved to FULL (NULL otherwise): every FULL refresh records it.
+    /// Why the query is not maintained incrementally, whatever mode was asked (None when it
+    /// can be): every refresh FULL by its mode records it in the history.
     pub full_reason: Option<String>,
 }
 

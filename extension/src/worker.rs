@@ -63,7 +63,8 @@ pub(crate) fn register_static(name: &str, function: &str, restart: Duration) {
         .load();
 }
 
-fn reload_config_if_asked() {
+/// Applies a SIGHUP in a worker's main loop, outside any transaction.
+pub(crate) fn reload_config_if_asked() {
     if BackgroundWorker::sighup_received() {
         // SAFETY: the documented way for a background worker to apply a SIGHUP: re-read the
         // configuration file in its own main loop, outside any transaction.
