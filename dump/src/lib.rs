@@ -202,6 +202,7 @@ SELECT s.pgt_id, s.pgt_schema::text, s.pgt_name::text, s.defining_query, s.searc
                   WHERE b.pgt_schema = s.pgt_schema AND b.pgt_name = s.pgt_name), '{}') \
   FROM pgtrickle.pgt_stream_tables s \
   JOIN pg_catalog.pg_class c ON c.oid = s.pgt_relid \
+ WHERE s.shadow_of IS NULL \
  ORDER BY s.pgt_id";
 
 /// Reads the dump from a connection.

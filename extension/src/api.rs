@@ -225,6 +225,9 @@ fn owned(name: &str) -> Result<stream_table::StreamTable, PgTrickleError> {
     let caller = crate::roles::current();
     let st = stream_table::find(name, true)?;
     crate::roles::check_owner(caller, st.owner, &st.qualified())?;
+    if let Some(of) = st.shadow_of {
+        return Err(crate::shadow::is_shadow(&st, of)?);
+    }
     Ok(st)
 }
 
@@ -252,6 +255,20 @@ fn drop_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
 
 fn drop(name: &str) -> Result<(), PgTrickleError> {
     let st = owned(name)?;
+    if st.in_shadow_build {
+        // Its shadow first, as the caller (who may drop the owner's tables): its catalog row
+        // would go with this one's by cascade, its storage would not.
+        let shadow = crate::roles::as_extension(|| {
+            Ok(Spi::get_one::<String>(&format!(
+                "SELECT (SELECT c.oid::regclass::text FROM pgtrickle.pgt_stream_tables s \
+                   JOIN pg_catalog.pg_class c ON c.oid = s.pgt_relid WHERE s.shadow_of = {})",
+                st.id
+            ))?)
+        })?;
+        if let Some(shadow) = shadow {
+            Spi::run(&format!("DROP TABLE {shadow}"))?;
+        }
+    }
     crate::roles::as_extension(|| {
         let sources = stream_table::sources(st.id)?;
         Spi::run(&format!(
@@ -266,8 +283,9 @@ fn drop(name: &str) -> Result<(), PgTrickleError> {
     })
 }
 
-/// Changes a stream table's schedule, refresh mode or status (`ACTIVE` or `SUSPENDED`).
-/// Arguments left NULL keep their value.
+/// Changes a stream table's schedule, refresh mode, status (`ACTIVE` or `SUSPENDED`) or
+/// defining query; with `shadow_build => true` the new query is built beside it in the
+/// background and swapped in (shadow.rs). Arguments left NULL keep their value.
 #[pg_extern(volatile, parallel_unsafe)]
 fn alter_stream_table(
     name: Option<&str>,
@@ -275,14 +293,17 @@ fn alter_stream_table(
     refresh_mode: default!(Option<&str>, "NULL"),
     status: default!(Option<&str>, "NULL"),
     query: default!(Option<&str>, "NULL"),
+    shadow_build: default!(Option<bool>, "false"),
 ) -> Result<(), ErrorReport> {
+    const F: &str = "alter_stream_table";
     Ok(crate::settings::with_standard_strings(|| {
         alter(
-            required("alter_stream_table", "name", name)?,
+            required(F, "name", name)?,
             schedule,
             refresh_mode,
             status,
             query,
+            required(F, "shadow_build", shadow_build)?,
         )
     })?)
 }
@@ -293,11 +314,23 @@ fn alter(
     refresh_mode: Option<&str>,
     status: Option<&str>,
     query: Option<&str>,
+    shadow_build: bool,
 ) -> Result<(), PgTrickleError> {
+    if shadow_build && query.is_none() {
+        return Err(PgTrickleError::InvalidParameter {
+            param: "shadow_build",
+            value: "true".into(),
+            hint: "A shadow build builds a new defining query: give it as query => ….".into(),
+        });
+    }
     if query.is_some() {
         require_read_committed("alter_stream_table(query => …)")?;
     }
     let st = owned(name)?;
+    // The query and the mode are the shadow build's until it ends.
+    if st.in_shadow_build && (query.is_some() || refresh_mode.is_some()) {
+        return Err(crate::shadow::in_progress(&st)?);
+    }
     // A new query is also the way out of NEEDS_REINIT.
     if st.status == Status::NeedsReinit
         && query.is_none()
@@ -336,7 +369,12 @@ fn alter(
         // and records the capture for it.
         let query = normalized(query)?;
         crate::settings::with_search_path(&st.search_path, || check_readable(&query))?;
-        crate::source_ddl::change_query(&st, &query, mode.unwrap_or(st.refresh_mode))?;
+        let mode = mode.unwrap_or(st.refresh_mode);
+        if shadow_build {
+            crate::shadow::start(&st, &query, mode)?;
+        } else {
+            crate::source_ddl::change_query(&st, &query, mode)?;
+        }
     } else if let Some(mode) = &mode {
         sets.extend(change_mode(&st, *mode)?);
     }
@@ -438,7 +476,7 @@ LANGUAGE sql VOLATILE AS $$
            consecutive_errors, last_error, full_reason,
            CASE WHEN status = 'ACTIVE' AND effective_mode <> 'IMMEDIATE'
                 THEN pgtrickle.scheduler_problem() END
-      FROM pgtrickle.pgt_stream_tables ORDER BY 1
+      FROM pgtrickle.pgt_stream_tables WHERE shadow_of IS NULL ORDER BY 1
 $$;
 COMMENT ON FUNCTION pgtrickle.pgt_status() IS
     'One row per stream table: mode, status, last refresh, staleness, last error, and what keeps the scheduler from refreshing it';
@@ -497,6 +535,7 @@ SET standard_conforming_strings = on AS $$
 DECLARE
     obj record;
     src oid;
+    sh oid;
     touched oid[] := '{}';
 BEGIN
     -- Only drops of stream tables and of their sources matter; this also keeps the drops
@@ -513,6 +552,28 @@ BEGIN
     FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
                WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0
     LOOP
+        -- A shadow build's table dropped (by a user, which cancels the build, or by its
+        -- rollback, which has recorded why): the build ends and its stream table is free.
+        UPDATE pgtrickle.pgt_shadow_builds b
+           SET phase = 'rolled_back', phase_changed_at = now(), finished_at = now(),
+               error = coalesce(b.error, 'the shadow table was dropped')
+          FROM pgtrickle.pgt_stream_tables s
+         WHERE s.pgt_relid = obj.objid AND b.shadow_pgt_id = s.pgt_id
+           AND b.phase NOT IN ('done', 'rolled_back');
+        UPDATE pgtrickle.pgt_stream_tables l
+           SET in_shadow_build = false, shadow_table_name = NULL
+          FROM pgtrickle.pgt_stream_tables s
+         WHERE s.pgt_relid = obj.objid AND l.pgt_id = s.shadow_of;
+        -- A stream table dropped during a shadow build: its shadow goes too (its catalog row
+        -- would go by cascade, its table not).
+        FOR sh IN SELECT s.pgt_relid FROM pgtrickle.pgt_stream_tables s
+                    JOIN pgtrickle.pgt_stream_tables l ON l.pgt_id = s.shadow_of
+                   WHERE l.pgt_relid = obj.objid
+        LOOP
+            IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = sh) THEN
+                EXECUTE format('DROP TABLE %s', sh::regclass);
+            END IF;
+        END LOOP;
         -- The sources of a dropped stream table: their buffer grants are synced below.
         touched := touched || ARRAY(SELECT d.source_relid FROM pgtrickle.pgt_dependencies d
                                       JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
@@ -553,5 +614,9 @@ $$;
 CREATE EVENT TRIGGER pgt_sql_drop ON sql_drop EXECUTE FUNCTION pgtrickle.on_sql_drop();
 "#,
     name = "status_history_and_drop_handling",
-    requires = ["catalog_tables", scheduling::scheduler_problem]
+    requires = [
+        "catalog_tables",
+        "shadow_builds",
+        scheduling::scheduler_problem
+    ]
 );

@@ -48,8 +48,15 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     -- Set after a failed scheduled refresh: the scheduler waits until then (backoff).
     next_retry_at       timestamptz,
     created_at          timestamptz NOT NULL DEFAULT now(),
+    -- Shadow builds (shadow.rs): on a stream table, whether a shadow build of a new defining
+    -- query runs and the shadow's storage table; on the shadow's own row, the stream table it
+    -- is built for (the shadow goes with it).
+    in_shadow_build     boolean NOT NULL DEFAULT false,
+    shadow_table_name   text,
+    shadow_of           bigint REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
     UNIQUE (pgt_schema, pgt_name)
 );
+CREATE INDEX ON pgtrickle.pgt_stream_tables (shadow_of) WHERE shadow_of IS NOT NULL;
 
 CREATE TABLE pgtrickle.pgt_dependencies (
     pgt_id          bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
@@ -104,10 +111,37 @@ CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);
 CREATE INDEX pgt_refresh_history_running_idx ON pgtrickle.pgt_refresh_history (pgt_id)
     WHERE status = 'RUNNING';
 
+-- One row per shadow build (alter_stream_table(…, shadow_build => true)), kept after it
+-- ended: view_evolution_status() reads the newest of a stream table. Phases: building (the
+-- shadow's first FULL load), catching_up (differential refreshes from the change buffers),
+-- swapping (the swap transaction waits for the live table's lock), done, rolled_back.
+CREATE TABLE pgtrickle.pgt_shadow_builds (
+    build_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id              bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    -- The shadow's own catalog row while it exists (it goes at the swap or the rollback).
+    shadow_pgt_id       bigint,
+    shadow_table_name   text NOT NULL,
+    new_query           text NOT NULL,
+    phase               text NOT NULL
+                        CHECK (phase IN ('building', 'catching_up', 'swapping', 'done', 'rolled_back')),
+    started_at          timestamptz NOT NULL DEFAULT now(),
+    phase_changed_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at         timestamptz,
+    -- Rows the shadow's first load wrote.
+    rows_built          bigint,
+    catch_up_refreshes  integer NOT NULL DEFAULT 0,
+    -- How long the swap held the live table's ACCESS EXCLUSIVE lock before its commit.
+    swap_lock_ms        double precision,
+    error               text
+);
+CREATE INDEX ON pgtrickle.pgt_shadow_builds (pgt_id, build_id);
+
 REVOKE ALL ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
-              pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns FROM PUBLIC;
+              pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns,
+              pgtrickle.pgt_shadow_builds FROM PUBLIC;
 GRANT SELECT ON pgtrickle.pgt_stream_tables, pgtrickle.pgt_dependencies,
-                pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns TO PUBLIC;
+                pgtrickle.pgt_refresh_history, pgtrickle.pgt_capture_columns,
+                pgtrickle.pgt_shadow_builds TO PUBLIC;
 
 -- Everyone reads the catalog, but sees only the stream tables it owns (has the privileges of
 -- the storage table's owner) or may read (SELECT on the storage table, as pg_views shows a
@@ -128,6 +162,10 @@ ALTER TABLE pgtrickle.pgt_refresh_history ENABLE ROW LEVEL SECURITY;
 CREATE POLICY pgt_visible ON pgtrickle.pgt_refresh_history FOR SELECT USING (
     EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
              WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_refresh_history.pgt_id));
+ALTER TABLE pgtrickle.pgt_shadow_builds ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_shadow_builds FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_shadow_builds.pgt_id));
 -- Which source columns a buffer captures: for those who may read the source.
 ALTER TABLE pgtrickle.pgt_capture_columns ENABLE ROW LEVEL SECURITY;
 CREATE POLICY pgt_visible ON pgtrickle.pgt_capture_columns FOR SELECT USING (

@@ -50,6 +50,15 @@ pub static SLA_WINDOW_HOURS: GucSetting<i32> = GucSetting::<i32>::new(24);
 /// error budget is what the rest allows.
 pub static SLA_TARGET: GucSetting<f64> = GucSetting::<f64>::new(0.99);
 
+/// `pg_trickle.shadow_build_enabled`: whether `alter_stream_table(…, shadow_build => true)`
+/// may start shadow builds (shadow.rs).
+pub static SHADOW_BUILD_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pg_trickle.shadow_refresh_throttle_ms`: the least time between two refreshes of a shadow.
+pub static SHADOW_REFRESH_THROTTLE_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_trickle.shadow_timeout`: a shadow build not swapped in after this many seconds is
+/// rolled back.
+pub static SHADOW_TIMEOUT_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(3600);
+
 /// `pg_trickle.metrics_port`: the port of the Prometheus endpoint (0: no endpoint). Read when
 /// the library is preloaded (metrics_server.rs).
 pub static METRICS_PORT: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -110,6 +119,27 @@ pub(crate) fn define() {
         0.9999,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.shadow_build_enabled",
+        c"Allows alter_stream_table(..., shadow_build => true).",
+        c"A shadow build fills a second table from the new defining query in the background, \
+          catches it up from the change buffers and swaps it in, while the stream table stays \
+          readable and maintained. Off: such a call is refused (55000). See docs/SHADOW_BUILDS.md.",
+        &SHADOW_BUILD_ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_trickle.shadow_timeout",
+        c"A shadow build not swapped in after this long is rolled back.",
+        c"Measured from the call that started it; the shadow is dropped, the stream table keeps its \
+          query, and view_evolution_status() shows rolled_back with the reason.",
+        &SHADOW_TIMEOUT_SECONDS,
+        1,
+        604_800,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     define_postmaster();
     for (name, short, long, setting, min, max) in INT_GUCS {
@@ -255,6 +285,15 @@ const INT_GUCS: &[IntGuc] = &[
         &NOTIFY_QUEUE_MAX_PERCENT,
         0,
         100,
+    ),
+    (
+        c"pg_trickle.shadow_refresh_throttle_ms",
+        c"The least time between two refreshes of a shadow build, in milliseconds.",
+        c"Rate-limits the extra load of a shadow build: its first load, its catch-up refreshes and \
+          its swap are each at least this far apart.",
+        &SHADOW_REFRESH_THROTTLE_MS,
+        0,
+        3_600_000,
     ),
 ];
 

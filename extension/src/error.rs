@@ -51,6 +51,25 @@ pub enum PgTrickleError {
     /// A new defining query whose result does not fit the storage in place.
     #[error("stream table {name} cannot take the new query in place: {reason}")]
     QueryNotAlterable { name: String, reason: String },
+    /// A second change of the defining query while a shadow build runs (`name` quoted).
+    #[error("a shadow build of stream table {name} is in progress (its shadow is {shadow})")]
+    ShadowBuildInProgress { name: String, shadow: String },
+    /// An operation on a shadow's own storage, which pg_trickle maintains until the swap.
+    #[error("{name} is the shadow build of stream table {of}")]
+    IsShadow { name: String, of: String },
+    /// `shadow_build => true` while `pg_trickle.shadow_build_enabled` is off.
+    #[error("shadow builds are disabled")]
+    ShadowBuildsDisabled,
+    /// A stream table whose shadow build cannot start (`reason` says why).
+    #[error("stream table {name} cannot be rebuilt in a shadow: {reason}")]
+    ShadowNotPossible { name: String, reason: String },
+    /// A new defining query whose result lacks what a stream table reading this one reads.
+    #[error("the new query of stream table {name} would break stream table {dependent}: {reason}")]
+    BreaksDependent {
+        name: String,
+        dependent: String,
+        reason: String,
+    },
     /// A relation that cannot be a stream table's source (`what` says what it is).
     #[error("{relation} cannot be a source of a stream table: it is {what}")]
     UnsupportedSource { relation: String, what: String },
@@ -127,6 +146,12 @@ impl PgTrickleError {
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
             PgTrickleError::QueryNotAlterable { .. } => "0A000".into(),
             PgTrickleError::UnsupportedSource { .. } => "0A000".into(),
+            PgTrickleError::ShadowBuildInProgress { .. } => "55006".into(),
+            PgTrickleError::IsShadow { .. } | PgTrickleError::ShadowBuildsDisabled => {
+                "55000".into()
+            }
+            PgTrickleError::ShadowNotPossible { .. } => "0A000".into(),
+            PgTrickleError::BreaksDependent { .. } => "42P16".into(),
             PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
             PgTrickleError::Internal(_) => "XX000".into(),
         }
@@ -156,8 +181,8 @@ impl PgTrickleError {
                     .into(),
             ),
             PgTrickleError::QueryNotAlterable { .. } => Some(
-                "Drop the stream table and create it with the new query (the stream tables \
-                 reading it go with it)."
+                "A shadow build (shadow_build => true) takes any new shape; otherwise drop the \
+                 stream table and create it with the new query."
                     .into(),
             ),
             PgTrickleError::CannotReinit { .. } => {
@@ -184,6 +209,27 @@ impl PgTrickleError {
                  on the table again, or change the owner with ALTER TABLE … OWNER TO."
                     .into(),
             ),
+            PgTrickleError::ShadowBuildInProgress { .. } => Some(
+                "pgtrickle.view_evolution_status() follows it; dropping its shadow table cancels \
+                 it."
+                .into(),
+            ),
+            PgTrickleError::IsShadow { .. } => Some(
+                "pg_trickle maintains a shadow until it is swapped in or rolled back; \
+                 pgtrickle.view_evolution_status() follows it."
+                    .into(),
+            ),
+            PgTrickleError::ShadowBuildsDisabled => Some(
+                "A superuser enables them with pg_trickle.shadow_build_enabled = on; without \
+                 shadow_build the query is changed in one transaction."
+                    .into(),
+            ),
+            PgTrickleError::BreaksDependent { .. } => {
+                Some("Keep the columns the dependent stream table reads, or drop it first.".into())
+            }
+            PgTrickleError::ShadowNotPossible { .. } => {
+                Some("Alter it without shadow_build.".into())
+            }
             PgTrickleError::UnknownStreamTable(_)
             | PgTrickleError::EmptyQuery
             | PgTrickleError::NotOneSelect { .. }

@@ -24,6 +24,7 @@ mod schedule;
 mod scheduler;
 mod scheduling;
 mod settings;
+mod shadow;
 mod shared;
 mod sla;
 mod source_ddl;

@@ -27,6 +27,9 @@ pub struct Candidate {
     since: i64,
     /// When its backoff ends, milliseconds since the epoch (a failing stream table).
     retry_at: Option<i64>,
+    /// A shadow build's shadow (shadow.rs): due every `pg_trickle.shadow_refresh_throttle_ms`
+    /// whatever its schedule.
+    shadow: bool,
 }
 
 /// The stream tables whose schedule says "now" (upstream first), and when the next one will
@@ -94,6 +97,11 @@ fn due_at(c: &Candidate, now: i64) -> (bool, i64) {
     if let Some(r) = c.retry_at.filter(|r| *r > now) {
         return (false, r);
     }
+    if c.shadow {
+        let throttle = i64::from(config::SHADOW_REFRESH_THROTTLE_MS.get().max(0));
+        let at = c.since.saturating_add(throttle);
+        return (now >= at, at);
+    }
     let at = match schedule::parse(&c.schedule) {
         Ok(Schedule::Every { seconds }) => c.since.saturating_add(
             i64::try_from(seconds)
@@ -118,11 +126,21 @@ fn due_at(c: &Candidate, now: i64) -> (bool, i64) {
 /// the refresh are recorded, not returned; an error here means the catalog could not be
 /// read or written.
 pub fn run_due(id: i64) -> Result<(), PgTrickleError> {
-    match txn::in_transaction(|| is_due(id))? {
-        Due::No => return Ok(()),
-        Due::NothingChanged => return txn::in_transaction(|| note_unchanged(id)),
-        Due::Yes => {}
+    let (due, shadow) = txn::in_transaction(|| is_due(id))?;
+    match due {
+        Due::No => {}
+        Due::NothingChanged => txn::in_transaction(|| note_unchanged(id))?,
+        Due::Yes => refresh_due(id)?,
     }
+    // A shadow build moves on after each run of its shadow (a failure included).
+    if shadow && !matches!(due, Due::No) {
+        crate::shadow::after_run(id)?;
+    }
+    Ok(())
+}
+
+/// Refreshes a due stream table with a RUNNING history row, recording a failure.
+fn refresh_due(id: i64) -> Result<(), PgTrickleError> {
     let history = txn::in_transaction(|| start_history(id))?;
     let result = txn::in_transaction(|| {
         let timeout = config::REFRESH_LOCK_TIMEOUT_MS.get();
@@ -142,7 +160,8 @@ fn load_candidates() -> Result<Vec<Candidate>, PgTrickleError> {
     let sql = "SELECT s.pgt_id, s.schedule, \
                  coalesce(array_agg(u.pgt_id) FILTER (WHERE u.pgt_id IS NOT NULL), '{}'), \
                  floor(extract(epoch FROM coalesce(s.last_refresh_at, s.created_at)) * 1000)::int8, \
-                 ceil(extract(epoch FROM s.next_retry_at) * 1000)::int8 \
+                 ceil(extract(epoch FROM s.next_retry_at) * 1000)::int8, \
+                 s.shadow_of IS NOT NULL \
                FROM pgtrickle.pgt_stream_tables s \
                LEFT JOIN pgtrickle.pgt_dependencies d ON d.pgt_id = s.pgt_id \
                LEFT JOIN pgtrickle.pgt_stream_tables u ON u.pgt_relid = d.source_relid \
@@ -159,6 +178,7 @@ fn load_candidates() -> Result<Vec<Candidate>, PgTrickleError> {
                     upstream: row.get::<Vec<i64>>(3)?.unwrap_or_default(),
                     since: required(row.get::<i64>(4)?, "pgt_stream_tables.created_at")?,
                     retry_at: row.get::<i64>(5)?,
+                    shadow: required(row.get::<bool>(6)?, "shadow_of IS NOT NULL")?,
                 })
             })
             .collect::<Result<Vec<_>, PgTrickleError>>()
@@ -198,6 +218,7 @@ fn order(candidates: &[Candidate]) -> Vec<&Candidate> {
 }
 
 /// Whether a candidate is to be refreshed now.
+#[derive(Clone, Copy)]
 enum Due {
     No,
     Yes,
@@ -208,15 +229,17 @@ enum Due {
 /// Whether a stream table its schedule calls due is to be refreshed now: always when it
 /// needs a FULL refresh, or is a FULL stream table on a duration or cron schedule (it may read
 /// what capture cannot see: views, volatile functions); otherwise only when a source changed.
-fn is_due(id: i64) -> Result<Due, PgTrickleError> {
+/// Also whether it is a shadow build's shadow.
+fn is_due(id: i64) -> Result<(Due, bool), PgTrickleError> {
     let Some(st) = stream_table::find_by_id(id, false)? else {
-        return Ok(Due::No);
+        return Ok((Due::No, false));
     };
+    let shadow = st.shadow_of.is_some();
     if st.status != stream_table::Status::Active {
-        return Ok(Due::No);
+        return Ok((Due::No, shadow));
     }
     if !st.is_populated || st.needs_full_reason.is_some() || st.frontier.is_none() {
-        return Ok(Due::Yes);
+        return Ok((Due::Yes, shadow));
     }
     let calculated = Spi::get_one::<bool>(&format!(
         "SELECT lower(btrim(schedule)) = 'calculated' FROM pgtrickle.pgt_stream_tables \
@@ -225,9 +248,9 @@ fn is_due(id: i64) -> Result<Due, PgTrickleError> {
     .unwrap_or(false);
     let always = st.effective_mode == crate::stream_table::Mode::Full && !calculated;
     if always || has_pending_changes(&st)? {
-        Ok(Due::Yes)
+        Ok((Due::Yes, shadow))
     } else {
-        Ok(Due::NothingChanged)
+        Ok((Due::NothingChanged, shadow))
     }
 }
 
@@ -296,6 +319,7 @@ mod tests {
             upstream: upstream.to_vec(),
             since: 0,
             retry_at: None,
+            shadow: false,
         }
     }
 

@@ -441,6 +441,7 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
         query: &st.query,
         mode: st.refresh_mode,
         new_query: false,
+        keep_contents: None,
     };
     crate::roles::as_extension_in(&st.search_path, || rebuild(st, &with))?;
     let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
@@ -450,12 +451,31 @@ pub fn reinitialise(st: &StreamTable) -> Result<(), PgTrickleError> {
     Ok(())
 }
 
+/// Points `st` (whose catalog row the caller holds FOR UPDATE) at the relations its stored
+/// query names now, after a stream table it reads was replaced by a shadow build's storage
+/// (shadow.rs): analysed and planned again, dependencies and capture recorded anew, its
+/// contents kept until its next refresh, which runs FULL for `reason` (the replaced stream
+/// table's changes up to the swap are in no buffer). Refused like a reinitialisation when
+/// the result no longer fits its storage.
+pub fn follow_replaced_source(st: &StreamTable, reason: &str) -> Result<(), PgTrickleError> {
+    let with = Rebuild {
+        query: &st.query,
+        mode: st.refresh_mode,
+        new_query: false,
+        keep_contents: Some(reason),
+    };
+    crate::roles::as_extension_in(&st.search_path, || rebuild(st, &with))
+}
+
 /// What a rebuild builds: the stored query again (a reinitialisation after source DDL), or a
 /// new defining query (`alter_stream_table(…, query => …)`), in the requested mode.
 struct Rebuild<'a> {
     query: &'a str,
     mode: RequestedMode,
     new_query: bool,
+    /// Keep the contents (when no column type changes), and make the next refresh FULL for
+    /// this reason, instead of emptying the storage for a load that follows at once.
+    keep_contents: Option<&'a str>,
 }
 
 impl Rebuild<'_> {
@@ -491,6 +511,7 @@ pub fn change_query(
         query,
         mode,
         new_query: true,
+        keep_contents: None,
     };
     crate::roles::as_extension_in(&st.search_path, || rebuild(st, &with))?;
     let now = stream_table::find_by_id(st.id, true)?.ok_or_else(|| {
@@ -536,7 +557,10 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
     if let Some(d @ ShapeDifference::Columns { .. }) = &difference {
         return Err(refused(d.to_string()));
     }
-    {
+    let keep = with
+        .keep_contents
+        .filter(|_| !matches!(difference, Some(ShapeDifference::Types(_))));
+    if keep.is_none() {
         let _guard = ApplyGuard::new();
         Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
     }
@@ -544,9 +568,11 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
     Spi::run(&format!(
         "UPDATE pgtrickle.pgt_stream_tables SET \
          status = CASE status WHEN 'SUSPENDED' THEN status ELSE 'ACTIVE' END, last_error = NULL, \
-         consecutive_errors = 0, next_retry_at = NULL, needs_full_reason = NULL, \
-         is_populated = false, defining_query = {}, refresh_mode = {}, query_tree = {}, \
+         consecutive_errors = 0, next_retry_at = NULL, needs_full_reason = {}, \
+         is_populated = {}, defining_query = {}, refresh_mode = {}, query_tree = {}, \
          effective_mode = {}, full_reason = {} WHERE pgt_id = {}",
+        keep.map_or("NULL".into(), quote_literal),
+        keep.is_some() && st.is_populated,
         quote_literal(with.query),
         quote_literal(with.mode.as_sql()),
         quote_literal(&def.tree),
@@ -611,6 +637,10 @@ DECLARE
     src oid;
     msg text;
 BEGIN
+    -- A shadow build's swap renames the two storages itself (shadow.rs).
+    IF pgtrickle.shadow_swap_in_progress() THEN
+        RETURN;
+    END IF;
     -- The relations altered: by ALTER TABLE (with the partitions and inheritance children it
     -- recursed to, which are not reported), or every relation of a renamed schema.
     WITH RECURSIVE altered(relid) AS (
@@ -693,6 +723,7 @@ CREATE EVENT TRIGGER pgt_ddl_command_end ON ddl_command_end
         follow_source_ddl,
         follow_source_capture,
         sync_buffer_readers,
-        "catalog_tables"
+        "catalog_tables",
+        "shadow_builds"
     ]
 );

@@ -110,6 +110,10 @@ pub struct StreamTable {
     /// Why the query is not maintained incrementally, whatever mode was asked (None when it
     /// can be): every refresh FULL by its mode records it in the history.
     pub full_reason: Option<String>,
+    /// A shadow build of a new defining query runs for this stream table (shadow.rs).
+    pub in_shadow_build: bool,
+    /// On a shadow's own row: the stream table it is built for.
+    pub shadow_of: Option<i64>,
 }
 
 impl StreamTable {
@@ -144,7 +148,7 @@ const COLUMNS: &str = "pgt_id, pgt_schema::text, pgt_name::text, defining_query,
     effective_mode, storage_layout, is_populated, frontier_snapshot::text, frontier_xid::text, \
     frontier_seq, needs_full_reason, search_path, status, refresh_mode, query_tree, pgt_relid, \
     last_error, (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = pgt_relid), \
-    full_reason";
+    full_reason, in_shadow_build, shadow_of";
 
 /// Finds the stream table a user named; `lock` takes its catalog row FOR UPDATE, which
 /// serialises refreshes, alters and drops of one stream table. 42P01 when there is none.
@@ -248,6 +252,8 @@ fn load(column: &str, value: i64, lock: bool) -> Result<Option<StreamTable>, PgT
                 ))
             })?,
             full_reason: row.get(19)?,
+            in_shadow_build: required(row.get(20)?, &nn("in_shadow_build"))?,
+            shadow_of: row.get(21)?,
         }))
     })
 }
