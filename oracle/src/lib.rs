@@ -4,8 +4,10 @@
 //! that the twins of a query (DIFFERENTIAL/AUTO and FULL) agree. Write sequences come from
 //! proptest-state-machine and shrink; counterexamples become SQL fixtures under
 //! `oracle/regressions/`. `smith` runs sqlsmith's random queries through the same check;
-//! `ddl` interleaves random DDL on the sources with writes and refreshes.
+//! `ddl` interleaves random DDL on the sources with writes and refreshes; `alter` random
+//! changes of defining queries, in place and by shadow builds.
 
+pub mod alter;
 pub mod check;
 pub mod ddl;
 pub mod exec;

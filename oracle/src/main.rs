@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use oracle::alter::{run_alter, AlterConfig};
 use oracle::ddl::{run_ddl, DdlConfig};
 use oracle::families::{group, Expect, GROUPS};
 use oracle::fixture;
@@ -15,6 +16,7 @@ const USAGE: &str = "usage: oracle --url CONNSTR [--iterations N] [--seed S] [--
 [--writers W] [--steps-max L] [--group NAME]... [--case I] [--cases C] [--keep-going] [--regressions DIR]
        oracle --url CONNSTR --sqlsmith N [--seed S] [--rounds R] [--regressions DIR]
        oracle --url CONNSTR --ddl N [--seed S]
+       oracle --url CONNSTR --alter N [--seed S]
        oracle --url CONNSTR --rerun DIR [--open]
        oracle --url CONNSTR --replay FILE...";
 
@@ -31,6 +33,7 @@ struct Args {
     regressions: Option<PathBuf>,
     sqlsmith: Option<u64>,
     ddl: Option<u64>,
+    alter: Option<u64>,
     rounds: usize,
     rerun: Option<PathBuf>,
     open: bool,
@@ -60,6 +63,7 @@ fn parse() -> Result<Args, String> {
             "--regressions" => a.regressions = Some(value()?.into()),
             "--sqlsmith" => a.sqlsmith = Some(num(value()?)?),
             "--ddl" => a.ddl = Some(num(value()?)?),
+            "--alter" => a.alter = Some(num(value()?)?),
             "--rounds" => a.rounds = num(value()?)? as usize,
             "--rerun" => a.rerun = Some(value()?.into()),
             "--open" => a.open = true,
@@ -96,6 +100,9 @@ fn main() -> ExitCode {
     if let Some(steps) = args.ddl {
         return ddl(&args.url, seed, steps);
     }
+    if let Some(steps) = args.alter {
+        return alter(&args.url, seed, steps);
+    }
     if let Some(n) = args.sqlsmith {
         let cfg = SmithConfig {
             admin_url: args.url.clone(),
@@ -118,6 +125,39 @@ fn main() -> ExitCode {
         };
     }
     state_machine(&args, seed)
+}
+
+fn alter(url: &str, seed: u64, steps: u64) -> ExitCode {
+    let cfg = AlterConfig {
+        admin_url: url.to_string(),
+        seed,
+        steps,
+    };
+    let start = std::time::Instant::now();
+    let join = |m: &mut dyn Iterator<Item = String>| m.collect::<Vec<_>>().join(", ");
+    match run_alter(&cfg) {
+        Ok(r) => {
+            println!(
+                "oracle alter: seed {seed}, {} steps: ALTERs {}; {} writes (0 failed, {} during \
+                 shadow builds), {} refreshes, {} checks passed; longest shadow build {} ms; \
+                 refreshes by action: {}; {:.1}s",
+                r.steps,
+                join(&mut r.alters.iter().map(|(k, n)| format!("{k} {n}"))),
+                r.writes,
+                r.writes_during_builds,
+                r.refreshes,
+                r.checks,
+                r.longest_build_ms,
+                join(&mut r.actions.iter().map(|(a, n)| format!("{a} {n}"))),
+                start.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("oracle alter: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn ddl(url: &str, seed: u64, steps: u64) -> ExitCode {
