@@ -158,15 +158,23 @@ q -c "UPDATE src SET v = v + 3 WHERE g = 7" >/dev/null
 eventually 30 "$(diff_sql agg "$Q2")" 0
 eventually 30 "$(diff_sql dep "$QD")" 0
 
+# --- The swap is one notification to subscribers (no writes meanwhile: nothing else is)
+q -c "SELECT pgtrickle.subscribe('agg', 'swap_only')" >/dev/null
+q -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', shadow_build => true)" >/dev/null
+eventually 60 "SELECT phase FROM pgtrickle.view_evolution_status('agg')" done
+eventually 30 "SELECT refreshes_notified + pending_refreshes FROM pgtrickle.list_subscriptions()
+                WHERE channel = 'swap_only'" 1
+same_as_query agg "$Q1"
+
 # --- Cancelling: dropping the shadow table; dropping the stream table
 set_gucs pg_trickle.shadow_refresh_throttle_ms=600000
-q -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', shadow_build => true)" >/dev/null
+q -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q2', shadow_build => true)" >/dev/null
 eventually 30 "SELECT to_regclass('__pgt_shadow_agg') IS NOT NULL AND phase = 'building'
                  FROM pgtrickle.view_evolution_status('agg')" t
 # During the build (it waits for the throttle): a second change of the query or the mode is
 # refused, the shadow is pg_trickle's.
-expect_error 55006 "SELECT pgtrickle.alter_stream_table('agg', query => '$Q2', shadow_build => true)"
-expect_error 55006 "SELECT pgtrickle.alter_stream_table('agg', query => '$Q2')"
+expect_error 55006 "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', shadow_build => true)"
+expect_error 55006 "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1')"
 expect_error 55006 "SELECT pgtrickle.alter_stream_table('agg', refresh_mode => 'FULL')"
 expect_error 55000 "SELECT pgtrickle.refresh_stream_table('__pgt_shadow_agg')"
 expect_error 55000 "SELECT pgtrickle.drop_stream_table('__pgt_shadow_agg')"

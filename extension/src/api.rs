@@ -481,11 +481,57 @@ $$;
 COMMENT ON FUNCTION pgtrickle.pgt_status() IS
     'One row per stream table: mode, status, last refresh, staleness, last error, and what keeps the scheduler from refreshing it';
 
+-- The id of the stream table a name resolves to. By schema and name, which a shadow build's
+-- swap keeps: the OID it changes, and a name resolved just before a swap committed would miss
+-- the catalog row read just after. The schema of an unqualified name is the first one of the
+-- search_path holding a relation of that name (to_regclass, which reads the catalog caches).
+CREATE FUNCTION pgtrickle.stream_table_id(name text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    parts text[];
+    sch text;
+    id bigint;
+BEGIN
+    IF stream_table_id.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of stream_table_id() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    -- The same name rule as the other functions (42602): PostgreSQL's identifier syntax, at
+    -- most schema.table.
+    BEGIN
+        parts := parse_ident(stream_table_id.name);
+        IF array_length(parts, 1) > 2 THEN
+            RAISE EXCEPTION USING ERRCODE = '22023';
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'invalid name syntax: "%"', stream_table_id.name
+            USING ERRCODE = '42602';
+    END;
+    IF array_length(parts, 1) = 2 THEN
+        sch := parts[1];
+    ELSE
+        SELECT x.s INTO sch
+          FROM unnest(current_schemas(true)) WITH ORDINALITY AS x(s, o)
+         WHERE to_regclass(format('%I.%I', x.s, parts[1])) IS NOT NULL
+         ORDER BY x.o LIMIT 1;
+    END IF;
+    SELECT s.pgt_id INTO id FROM pgtrickle.pgt_stream_tables s
+     WHERE s.pgt_schema = sch AND s.pgt_name = parts[array_length(parts, 1)];
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'stream table "%" does not exist', stream_table_id.name
+            USING ERRCODE = '42P01';
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.stream_table_id(text) IS
+    'The catalog id (pgt_id) of the stream table a name resolves to';
+
 CREATE FUNCTION pgtrickle.get_refresh_history(name text, max_rows integer DEFAULT 20)
 RETURNS TABLE (refresh_id bigint, start_time timestamptz, end_time timestamptz, action text,
                status text, reason text, rows_inserted bigint, rows_deleted bigint,
                delta_rows bigint, error_sqlstate text, error_message text)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     id bigint;
 BEGIN
@@ -497,24 +543,9 @@ BEGIN
         RAISE EXCEPTION 'argument "max_rows" of get_refresh_history() must not be NULL'
             USING ERRCODE = '22004';
     END IF;
-    -- The same name rule as the other functions (42602): PostgreSQL's identifier syntax, at
-    -- most schema.table.
-    BEGIN
-        IF array_length(parse_ident(get_refresh_history.name), 1) > 2 THEN
-            RAISE EXCEPTION USING ERRCODE = '22023';
-        END IF;
-    EXCEPTION WHEN invalid_parameter_value THEN
-        RAISE EXCEPTION 'invalid name syntax: "%"', get_refresh_history.name
-            USING ERRCODE = '42602';
-    END;
+    id := pgtrickle.stream_table_id(get_refresh_history.name);
     IF max_rows < 0 THEN
         RAISE EXCEPTION 'max_rows must be zero or more' USING ERRCODE = '22023';
-    END IF;
-    SELECT s.pgt_id INTO id FROM pgtrickle.pgt_stream_tables s
-     WHERE s.pgt_relid = to_regclass(get_refresh_history.name);
-    IF id IS NULL THEN
-        RAISE EXCEPTION 'stream table "%" does not exist', get_refresh_history.name
-            USING ERRCODE = '42P01';
     END IF;
     RETURN QUERY
         SELECT h.refresh_id, h.start_time, h.end_time, h.action, h.status, h.reason,

@@ -673,7 +673,7 @@ CREATE FUNCTION pgtrickle.view_evolution_status(name text)
 RETURNS TABLE (phase text, shadow_table text, new_query text, rows_built bigint,
                lag interval, catch_up_refreshes integer, started_at timestamptz,
                finished_at timestamptz, swap_lock_ms double precision, error text)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     id bigint;
 BEGIN
@@ -681,19 +681,11 @@ BEGIN
         RAISE EXCEPTION 'argument "name" of view_evolution_status() must not be NULL'
             USING ERRCODE = '22004';
     END IF;
-    BEGIN
-        IF array_length(parse_ident(view_evolution_status.name), 1) > 2 THEN
-            RAISE EXCEPTION USING ERRCODE = '22023';
-        END IF;
-    EXCEPTION WHEN invalid_parameter_value THEN
-        RAISE EXCEPTION 'invalid name syntax: "%"', view_evolution_status.name
-            USING ERRCODE = '42602';
-    END;
-    SELECT s.pgt_id INTO id FROM pgtrickle.pgt_stream_tables s
-     WHERE s.pgt_relid = to_regclass(view_evolution_status.name) AND s.shadow_of IS NULL;
-    IF id IS NULL THEN
-        RAISE EXCEPTION 'stream table "%" does not exist', view_evolution_status.name
-            USING ERRCODE = '42P01';
+    id := pgtrickle.stream_table_id(view_evolution_status.name);
+    IF EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+                WHERE s.pgt_id = id AND s.shadow_of IS NOT NULL) THEN
+        RAISE EXCEPTION '% is the shadow build of a stream table', view_evolution_status.name
+            USING ERRCODE = '55000';
     END IF;
     -- The newest build; lag is how long ago the shadow last caught up (its start while it
     -- has not been loaded yet), while it runs.

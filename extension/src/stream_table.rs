@@ -160,12 +160,23 @@ pub fn find(name: &str, lock: bool) -> Result<StreamTable, PgTrickleError> {
         Some(s) => qualified(s, &rel),
         None => engine::render::quote_ident(&rel),
     };
-    let found = match resolve(&target)? {
-        Some(relid) => {
-            crate::roles::as_extension(|| load("pgt_relid", i64::from(relid.to_u32()), lock))?
+    let lookup = || -> Result<Option<StreamTable>, PgTrickleError> {
+        match resolve(&target)? {
+            Some(relid) => {
+                crate::roles::as_extension(|| load("pgt_relid", i64::from(relid.to_u32()), lock))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
+    let mut found = lookup()?;
+    if found.is_none() {
+        // A shadow build's swap may have given the name another table after it was resolved
+        // (the row locked meanwhile then holds the new OID): once more with the catalog as
+        // committed now.
+        // SAFETY: processes pending invalidation messages, as any lock acquisition does.
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+        found = lookup()?;
+    }
     found.ok_or_else(|| PgTrickleError::UnknownStreamTable(name.to_string()))
 }
 
