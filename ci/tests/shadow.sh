@@ -128,6 +128,9 @@ expect_eq "SELECT pgt_id, defining_query = '$Q2', in_shadow_build, shadow_table_
              FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'agg'" "$before_id|t|f|t|ACTIVE"
 nothing_left
 expect_eq "SELECT has_table_privilege('shadow_reader', 'agg', 'SELECT')" t
+# The storage's indexes carry the stream table's name, not the shadow's.
+expect_eq "SELECT count(*) FILTER (WHERE indexname LIKE '\_\_pgt\_shadow%'), count(*) > 0
+             FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'agg'" "0|t"
 expect_eq "SELECT count(*) FROM pgtrickle.list_subscriptions() WHERE channel = 'agg_changes'" 1
 expect_eq "SELECT error IS NULL, rows_built > 0, lag IS NULL, finished_at IS NOT NULL
              FROM pgtrickle.view_evolution_status('agg')" "t|t|t|t"
@@ -184,7 +187,13 @@ expect_eq "SELECT count(*) FROM pgtrickle.pgt_status() WHERE name LIKE '%shadow%
 q -c "DROP TABLE __pgt_shadow_agg"
 expect_eq "SELECT phase, error FROM pgtrickle.view_evolution_status('agg')" "rolled_back|the shadow table was dropped"
 nothing_left
-q -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', shadow_build => true)" >/dev/null
+# Two ALTERs at once: the second waits for the first's transaction, then gets 55006.
+q -c "BEGIN" -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', shadow_build => true)" \
+  -c "SELECT pg_sleep(2)" -c "COMMIT" >/dev/null 2>&1 &
+first=$!
+sleep 0.7
+expect_error 55006 "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', shadow_build => true)"
+wait "$first" || die "the first of two concurrent ALTERs failed"
 q -c "SELECT pgtrickle.drop_stream_table('dep')" >/dev/null
 q -c "SELECT pgtrickle.drop_stream_table('agg')" >/dev/null
 expect_eq "SELECT to_regclass('__pgt_shadow_agg') IS NULL, (SELECT count(*) FROM pgtrickle.pgt_stream_tables),

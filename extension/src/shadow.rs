@@ -603,6 +603,7 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
     }
     crate::roles::as_extension(|| mode::release_sources(&old_sources))?;
     Spi::run(&format!("DROP TABLE {}", qualified(&live.schema, &retired)))?;
+    rename_indexes(&live, &shadow)?;
     let now = stream_table::find_by_id(live.id, false)?.ok_or_else(|| {
         PgTrickleError::Internal(format!(
             "stream table {} vanished in its swap",
@@ -634,6 +635,52 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
         (locked - started).as_secs_f64() * 1000.0,
         held_ms
     );
+    Ok(())
+}
+
+/// Renames the indexes of the swapped-in storage that are named after the shadow (the
+/// storage's own, created with it) after the stream table, as they were before; a name
+/// another relation took meanwhile is left alone.
+fn rename_indexes(live: &StreamTable, shadow: &StreamTable) -> Result<(), PgTrickleError> {
+    let names: Vec<String> = Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT c.relname::text FROM pg_catalog.pg_index i \
+                       JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+                      WHERE i.indrelid = {} ORDER BY 1",
+                    shadow.relid.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .filter_map(|r| r.get::<String>(1).transpose())
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?;
+    for name in names {
+        let Some(rest) = name.strip_prefix(&shadow.name) else {
+            continue;
+        };
+        let mut new = live.name.clone();
+        for c in rest.chars() {
+            if new.len() + c.len_utf8() > MAX_IDENT {
+                break;
+            }
+            new.push(c);
+        }
+        let taken = Spi::get_one::<bool>(&format!(
+            "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+            quote_literal(&qualified(&live.schema, &new))
+        ))?
+        .unwrap_or(true);
+        if !taken {
+            Spi::run(&format!(
+                "ALTER INDEX {} RENAME TO {}",
+                qualified(&live.schema, &name),
+                quote_ident(&new)
+            ))?;
+        }
+    }
     Ok(())
 }
 
