@@ -59,13 +59,12 @@ pub fn recover_interrupted(held: &std::collections::BTreeSet<i64>) -> Result<u64
     })
 }
 
-/// Whether the extension is (still) installed in this database.
-pub fn extension_installed() -> Result<bool, PgTrickleError> {
+/// The version of the extension installed in this database (None: not installed).
+pub fn extension_version() -> Result<Option<String>, PgTrickleError> {
     txn::in_transaction(|| {
-        Ok(Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle')",
-        )?
-        .unwrap_or(false))
+        Ok(Spi::get_one::<String>(
+            "SELECT (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_trickle')",
+        )?)
     })
 }
 

@@ -262,9 +262,23 @@ pub extern "C-unwind" fn pg_trickle_scheduler_main(_arg: pg_sys::Datum) {
     loop {
         pg_sys::check_for_interrupts!();
         reload_config_if_asked();
-        if !matches!(scheduler::extension_installed(), Ok(true)) {
-            shared::mark_idle(db);
-            break;
+        match scheduler::extension_version() {
+            Ok(Some(v)) if v == env!("CARGO_PKG_VERSION") => {}
+            Ok(Some(v)) => {
+                // The library was upgraded and the database's catalog not yet: its stream tables
+                // wait for ALTER EXTENSION pg_trickle UPDATE (whose script asks for service).
+                log!(
+                    "pg_trickle scheduler: database {db} has pg_trickle {v}, the library is {}: \
+                     nothing is refreshed until ALTER EXTENSION pg_trickle UPDATE",
+                    env!("CARGO_PKG_VERSION")
+                );
+                shared::mark_idle(db);
+                break;
+            }
+            _ => {
+                shared::mark_idle(db);
+                break;
+            }
         }
         let now = shared::now_ms();
         shared::begin_tick(db);

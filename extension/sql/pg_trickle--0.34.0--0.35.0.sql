@@ -1,0 +1,700 @@
+-- pg_trickle 0.34.0 -> 0.35.0 (ALTER EXTENSION pg_trickle UPDATE).
+-- Catalog: shadow builds (columns on pgt_stream_tables, table pgt_shadow_builds); new objects
+-- of subscriptions, metrics, SLA summary, explain and shadow builds, created as a fresh
+-- install creates them; changed functions replaced; alter_stream_table gains query and
+-- shadow_build. Existing stream tables, their history, dependencies, capture and change
+-- buffers stay as they are. ci/tests/upgrade.sh checks the result equals a fresh install.
+\echo Use "ALTER EXTENSION pg_trickle UPDATE TO '0.35.0'" to load this file. \quit
+
+-- Shadow builds in the catalog.
+ALTER TABLE pgtrickle.pgt_stream_tables
+    ADD COLUMN in_shadow_build boolean NOT NULL DEFAULT false,
+    ADD COLUMN shadow_table_name text,
+    ADD COLUMN shadow_of bigint REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE;
+CREATE INDEX ON pgtrickle.pgt_stream_tables (shadow_of) WHERE shadow_of IS NOT NULL;
+
+
+-- One row per shadow build (alter_stream_table(…, shadow_build => true)), kept after it
+-- ended: view_evolution_status() reads the newest of a stream table. Phases: building (the
+-- shadow's first FULL load), catching_up (differential refreshes from the change buffers),
+-- swapping (the swap transaction waits for the live table's lock), done, rolled_back.
+CREATE TABLE pgtrickle.pgt_shadow_builds (
+    build_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id              bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    -- The shadow's own catalog row while it exists (it goes at the swap or the rollback).
+    shadow_pgt_id       bigint,
+    shadow_table_name   text NOT NULL,
+    new_query           text NOT NULL,
+    phase               text NOT NULL
+                        CHECK (phase IN ('building', 'catching_up', 'swapping', 'done', 'rolled_back')),
+    started_at          timestamptz NOT NULL DEFAULT now(),
+    phase_changed_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at         timestamptz,
+    -- Rows the shadow's first load wrote.
+    rows_built          bigint,
+    catch_up_refreshes  integer NOT NULL DEFAULT 0,
+    -- How long the swap held the live table's ACCESS EXCLUSIVE lock before its commit.
+    swap_lock_ms        double precision,
+    error               text
+);
+CREATE INDEX ON pgtrickle.pgt_shadow_builds (pgt_id, build_id);
+
+REVOKE ALL ON pgtrickle.pgt_shadow_builds FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_shadow_builds TO PUBLIC;
+
+ALTER TABLE pgtrickle.pgt_shadow_builds ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_shadow_builds FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_shadow_builds.pgt_id));
+
+
+-- alter_stream_table(name, schedule, refresh_mode, status) gains query and shadow_build.
+DROP FUNCTION pgtrickle.alter_stream_table(text, text, text, text);
+
+-- pg_trickle::api::alter_stream_table
+CREATE  FUNCTION "alter_stream_table"(
+	"name" TEXT, /* Option < & str > */
+	"schedule" TEXT DEFAULT NULL, /* Option < & str > */
+	"refresh_mode" TEXT DEFAULT NULL, /* Option < & str > */
+	"status" TEXT DEFAULT NULL, /* Option < & str > */
+	"query" TEXT DEFAULT NULL, /* Option < & str > */
+	"shadow_build" bool DEFAULT false /* Option < bool > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'alter_stream_table_wrapper';
+
+
+-- New in 0.35.0, as a fresh install creates them.
+
+-- requires:
+--   catalog_tables
+
+
+-- Upper bounds (seconds) of the refresh duration histogram's buckets; +Inf is implied.
+CREATE FUNCTION pgtrickle.refresh_duration_bounds() RETURNS double precision[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
+$$ SELECT '{0.001,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,120}'::double precision[] $$;
+COMMENT ON FUNCTION pgtrickle.refresh_duration_bounds() IS
+    'Upper bounds in seconds of the buckets of pgtrickle_refresh_duration_seconds (+Inf implied)';
+
+-- The class of a FULL fallback's reason, the label of pgtrickle_full_fallbacks_total: a
+-- bounded set of values, where the reason text names tables and functions. NULL for a FULL
+-- load that is no fallback (the initial load of a new stream table, the load of a new
+-- defining query).
+CREATE FUNCTION pgtrickle.fallback_class(reason text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN reason IN ('initial load', 'the defining query changed') THEN NULL
+        WHEN reason LIKE 'reinitialised: %' THEN 'reinitialised'
+        WHEN reason LIKE 'not differentiable:%' THEN 'not_differentiable'
+        WHEN reason = 'pg_trickle.force_full_refresh is on' THEN 'force_full_refresh'
+        WHEN reason IN ('the stream table is not populated yet', 'no previous frontier')
+            THEN 'not_populated'
+        WHEN reason LIKE 'a source table was truncated%' THEN 'source_truncated'
+        WHEN reason LIKE 'change capture was paused%' THEN 'capture_paused'
+        WHEN reason LIKE 'row-level security of %' THEN 'row_security'
+        WHEN reason LIKE 'the refresh mode changed to %' THEN 'mode_changed'
+        WHEN reason LIKE 'the type of a column it reads changed%'
+          OR reason LIKE 'a source was rewritten by ALTER TABLE%'
+          OR reason LIKE 'a partitioned source was altered%'
+          OR reason LIKE 'the columns its delta reads from a source changed%' THEN 'source_ddl'
+        ELSE 'other'
+    END
+$$;
+COMMENT ON FUNCTION pgtrickle.fallback_class(text) IS
+    'The class of a FULL-fallback reason (label reason of pgtrickle_full_fallbacks_total)';
+
+-- Cumulative refresh counts and durations per stream table, kept by the trigger below.
+CREATE TABLE pgtrickle.pgt_refresh_stats (
+    pgt_id       bigint NOT NULL REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    -- FULL, DIFFERENTIAL, NO_DATA; '' for a refresh that failed before choosing.
+    action       text NOT NULL,
+    status       text NOT NULL CHECK (status IN ('COMPLETED', 'FAILED')),
+    -- fallback_class() of a FULL refresh of a stream table not FULL by request; '' otherwise.
+    fallback     text NOT NULL,
+    refreshes    bigint NOT NULL,
+    seconds_sum  double precision NOT NULL,
+    -- Refreshes per bucket of refresh_duration_bounds() (not cumulative), +Inf last.
+    buckets      bigint[] NOT NULL,
+    PRIMARY KEY (pgt_id, action, status, fallback)
+);
+REVOKE ALL ON pgtrickle.pgt_refresh_stats FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_refresh_stats TO PUBLIC;
+ALTER TABLE pgtrickle.pgt_refresh_stats ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_refresh_stats FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_refresh_stats.pgt_id));
+
+-- Counts a refresh when its history row is written finished (inserted COMPLETED or FAILED,
+-- or updated from RUNNING), in the refresh's own transaction.
+CREATE FUNCTION pgtrickle.count_refresh() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    secs double precision := greatest(coalesce(
+        extract(epoch FROM NEW.end_time - NEW.start_time)::double precision, 0), 0);
+    bounds double precision[] := pgtrickle.refresh_duration_bounds();
+    slot integer;
+    first bigint[];
+    fb text := '';
+    requested text;
+BEGIN
+    IF NEW.status NOT IN ('COMPLETED', 'FAILED')
+       OR (TG_OP = 'UPDATE' AND OLD.status <> 'RUNNING') THEN
+        RETURN NULL;
+    END IF;
+    SELECT s.refresh_mode INTO requested FROM pgtrickle.pgt_stream_tables s
+     WHERE s.pgt_id = NEW.pgt_id;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- the stream table is gone (an orphaned row marked FAILED)
+    END IF;
+    IF NEW.action = 'FULL' AND NEW.reason IS NOT NULL AND requested <> 'FULL' THEN
+        fb := coalesce(pgtrickle.fallback_class(NEW.reason), '');
+    END IF;
+    -- Prometheus buckets are "less than or equal": the first bound >= secs.
+    SELECT 1 + count(*) INTO slot FROM unnest(bounds) b WHERE b < secs;
+    first := array_fill(0::bigint, ARRAY[cardinality(bounds) + 1]);
+    first[slot] := 1;
+    INSERT INTO pgtrickle.pgt_refresh_stats AS r
+           (pgt_id, action, status, fallback, refreshes, seconds_sum, buckets)
+    VALUES (NEW.pgt_id, coalesce(NEW.action, ''), NEW.status, fb, 1, secs, first)
+    ON CONFLICT (pgt_id, action, status, fallback) DO UPDATE
+       SET refreshes = r.refreshes + 1, seconds_sum = r.seconds_sum + excluded.seconds_sum,
+           buckets[slot] = r.buckets[slot] + 1;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION pgtrickle.count_refresh() FROM PUBLIC;
+CREATE TRIGGER pgt_count_refresh
+    AFTER INSERT OR UPDATE OF status ON pgtrickle.pgt_refresh_history
+    FOR EACH ROW EXECUTE FUNCTION pgtrickle.count_refresh();
+
+-- requires:
+--   catalog_tables
+
+
+CREATE FUNCTION pgtrickle.sla_summary()
+RETURNS TABLE (name text, refreshes bigint, failures bigint, p50_ms double precision,
+               p99_ms double precision, freshness_lag_s double precision,
+               error_rate double precision, error_budget_remaining double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH h AS (
+        SELECT h.pgt_id, h.status,
+               extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms
+          FROM pgtrickle.pgt_refresh_history h
+         WHERE h.start_time >= now() - make_interval(
+                   hours => current_setting('pg_trickle.sla_window_hours')::int)
+           AND h.status IN ('COMPLETED', 'FAILED')
+    ), a AS (
+        SELECT pgt_id,
+               count(*) FILTER (WHERE status = 'COMPLETED') AS ok,
+               count(*) FILTER (WHERE status = 'FAILED') AS bad,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)
+                   FILTER (WHERE status = 'COMPLETED') AS p50,
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)
+                   FILTER (WHERE status = 'COMPLETED') AS p99
+          FROM h GROUP BY pgt_id
+    )
+    SELECT format('%I.%I', s.pgt_schema, s.pgt_name),
+           coalesce(a.ok + a.bad, 0), coalesce(a.bad, 0), a.p50, a.p99,
+           extract(epoch FROM now() - s.last_refresh_at)::float8,
+           a.bad::float8 / nullif(a.ok + a.bad, 0),
+           1 - (a.bad::float8 / nullif(a.ok + a.bad, 0))
+               / (1 - current_setting('pg_trickle.sla_target')::float8)
+      FROM pgtrickle.pgt_stream_tables s
+      LEFT JOIN a ON a.pgt_id = s.pgt_id
+     ORDER BY 1
+$$;
+COMMENT ON FUNCTION pgtrickle.sla_summary() IS
+    'Refresh latency percentiles, freshness, error rate and error budget per stream table over pg_trickle.sla_window_hours';
+
+-- pg_trickle::explain::explain_stream_table
+CREATE  FUNCTION "explain_stream_table"(
+	"name" TEXT, /* Option < & str > */
+	"format" TEXT DEFAULT 'text', /* Option < & str > */
+	"verbose" bool DEFAULT false /* Option < bool > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'explain_stream_table_wrapper';
+
+-- pg_trickle::metrics::metrics
+CREATE  FUNCTION "metrics"() RETURNS TABLE (
+	"metric" TEXT,  /* String */
+	"labels" TEXT[],  /* Vec < String > */
+	"value" double precision,  /* f64 */
+	"scope" TEXT  /* String */
+)
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'metrics_wrapper';
+
+-- requires:
+--   metrics
+--   refresh_stats
+
+
+CREATE VIEW pgtrickle.pgt_metrics AS SELECT * FROM pgtrickle.metrics();
+GRANT SELECT ON pgtrickle.pgt_metrics TO PUBLIC;
+COMMENT ON VIEW pgtrickle.pgt_metrics IS
+    'The samples the Prometheus endpoint exports for this database (pgtrickle.metrics())';
+
+-- pg_trickle::shadow::shadow_swap_in_progress
+CREATE  FUNCTION "shadow_swap_in_progress"() RETURNS bool /* bool */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'shadow_swap_in_progress_wrapper';
+
+-- requires:
+--   catalog_tables
+--   shadow_swap_in_progress
+
+
+REVOKE EXECUTE ON FUNCTION pgtrickle.shadow_swap_in_progress() FROM PUBLIC;
+
+CREATE FUNCTION pgtrickle.view_evolution_status(name text)
+RETURNS TABLE (phase text, shadow_table text, new_query text, rows_built bigint,
+               lag interval, catch_up_refreshes integer, started_at timestamptz,
+               finished_at timestamptz, swap_lock_ms double precision, error text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF view_evolution_status.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of view_evolution_status() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    id := pgtrickle.stream_table_id(view_evolution_status.name);
+    IF EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+                WHERE s.pgt_id = id AND s.shadow_of IS NOT NULL) THEN
+        RAISE EXCEPTION '% is the shadow build of a stream table', view_evolution_status.name
+            USING ERRCODE = '55000';
+    END IF;
+    -- The newest build; lag is how long ago the shadow last caught up (its start while it
+    -- has not been loaded yet), while it runs.
+    RETURN QUERY
+        SELECT b.phase, b.shadow_table_name, b.new_query, b.rows_built,
+               CASE WHEN b.finished_at IS NULL
+                    THEN now() - coalesce(sh.last_refresh_at, b.started_at) END,
+               b.catch_up_refreshes, b.started_at, b.finished_at, b.swap_lock_ms, b.error
+          FROM pgtrickle.pgt_shadow_builds b
+          LEFT JOIN pgtrickle.pgt_stream_tables sh ON sh.pgt_id = b.shadow_pgt_id
+                                                   AND b.finished_at IS NULL
+         WHERE b.pgt_id = id
+         ORDER BY b.build_id DESC LIMIT 1;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.view_evolution_status(text) IS
+    'The newest shadow build of a stream table: phase (building, catching_up, swapping, done, rolled_back), rows built, lag, times, how long the swap held the lock, error';
+
+-- pg_trickle::subscriptions::subscribe
+CREATE  FUNCTION "subscribe"(
+	"stream_table" TEXT, /* Option < & str > */
+	"channel" TEXT /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'subscribe_wrapper';
+
+-- pg_trickle::subscriptions::unsubscribe
+CREATE  FUNCTION "unsubscribe"(
+	"stream_table" TEXT, /* Option < & str > */
+	"channel" TEXT /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unsubscribe_wrapper';
+
+-- pg_trickle::subscriptions::deliver_at_commit
+CREATE FUNCTION "deliver_at_commit"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'deliver_at_commit_wrapper';
+
+-- requires:
+--   catalog_tables
+--   deliver_at_commit
+
+
+CREATE TABLE pgtrickle.pgt_subscriptions (
+    pgt_schema          name NOT NULL,
+    pgt_name            name NOT NULL,
+    -- pg_notify's channel, as given (LISTEN "Name" for one with capitals or spaces).
+    channel             text NOT NULL
+                        CHECK (channel <> '' AND octet_length(channel) < 64),
+    -- The role that subscribed (it, the stream table's owner, may unsubscribe).
+    subscriber          name NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    last_notified_at    timestamptz,
+    notifications_sent  bigint NOT NULL DEFAULT 0,
+    refreshes_notified  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (pgt_schema, pgt_name, channel)
+);
+SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_subscriptions', '');
+
+-- Refreshes not notified yet, one row per refresh and subscription (not dumped: it is
+-- emptied by delivery).
+CREATE TABLE pgtrickle.pgt_notify_pending (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_schema  name NOT NULL,
+    pgt_name    name NOT NULL,
+    channel     text NOT NULL,
+    refresh_id  bigint,
+    inserted    bigint NOT NULL CHECK (inserted >= 0),
+    deleted     bigint NOT NULL CHECK (deleted >= 0),
+    FOREIGN KEY (pgt_schema, pgt_name, channel) REFERENCES pgtrickle.pgt_subscriptions
+        ON UPDATE CASCADE ON DELETE CASCADE
+);
+CREATE INDEX ON pgtrickle.pgt_notify_pending (pgt_schema, pgt_name, channel);
+
+REVOKE ALL ON pgtrickle.pgt_subscriptions, pgtrickle.pgt_notify_pending FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_subscriptions, pgtrickle.pgt_notify_pending TO PUBLIC;
+-- The subscriptions of the stream tables a role sees in pgt_stream_tables.
+ALTER TABLE pgtrickle.pgt_subscriptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_subscriptions FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_schema OPERATOR(pg_catalog.=) pgt_subscriptions.pgt_schema
+               AND s.pgt_name OPERATOR(pg_catalog.=) pgt_subscriptions.pgt_name));
+ALTER TABLE pgtrickle.pgt_notify_pending ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_notify_pending FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_schema OPERATOR(pg_catalog.=) pgt_notify_pending.pgt_schema
+               AND s.pgt_name OPERATOR(pg_catalog.=) pgt_notify_pending.pgt_name));
+
+-- A stream table renamed or moved keeps its subscriptions; a dropped one loses them (the
+-- cascades of a foreign key, which pg_restore could not load before the stream tables).
+CREATE FUNCTION pgtrickle.follow_stream_table_name() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM pgtrickle.pgt_subscriptions
+         WHERE pgt_schema = OLD.pgt_schema AND pgt_name = OLD.pgt_name;
+    ELSE
+        UPDATE pgtrickle.pgt_subscriptions SET pgt_schema = NEW.pgt_schema, pgt_name = NEW.pgt_name
+         WHERE pgt_schema = OLD.pgt_schema AND pgt_name = OLD.pgt_name;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION pgtrickle.follow_stream_table_name() FROM PUBLIC;
+CREATE TRIGGER pgt_follow_name
+    AFTER UPDATE OF pgt_schema, pgt_name OR DELETE ON pgtrickle.pgt_stream_tables
+    FOR EACH ROW EXECUTE FUNCTION pgtrickle.follow_stream_table_name();
+
+-- Delivery at the commit of the transaction that queued a notification.
+CREATE CONSTRAINT TRIGGER pgt_deliver_at_commit
+    AFTER INSERT ON pgtrickle.pgt_notify_pending
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION pgtrickle.deliver_at_commit();
+
+CREATE FUNCTION pgtrickle.list_subscriptions()
+RETURNS TABLE (stream_table text, channel text, subscriber name, created_at timestamptz,
+               last_notified_at timestamptz, notifications_sent bigint,
+               refreshes_notified bigint, pending_refreshes bigint, pending_inserted bigint,
+               pending_deleted bigint)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('%I.%I', s.pgt_schema, s.pgt_name), s.channel, s.subscriber, s.created_at,
+           s.last_notified_at, s.notifications_sent, s.refreshes_notified,
+           count(p.seq), coalesce(sum(p.inserted), 0)::bigint, coalesce(sum(p.deleted), 0)::bigint
+      FROM pgtrickle.pgt_subscriptions s
+      LEFT JOIN pgtrickle.pgt_notify_pending p
+        ON (p.pgt_schema, p.pgt_name, p.channel) = (s.pgt_schema, s.pgt_name, s.channel)
+     GROUP BY s.pgt_schema, s.pgt_name, s.channel
+     ORDER BY 1, 2
+$$;
+COMMENT ON FUNCTION pgtrickle.list_subscriptions() IS
+    'Subscriptions of the stream tables the caller may see, with what is pending delivery';
+
+
+-- Replaced: pgt_status() leaves shadows out; get_refresh_history() resolves names through
+-- stream_table_id() (new); the drop and DDL event triggers know shadow builds.
+
+-- requires:
+--   catalog_tables
+--   shadow_builds
+--   scheduling::scheduler_problem
+
+
+CREATE OR REPLACE FUNCTION pgtrickle.pgt_status()
+RETURNS TABLE (name text, refresh_mode text, effective_mode text, status text, schedule text,
+               is_populated boolean, last_refresh_at timestamptz, staleness interval,
+               consecutive_errors integer, last_error text, full_reason text,
+               scheduler_problem text)
+LANGUAGE sql VOLATILE AS $$
+    SELECT format('%I.%I', pgt_schema, pgt_name), refresh_mode, effective_mode, status,
+           schedule, is_populated, last_refresh_at, now() - last_refresh_at,
+           consecutive_errors, last_error, full_reason,
+           CASE WHEN status = 'ACTIVE' AND effective_mode <> 'IMMEDIATE'
+                THEN pgtrickle.scheduler_problem() END
+      FROM pgtrickle.pgt_stream_tables WHERE shadow_of IS NULL ORDER BY 1
+$$;
+COMMENT ON FUNCTION pgtrickle.pgt_status() IS
+    'One row per stream table: mode, status, last refresh, staleness, last error, and what keeps the scheduler from refreshing it';
+
+-- The id of the stream table a name resolves to. By schema and name, which a shadow build's
+-- swap keeps: the OID it changes, and a name resolved just before a swap committed would miss
+-- the catalog row read just after. The schema of an unqualified name is the first one of the
+-- search_path holding a relation of that name (to_regclass, which reads the catalog caches).
+CREATE FUNCTION pgtrickle.stream_table_id(name text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    parts text[];
+    sch text;
+    id bigint;
+BEGIN
+    IF stream_table_id.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of stream_table_id() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    -- The same name rule as the other functions (42602): PostgreSQL's identifier syntax, at
+    -- most schema.table.
+    BEGIN
+        parts := parse_ident(stream_table_id.name);
+        IF array_length(parts, 1) > 2 THEN
+            RAISE EXCEPTION USING ERRCODE = '22023';
+        END IF;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'invalid name syntax: "%"', stream_table_id.name
+            USING ERRCODE = '42602';
+    END;
+    IF array_length(parts, 1) = 2 THEN
+        sch := parts[1];
+    ELSE
+        SELECT x.s INTO sch
+          FROM unnest(current_schemas(true)) WITH ORDINALITY AS x(s, o)
+         WHERE to_regclass(format('%I.%I', x.s, parts[1])) IS NOT NULL
+         ORDER BY x.o LIMIT 1;
+    END IF;
+    SELECT s.pgt_id INTO id FROM pgtrickle.pgt_stream_tables s
+     WHERE s.pgt_schema = sch AND s.pgt_name = parts[array_length(parts, 1)];
+    IF id IS NULL THEN
+        RAISE EXCEPTION 'stream table "%" does not exist', stream_table_id.name
+            USING ERRCODE = '42P01';
+    END IF;
+    RETURN id;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.stream_table_id(text) IS
+    'The catalog id (pgt_id) of the stream table a name resolves to';
+
+CREATE OR REPLACE FUNCTION pgtrickle.get_refresh_history(name text, max_rows integer DEFAULT 20)
+RETURNS TABLE (refresh_id bigint, start_time timestamptz, end_time timestamptz, action text,
+               status text, reason text, rows_inserted bigint, rows_deleted bigint,
+               delta_rows bigint, error_sqlstate text, error_message text)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    id bigint;
+BEGIN
+    IF get_refresh_history.name IS NULL THEN
+        RAISE EXCEPTION 'argument "name" of get_refresh_history() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    IF max_rows IS NULL THEN
+        RAISE EXCEPTION 'argument "max_rows" of get_refresh_history() must not be NULL'
+            USING ERRCODE = '22004';
+    END IF;
+    id := pgtrickle.stream_table_id(get_refresh_history.name);
+    IF max_rows < 0 THEN
+        RAISE EXCEPTION 'max_rows must be zero or more' USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
+        SELECT h.refresh_id, h.start_time, h.end_time, h.action, h.status, h.reason,
+               h.rows_inserted, h.rows_deleted, h.delta_rows, h.error_sqlstate, h.error_message
+          FROM pgtrickle.pgt_refresh_history h
+         WHERE h.pgt_id = id ORDER BY h.refresh_id DESC LIMIT max_rows;
+END
+$$;
+
+-- DROP TABLE of a stream table's storage forgets the stream table; DROP TABLE of a source
+-- puts its dependents in NEEDS_REINIT (a refresh rebuilds them once the query works again). Either way, capture left without readers is removed.
+-- SECURITY DEFINER: the role dropping a source or a storage table (its owner, say) may not
+-- write the catalog or the buffers; an event trigger function cannot be called directly, and
+-- it only acts on relations that were just dropped. Drops of anything else return at once.
+CREATE OR REPLACE FUNCTION pgtrickle.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
+DECLARE
+    obj record;
+    src oid;
+    sh oid;
+    touched oid[] := '{}';
+BEGIN
+    -- Only drops of stream tables and of their sources matter; this also keeps the drops
+    -- below (and refreshes' temp tables) from doing the work again.
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() o
+                    WHERE o.classid = 'pg_catalog.pg_class'::regclass AND o.objsubid = 0
+                      AND NOT o.is_temporary AND o.schema_name <> 'pgtrickle_changes'
+                      AND (EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s
+                                    WHERE s.pgt_relid = o.objid)
+                           OR EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d
+                                       WHERE d.source_relid = o.objid))) THEN
+        RETURN;
+    END IF;
+    FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
+               WHERE classid = 'pg_catalog.pg_class'::regclass AND objsubid = 0
+    LOOP
+        -- A shadow build's table dropped (by a user, which cancels the build, or by its
+        -- rollback, which has recorded why): the build ends and its stream table is free.
+        UPDATE pgtrickle.pgt_shadow_builds b
+           SET phase = 'rolled_back', phase_changed_at = now(), finished_at = now(),
+               error = coalesce(b.error, 'the shadow table was dropped')
+          FROM pgtrickle.pgt_stream_tables s
+         WHERE s.pgt_relid = obj.objid AND b.shadow_pgt_id = s.pgt_id
+           AND b.phase NOT IN ('done', 'rolled_back');
+        UPDATE pgtrickle.pgt_stream_tables l
+           SET in_shadow_build = false, shadow_table_name = NULL
+          FROM pgtrickle.pgt_stream_tables s
+         WHERE s.pgt_relid = obj.objid AND l.pgt_id = s.shadow_of;
+        -- A stream table dropped during a shadow build: its shadow goes too (its catalog row
+        -- would go by cascade, its table not).
+        FOR sh IN SELECT s.pgt_relid FROM pgtrickle.pgt_stream_tables s
+                    JOIN pgtrickle.pgt_stream_tables l ON l.pgt_id = s.shadow_of
+                   WHERE l.pgt_relid = obj.objid
+        LOOP
+            IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = sh) THEN
+                EXECUTE format('DROP TABLE %s', sh::regclass);
+            END IF;
+        END LOOP;
+        -- The sources of a dropped stream table: their buffer grants are synced below.
+        touched := touched || ARRAY(SELECT d.source_relid FROM pgtrickle.pgt_dependencies d
+                                      JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                                     WHERE s.pgt_relid = obj.objid);
+        DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = obj.objid;
+        UPDATE pgtrickle.pgt_stream_tables
+           SET status = 'NEEDS_REINIT',
+               last_error = format('source table %s was dropped', obj.object_identity)
+         WHERE pgt_id IN (SELECT pgt_id FROM pgtrickle.pgt_dependencies
+                           WHERE source_relid = obj.objid);
+        DELETE FROM pgtrickle.pgt_dependencies WHERE source_relid = obj.objid;
+    END LOOP;
+    -- Buffers whose source nobody reads any more (or which no longer exists).
+    FOR src IN SELECT substr(c.relname, 9)::oid FROM pg_catalog.pg_class c
+                WHERE c.relnamespace = 'pgtrickle_changes'::regnamespace AND c.relkind = 'r'
+                  AND c.relname ~ '^changes_[0-9]+$'
+                  AND NOT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d
+                                   WHERE d.source_relid = substr(c.relname, 9)::oid)
+    LOOP
+        IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE oid = src) THEN
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_ins ON %s', src::regclass);
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_upd ON %s', src::regclass);
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_del ON %s', src::regclass);
+            EXECUTE format('DROP TRIGGER IF EXISTS __pgt_capture_trunc ON %s', src::regclass);
+        END IF;
+        EXECUTE format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I()', 'capture_' || src);
+        EXECUTE format('DROP TABLE IF EXISTS pgtrickle_changes.%I', 'changes_' || src);
+        DELETE FROM pgtrickle.pgt_capture_columns WHERE source_relid = src;
+    END LOOP;
+    -- Buffers still read: the dropped stream tables' owners lose their grants on them.
+    FOREACH src IN ARRAY touched LOOP
+        IF EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = src) THEN
+            PERFORM pgtrickle.sync_buffer_readers(src);
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+-- requires:
+--   follow_source_ddl
+--   follow_source_capture
+--   sync_buffer_readers
+--   catalog_tables
+--   shadow_builds
+
+
+
+-- ALTER TABLE of a source or of a stream table's storage, and ALTER SCHEMA … RENAME of a
+-- schema holding either (source_ddl.rs). SECURITY DEFINER,
+-- as on_sql_drop: the role altering its own table may not write the catalog or the buffers.
+-- Each step runs in a subtransaction; nothing here may make the DDL or later writes fail.
+CREATE OR REPLACE FUNCTION pgtrickle.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on AS $$
+DECLARE
+    rels oid[];
+    st record;
+    src oid;
+    msg text;
+BEGIN
+    -- A shadow build's swap renames the two storages itself (shadow.rs).
+    IF pgtrickle.shadow_swap_in_progress() THEN
+        RETURN;
+    END IF;
+    -- The relations altered: by ALTER TABLE (with the partitions and inheritance children it
+    -- recursed to, which are not reported), or every relation of a renamed schema.
+    WITH RECURSIVE altered(relid) AS (
+            SELECT c.objid FROM pg_event_trigger_ddl_commands() c
+             WHERE c.classid = 'pg_catalog.pg_class'::regclass
+            UNION
+            SELECT k.oid FROM pg_event_trigger_ddl_commands() c
+              JOIN pg_catalog.pg_class k ON k.relnamespace = c.objid
+             WHERE c.classid = 'pg_catalog.pg_namespace'::regclass
+            UNION
+            SELECT i.inhrelid FROM altered JOIN pg_catalog.pg_inherits i ON i.inhparent = altered.relid)
+    SELECT array_agg(DISTINCT r.relid) INTO rels
+      FROM altered AS r
+     WHERE EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d WHERE d.source_relid = r.relid)
+        OR EXISTS (SELECT 1 FROM pgtrickle.pgt_stream_tables s WHERE s.pgt_relid = r.relid);
+    IF rels IS NULL THEN
+        RETURN;
+    END IF;
+    -- A stream table's storage renamed or moved: the catalog follows (it is found by OID).
+    UPDATE pgtrickle.pgt_stream_tables s SET pgt_schema = n.nspname, pgt_name = c.relname
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = s.pgt_relid AND s.pgt_relid = ANY (rels)
+       AND (s.pgt_schema, s.pgt_name) IS DISTINCT FROM (n.nspname, c.relname);
+    FOR st IN SELECT s.pgt_id, format('%I.%I', s.pgt_schema, s.pgt_name) AS name
+                FROM pgtrickle.pgt_stream_tables s
+               WHERE (s.pgt_relid = ANY (rels)
+                      OR s.pgt_id IN (SELECT d.pgt_id FROM pgtrickle.pgt_dependencies d
+                                       WHERE d.source_relid = ANY (rels)))
+               ORDER BY s.pgt_id
+    LOOP
+        BEGIN
+            PERFORM pgtrickle.follow_source_ddl(st.pgt_id, rels);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            -- Flagging may fail too (a deadlock with a refresh of that stream table): the
+            -- user's DDL must not; its next refresh then fails and says why.
+            BEGIN
+                UPDATE pgtrickle.pgt_stream_tables
+                   SET status = 'NEEDS_REINIT',
+                       last_error = format('after ALTER TABLE of a source: %s', msg)
+                 WHERE pgt_id = st.pgt_id;
+                RAISE WARNING 'stream table % needs reinitialisation: %', st.name, msg
+                    USING HINT = 'refresh_stream_table() rebuilds it once its defining query works again.';
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'pg_trickle could not follow ALTER TABLE for stream table %: %', st.name, msg;
+            END;
+        END;
+    END LOOP;
+    FOR src IN SELECT DISTINCT d.source_relid FROM pgtrickle.pgt_dependencies d
+                WHERE d.source_relid = ANY (rels) ORDER BY 1
+    LOOP
+        BEGIN
+            PERFORM pgtrickle.follow_source_capture(src);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+            -- Last resort: capture only that a write happened, so writes never fail; the
+            -- dependents wait for reinitialisation (which writes the capture anew).
+            IF to_regclass(format('pgtrickle_changes.%I', 'changes_' || src)) IS NOT NULL THEN
+                EXECUTE format($f$CREATE OR REPLACE FUNCTION pgtrickle_changes.%I() RETURNS trigger
+                    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
+                    $b$BEGIN INSERT INTO pgtrickle_changes.%I (__pgt_op) VALUES ('P'); RETURN NULL; END$b$ $f$,
+                    'capture_' || src, 'changes_' || src);
+            END IF;
+            UPDATE pgtrickle.pgt_stream_tables
+               SET status = 'NEEDS_REINIT',
+                   last_error = format('after ALTER TABLE of a source, its capture failed: %s', msg)
+             WHERE pgt_id IN (SELECT d.pgt_id FROM pgtrickle.pgt_dependencies d
+                               WHERE d.source_relid = src);
+            RAISE WARNING 'pg_trickle could not follow ALTER TABLE of %: %; its stream tables need reinitialisation', src::regclass, msg;
+        END;
+    END LOOP;
+END
+$$;
+
+
+
+-- The scheduler looks at this database again (it waited for this update).
+UPDATE pgtrickle.pgt_stream_tables SET schedule = schedule;
