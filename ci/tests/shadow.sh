@@ -169,8 +169,28 @@ eventually 30 "SELECT refreshes_notified + pending_refreshes FROM pgtrickle.list
                 WHERE channel = 'swap_only'" 1
 same_as_query agg "$Q1"
 
-# --- Cancelling: dropping the shadow table; dropping the stream table
+# --- A FULL new query swaps when nothing changed since its last refresh (no recompute
+# under the lock); here the sources are quiet.
+QF="SELECT g, count(*) AS n, string_agg(v::text, '-' ORDER BY v) AS vs FROM src GROUP BY g"
+q -c "SELECT pgtrickle.alter_stream_table('agg', query => \$q\$$QF\$q\$, refresh_mode => 'FULL', shadow_build => true)" >/dev/null
+eventually 60 "SELECT phase FROM pgtrickle.view_evolution_status('agg')" done
+expect_eq "SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'agg'" FULL
+same_as_query agg "$QF"
+q -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q1', refresh_mode => 'DIFFERENTIAL', shadow_build => true)" >/dev/null
+eventually 60 "SELECT phase FROM pgtrickle.view_evolution_status('agg')" done
+same_as_query agg "$Q1"
+
+# --- A shadow whose new source is dropped during the build (it goes to NEEDS_REINIT and is
+# never run again) is rolled back by the scheduler's supervision.
 set_gucs pg_trickle.shadow_refresh_throttle_ms=600000
+q -c "CREATE TABLE extra (g int PRIMARY KEY, w int)" -c "INSERT INTO extra SELECT g, g FROM generate_series(0, 60) g" >/dev/null
+q -c "SELECT pgtrickle.alter_stream_table('agg', query => 'SELECT s.g, count(*) AS n, sum(e.w) AS s FROM src s JOIN extra e ON e.g = s.g GROUP BY s.g', shadow_build => true)" >/dev/null
+q -c "DROP TABLE extra" >/dev/null 2>&1
+eventually 30 "SELECT phase, error ~ 'extra' FROM pgtrickle.view_evolution_status('agg')" "rolled_back|t"
+nothing_left
+same_as_query agg "$Q1"
+
+# --- Cancelling: dropping the shadow table; dropping the stream table
 q -c "SELECT pgtrickle.alter_stream_table('agg', query => '$Q2', shadow_build => true)" >/dev/null
 eventually 30 "SELECT to_regclass('__pgt_shadow_agg') IS NOT NULL AND phase = 'building'
                  FROM pgtrickle.view_evolution_status('agg')" t

@@ -255,7 +255,7 @@ fn drop_stream_table(name: Option<&str>) -> Result<(), ErrorReport> {
 
 fn drop(name: &str) -> Result<(), PgTrickleError> {
     let st = owned(name)?;
-    if st.in_shadow_build {
+    {
         // Its shadow first, as the caller (who may drop the owner's tables): its catalog row
         // would go with this one's by cascade, its storage would not.
         let shadow = crate::roles::as_extension(|| {

@@ -641,6 +641,47 @@ pub fn views_read(def: &Definition) -> Result<Vec<String>, PgTrickleError> {
     })?)
 }
 
+/// Whether `rel` is the storage of a shadow build (shadow.rs).
+fn is_shadow_storage(rel: pg_sys::Oid) -> Result<bool, PgTrickleError> {
+    crate::roles::as_extension(|| {
+        Ok(Spi::get_one::<bool>(&format!(
+            "SELECT EXISTS (SELECT FROM pgtrickle.pgt_stream_tables \
+             WHERE pgt_relid = {} AND shadow_of IS NOT NULL)",
+            rel.to_u32()
+        ))?
+        .unwrap_or(false))
+    })
+}
+
+/// Why a new defining query for the stream table with storage `relid` would make stream
+/// tables read each other (which scheduling and maintenance exclude): the path by which its
+/// sources read `relid`, directly or through other stream tables; None when they do not.
+pub fn cycle_through(
+    relid: pg_sys::Oid,
+    def: &Definition,
+) -> Result<Option<String>, PgTrickleError> {
+    let sources: Vec<String> = def.sources.iter().map(|s| s.to_u32().to_string()).collect();
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let through = crate::roles::as_extension(|| {
+        Ok(Spi::get_one::<String>(&format!(
+            "WITH RECURSIVE reads(relid, path) AS ( \
+                 SELECT r, ARRAY[r] FROM unnest(ARRAY[{}]::oid[]) AS r \
+               UNION \
+                 SELECT d.source_relid, reads.path || d.source_relid \
+                   FROM reads JOIN pgtrickle.pgt_stream_tables s ON s.pgt_relid = reads.relid \
+                   JOIN pgtrickle.pgt_dependencies d ON d.pgt_id = s.pgt_id \
+                  WHERE NOT d.source_relid = ANY (reads.path)) \
+             SELECT (SELECT array_to_string(ARRAY(SELECT p::regclass::text FROM unnest(path) p), ' -> ') \
+                       FROM reads WHERE relid = {} LIMIT 1)",
+            sources.join(", "),
+            relid.to_u32()
+        ))?)
+    })?;
+    Ok(through.map(|path| format!("the new query would read the stream table itself ({path})")))
+}
+
 fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
     for s in sources {
         let row = Spi::connect(|client| {
@@ -684,6 +725,8 @@ fn check_relations(sources: &[pg_sys::Oid]) -> Result<(), PgTrickleError> {
             Some("an unlogged table (a crash empties it without its stream tables knowing)")
         } else if schema == "pgtrickle" || schema == "pgtrickle_changes" {
             Some("part of pg_trickle's own catalog")
+        } else if is_shadow_storage(*s)? {
+            Some("a shadow build's table, which pg_trickle replaces or drops when the build ends")
         } else if s.to_u32() < FIRST_NORMAL_OBJECT_ID
             || schema == "pg_catalog"
             || schema == "information_schema"

@@ -227,9 +227,9 @@ impl PgTrickleError {
             PgTrickleError::BreaksDependent { .. } => {
                 Some("Keep the columns the dependent stream table reads, or drop it first.".into())
             }
-            PgTrickleError::ShadowNotPossible { .. } => {
-                Some("Alter it without shadow_build.".into())
-            }
+            PgTrickleError::ShadowNotPossible { .. } => Some(
+                "Nothing was changed; docs/SHADOW_BUILDS.md says what a shadow build needs.".into(),
+            ),
             PgTrickleError::UnknownStreamTable(_)
             | PgTrickleError::EmptyQuery
             | PgTrickleError::NotOneSelect { .. }

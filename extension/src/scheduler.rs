@@ -133,7 +133,10 @@ pub fn run_due(id: i64) -> Result<(), PgTrickleError> {
     }
     // A shadow build moves on after each run of its shadow (a failure included).
     if shadow && !matches!(due, Due::No) {
-        crate::shadow::after_run(id)?;
+        // Its errors are logged, not returned: the stream tables after it in this tick go on.
+        if let Err(e) = crate::shadow::after_run(id) {
+            log!("pg_trickle scheduler: shadow build of stream table {id}: {e}");
+        }
     }
     Ok(())
 }

@@ -120,9 +120,13 @@ pub(crate) fn start(
             "IMMEDIATE stream tables are maintained by every write, which a shadow is not",
         ));
     }
-    if let Some(view) = first_view_on(st.relid)? {
+    if let Some(reason) = storage_bound(st.relid)? {
+        return Err(refuse(&reason));
+    }
+    if let Some(dependent) = immediate_dependent(st.relid)? {
         return Err(refuse(&format!(
-            "view {view} reads it, and the swap replaces its storage table"
+            "stream table {dependent} reads it in IMMEDIATE mode, which no refresh would \
+             bring up to the new contents"
         )));
     }
     let shadow = shadow_name(&st.name);
@@ -141,8 +145,8 @@ pub(crate) fn start(
     let (def, decision, layout) = crate::settings::with_search_path(&st.search_path, || {
         let def = definition::probe(query)?;
         definition::check_sources(&def)?;
-        if def.sources.contains(&st.relid) {
-            return Err(refuse("the new query reads the stream table itself"));
+        if let Some(reason) = definition::cycle_through(st.relid, &def)? {
+            return Err(refuse(&reason));
         }
         let decision = mode::decide(&name, mode, mode::plan_definition(query, &def, st.owner)?)?;
         if decision.effective_mode == Mode::Immediate {
@@ -246,18 +250,43 @@ pub(crate) fn is_shadow(st: &StreamTable, of: i64) -> Result<PgTrickleError, PgT
     })
 }
 
-/// A view (or materialized view) reading `relid`, if any: the swap drops the live storage,
-/// which a view's dependency would refuse.
-fn first_view_on(relid: pg_sys::Oid) -> Result<Option<String>, PgTrickleError> {
+/// What ties the storage table `relid` to its OID, which the swap changes (the new storage
+/// is another table): a view reading it (its dependency would refuse the drop of the old
+/// storage), row-level security (the policies would not follow), a publication (its
+/// subscribers would lose the table). None when nothing does.
+fn storage_bound(relid: pg_sys::Oid) -> Result<Option<String>, PgTrickleError> {
+    let r = relid.to_u32();
     Ok(Spi::get_one::<String>(&format!(
-        "SELECT (SELECT r.ev_class::regclass::text FROM pg_catalog.pg_depend d \
-           JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
-          WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
-            AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = {} \
-            AND r.ev_class <> {} ORDER BY 1 LIMIT 1)",
-        relid.to_u32(),
-        relid.to_u32()
+        "SELECT coalesce( \
+           (SELECT 'view ' || r.ev_class::regclass::text || ' reads it, and the swap replaces \
+                    its storage table' \
+              FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+             WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass \
+               AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = {r} \
+               AND r.ev_class <> {r} ORDER BY 1 LIMIT 1), \
+           (SELECT 'its storage has row-level security or policies, which the new storage \
+                    would not have' FROM pg_catalog.pg_class c \
+             WHERE c.oid = {r} AND (c.relrowsecurity OR EXISTS \
+                   (SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid = {r}))), \
+           (SELECT 'it is in publication ' || pg_catalog.quote_ident(p.pubname) || \
+                   ', which would lose the new storage' \
+              FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p \
+                ON p.oid = pr.prpubid WHERE pr.prrelid = {r} ORDER BY 1 LIMIT 1))"
     ))?)
+}
+
+/// An IMMEDIATE stream table reading the stream table with storage `relid`, if any: it is
+/// maintained only by writes, and the swap writes nothing it would see.
+fn immediate_dependent(relid: pg_sys::Oid) -> Result<Option<String>, PgTrickleError> {
+    crate::roles::as_extension(|| {
+        Ok(Spi::get_one::<String>(&format!(
+            "SELECT (SELECT format('%I.%I', s.pgt_schema, s.pgt_name) \
+               FROM pgtrickle.pgt_dependencies d JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+              WHERE d.source_relid = {} AND s.effective_mode = 'IMMEDIATE' \
+              ORDER BY s.pgt_id LIMIT 1)",
+            relid.to_u32()
+        ))?)
+    })
 }
 
 /// Refuses (42P16) a new storage `new` that lacks a column a stream table reading `st` reads,
@@ -338,14 +367,15 @@ enum Step {
 /// refresh, a failure, or a tick without changes): each decision and each swap in a
 /// transaction of its own. Errors are the catalog's; the build's own are recorded on it.
 pub(crate) fn after_run(shadow: i64) -> Result<(), PgTrickleError> {
-    match txn::in_transaction(|| next_step(shadow))? {
-        Step::Wait => Ok(()),
+    let result = match txn::in_transaction(|| next_step(shadow))? {
+        Step::Wait => return Ok(()),
         Step::RollBack(b, reason) => txn::in_transaction(|| roll_back(&b, &reason)),
         Step::Swap(b) => match txn::in_transaction(|| swap(&b)) {
             Ok(()) => Ok(()),
             Err(e) if e.retry() == Retry::Retryable && !b.expired => txn::in_transaction(|| {
-                // A lock wait that timed out (readers or a refresh held the live table):
-                // caught up again and tried at a later tick.
+                // A lock wait that timed out (readers or a refresh held the live table), or
+                // a FULL shadow whose sources changed since its last refresh: caught up again
+                // and tried at a later run.
                 log!(
                     "pg_trickle: the swap of shadow build {} is retried: {}: {e}",
                     b.id,
@@ -357,7 +387,77 @@ pub(crate) fn after_run(shadow: i64) -> Result<(), PgTrickleError> {
                 roll_back(&b, &format!("the swap failed: {}: {e}", e.sqlstate()))
             }),
         },
+    };
+    // This process's cached statements and delta table of the shadow are of no further use
+    // once it was swapped in (the live stream table's id is another) or dropped.
+    let ended = txn::in_transaction(|| {
+        Ok(Spi::get_one::<bool>(&format!(
+            "SELECT NOT EXISTS (SELECT FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {shadow})"
+        ))?
+        .unwrap_or(false))
+    })?;
+    if ended {
+        let temps = refresh::cache::forget(shadow);
+        txn::in_transaction(|| {
+            for t in &temps {
+                storage::drop_temp(t, "TABLE")?;
+            }
+            Ok(())
+        })?;
     }
+    result
+}
+
+/// Rolls back the builds that can no longer move on their own: their shadow is not ACTIVE
+/// (the scheduler runs only ACTIVE stream tables, and a shadow in NEEDS_REINIT or ERROR
+/// would never be run again), its row is gone, or `pg_trickle.shadow_timeout` has passed.
+/// Called by the scheduler at every tick; each rollback in a transaction of its own.
+pub(crate) fn supervise() -> Result<(), PgTrickleError> {
+    let timeout = config::SHADOW_TIMEOUT_SECONDS.get();
+    let stuck: Vec<(Build, String)> = txn::in_transaction(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    &format!(
+                        "SELECT b.build_id, b.pgt_id, b.shadow_pgt_id, b.phase, \
+                                CASE WHEN s.pgt_id IS NULL THEN 'the shadow''s catalog row is gone' \
+                                     WHEN now() - b.started_at > make_interval(secs => {timeout}) \
+                                     THEN 'it was not swapped in within pg_trickle.shadow_timeout \
+                                           ({timeout} s)' || coalesce('; last error: ' || s.last_error, '') \
+                                     ELSE coalesce(s.last_error, 'the shadow went to status ' || s.status) END \
+                           FROM pgtrickle.pgt_shadow_builds b \
+                           LEFT JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id = b.shadow_pgt_id \
+                          WHERE b.phase IN ('building', 'catching_up', 'swapping') \
+                            AND (s.pgt_id IS NULL OR s.status <> 'ACTIVE' \
+                                 OR now() - b.started_at > make_interval(secs => {timeout})) \
+                          ORDER BY b.build_id"
+                    ),
+                    None,
+                    &[],
+                )?
+                .map(|r| {
+                    let c = |n: &str| format!("pgt_shadow_builds.{n}");
+                    Ok((
+                        Build {
+                            id: required(r.get::<i64>(1)?, &c("build_id"))?,
+                            live: required(r.get::<i64>(2)?, &c("pgt_id"))?,
+                            shadow: required(r.get::<i64>(3)?, &c("shadow_pgt_id"))?,
+                            phase: required(r.get::<String>(4)?, &c("phase"))?,
+                            catch_ups: 0,
+                            expired: true,
+                        },
+                        required(r.get::<String>(5)?, "the reason of a stuck build")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, PgTrickleError>>()
+        })
+    })?;
+    for (b, reason) in stuck {
+        if let Err(e) = txn::in_transaction(|| roll_back(&b, &reason)) {
+            log!("pg_trickle: rolling back shadow build {} failed: {e}", b.id);
+        }
+    }
+    Ok(())
 }
 
 fn set_phase(build: i64, phase: &str, error: Option<&str>) -> Result<(), PgTrickleError> {
@@ -418,9 +518,10 @@ fn next_step(shadow: i64) -> Result<Step, PgTrickleError> {
             ),
         ));
     }
-    if status != "ACTIVE" || (errors > 0 && !populated) {
-        // A permanent error or too many in a row (status ERROR), or a first load that failed:
-        // the new query does not work on these sources.
+    if status != "ACTIVE" {
+        // A permanent error or too many in a row (status ERROR), or a source gone
+        // (NEEDS_REINIT): the new query does not work on these sources. A retryable failure
+        // (a deadlock, a lock timeout) backs off and is tried again.
         let reason = last_error.unwrap_or_else(|| format!("the shadow went to status {status}"));
         return Ok(Step::RollBack(b, reason));
     }
@@ -454,16 +555,27 @@ fn next_step(shadow: i64) -> Result<Step, PgTrickleError> {
 /// storage is dropped (the drop event trigger forgets its catalog row and capture).
 fn roll_back(b: &Build, reason: &str) -> Result<(), PgTrickleError> {
     crate::roles::as_extension(|| {
-        Spi::run(&format!(
-            "UPDATE pgtrickle.pgt_shadow_builds SET phase = 'rolled_back', \
-             phase_changed_at = now(), finished_at = now(), error = {} WHERE build_id = {}",
+        // Only a build still running (a user may have cancelled it, and started another,
+        // since this one was looked at): its record ends, and the flag of the stream table
+        // is cleared only while it still names this build's shadow.
+        let running = Spi::get_one::<bool>(&format!(
+            "WITH e AS (UPDATE pgtrickle.pgt_shadow_builds SET phase = 'rolled_back', \
+               phase_changed_at = now(), finished_at = now(), error = {} \
+              WHERE build_id = {} AND phase IN ('building', 'catching_up', 'swapping') \
+              RETURNING 1) SELECT EXISTS (SELECT FROM e)",
             quote_literal(reason),
             b.id
-        ))?;
+        ))?
+        .unwrap_or(false);
+        if !running {
+            return Ok(());
+        }
         Spi::run(&format!(
-            "UPDATE pgtrickle.pgt_stream_tables SET in_shadow_build = false, \
-             shadow_table_name = NULL WHERE pgt_id = {}",
-            b.live
+            "UPDATE pgtrickle.pgt_stream_tables l SET in_shadow_build = false, \
+             shadow_table_name = NULL WHERE l.pgt_id = {} \
+             AND l.shadow_table_name = (SELECT b.shadow_table_name FROM pgtrickle.pgt_shadow_builds b \
+                                         WHERE b.build_id = {})",
+            b.live, b.id
         ))?;
         let table = Spi::get_one::<String>(&format!(
             "SELECT (SELECT c.oid::regclass::text FROM pgtrickle.pgt_stream_tables s \
@@ -478,10 +590,9 @@ fn roll_back(b: &Build, reason: &str) -> Result<(), PgTrickleError> {
             "DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = {}",
             b.shadow
         ))?;
+        log!("pg_trickle: shadow build {} rolled back: {reason}", b.id);
         Ok(())
-    })?;
-    log!("pg_trickle: shadow build {} rolled back: {reason}", b.id);
-    Ok(())
+    })
 }
 
 /// Swaps the shadow of build `b` in (module comment, step 4). Any error rolls the whole
@@ -489,6 +600,16 @@ fn roll_back(b: &Build, reason: &str) -> Result<(), PgTrickleError> {
 fn swap(b: &Build) -> Result<(), PgTrickleError> {
     let timeout = config::REFRESH_LOCK_TIMEOUT_MS.get();
     Spi::run(&format!("SET LOCAL lock_timeout = {timeout}"))?;
+    // Still this build's turn (not cancelled, not another build meanwhile).
+    let current = Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT FROM pgtrickle.pgt_shadow_builds WHERE build_id = {} \
+           AND shadow_pgt_id = {} AND phase = 'swapping' FOR UPDATE)",
+        b.id, b.shadow
+    ))?
+    .unwrap_or(false);
+    if !current {
+        return Ok(());
+    }
     let Some(live) = stream_table::find_by_id(b.live, true)? else {
         return Ok(());
     };
@@ -499,13 +620,57 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
         )));
     };
     check_dependents(&live, shadow.relid)?;
+    if let Some(dependent) = immediate_dependent(live.relid)? {
+        return Err(PgTrickleError::ShadowNotPossible {
+            name: live.qualified(),
+            reason: format!("stream table {dependent} reads it in IMMEDIATE mode now"),
+        });
+    }
+    if let Some(reason) = storage_bound(live.relid)? {
+        return Err(PgTrickleError::ShadowNotPossible {
+            name: live.qualified(),
+            reason,
+        });
+    }
+    // The storages' rows, counted before the lock (only refreshes write them, and both
+    // catalog rows are held): the notification of the swap deletes the old ones and inserts
+    // the new ones.
+    let subscribed = crate::subscriptions::subscribed(&live)?;
+    let before = if subscribed {
+        Some((count(&live.qualified())?, count(&shadow.qualified())?))
+    } else {
+        None
+    };
     let started = Instant::now();
     Spi::run(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         live.qualified()
     ))?;
     let locked = Instant::now();
-    refresh::refresh(&shadow, None)?;
+    // The shadow as of this transaction. A differential shadow applies what arrived since
+    // its last catch-up (little: one throttle interval). A FULL one would recompute
+    // everything under the lock: it is swapped only when nothing arrived since its last
+    // refresh, and otherwise retried after its next one.
+    let applied = if shadow.effective_mode == Mode::Full {
+        let old = shadow.frontier.as_ref().ok_or_else(|| {
+            PgTrickleError::Internal("a FULL shadow without a frontier at its swap".into())
+        })?;
+        let buffers: Vec<String> = stream_table::sources(shadow.id)?
+            .into_iter()
+            .map(crate::cdc::buffer_name)
+            .collect();
+        if refresh::window_has_rows(&buffers, old)? {
+            return Err(PgTrickleError::Spi {
+                sqlstate: "40001".into(),
+                message: "the sources of a FULL shadow changed since its last refresh".into(),
+                detail: None,
+            });
+        }
+        (0, 0)
+    } else {
+        let o = refresh::refresh(&shadow, None)?;
+        (o.rows_inserted.unwrap_or(0), o.rows_deleted.unwrap_or(0))
+    };
     let shadow = stream_table::find_by_id(b.shadow, true)?.ok_or_else(|| {
         PgTrickleError::Internal("the shadow vanished during its last refresh".into())
     })?;
@@ -513,13 +678,7 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
         shadow.is_populated && shadow.frontier.is_some(),
         "a shadow is swapped in only after a refresh recorded its frontier"
     );
-    let subscribed = crate::subscriptions::subscribed(&live)?;
-    let counts = if subscribed {
-        Some((count(&live.qualified())?, count(&shadow.qualified())?))
-    } else {
-        None
-    };
-    let grants = grants_of(live.relid)?;
+    let counts = before.map(|(old_rows, new_rows)| (old_rows, new_rows + applied.0 - applied.1));
     let retired = format!("__pgt_retired_{}", live.id);
     {
         let _aside = Swapping::new();
@@ -528,17 +687,22 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
             live.qualified(),
             quote_ident(&retired)
         ))?;
+        let mut placed = shadow.qualified();
+        if shadow.schema != live.schema {
+            // The stream table moved to another schema during the build.
+            Spi::run(&format!(
+                "ALTER TABLE {placed} SET SCHEMA {}",
+                quote_ident(&live.schema)
+            ))?;
+            placed = qualified(&live.schema, &shadow.name);
+        }
         Spi::run(&format!(
-            "ALTER TABLE {} RENAME TO {}",
-            shadow.qualified(),
+            "ALTER TABLE {placed} RENAME TO {}",
             quote_ident(&live.name)
         ))?;
     }
-    for g in &grants {
-        Spi::run(&format!(
-            "GRANT {g}",
-            g = g.replace("{table}", &live.qualified())
-        ))?;
+    for g in grants_of(live.relid, shadow.relid)? {
+        Spi::run(&g)?;
     }
     let old_sources = stream_table::sources(live.id)?;
     let dependents: Vec<i64> = crate::roles::as_extension(|| {
@@ -598,7 +762,22 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
     );
     for id in dependents {
         if let Some(d) = stream_table::find_by_id(id, true)? {
-            crate::source_ddl::follow_replaced_source(&d, &reason)?;
+            // One that cannot follow (its query no longer fits its storage, another of its
+            // sources is gone) waits for its reinitialisation, as after source DDL; the
+            // others and the swap go on.
+            let followed = txn::attempt(|| crate::source_ddl::follow_replaced_source(&d, &reason));
+            let error = match followed {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) | Err(e) => e,
+            };
+            crate::roles::as_extension(|| {
+                Spi::run(&format!(
+                    "UPDATE pgtrickle.pgt_stream_tables SET status = 'NEEDS_REINIT', \
+                     last_error = {} WHERE pgt_id = {id}",
+                    quote_literal(&format!("{reason}, and it could not follow: {error}"))
+                ))?;
+                Ok(())
+            })?;
         }
     }
     crate::roles::as_extension(|| mode::release_sources(&old_sources))?;
@@ -689,20 +868,23 @@ fn count(table: &str) -> Result<i64, PgTrickleError> {
         .ok_or_else(|| PgTrickleError::Internal("count(*) returned NULL".into()))
 }
 
-/// The table privileges granted on `relid` to roles other than its owner, as GRANT clauses
-/// with `{table}` where the table goes (column privileges are not carried over).
-fn grants_of(relid: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError> {
+/// GRANT statements giving the table `to` the table privileges granted on `from` to roles
+/// other than its owner, built by format() with `to`'s name as its regclass prints it (column
+/// privileges are not carried over).
+fn grants_of(from: pg_sys::Oid, to: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError> {
     Ok(Spi::connect(|client| {
         client
             .select(
                 &format!(
-                    "SELECT a.privilege_type || ' ON {{table}} TO ' || \
-                       CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                            ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END || \
-                       CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END \
+                    "SELECT format('GRANT %s ON TABLE %s TO %s%s', a.privilege_type, \
+                                  {}::pg_catalog.regclass, \
+                                  CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
+                                  CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
                      FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
                     WHERE c.oid = {} AND a.grantee <> c.relowner ORDER BY 1",
-                    relid.to_u32()
+                    to.to_u32(),
+                    from.to_u32()
                 ),
                 None,
                 &[],

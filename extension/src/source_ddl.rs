@@ -525,6 +525,11 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
     let refused = |reason: String| with.refused(st, reason);
     let def = definition::probe(with.query)?;
     definition::check_sources(&def)?;
+    if with.new_query {
+        if let Some(reason) = definition::cycle_through(st.relid, &def)? {
+            return Err(refused(reason));
+        }
+    }
     let name = st.qualified();
     let decision = mode::decide(
         &name,
@@ -567,10 +572,14 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
     let old_sources = stream_table::sources(st.id)?;
     Spi::run(&format!(
         "UPDATE pgtrickle.pgt_stream_tables SET \
-         status = CASE status WHEN 'SUSPENDED' THEN status ELSE 'ACTIVE' END, last_error = NULL, \
+         status = CASE WHEN status = 'SUSPENDED' OR ({} AND status = 'ERROR') THEN status \
+                  ELSE 'ACTIVE' END, \
+         last_error = CASE WHEN status = 'ERROR' AND {} THEN last_error END, \
          consecutive_errors = 0, next_retry_at = NULL, needs_full_reason = {}, \
          is_populated = {}, defining_query = {}, refresh_mode = {}, query_tree = {}, \
          effective_mode = {}, full_reason = {} WHERE pgt_id = {}",
+        with.keep_contents.is_some(),
+        with.keep_contents.is_some(),
         keep.map_or("NULL".into(), quote_literal),
         keep.is_some() && st.is_populated,
         quote_literal(with.query),

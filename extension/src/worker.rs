@@ -350,6 +350,10 @@ fn tick(
         }
     }
     *held = Some(busy.clone());
+    // Shadow builds that can no longer move on are rolled back (shadow.rs).
+    if let Err(e) = crate::shadow::supervise() {
+        log!("pg_trickle scheduler: looking at shadow builds: {e}");
+    }
     let plan = scheduler::plan()?;
     if !config::ENABLED.get() || plan.due.is_empty() {
         return Ok((plan.next_due_ms, 0));
