@@ -109,6 +109,9 @@ expect_eq "SELECT extversion = pgtrickle.version(), extversion FROM pg_extension
 expect_eq "$catalog_sql" "$before"
 expect_eq "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE in_shadow_build OR shadow_of IS NOT NULL
              OR shadow_table_name IS NOT NULL" 0
+# pg_dump's manifest holds every stream table after the update.
+expect_eq "SELECT string_agg(pgt_name || ':' || refresh_mode, ',' ORDER BY pgt_name) FROM pgtrickle.pgt_dump_manifest" \
+  "$(q -c "SELECT string_agg(pgt_name || ':' || refresh_mode, ',' ORDER BY pgt_name) FROM pgtrickle.pgt_stream_tables")"
 # Every stream table converges, the pending changes included (IMMEDIATE already is).
 for st in "${ORDER[@]}"; do
   [ "$st" = imm ] || q -c "SELECT pgtrickle.refresh_stream_table('$st')" >/dev/null

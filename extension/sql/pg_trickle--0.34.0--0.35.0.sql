@@ -696,5 +696,72 @@ $$;
 
 
 
--- The scheduler looks at this database again (it waited for this update).
+-- pg_dump's manifest of the stream tables and restore_stream_tables(); the UPDATE below fills
+-- the manifest through its trigger.
+-- pg_trickle::restore::restore_stream_tables
+CREATE  FUNCTION "restore_stream_tables"() RETURNS TABLE (
+	"stream_table" TEXT,  /* String */
+	"action" TEXT  /* String */
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'restore_stream_tables_wrapper';
+
+-- requires:
+--   catalog_tables
+--   restore_stream_tables
+
+
+-- The stream tables by name, for pg_dump (restore.rs): kept equal to the catalog by the
+-- trigger below; restore_stream_tables() reads it after pg_restore.
+CREATE TABLE pgtrickle.pgt_dump_manifest (
+    pgt_schema      name NOT NULL,
+    pgt_name        name NOT NULL,
+    defining_query  text NOT NULL,
+    search_path     text NOT NULL,
+    schedule        text NOT NULL,
+    refresh_mode    text NOT NULL,
+    status          text NOT NULL,
+    PRIMARY KEY (pgt_schema, pgt_name)
+);
+SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_dump_manifest', '');
+REVOKE ALL ON pgtrickle.pgt_dump_manifest FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_dump_manifest TO PUBLIC;
+ALTER TABLE pgtrickle.pgt_dump_manifest ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_dump_manifest FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_schema OPERATOR(pg_catalog.=) pgt_dump_manifest.pgt_schema
+               AND s.pgt_name OPERATOR(pg_catalog.=) pgt_dump_manifest.pgt_name));
+
+CREATE FUNCTION pgtrickle.sync_dump_manifest() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        DELETE FROM pgtrickle.pgt_dump_manifest
+         WHERE pgt_schema = OLD.pgt_schema AND pgt_name = OLD.pgt_name;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.shadow_of IS NULL THEN
+        INSERT INTO pgtrickle.pgt_dump_manifest
+               (pgt_schema, pgt_name, defining_query, search_path, schedule, refresh_mode, status)
+        VALUES (NEW.pgt_schema, NEW.pgt_name, NEW.defining_query, NEW.search_path, NEW.schedule,
+                NEW.refresh_mode, NEW.status)
+        ON CONFLICT (pgt_schema, pgt_name) DO UPDATE
+           SET defining_query = excluded.defining_query, search_path = excluded.search_path,
+               schedule = excluded.schedule, refresh_mode = excluded.refresh_mode,
+               status = excluded.status;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION pgtrickle.sync_dump_manifest() FROM PUBLIC;
+CREATE TRIGGER pgt_sync_dump_manifest
+    AFTER INSERT OR DELETE OR UPDATE OF pgt_schema, pgt_name, defining_query, search_path,
+        schedule, refresh_mode, status, shadow_of
+    ON pgtrickle.pgt_stream_tables
+    FOR EACH ROW EXECUTE FUNCTION pgtrickle.sync_dump_manifest();
+
+REVOKE EXECUTE ON FUNCTION pgtrickle.restore_stream_tables() FROM PUBLIC;
+
+-- The scheduler looks at this database again (it waited for this update); the manifest gets a
+-- row per stream table (shadows excluded).
 UPDATE pgtrickle.pgt_stream_tables SET schedule = schedule;

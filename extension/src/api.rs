@@ -197,6 +197,21 @@ fn create_in(
     Ok(())
 }
 
+/// Creates and loads stream table `schema.rel` as pg_dump's manifest describes it (restore.rs),
+/// as the caller, under the stored search_path `path`.
+pub(crate) fn create_as_restored(
+    schema: &str,
+    rel: &str,
+    query: &str,
+    schedule: &str,
+    mode: RequestedMode,
+    path: &str,
+) -> Result<(), PgTrickleError> {
+    crate::settings::with_search_path(path, || {
+        create_in(schema, rel, query, schedule, mode, true, path)
+    })
+}
+
 /// A defining query as it is stored: trimmed, without a trailing semicolon; 42601 when
 /// nothing is left.
 fn normalized(query: &str) -> Result<String, PgTrickleError> {

@@ -19,6 +19,7 @@ mod mode;
 mod pgcatalog;
 mod preload;
 mod refresh;
+mod restore;
 mod roles;
 mod schedule;
 mod scheduler;
