@@ -85,6 +85,16 @@ catalog_sql="SELECT pgt_name, defining_query, refresh_mode, effective_mode, stor
                     schedule, is_populated, search_path
                FROM pgtrickle.pgt_stream_tables ORDER BY pgt_name"
 before=$(q -c "$catalog_sql")
+# What 0.34.0 made of them: the frozen fixture (a change here is a change of the old release's
+# behaviour or of this test, never of this build).
+fixture="$ROOT/ci/tests/fixtures/upgrade-$OLD-catalog.txt"
+[ "$before" = "$(cat "$fixture")" ] || die "0.34.0's catalog differs from $fixture:
+$(diff <(echo "$before") "$fixture")"
+checks=$((checks + 1))
+# A stream table created while the session had a temp schema: 0.34.0 stored pg_temp_N in its
+# search_path, which the upgrade drops.
+q -c "SET search_path = public, pg_temp" -c "CREATE TEMP TABLE scratch (x int)" -c "SELECT pgtrickle.create_stream_table('tmpq', 'SELECT g FROM dim', schedule => '1h')" >/dev/null
+expect_eq "SELECT search_path ~ 'pg_temp_[0-9]' FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'tmpq'" t
 buffered=$(q -c "SELECT sum(n) FROM (SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM pgtrickle_changes.%I', relname), false, true, '')))[1]::text::int AS n
                  FROM pg_class WHERE relnamespace = 'pgtrickle_changes'::regnamespace AND relkind = 'r') x")
 [ "${buffered:-0}" -gt 0 ] || die "no pending changes before the upgrade"
@@ -105,8 +115,11 @@ checks=$((checks + 1))
 expect_eq "SELECT extversion FROM pg_extension WHERE extname = 'pg_trickle'" "$OLD"
 q -c "ALTER EXTENSION pg_trickle UPDATE" >/dev/null
 expect_eq "SELECT extversion = pgtrickle.version(), extversion FROM pg_extension WHERE extname = 'pg_trickle'" "t|$NEW"
-# The catalog as it was (the frozen fixture), new columns at their defaults.
-expect_eq "$catalog_sql" "$before"
+# The catalog as it was, new columns at their defaults; pg_temp_N gone from search_path.
+expect_eq "$catalog_sql" "$before
+tmpq|SELECT g FROM dim|AUTO|DIFFERENTIAL|plan|ACTIVE|1h|t|pg_catalog, public, pg_temp"
+expect_eq "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE search_path ~ 'pg_temp_[0-9]'" 0
+q -c "SELECT pgtrickle.drop_stream_table('tmpq')" >/dev/null
 expect_eq "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE in_shadow_build OR shadow_of IS NOT NULL
              OR shadow_table_name IS NOT NULL" 0
 # pg_dump's manifest holds every stream table after the update.

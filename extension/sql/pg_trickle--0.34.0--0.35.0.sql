@@ -6,6 +6,16 @@
 -- buffers stay as they are. ci/tests/upgrade.sh checks the result equals a fresh install.
 \echo Use "ALTER EXTENSION pg_trickle UPDATE TO '0.35.0'" to load this file. \quit
 
+-- 0.34.0 stored the session's temp schema (pg_temp_N) in a stream table's search_path when
+-- it existed at creation: in another session that name means another session's schema, or
+-- none. Dropped, as 0.35.0 stores it (pg_temp, last, stays).
+UPDATE pgtrickle.pgt_stream_tables
+   SET search_path = (SELECT pg_catalog.string_agg(p, ', ' ORDER BY o)
+                        FROM pg_catalog.unnest(pg_catalog.string_to_array(search_path, ', '))
+                             WITH ORDINALITY AS x(p, o)
+                       WHERE p !~ '^"?pg_temp_[0-9]+"?$')
+ WHERE search_path ~ 'pg_temp_[0-9]';
+
 -- Shadow builds in the catalog.
 ALTER TABLE pgtrickle.pgt_stream_tables
     ADD COLUMN in_shadow_build boolean NOT NULL DEFAULT false,
