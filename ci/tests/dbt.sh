@@ -49,7 +49,9 @@ R='SELECT region, count(*) AS orders, sum(amount) AS revenue FROM orders GROUP B
 B="SELECT region, revenue FROM ($R) t WHERE orders > 2"
 expect_eq "SELECT pgt_name, schedule, refresh_mode, effective_mode FROM pgtrickle.pgt_stream_tables
             WHERE pgt_schema = 'analytics' ORDER BY 1" "big_regions|calculated|AUTO|DIFFERENTIAL
-region_totals|1s|DIFFERENTIAL|DIFFERENTIAL"
+region_totals|1s|DIFFERENTIAL|DIFFERENTIAL
+tagged|5s|AUTO|DIFFERENTIAL"
+expect_eq "SELECT DISTINCT marker FROM analytics.tagged" "\$pgt_0\$ and 'quoted'"
 same_as_query analytics.region_totals "$R"
 same_as_query analytics.big_regions "$B"
 ids() { q -c "SELECT string_agg(pgt_id::text, ',' ORDER BY pgt_name) FROM pgtrickle.pgt_stream_tables WHERE pgt_schema = 'analytics'"; }

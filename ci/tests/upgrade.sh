@@ -195,6 +195,29 @@ UNION ALL
 SELECT 'function acl ' || p.oid::regprocedure::text || ' ' || coalesce(p.proacl::text, '')
   FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
 UNION ALL
+SELECT 'comment on ' || c.oid::regclass::text || ' ' || coalesce(obj_description(c.oid, 'pg_class'), '')
+  FROM pg_class c JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
+UNION ALL
+SELECT 'comment on ' || p.oid::regprocedure::text || ' ' || coalesce(obj_description(p.oid, 'pg_proc'), '')
+  FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid
+UNION ALL
+SELECT 'view ' || c.oid::regclass::text || ' ' || pg_get_viewdef(c.oid)
+  FROM pg_class c JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid WHERE c.relkind = 'v'
+UNION ALL
+SELECT 'force rls ' || c.oid::regclass::text || ' ' || c.relforcerowsecurity::text
+  FROM pg_class c JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid
+UNION ALL
+SELECT 'policy detail ' || p.polrelid::regclass::text || ' ' || p.polname || ' ' || p.polpermissive::text
+       || ' ' || p.polroles::text || ' ' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+  FROM pg_policy p JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = p.polrelid
+UNION ALL
+SELECT 'trigger enabled ' || t.tgrelid::regclass::text || ' ' || t.tgname || ' ' || t.tgenabled::text
+  FROM pg_trigger t JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = t.tgrelid
+ WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'event trigger enabled ' || e.evtname || ' ' || e.evtenabled::text
+  FROM pg_event_trigger e JOIN members m ON m.classid = 'pg_event_trigger'::regclass AND m.objid = e.oid
+UNION ALL
 SELECT 'config ' || c.oid::regclass::text
   FROM pg_extension e, unnest(e.extconfig) AS x(c) JOIN pg_class c ON c.oid = x.c WHERE e.extname = 'pg_trickle'
 ORDER BY 1

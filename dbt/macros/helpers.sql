@@ -1,11 +1,14 @@
-{#- A SQL string literal: dollar-quoted with a tag the text does not contain. -#}
-{% macro literal(text) -%}
-  {%- set tag = '$pgt$' -%}
+{#- A SQL string literal: dollar-quoted with a tag that neither occurs in the text nor could
+    run into its end ($pgt_0$, $pgt_1$, ...). -#}
+{% macro literal(value) -%}
+  {%- set text = value | string -%}
   {%- set n = namespace(i=0) -%}
-  {%- for _ in range(100) if tag in text -%}
-    {%- set n.i = n.i + 1 -%}
-    {%- set tag = '$pgt' ~ n.i ~ '$' -%}
+  {%- for _ in range(1000) -%}
+    {%- if ('$pgt_' ~ n.i ~ '$') in text or text.endswith('$pgt_' ~ n.i) -%}
+      {%- set n.i = n.i + 1 -%}
+    {%- endif -%}
   {%- endfor -%}
+  {%- set tag = '$pgt_' ~ n.i ~ '$' -%}
   {{ tag }}{{ text }}{{ tag }}
 {%- endmacro %}
 

@@ -11,8 +11,10 @@
   First run: pgtrickle.create_stream_table(). Later runs compare the compiled SQL, the
   schedule and the mode with the catalog and call pgtrickle.alter_stream_table() with what
   changed (nothing when nothing did). --full-refresh drops the stream table and creates it
-  again. A table or view of the same name that is not a stream table is dropped first, as
-  dbt's table materialization replaces it.
+  again: with stream tables that read it, run them in the same invocation
+  (`dbt run -s model+ --full-refresh`), or they wait in NEEDS_REINIT for a refresh, and a view
+  on it makes the drop fail. A table or view of the same name that is not a stream table is
+  dropped first, as dbt's table materialization replaces it.
 -#}
 {% materialization stream_table, adapter='postgres' %}
   {%- set identifier = model['alias'] -%}
@@ -20,7 +22,7 @@
                                                 database=database, type='table') -%}
   {%- set existing = adapter.get_relation(database=database, schema=schema,
                                           identifier=identifier) -%}
-  {%- set schedule = config.get('schedule', 'calculated') -%}
+  {%- set schedule = config.get('schedule', 'calculated') | string -%}
   {%- set refresh_mode = config.get('refresh_mode', 'AUTO') | upper -%}
   {%- set shadow_build = config.get('shadow_build', false) -%}
   {%- set name = target_relation.include(database=false) | string -%}
@@ -62,7 +64,7 @@
       {%- if changes -%}
         SELECT pgtrickle.alter_stream_table({{ pg_trickle.literal(name) }}, {{ changes | join(', ') }})
       {%- else -%}
-        SELECT 'stream table {{ name }} unchanged'
+        SELECT {{ pg_trickle.literal('stream table ' ~ name ~ ' unchanged') }}
       {%- endif -%}
     {%- endif -%}
   {%- endcall %}

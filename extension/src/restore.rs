@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use engine::render::{qualified, quote_ident, quote_literal};
+use engine::render::{qualified, quote_literal};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -36,6 +36,10 @@ struct Pending {
     schedule: String,
     mode: RequestedMode,
     suspended: bool,
+    /// The restored copy of its storage, if pg_restore brought one, and its owner: the role
+    /// the stream table is created, analysed and loaded as (the caller when there is none).
+    restored: Option<pg_sys::Oid>,
+    owner: pg_sys::Oid,
 }
 
 impl Pending {
@@ -63,7 +67,18 @@ fn restore() -> Result<Vec<(String, String)>, PgTrickleError> {
             "restore_stream_tables()",
         ));
     }
+    let caller = roles::current();
     let pending = roles::as_extension(pending)?;
+    for p in &pending {
+        if p.restored.is_some() && !has_guard(p)? {
+            return Err(PgTrickleError::AlreadyExists(format!(
+                "{} (a table that is not the restored storage of a stream table: it has no \
+                 pg_trickle guard trigger)",
+                p.qualified()
+            )));
+        }
+        debug_assert!(p.restored.is_some() || p.owner == caller);
+    }
     roles::as_extension(remove_orphan_capture)?;
     let mut out = Vec::new();
     for p in in_dependency_order(pending)? {
@@ -78,8 +93,11 @@ fn pending() -> Result<Vec<Pending>, PgTrickleError> {
         client
             .select(
                 "SELECT m.pgt_schema::text, m.pgt_name::text, m.defining_query, m.search_path, \
-                        m.schedule, m.refresh_mode, m.status = 'SUSPENDED' \
+                        m.schedule, m.refresh_mode, m.status = 'SUSPENDED', c.oid, c.relowner \
                    FROM pgtrickle.pgt_dump_manifest m \
+                   LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = m.pgt_schema \
+                   LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+                        AND c.relname = m.pgt_name AND c.relkind = 'r' \
                   WHERE NOT EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s \
                                      WHERE (s.pgt_schema, s.pgt_name) = (m.pgt_schema, m.pgt_name)) \
                   ORDER BY 1, 2",
@@ -99,15 +117,17 @@ fn pending() -> Result<Vec<Pending>, PgTrickleError> {
                         &c("refresh_mode"),
                     )?)?,
                     suspended: required(r.get::<bool>(7)?, &c("status"))?,
+                    restored: r.get::<pg_sys::Oid>(8)?,
+                    owner: r.get::<pg_sys::Oid>(9)?.unwrap_or_else(roles::current),
                 })
             })
             .collect()
     })
 }
 
-/// Drops the capture triggers of tables no stream table reads, and the buffers and capture
-/// functions of sources no stream table reads: after a restore, those of the dump, which
-/// name the dumped database's OIDs.
+/// Drops the capture triggers of tables no stream table reads, the buffers and capture
+/// functions of sources no stream table reads (after a restore, those of the dump, which name
+/// the dumped database's OIDs), and shadow builds' tables that were dumped mid-build.
 fn remove_orphan_capture() -> Result<(), PgTrickleError> {
     let statements: Vec<String> = Spi::connect(|client| {
         client
@@ -117,6 +137,14 @@ fn remove_orphan_capture() -> Result<(), PgTrickleError> {
                   WHERE NOT t.tgisinternal AND t.tgname LIKE '\\_\\_pgt\\_capture\\_%' \
                     AND NOT EXISTS (SELECT FROM pgtrickle.pgt_dependencies d \
                                      WHERE d.source_relid = t.tgrelid) \
+                 UNION ALL \
+                 SELECT format('DROP TABLE %s', c.oid::regclass) \
+                   FROM pg_catalog.pg_class c \
+                  WHERE c.relkind = 'r' AND c.relname LIKE '\\_\\_pgt\\_shadow\\_%' \
+                    AND EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid \
+                                 AND t.tgname = '__pgt_guard') \
+                    AND NOT EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s \
+                                     WHERE s.pgt_relid = c.oid) \
                  UNION ALL \
                  SELECT format('DROP TABLE pgtrickle_changes.%I', c.relname) \
                    FROM pg_catalog.pg_class c \
@@ -151,25 +179,43 @@ fn remove_orphan_capture() -> Result<(), PgTrickleError> {
 /// (by the relations its query names now, under its stored search_path). A cycle is an
 /// error naming it.
 fn in_dependency_order(pending: Vec<Pending>) -> Result<Vec<Pending>, PgTrickleError> {
-    let names: BTreeMap<String, usize> = pending
+    // By schema and name as the catalogs hold them (never as rendered SQL).
+    let names: BTreeMap<(String, String), usize> = pending
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.qualified(), i))
+        .map(|(i, p)| ((p.schema.clone(), p.name.clone()), i))
         .collect();
     let mut reads: Vec<BTreeSet<usize>> = Vec::with_capacity(pending.len());
     for p in &pending {
-        let def = crate::settings::with_search_path(&p.search_path, || definition::probe(&p.query))
-            .map_err(|e| PgTrickleError::CannotReinit {
-                name: p.qualified(),
-                reason: format!("its defining query does not work in the restored database: {e}"),
-            })?;
+        // Analysed as its owner, as every step of its restore.
+        let def = roles::as_owner(p.owner, &p.search_path, false, || {
+            definition::probe(&p.query)
+        })
+        .map_err(|e| PgTrickleError::CannotReinit {
+            name: p.qualified(),
+            reason: format!("its defining query does not work in the restored database: {e}"),
+        })?;
         let mut upstream = BTreeSet::new();
         for s in &def.sources {
-            let name = Spi::get_one::<String>(&format!(
-                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
-                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = {}",
-                s.to_u32()
-            ))?;
+            let name = Spi::connect(|client| {
+                let t = client.select(
+                    &format!(
+                        "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c \
+                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                          WHERE c.oid = {}",
+                        s.to_u32()
+                    ),
+                    None,
+                    &[],
+                )?;
+                let Some(r) = t.into_iter().next() else {
+                    return Ok::<_, PgTrickleError>(None);
+                };
+                Ok(Some((
+                    required(r.get::<String>(1)?, "pg_namespace.nspname")?,
+                    required(r.get::<String>(2)?, "pg_class.relname")?,
+                )))
+            })?;
             if let Some(i) = name.and_then(|n| names.get(&n).copied()) {
                 upstream.insert(i);
             }
@@ -198,43 +244,44 @@ fn in_dependency_order(pending: Vec<Pending>) -> Result<Vec<Pending>, PgTrickleE
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
-/// Makes one manifest row a stream table again; what it did, for the result.
+/// Whether the restored table of `p` carries pg_trickle's write guard (restored with it by
+/// pg_dump): the mark of a stream table's storage, which alone may be dropped here.
+fn has_guard(p: &Pending) -> Result<bool, PgTrickleError> {
+    let Some(oid) = p.restored else {
+        return Ok(false);
+    };
+    Ok(Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger WHERE tgrelid = {} AND tgname = {})",
+        oid.to_u32(),
+        quote_literal(engine::names::GUARD_TRIGGER)
+    ))?
+    .unwrap_or(false))
+}
+
+/// Makes one manifest row a stream table again; what it did, for the result. The stream
+/// table is created, analysed and loaded as its owner (no code of its query runs with the
+/// caller's privileges), who needs CREATE on its schema, as when it was first created.
 fn restore_one(p: &Pending) -> Result<String, PgTrickleError> {
     let table = p.qualified();
-    // The restored copy of its storage: its owner and grants, then dropped.
-    let restored = Spi::get_one::<pg_sys::Oid>(&format!(
-        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
-           ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {} AND c.relkind = 'r'",
-        quote_literal(&p.schema),
-        quote_literal(&p.name)
-    ))?;
-    let (owner, grants) = match restored {
+    // The restored copy of its storage: its grants, then dropped.
+    let grants = match p.restored {
         Some(oid) => {
-            let owner = Spi::get_one::<String>(&format!(
-                "SELECT pg_catalog.pg_get_userbyid(relowner)::text FROM pg_catalog.pg_class \
-                 WHERE oid = {}",
-                oid.to_u32()
-            ))?;
             let grants = grants_on(oid)?;
             Spi::run(&format!("DROP TABLE {table}"))?;
-            (owner, grants)
+            grants
         }
-        None => (None, Vec::new()),
+        None => Vec::new(),
     };
-    crate::api::create_as_restored(
-        &p.schema,
-        &p.name,
-        &p.query,
-        &p.schedule,
-        p.mode,
-        &p.search_path,
-    )?;
-    if let Some(owner) = owner.filter(|o| roles::oid_of(o).is_some()) {
-        Spi::run(&format!(
-            "ALTER TABLE {table} OWNER TO {}",
-            quote_ident(&owner)
-        ))?;
-    }
+    roles::as_owner(p.owner, &p.search_path, false, || {
+        crate::api::create_as_restored(
+            &p.schema,
+            &p.name,
+            &p.query,
+            &p.schedule,
+            p.mode,
+            &p.search_path,
+        )
+    })?;
     for (privilege, grantee, grantable) in grants {
         // The privilege is one of PostgreSQL's keywords (aclexplode), the grantee quoted.
         debug_assert!(privilege
@@ -256,7 +303,7 @@ fn restore_one(p: &Pending) -> Result<String, PgTrickleError> {
             Ok(())
         })?;
     }
-    Ok(if restored.is_some() {
+    Ok(if p.restored.is_some() {
         "restored".into()
     } else {
         "created (its storage was not in the dump)".into()
