@@ -178,12 +178,39 @@ pub(crate) fn plan_tree(query: &ast::Query, catalog: &dyn Catalog) -> Result<Tre
         }
     }
     let mut second = Planner::new(catalog, Some(used.clone()));
-    let planned = second.query(query)?;
+    let planned = resolve_unknown_outputs(second.query(query)?);
     Ok(Tree {
         planned,
         tables: second.tables,
         used,
     })
+}
+
+/// PostgreSQL gives an output column that would have type unknown (an untyped string literal
+/// in the select list, `SELECT id, 'a' AS tag`) type text (resolveTargetListUnknowns, since
+/// PostgreSQL 10): so does the defining query's top projection here, by a cast, and its storage
+/// column is text. (Untyped literals inside expressions are typed by their context already;
+/// the branches of a set operation are typed together by its own rule.)
+fn resolve_unknown_outputs(mut planned: Planned) -> Planned {
+    fn top_projection(op: &mut Operator) -> Option<&mut crate::operator::Project> {
+        match op {
+            Operator::Project(p) => Some(p),
+            Operator::Distinct(d) => top_projection(&mut d.input),
+            _ => None,
+        }
+    }
+    if let Some(p) = top_projection(&mut planned.op) {
+        for (e, t) in p.exprs.iter_mut().zip(p.types.iter_mut()) {
+            if t.ty.is_unknown() {
+                *e = crate::expr::Expr::Cast {
+                    arg: Box::new(e.clone()),
+                    ty: SqlType::text(),
+                };
+                t.ty = SqlType::text();
+            }
+        }
+    }
+    planned
 }
 
 impl<'a> Planner<'a> {

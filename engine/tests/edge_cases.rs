@@ -186,3 +186,27 @@ fn full_join_without_a_never_null_key_column_keeps_both_padded_rows() {
     let p = plan(keyed, &db::catalog()).unwrap();
     assert!(matches!(p.identity, engine::Identity::Key { .. }));
 }
+
+#[test]
+fn untyped_literal_output_column_is_text_and_maintained() {
+    // PostgreSQL types `'a' AS tag` text in a select list; the plan does too (its storage
+    // column is text, which has equality), so the query stays differentiable.
+    for sql in [
+        "SELECT k, 'a' AS tag FROM a",
+        "SELECT DISTINCT g, 'x' AS tag FROM a",
+    ] {
+        let p = plan(sql, &db::catalog()).unwrap();
+        assert!(p.is_differential(), "{sql}: {:?}", p.differentiability);
+        let tag = p
+            .storage_columns()
+            .into_iter()
+            .find(|c| c.name == "tag")
+            .unwrap();
+        assert_eq!(tag.type_name, "text", "{sql}");
+        let s = scenario(
+            &[(db::A, &[Some(1), Some(5), Some(1)])],
+            &[(db::A, &[Some(2), Some(6), Some(2)], 1)],
+        );
+        assert_incremental_equals_full(sql, &s);
+    }
+}
