@@ -266,7 +266,7 @@ fn restore_one(p: &Pending) -> Result<String, PgTrickleError> {
     // The restored copy of its storage: its grants, then dropped.
     let grants = match p.restored {
         Some(oid) => {
-            let grants = grants_on(oid)?;
+            let grants = roles::table_grants(oid)?;
             Spi::run(&format!("DROP TABLE {table}"))?;
             grants
         }
@@ -282,15 +282,8 @@ fn restore_one(p: &Pending) -> Result<String, PgTrickleError> {
             &p.search_path,
         )
     })?;
-    for (privilege, grantee, grantable) in grants {
-        // The privilege is one of PostgreSQL's keywords (aclexplode), the grantee quoted.
-        debug_assert!(privilege
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c == ' '));
-        Spi::run(&format!(
-            "GRANT {privilege} ON TABLE {table} TO {grantee}{}",
-            if grantable { " WITH GRANT OPTION" } else { "" }
-        ))?;
+    for g in grants {
+        Spi::run(&g.statement(&table))?;
     }
     if p.suspended {
         roles::as_extension(|| {
@@ -307,35 +300,6 @@ fn restore_one(p: &Pending) -> Result<String, PgTrickleError> {
         "restored".into()
     } else {
         "created (its storage was not in the dump)".into()
-    })
-}
-
-/// The table privileges granted on `relid` to roles other than its owner: (privilege
-/// keyword, grantee as SQL — PUBLIC or a quoted role name —, with grant option).
-fn grants_on(relid: pg_sys::Oid) -> Result<Vec<(String, String, bool)>, PgTrickleError> {
-    Spi::connect(|client| {
-        client
-            .select(
-                &format!(
-                    "SELECT a.privilege_type::text, \
-                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                                 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
-                            a.is_grantable \
-                     FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
-                    WHERE c.oid = {} AND a.grantee <> c.relowner ORDER BY 1, 2",
-                    relid.to_u32()
-                ),
-                None,
-                &[],
-            )?
-            .map(|r| {
-                Ok((
-                    required(r.get::<String>(1)?, "aclexplode().privilege_type")?,
-                    required(r.get::<String>(2)?, "aclexplode().grantee")?,
-                    required(r.get::<bool>(3)?, "aclexplode().is_grantable")?,
-                ))
-            })
-            .collect()
     })
 }
 

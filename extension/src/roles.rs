@@ -229,3 +229,69 @@ pub(crate) fn row_security_applies(relid: pg_sys::Oid, owner: pg_sys::Oid) -> bo
     let rls = unsafe { pg_sys::check_enable_rls(relid, owner, true) };
     rls == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
 }
+
+/// A table privilege granted to a role other than the table's owner, as `aclexplode` reports
+/// it: the privilege keyword, the grantee as SQL (PUBLIC or a quoted role name) and whether
+/// it may be granted on.
+pub(crate) struct TableGrant {
+    privilege: String,
+    grantee: String,
+    grantable: bool,
+}
+
+impl TableGrant {
+    /// The GRANT statement giving the same privilege on `table` (qualified and quoted).
+    pub(crate) fn statement(&self, table: &str) -> String {
+        debug_assert!(
+            self.privilege
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == ' '),
+            "a privilege is one of PostgreSQL's keywords"
+        );
+        format!(
+            "GRANT {} ON TABLE {table} TO {}{}",
+            self.privilege,
+            self.grantee,
+            if self.grantable {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// The table privileges granted on `relid` to roles other than its owner (column privileges
+/// are not included): what a shadow build's swap and a restore carry to the new storage.
+pub(crate) fn table_grants(relid: pg_sys::Oid) -> Result<Vec<TableGrant>, PgTrickleError> {
+    Spi::connect(|client| {
+        client
+            .select(
+                &format!(
+                    "SELECT a.privilege_type::text, \
+                            CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
+                                 ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
+                            a.is_grantable \
+                     FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
+                    WHERE c.oid = {} AND a.grantee <> c.relowner ORDER BY 1, 2",
+                    relid.to_u32()
+                ),
+                None,
+                &[],
+            )?
+            .map(|r| {
+                Ok(TableGrant {
+                    privilege: crate::error::required(
+                        r.get::<String>(1)?,
+                        "aclexplode().privilege_type",
+                    )?,
+                    grantee: crate::error::required(r.get::<String>(2)?, "aclexplode().grantee")?,
+                    grantable: crate::error::required(
+                        r.get::<bool>(3)?,
+                        "aclexplode().is_grantable",
+                    )?,
+                })
+            })
+            .collect()
+    })
+}

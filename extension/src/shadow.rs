@@ -701,8 +701,9 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
             quote_ident(&live.name)
         ))?;
     }
-    for g in grants_of(live.relid, shadow.relid)? {
-        Spi::run(&g)?;
+    // The old storage's grants, on the new one (which has the stream table's name now).
+    for g in crate::roles::table_grants(live.relid)? {
+        Spi::run(&g.statement(&live.qualified()))?;
     }
     let old_sources = stream_table::sources(live.id)?;
     let dependents: Vec<i64> = crate::roles::as_extension(|| {
@@ -866,32 +867,6 @@ fn rename_indexes(live: &StreamTable, shadow: &StreamTable) -> Result<(), PgTric
 fn count(table: &str) -> Result<i64, PgTrickleError> {
     Spi::get_one::<i64>(&format!("SELECT count(*) FROM {table}"))?
         .ok_or_else(|| PgTrickleError::Internal("count(*) returned NULL".into()))
-}
-
-/// GRANT statements giving the table `to` the table privileges granted on `from` to roles
-/// other than its owner, built by format() with `to`'s name as its regclass prints it (column
-/// privileges are not carried over).
-fn grants_of(from: pg_sys::Oid, to: pg_sys::Oid) -> Result<Vec<String>, PgTrickleError> {
-    Ok(Spi::connect(|client| {
-        client
-            .select(
-                &format!(
-                    "SELECT format('GRANT %s ON TABLE %s TO %s%s', a.privilege_type, \
-                                  {}::pg_catalog.regclass, \
-                                  CASE WHEN a.grantee = 0 THEN 'PUBLIC' \
-                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END, \
-                                  CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
-                     FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a \
-                    WHERE c.oid = {} AND a.grantee <> c.relowner ORDER BY 1",
-                    to.to_u32(),
-                    from.to_u32()
-                ),
-                None,
-                &[],
-            )?
-            .filter_map(|r| r.get::<String>(1).transpose())
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    })?)
 }
 
 extension_sql!(

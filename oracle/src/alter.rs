@@ -25,7 +25,7 @@ use postgres::Client;
 
 use crate::check::{query_check_sql, QUERY};
 use crate::ddl::Rng;
-use crate::exec::{describe, fresh_database};
+use crate::exec::{describe, fresh_database, run_recorded, seeded_failure};
 
 const DB: &str = "oracle_alter";
 /// How long a shadow build may take before the oracle calls it stuck.
@@ -169,24 +169,11 @@ pub fn run_alter(cfg: &AlterConfig) -> Result<AlterReport, String> {
 
 impl Run<'_> {
     fn exec(&mut self, sql: &str) -> Result<(), String> {
-        self.script.push(sql.to_string());
-        self.db
-            .batch_execute(sql)
-            .map_err(|e| format!("{sql}: {}", describe(&e)))
+        run_recorded(&mut self.db, &mut self.script, sql)
     }
 
     fn failure(&self, step: u64, e: &str) -> String {
-        let tail: Vec<&String> = self.script.iter().rev().take(40).collect();
-        let mut out = format!(
-            "seed {} step {step}: {e}\n-- last {} statements:\n",
-            self.cfg.seed,
-            tail.len()
-        );
-        for s in tail.into_iter().rev() {
-            out.push_str(s);
-            out.push_str(";\n");
-        }
-        out
+        seeded_failure(self.cfg.seed, step, e, &self.script)
     }
 
     /// Shadow builds on, refreshed every 50 ms, the scheduler ticking every 100 ms — or the

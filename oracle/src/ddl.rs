@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use postgres::Client;
 
 use crate::check::{query_check_sql, QUERY};
-use crate::exec::{describe, fresh_database};
+use crate::exec::{describe, fresh_database, run_recorded, seeded_failure};
 
 const DB: &str = "oracle_ddl";
 
@@ -234,24 +234,11 @@ pub fn run_ddl(cfg: &DdlConfig) -> Result<DdlReport, String> {
 
 impl Run<'_> {
     fn exec(&mut self, sql: &str) -> Result<(), String> {
-        self.script.push(sql.to_string());
-        self.db
-            .batch_execute(sql)
-            .map_err(|e| format!("{sql}: {}", describe(&e)))
+        run_recorded(&mut self.db, &mut self.script, sql)
     }
 
     fn failure(&self, step: u64, e: &str) -> String {
-        let tail: Vec<&String> = self.script.iter().rev().take(40).collect();
-        let mut out = format!(
-            "seed {} step {step}: {e}\n-- last {} statements:\n",
-            self.cfg.seed,
-            tail.len()
-        );
-        for s in tail.into_iter().rev() {
-            out.push_str(s);
-            out.push_str(";\n");
-        }
-        out
+        seeded_failure(self.cfg.seed, step, e, &self.script)
     }
 
     fn setup(&mut self) -> Result<(), String> {

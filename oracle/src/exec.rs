@@ -548,6 +548,27 @@ impl Exec {
     }
 }
 
+/// Runs `sql` on `db` after recording it in `script` (what a failure shows to replay it).
+pub fn run_recorded(db: &mut Client, script: &mut Vec<String>, sql: &str) -> Result<(), String> {
+    script.push(sql.to_string());
+    db.batch_execute(sql)
+        .map_err(|e| format!("{sql}: {}", describe(&e)))
+}
+
+/// The report of a seeded run's failure: seed, step, error and the last 40 statements.
+pub fn seeded_failure(seed: u64, step: u64, e: &str, script: &[String]) -> String {
+    let tail: Vec<&String> = script.iter().rev().take(40).collect();
+    let mut out = format!(
+        "seed {seed} step {step}: {e}\n-- last {} statements:\n",
+        tail.len()
+    );
+    for s in tail.into_iter().rev() {
+        out.push_str(s);
+        out.push_str(";\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
