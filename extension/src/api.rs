@@ -124,14 +124,7 @@ fn create_in(
 ) -> Result<(), PgTrickleError> {
     let caller = crate::roles::current();
     let table = qualified(schema, rel);
-    let taken = Spi::get_one::<bool>(&format!(
-        "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
-        quote_literal(&table)
-    ))?
-    .unwrap_or(false);
-    if taken {
-        return Err(PgTrickleError::AlreadyExists(table));
-    }
+    storage::ensure_free(&table)?;
     let query = normalized(query)?;
     let def = definition::probe(&query)?;
     definition::check_sources(&def)?;

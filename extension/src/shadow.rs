@@ -131,14 +131,7 @@ pub(crate) fn start(
     }
     let shadow = shadow_name(&st.name);
     let table = qualified(&st.schema, &shadow);
-    let taken = Spi::get_one::<bool>(&format!(
-        "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
-        quote_literal(&table)
-    ))?
-    .unwrap_or(false);
-    if taken {
-        return Err(PgTrickleError::AlreadyExists(table));
-    }
+    storage::ensure_free(&table)?;
     // Analysed, planned and created under the stored search_path, as the caller (who owns
     // the stream table or has its owner's privileges): the storage is created as for
     // create_stream_table, then given to the stream table's owner.

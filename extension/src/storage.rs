@@ -80,6 +80,20 @@ fn install_guard(table: &str) -> Result<(), PgTrickleError> {
     Ok(())
 }
 
+/// 42P07 when the qualified, quoted name `table` is taken by any relation (the storage of a
+/// new stream table or shadow goes there).
+pub fn ensure_free(table: &str) -> Result<(), PgTrickleError> {
+    let taken = Spi::get_one::<bool>(&format!(
+        "SELECT pg_catalog.to_regclass({}) IS NOT NULL",
+        engine::render::quote_literal(table)
+    ))?
+    .unwrap_or(false);
+    if taken {
+        return Err(PgTrickleError::AlreadyExists(table.to_string()));
+    }
+    Ok(())
+}
+
 /// Drops the session's temporary relation `name` (a TABLE or VIEW) if it exists, checked first
 /// so that no NOTICE reaches the client.
 pub fn drop_temp(name: &str, kind: &str) -> Result<(), PgTrickleError> {

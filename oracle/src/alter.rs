@@ -25,7 +25,7 @@ use postgres::Client;
 
 use crate::check::{query_check_sql, QUERY};
 use crate::ddl::Rng;
-use crate::exec::{describe, fresh_database, run_recorded, seeded_failure};
+use crate::exec::{describe, fresh_database, refresh_actions, run_recorded, seeded_failure};
 
 const DB: &str = "oracle_alter";
 /// How long a shadow build may take before the oracle calls it stuck.
@@ -155,15 +155,7 @@ pub fn run_alter(cfg: &AlterConfig) -> Result<AlterReport, String> {
     let reset = run.settings(false);
     result?;
     reset?;
-    let rows = run
-        .db
-        .query(
-            "SELECT coalesce(action, status), count(*) FROM pgtrickle.pgt_refresh_history \
-             GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .map_err(|e| describe(&e))?;
-    run.report.actions = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    run.report.actions = refresh_actions(&mut run.db)?;
     Ok(run.report)
 }
 

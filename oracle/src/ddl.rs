@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use postgres::Client;
 
 use crate::check::{query_check_sql, QUERY};
-use crate::exec::{describe, fresh_database, run_recorded, seeded_failure};
+use crate::exec::{describe, fresh_database, refresh_actions, run_recorded, seeded_failure};
 
 const DB: &str = "oracle_ddl";
 
@@ -220,15 +220,7 @@ pub fn run_ddl(cfg: &DdlConfig) -> Result<DdlReport, String> {
     }
     run.refresh_and_check()
         .map_err(|e| run.failure(cfg.steps, &e))?;
-    let rows = run
-        .db
-        .query(
-            "SELECT coalesce(action, status), count(*) FROM pgtrickle.pgt_refresh_history \
-             GROUP BY 1 ORDER BY 1",
-            &[],
-        )
-        .map_err(|e| describe(&e))?;
-    run.report.actions = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    run.report.actions = refresh_actions(&mut run.db)?;
     Ok(run.report)
 }
 

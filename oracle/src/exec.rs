@@ -548,6 +548,19 @@ impl Exec {
     }
 }
 
+/// Refreshes by action (FULL, DIFFERENTIAL, NO_DATA; the status of one that chose none), from
+/// pg_trickle's history: what a run's report shows it maintained.
+pub fn refresh_actions(db: &mut Client) -> Result<std::collections::BTreeMap<String, i64>, String> {
+    let rows = db
+        .query(
+            "SELECT coalesce(action, status), count(*) FROM pgtrickle.pgt_refresh_history \
+             GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .map_err(|e| describe(&e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Runs `sql` on `db` after recording it in `script` (what a failure shows to replay it).
 pub fn run_recorded(db: &mut Client, script: &mut Vec<String>, sql: &str) -> Result<(), String> {
     script.push(sql.to_string());
