@@ -105,6 +105,18 @@ pub fn renaming(attnum: i16) -> String {
 
 /// The statement-level trigger refusing writes to a storage table that are not refreshes.
 pub const GUARD_TRIGGER: &str = "__pgt_guard";
+/// The triggers of a stream table's outbox on its storage (extension/src/outbox.rs): (name,
+/// event, transition tables). Statement-level AFTER triggers, one per event.
+pub const OUTBOX_TRIGGERS: [(&str, &str, &str); 4] = [
+    ("__pgt_outbox_ins", "INSERT", "REFERENCING NEW TABLE AS __pgt_new"),
+    (
+        "__pgt_outbox_upd",
+        "UPDATE",
+        "REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new",
+    ),
+    ("__pgt_outbox_del", "DELETE", "REFERENCING OLD TABLE AS __pgt_old"),
+    ("__pgt_outbox_trunc", "TRUNCATE", ""),
+];
 /// The temporary view a defining query is analysed through.
 pub const PROBE_VIEW: &str = "__pgt_probe";
 /// The temporary table a differential refresh of stream table `id` materialises its delta in,

@@ -229,7 +229,7 @@ fn check_readable(query: &str) -> Result<(), PgTrickleError> {
 
 /// The stream table a caller named, FOR UPDATE, after checking that the caller may act on it
 /// as its owner (42501 otherwise).
-fn owned(name: &str) -> Result<stream_table::StreamTable, PgTrickleError> {
+pub(crate) fn owned(name: &str) -> Result<stream_table::StreamTable, PgTrickleError> {
     let caller = crate::roles::current();
     let st = stream_table::find(name, true)?;
     crate::roles::check_owner(caller, st.owner, &st.qualified())?;

@@ -86,6 +86,39 @@ pub enum PgTrickleError {
         role: String,
         stream_table: String,
     },
+    /// `stream_table` is schema-qualified and already quoted.
+    #[error("stream table {stream_table} has no outbox")]
+    NoOutbox { stream_table: String },
+    #[error("stream table {stream_table} already has an outbox")]
+    OutboxExists { stream_table: String },
+    #[error("permission denied to consume the outbox of stream table {stream_table}")]
+    NotConsumer { stream_table: String },
+    #[error("consumer group \"{group}\" of stream table {stream_table} already exists")]
+    ConsumerGroupExists { group: String, stream_table: String },
+    #[error("consumer group \"{group}\" of stream table {stream_table} does not exist")]
+    UnknownConsumerGroup { group: String, stream_table: String },
+    /// Another consumer's lease on a consumer group has not expired.
+    #[error(
+        "consumer group \"{group}\" of stream table {stream_table} is leased by \"{holder}\" until {until}"
+    )]
+    LeaseHeld {
+        group: String,
+        stream_table: String,
+        holder: String,
+        until: String,
+    },
+    /// A commit by a consumer that no longer holds the lease of the epoch it polled with.
+    #[error(
+        "consumer \"{consumer}\" no longer holds the lease of epoch {epoch} on consumer group \"{group}\" of stream table {stream_table}"
+    )]
+    LeaseLost {
+        group: String,
+        stream_table: String,
+        consumer: String,
+        epoch: i64,
+    },
+    #[error("\"{0}\" is not an inbox")]
+    NotAnInbox(String),
     #[error("cannot modify stream table \"{0}\" directly")]
     DirectWrite(String),
     #[error("{message}")]
@@ -138,7 +171,7 @@ impl PgTrickleError {
             PgTrickleError::NullArgument { .. } => "22004".into(),
             PgTrickleError::EmptyQuery => "42601".into(),
             PgTrickleError::NotOneSelect { .. } => "42601".into(),
-            PgTrickleError::DirectWrite(_) => "42809".into(),
+            PgTrickleError::DirectWrite(_) | PgTrickleError::NotAnInbox(_) => "42809".into(),
             PgTrickleError::NotOwner { .. }
             | PgTrickleError::NotSubscriber { .. }
             | PgTrickleError::ReadDenied { .. } => "42501".into(),
@@ -152,6 +185,15 @@ impl PgTrickleError {
             }
             PgTrickleError::ShadowNotPossible { .. } => "0A000".into(),
             PgTrickleError::BreaksDependent { .. } => "42P16".into(),
+            PgTrickleError::NoOutbox { .. } => "55000".into(),
+            PgTrickleError::OutboxExists { .. } | PgTrickleError::ConsumerGroupExists { .. } => {
+                "42710".into()
+            }
+            PgTrickleError::NotConsumer { .. } => "42501".into(),
+            PgTrickleError::UnknownConsumerGroup { .. } => "42704".into(),
+            PgTrickleError::LeaseHeld { .. } | PgTrickleError::LeaseLost { .. } => {
+                "55P03".into()
+            }
             PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
             PgTrickleError::Internal(_) => "XX000".into(),
         }
@@ -230,7 +272,33 @@ impl PgTrickleError {
             PgTrickleError::ShadowNotPossible { .. } => Some(
                 "Nothing was changed; docs/SHADOW_BUILDS.md says what a shadow build needs.".into(),
             ),
+            PgTrickleError::NoOutbox { .. } => {
+                Some("The stream table's owner enables it with pgtrickle.enable_outbox().".into())
+            }
+            PgTrickleError::NotConsumer { .. } => Some(
+                "The stream table's owner and the roles it granted SELECT on it may consume its \
+                 outbox."
+                    .into(),
+            ),
+            PgTrickleError::UnknownConsumerGroup { .. } => {
+                Some("pgtrickle.create_consumer_group() creates one.".into())
+            }
+            PgTrickleError::LeaseHeld { .. } => Some(
+                "One consumer of a group reads at a time; another takes over when the lease \
+                 expires."
+                    .into(),
+            ),
+            PgTrickleError::LeaseLost { .. } => Some(
+                "Another consumer took the lease over after it expired: poll again, and \
+                 deliver what it returns."
+                    .into(),
+            ),
+            PgTrickleError::NotAnInbox(_) => {
+                Some("pgtrickle.create_inbox() creates an inbox and its dead-letter table.".into())
+            }
             PgTrickleError::UnknownStreamTable(_)
+            | PgTrickleError::OutboxExists { .. }
+            | PgTrickleError::ConsumerGroupExists { .. }
             | PgTrickleError::EmptyQuery
             | PgTrickleError::NotOneSelect { .. }
             | PgTrickleError::InvalidName(_)

@@ -16,6 +16,8 @@ mod frontier;
 mod metrics;
 mod metrics_server;
 mod mode;
+mod outbox;
+mod inbox;
 mod pgcatalog;
 mod preload;
 mod refresh;

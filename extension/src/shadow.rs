@@ -246,7 +246,7 @@ pub(crate) fn is_shadow(st: &StreamTable, of: i64) -> Result<PgTrickleError, PgT
 /// What ties the storage table `relid` to its OID, which the swap changes (the new storage
 /// is another table): a view reading it (its dependency would refuse the drop of the old
 /// storage), row-level security (the policies would not follow), a publication (its
-/// subscribers would lose the table). None when nothing does.
+/// subscribers would lose the table), an outbox (its triggers). None when nothing does.
 fn storage_bound(relid: pg_sys::Oid) -> Result<Option<String>, PgTrickleError> {
     let r = relid.to_u32();
     Ok(Spi::get_one::<String>(&format!(
@@ -264,7 +264,11 @@ fn storage_bound(relid: pg_sys::Oid) -> Result<Option<String>, PgTrickleError> {
            (SELECT 'it is in publication ' || pg_catalog.quote_ident(p.pubname) || \
                    ', which would lose the new storage' \
               FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p \
-                ON p.oid = pr.prpubid WHERE pr.prrelid = {r} ORDER BY 1 LIMIT 1))"
+                ON p.oid = pr.prpubid WHERE pr.prrelid = {r} ORDER BY 1 LIMIT 1), \
+           (SELECT 'it has an outbox, whose triggers the new storage would not have \
+                    (pgtrickle.disable_outbox() removes it)' FROM pg_catalog.pg_trigger t \
+             WHERE t.tgrelid = {r} AND t.tgname = '{}'))",
+        engine::names::OUTBOX_TRIGGERS[0].0
     ))?)
 }
 

@@ -1,0 +1,732 @@
+//! Transactional outboxes: `pgtrickle.enable_outbox(stream_table)` makes every statement that
+//! changes a stream table's storage (every refresh, FULL or DIFFERENTIAL, and every IMMEDIATE
+//! maintenance) write one message carrying the rows it deleted and inserted, in the same
+//! transaction. docs/RELAY_GUIDE.md has the user's view; the relay (`relay/`) delivers the
+//! messages to Redis, NATS, Kafka, webhooks or stdout.
+//!
+//! How a message is made:
+//! 1. Four statement-level AFTER triggers on the storage ([`engine::names::OUTBOX_TRIGGERS`])
+//!    call `pgtrickle.outbox_capture()` with the statement's transition tables. It drops the
+//!    hidden `__pgt_` columns, writes nothing for a statement that changed no row, and writes a
+//!    `truncate` message (no rows) for the TRUNCATE of a FULL refresh, whose INSERT follows.
+//! 2. The message's sequence number is `last_seq + 1` of the outbox's row in `pgt_outboxes`,
+//!    taken by an UPDATE: the row stays locked until the writing transaction ends, so messages
+//!    of one stream table commit in sequence order and a reader never sees `n + 1` before `n`.
+//!    Applying the messages in sequence order (deleted rows, then inserted rows, of each; a
+//!    `truncate` empties the copy) reproduces the storage's user columns exactly.
+//! 3. A body over the outbox's `inline_max_bytes` is stored in `pgt_outbox_payloads` (the
+//!    claim check) and the message carries a reference to it instead.
+//!
+//! Consumption: consumer groups ([`create_consumer_group`]) each have a committed offset and a
+//! lease. [`poll_outbox`] takes or renews the group's lease (a new holder gets a new epoch) and
+//! returns the messages after the offset; [`commit_outbox`] advances the offset for the lease
+//! holder of the current epoch only (a holder that lost its lease is fenced, 55P03), and then
+//! deletes the messages every group has consumed. Messages are kept while no group exists.
+
+// pgrx's ErrorReport is the error type of SQL functions (what PostgreSQL reports).
+#![allow(clippy::result_large_err)]
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::error::{argument, required, PgTrickleError};
+use crate::stream_table::{self, StreamTable};
+use engine::names::OUTBOX_TRIGGERS;
+
+extension_sql!(
+    r#"
+-- One row per stream table with an outbox. last_seq: the sequence number of its newest
+-- message (the row is locked by every transaction that writes one, until it ends).
+CREATE TABLE pgtrickle.pgt_outboxes (
+    outbox_id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pgt_id              bigint NOT NULL UNIQUE
+                        REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    last_seq            bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    -- A message body larger than this is stored in pgt_outbox_payloads (claim check).
+    inline_max_bytes    integer NOT NULL CHECK (inline_max_bytes >= 0),
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- The messages not yet consumed by every consumer group.
+CREATE TABLE pgtrickle.pgt_outbox (
+    outbox_id       bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
+    seq             bigint NOT NULL CHECK (seq > 0),
+    -- Unique across the database's outboxes, also after disable and enable.
+    dedup_key       text NOT NULL,
+    -- delta: rows deleted and inserted; truncate: the storage was emptied (a FULL refresh,
+    -- whose rows follow in the next message).
+    op              text NOT NULL CHECK (op IN ('delta', 'truncate')),
+    xid             xid8 NOT NULL,
+    created_at      timestamptz NOT NULL,
+    inserted_count  bigint NOT NULL CHECK (inserted_count >= 0),
+    deleted_count   bigint NOT NULL CHECK (deleted_count >= 0),
+    payload_bytes   integer NOT NULL,
+    -- {"deleted": [...], "inserted": [...]}; NULL for a truncate or a claim-checked body.
+    payload         jsonb,
+    claim_check     boolean NOT NULL,
+    PRIMARY KEY (outbox_id, seq),
+    CHECK (NOT claim_check OR payload IS NULL)
+);
+
+-- Claim checks: bodies over their outbox's inline_max_bytes, read by consumers by
+-- (outbox_id, seq), deleted with their message.
+CREATE TABLE pgtrickle.pgt_outbox_payloads (
+    outbox_id   bigint NOT NULL,
+    seq         bigint NOT NULL,
+    payload     jsonb NOT NULL,
+    PRIMARY KEY (outbox_id, seq),
+    FOREIGN KEY (outbox_id, seq) REFERENCES pgtrickle.pgt_outbox ON DELETE CASCADE
+);
+
+-- Consumer groups: a committed offset (every message up to it was delivered) and a lease.
+CREATE TABLE pgtrickle.pgt_outbox_groups (
+    outbox_id           bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
+    group_name          text NOT NULL CHECK (group_name <> '' AND octet_length(group_name) <= 200),
+    committed_seq       bigint NOT NULL CHECK (committed_seq >= 0),
+    lease_holder        text,
+    -- Incremented whenever another consumer takes the lease: commits carry it (fencing).
+    lease_epoch         bigint NOT NULL DEFAULT 0,
+    lease_expires_at    timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    committed_at        timestamptz,
+    PRIMARY KEY (outbox_id, group_name)
+);
+
+REVOKE ALL ON pgtrickle.pgt_outboxes, pgtrickle.pgt_outbox, pgtrickle.pgt_outbox_payloads,
+    pgtrickle.pgt_outbox_groups FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_outboxes, pgtrickle.pgt_outbox, pgtrickle.pgt_outbox_payloads,
+    pgtrickle.pgt_outbox_groups TO PUBLIC;
+-- What a role sees: the outboxes of the stream tables it sees in pgt_stream_tables (their
+-- owner's roles and those with SELECT on them).
+ALTER TABLE pgtrickle.pgt_outboxes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outboxes FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_outboxes.pgt_id));
+ALTER TABLE pgtrickle.pgt_outbox ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
+             WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox.outbox_id));
+ALTER TABLE pgtrickle.pgt_outbox_payloads ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox_payloads FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
+             WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox_payloads.outbox_id));
+ALTER TABLE pgtrickle.pgt_outbox_groups ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox_groups FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
+             WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox_groups.outbox_id));
+
+-- The outbox triggers' function (statement level, AFTER, with transition tables __pgt_new and
+-- __pgt_old as the event has them). Runs as the extension's owner: a refresh runs as the
+-- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
+CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    box         record;
+    hidden      text[];
+    ins         jsonb := '[]';
+    del         jsonb := '[]';
+    n_ins       bigint := 0;
+    n_del       bigint := 0;
+    body        jsonb;
+    bytes       integer;
+    next_seq    bigint;
+    kind        text := 'delta';
+BEGIN
+    IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
+        RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
+    END IF;
+    SELECT o.outbox_id, o.inline_max_bytes INTO box
+      FROM pgtrickle.pgt_outboxes o JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+     WHERE s.pgt_relid = TG_RELID;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- not (or no longer) a stream table with an outbox
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        kind := 'truncate';
+        body := NULL;
+        bytes := 0;
+    ELSE
+        -- (Row aliases are __pgt_r: a storage column may have any other name.)
+        SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
+          FROM pg_attribute a
+         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+           AND starts_with(a.attname::text, '__pgt_');
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
+              INTO n_ins, ins FROM __pgt_new __pgt_r;
+        END IF;
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN
+            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
+              INTO n_del, del FROM __pgt_old __pgt_r;
+        END IF;
+        IF n_ins = 0 AND n_del = 0 THEN
+            RETURN NULL;
+        END IF;
+        body := jsonb_build_object('deleted', del, 'inserted', ins);
+        bytes := octet_length(body::text);
+    END IF;
+    UPDATE pgtrickle.pgt_outboxes SET last_seq = last_seq + 1
+     WHERE outbox_id = box.outbox_id RETURNING last_seq INTO next_seq;
+    INSERT INTO pgtrickle.pgt_outbox (outbox_id, seq, dedup_key, op, xid, created_at,
+                                      inserted_count, deleted_count, payload_bytes, payload,
+                                      claim_check)
+    VALUES (box.outbox_id, next_seq,
+            format('%s:%s:%s', current_database(), box.outbox_id, next_seq), kind,
+            pg_current_xact_id(), clock_timestamp(), n_ins, n_del, bytes,
+            CASE WHEN bytes <= box.inline_max_bytes THEN body END,
+            bytes > box.inline_max_bytes);
+    IF bytes > box.inline_max_bytes THEN
+        INSERT INTO pgtrickle.pgt_outbox_payloads VALUES (box.outbox_id, next_seq, body);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION pgtrickle.outbox_status()
+RETURNS TABLE (stream_table text, outbox_id bigint, last_seq bigint, retained bigint,
+               claim_checked bigint, oldest_retained_at timestamptz, consumer_group text,
+               committed_seq bigint, lag bigint, lease_holder text, lease_epoch bigint,
+               lease_expires_at timestamptz, committed_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('%I.%I', s.pgt_schema, s.pgt_name), o.outbox_id, o.last_seq,
+           m.retained, m.claim_checked, m.oldest, g.group_name, g.committed_seq,
+           o.last_seq - g.committed_seq, g.lease_holder, g.lease_epoch, g.lease_expires_at,
+           g.committed_at
+      FROM pgtrickle.pgt_outboxes o
+      JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+      CROSS JOIN LATERAL (SELECT count(*) AS retained,
+                                 count(*) FILTER (WHERE x.claim_check) AS claim_checked,
+                                 min(x.created_at) AS oldest
+                            FROM pgtrickle.pgt_outbox x WHERE x.outbox_id = o.outbox_id) m
+      LEFT JOIN pgtrickle.pgt_outbox_groups g ON g.outbox_id = o.outbox_id
+     ORDER BY 1, 7
+$$;
+COMMENT ON FUNCTION pgtrickle.outbox_status() IS
+    'Outboxes of the stream tables the caller may see: messages retained, consumer groups, their lag and leases';
+"#,
+    name = "outboxes",
+    requires = ["catalog_tables"]
+);
+
+/// The outbox of a stream table, with its settings.
+struct Outbox {
+    id: i64,
+    last_seq: i64,
+}
+
+/// The outbox of `st`, if it has one (read as the extension's owner).
+fn outbox_of(st: &StreamTable, lock: bool) -> Result<Option<Outbox>, PgTrickleError> {
+    crate::roles::as_extension(|| {
+        Spi::connect(|client| {
+            let t = client.select(
+                &format!(
+                    "SELECT outbox_id, last_seq FROM pgtrickle.pgt_outboxes WHERE pgt_id = $1{}",
+                    if lock { " FOR UPDATE" } else { "" }
+                ),
+                None,
+                &[st.id.into()],
+            )?;
+            if t.is_empty() {
+                return Ok(None);
+            }
+            let row = t.first();
+            Ok(Some(Outbox {
+                id: required(row.get::<i64>(1)?, "pgt_outboxes.outbox_id")?,
+                last_seq: required(row.get::<i64>(2)?, "pgt_outboxes.last_seq")?,
+            }))
+        })
+    })
+}
+
+/// The outbox of `st`; 55000 when it has none.
+fn existing_outbox(st: &StreamTable, lock: bool) -> Result<Outbox, PgTrickleError> {
+    outbox_of(st, lock)?.ok_or_else(|| PgTrickleError::NoOutbox {
+        stream_table: st.qualified(),
+    })
+}
+
+/// The stream table a consumer names: it must have the privileges of its owner or SELECT on
+/// it (42501 otherwise), as for reading the stream table itself.
+fn readable(function: &'static str, name: Option<&str>) -> Result<StreamTable, PgTrickleError> {
+    let st = stream_table::find(argument(function, "stream_table", name)?, false)?;
+    if !crate::roles::may_read(crate::roles::current(), st.relid, st.owner) {
+        return Err(PgTrickleError::NotConsumer {
+            stream_table: st.qualified(),
+        });
+    }
+    Ok(st)
+}
+
+/// Gives a stream table an outbox: from now on every statement that changes its storage
+/// writes a message (docs/RELAY_GUIDE.md). `inline_max_bytes`: a larger body goes to the
+/// claim-check table `pgtrickle.pgt_outbox_payloads`. For its owner (42501 otherwise); 42710
+/// when it has one already.
+#[pg_extern(volatile, parallel_unsafe)]
+fn enable_outbox(
+    stream_table: Option<&str>,
+    inline_max_bytes: default!(Option<i32>, 65536),
+) -> Result<(), ErrorReport> {
+    const F: &str = "enable_outbox";
+    Ok(crate::settings::with_standard_strings(|| {
+        let name = argument(F, "stream_table", stream_table)?;
+        let inline_max_bytes = argument(F, "inline_max_bytes", inline_max_bytes)?;
+        if inline_max_bytes < 0 {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "inline_max_bytes",
+                value: inline_max_bytes.to_string(),
+                hint: "A size in bytes, 0 or more (0 sends every body by claim check).".into(),
+            });
+        }
+        let st = crate::api::owned(name)?;
+        if st.in_shadow_build {
+            return Err(crate::shadow::in_progress(&st)?);
+        }
+        if outbox_of(&st, true)?.is_some() {
+            return Err(PgTrickleError::OutboxExists {
+                stream_table: st.qualified(),
+            });
+        }
+        crate::roles::as_extension(|| {
+            Spi::run_with_args(
+                "INSERT INTO pgtrickle.pgt_outboxes (pgt_id, inline_max_bytes) VALUES ($1, $2)",
+                &[st.id.into(), inline_max_bytes.into()],
+            )?;
+            for (trigger, event, transition) in OUTBOX_TRIGGERS {
+                Spi::run(&format!(
+                    "CREATE TRIGGER {trigger} AFTER {event} ON {} {transition} \
+                     FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.outbox_capture()",
+                    st.qualified()
+                ))?;
+            }
+            Ok(())
+        })
+    })?)
+}
+
+/// Removes a stream table's outbox with its messages and consumer groups. For its owner;
+/// 55000 when it has none.
+#[pg_extern(volatile, parallel_unsafe)]
+fn disable_outbox(stream_table: Option<&str>) -> Result<(), ErrorReport> {
+    Ok(crate::settings::with_standard_strings(|| {
+        let st = crate::api::owned(argument("disable_outbox", "stream_table", stream_table)?)?;
+        let outbox = existing_outbox(&st, true)?;
+        crate::roles::as_extension(|| {
+            for (trigger, _, _) in OUTBOX_TRIGGERS {
+                Spi::run(&format!(
+                    "DROP TRIGGER IF EXISTS {trigger} ON {}",
+                    st.qualified()
+                ))?;
+            }
+            Spi::run_with_args(
+                "DELETE FROM pgtrickle.pgt_outboxes WHERE outbox_id = $1",
+                &[outbox.id.into()],
+            )?;
+            Ok(())
+        })
+    })?)
+}
+
+/// Creates consumer group `consumer_group` on a stream table's outbox. `start_at`:
+/// `earliest` (the messages still retained) or `latest` (only messages written after now).
+/// For the roles that may read the stream table; 42710 when the group exists.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_consumer_group(
+    stream_table: Option<&str>,
+    consumer_group: Option<&str>,
+    start_at: default!(Option<&str>, "'earliest'"),
+) -> Result<(), ErrorReport> {
+    const F: &str = "create_consumer_group";
+    Ok(crate::settings::with_standard_strings(|| {
+        let group = argument(F, "consumer_group", consumer_group)?;
+        check_group_name(group)?;
+        let start_at = argument(F, "start_at", start_at)?;
+        let st = readable(F, stream_table)?;
+        let outbox = existing_outbox(&st, true)?;
+        let committed = match start_at.trim().to_ascii_lowercase().as_str() {
+            "earliest" => 0,
+            "latest" => outbox.last_seq,
+            other => {
+                return Err(PgTrickleError::InvalidParameter {
+                    param: "start_at",
+                    value: other.to_string(),
+                    hint: "Valid values are earliest and latest.".into(),
+                })
+            }
+        };
+        let added = crate::roles::as_extension(|| {
+            Ok(Spi::connect_mut(|client| {
+                client
+                    .update(
+                        "INSERT INTO pgtrickle.pgt_outbox_groups \
+                         (outbox_id, group_name, committed_seq) VALUES ($1, $2, $3) \
+                         ON CONFLICT DO NOTHING",
+                        None,
+                        &[outbox.id.into(), group.into(), committed.into()],
+                    )
+                    .map(|t| t.len() == 1)
+            })?)
+        })?;
+        if !added {
+            return Err(PgTrickleError::ConsumerGroupExists {
+                group: group.to_string(),
+                stream_table: st.qualified(),
+            });
+        }
+        Ok(())
+    })?)
+}
+
+/// Drops a consumer group; the messages only it had not consumed are deleted. For the roles
+/// that may read the stream table; 42704 when there is no such group.
+#[pg_extern(volatile, parallel_unsafe)]
+fn drop_consumer_group(
+    stream_table: Option<&str>,
+    consumer_group: Option<&str>,
+) -> Result<(), ErrorReport> {
+    const F: &str = "drop_consumer_group";
+    Ok(crate::settings::with_standard_strings(|| {
+        let group = argument(F, "consumer_group", consumer_group)?;
+        let st = readable(F, stream_table)?;
+        let outbox = existing_outbox(&st, true)?;
+        let dropped = crate::roles::as_extension(|| {
+            Ok(Spi::connect_mut(|client| {
+                client
+                    .update(
+                        "DELETE FROM pgtrickle.pgt_outbox_groups \
+                         WHERE outbox_id = $1 AND group_name = $2 RETURNING 1",
+                        None,
+                        &[outbox.id.into(), group.into()],
+                    )
+                    .map(|t| t.len() == 1)
+            })?)
+        })?;
+        if !dropped {
+            return Err(unknown_group(group, &st));
+        }
+        purge(outbox.id)
+    })?)
+}
+
+fn check_group_name(group: &str) -> Result<(), PgTrickleError> {
+    if group.is_empty() || group.len() > 200 {
+        return Err(PgTrickleError::InvalidParameter {
+            param: "consumer_group",
+            value: group.to_string(),
+            hint: "A consumer group's name is 1 to 200 bytes long.".into(),
+        });
+    }
+    Ok(())
+}
+
+fn unknown_group(group: &str, st: &StreamTable) -> PgTrickleError {
+    PgTrickleError::UnknownConsumerGroup {
+        group: group.to_string(),
+        stream_table: st.qualified(),
+    }
+}
+
+/// A consumer group's lease and offset, its row locked.
+struct Lease {
+    holder: Option<String>,
+    epoch: i64,
+    live: bool,
+    committed: i64,
+    expires: Option<String>,
+}
+
+fn lease(outbox: i64, group: &str, st: &StreamTable) -> Result<Lease, PgTrickleError> {
+    let found = Spi::connect_mut(|client| -> Result<Option<Lease>, PgTrickleError> {
+        let t = client.update(
+            "SELECT lease_holder, lease_epoch, \
+                    coalesce(lease_expires_at > clock_timestamp(), false), committed_seq, \
+                    lease_expires_at::text \
+               FROM pgtrickle.pgt_outbox_groups \
+              WHERE outbox_id = $1 AND group_name = $2 FOR UPDATE",
+            None,
+            &[outbox.into(), group.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let row = t.first();
+        Ok(Some(Lease {
+            holder: row.get::<String>(1)?,
+            epoch: required(row.get::<i64>(2)?, "pgt_outbox_groups.lease_epoch")?,
+            live: required(row.get::<bool>(3)?, "coalesce(…)")?,
+            committed: required(row.get::<i64>(4)?, "pgt_outbox_groups.committed_seq")?,
+            expires: row.get::<String>(5)?,
+        }))
+    })?;
+    found.ok_or_else(|| unknown_group(group, st))
+}
+
+/// Takes (or renews) the consumer group's lease for `consumer` for `lease_seconds` and returns
+/// up to `max_messages` messages after the group's committed offset, in sequence order, each
+/// as its JSON envelope (docs/RELAY_GUIDE.md). A lease held by another consumer that has not
+/// expired: 55P03. A new holder gets a new `lease_epoch`, which its commits must carry.
+#[pg_extern(volatile, parallel_unsafe)]
+fn poll_outbox(
+    stream_table: Option<&str>,
+    consumer_group: Option<&str>,
+    consumer: Option<&str>,
+    max_messages: default!(Option<i32>, 100),
+    lease_seconds: default!(Option<f64>, 30.0),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(seq, i64),
+            name!(dedup_key, String),
+            name!(lease_epoch, i64),
+            name!(message, JsonB),
+        ),
+    >,
+    ErrorReport,
+> {
+    const F: &str = "poll_outbox";
+    Ok(crate::settings::with_standard_strings(|| {
+        let group = argument(F, "consumer_group", consumer_group)?;
+        let consumer = argument(F, "consumer", consumer)?;
+        let max = argument(F, "max_messages", max_messages)?;
+        let lease_seconds = argument(F, "lease_seconds", lease_seconds)?;
+        if max < 1 {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "max_messages",
+                value: max.to_string(),
+                hint: "At least 1.".into(),
+            });
+        }
+        if !(lease_seconds > 0.0 && lease_seconds <= 86_400.0) {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "lease_seconds",
+                value: lease_seconds.to_string(),
+                hint: "More than 0 and at most 86400 seconds.".into(),
+            });
+        }
+        if consumer.is_empty() {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "consumer",
+                value: String::new(),
+                hint: "Name the consumer (a relay's consumer_id, say).".into(),
+            });
+        }
+        let st = readable(F, stream_table)?;
+        let outbox = existing_outbox(&st, false)?;
+        let rows = crate::roles::as_extension(|| {
+            let l = lease(outbox.id, group, &st)?;
+            let ours = l.holder.as_deref() == Some(consumer);
+            if !ours && l.live {
+                return Err(PgTrickleError::LeaseHeld {
+                    group: group.to_string(),
+                    stream_table: st.qualified(),
+                    holder: l.holder.clone().unwrap_or_default(),
+                    until: l.expires.clone().unwrap_or_default(),
+                });
+            }
+            let epoch = if ours { l.epoch } else { l.epoch + 1 };
+            Spi::run_with_args(
+                "UPDATE pgtrickle.pgt_outbox_groups SET lease_holder = $3, lease_epoch = $4, \
+                        lease_expires_at = clock_timestamp() + make_interval(secs => $5) \
+                  WHERE outbox_id = $1 AND group_name = $2",
+                &[
+                    outbox.id.into(),
+                    group.into(),
+                    consumer.into(),
+                    epoch.into(),
+                    lease_seconds.into(),
+                ],
+            )?;
+            let args: [DatumWithOid; 5] = [
+                outbox.id.into(),
+                l.committed.into(),
+                i64::from(max).into(),
+                st.schema.as_str().into(),
+                st.name.as_str().into(),
+            ];
+            Spi::connect(|client| {
+                client
+                    .select(ENVELOPE_SQL, None, &args)?
+                    .map(|r| {
+                        Ok((
+                            required(r.get::<i64>(1)?, "pgt_outbox.seq")?,
+                            required(r.get::<String>(2)?, "pgt_outbox.dedup_key")?,
+                            epoch,
+                            required(r.get::<JsonB>(3)?, "the envelope")?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, PgTrickleError>>()
+            })
+        })?;
+        Ok(TableIterator::new(rows))
+    })?)
+}
+
+/// A message's envelope (version 1): what the relay delivers, as JSON. `$1` outbox, `$2` the
+/// committed offset, `$3` the limit, `$4` and `$5` the stream table's schema and name (written
+/// as a user types them: `public.orders`, `public."Order Totals"`).
+const ENVELOPE_SQL: &str = "SELECT m.seq, m.dedup_key, \
+    jsonb_build_object('v', 1, 'stream_table', format('%I.%I', $4::text, $5::text), 'outbox_id', m.outbox_id, \
+        'seq', m.seq, 'dedup_key', m.dedup_key, 'op', m.op, 'xid', m.xid::text, \
+        'created_at', m.created_at, 'inserted_count', m.inserted_count, \
+        'deleted_count', m.deleted_count) \
+    || CASE WHEN m.claim_check THEN jsonb_build_object('claim_check', \
+            jsonb_build_object('table', 'pgtrickle.pgt_outbox_payloads', \
+                'outbox_id', m.outbox_id, 'seq', m.seq, 'bytes', m.payload_bytes)) \
+       ELSE jsonb_build_object('payload', m.payload) END \
+    FROM pgtrickle.pgt_outbox m WHERE m.outbox_id = $1 AND m.seq > $2 \
+    ORDER BY m.seq LIMIT $3";
+
+/// Commits the consumer group's offset: every message up to `seq` was delivered. Only the
+/// holder of the lease of epoch `lease_epoch` may (55P03 otherwise: fenced); an offset below
+/// the committed one changes nothing. Returns the committed offset. Messages every group has
+/// consumed are then deleted.
+#[pg_extern(volatile, parallel_unsafe)]
+fn commit_outbox(
+    stream_table: Option<&str>,
+    consumer_group: Option<&str>,
+    consumer: Option<&str>,
+    lease_epoch: Option<i64>,
+    seq: Option<i64>,
+) -> Result<i64, ErrorReport> {
+    const F: &str = "commit_outbox";
+    Ok(crate::settings::with_standard_strings(|| {
+        let group = argument(F, "consumer_group", consumer_group)?;
+        let consumer = argument(F, "consumer", consumer)?;
+        let epoch = argument(F, "lease_epoch", lease_epoch)?;
+        let seq = argument(F, "seq", seq)?;
+        let st = readable(F, stream_table)?;
+        let outbox = existing_outbox(&st, false)?;
+        crate::roles::as_extension(|| {
+            let l = lease(outbox.id, group, &st)?;
+            if l.holder.as_deref() != Some(consumer) || l.epoch != epoch {
+                return Err(PgTrickleError::LeaseLost {
+                    group: group.to_string(),
+                    stream_table: st.qualified(),
+                    consumer: consumer.to_string(),
+                    epoch,
+                });
+            }
+            let last = Spi::get_one_with_args::<i64>(
+                "SELECT last_seq FROM pgtrickle.pgt_outboxes WHERE outbox_id = $1",
+                &[outbox.id.into()],
+            )?;
+            let last = required(last, "pgt_outboxes.last_seq")?;
+            if seq > last || seq < 0 {
+                return Err(PgTrickleError::InvalidParameter {
+                    param: "seq",
+                    value: seq.to_string(),
+                    hint: format!("The outbox's messages are numbered 1 to {last}."),
+                });
+            }
+            if seq <= l.committed {
+                return Ok(l.committed);
+            }
+            Spi::run_with_args(
+                "UPDATE pgtrickle.pgt_outbox_groups SET committed_seq = $3, \
+                        committed_at = clock_timestamp() \
+                  WHERE outbox_id = $1 AND group_name = $2",
+                &[outbox.id.into(), group.into(), seq.into()],
+            )?;
+            purge(outbox.id)?;
+            Ok(seq)
+        })
+    })?)
+}
+
+/// Deletes the messages of `outbox` that every consumer group has committed (none while it
+/// has no group).
+fn purge(outbox: i64) -> Result<(), PgTrickleError> {
+    crate::roles::as_extension(|| {
+        Spi::run_with_args(
+            "DELETE FROM pgtrickle.pgt_outbox WHERE outbox_id = $1 AND seq <= \
+               (SELECT min(committed_seq) FROM pgtrickle.pgt_outbox_groups WHERE outbox_id = $1)",
+            &[outbox.into()],
+        )?;
+        Ok(())
+    })
+}
+
+/// The body of a claim-checked message (`{"deleted": [...], "inserted": [...]}`), NULL when
+/// the message is gone or was sent inline. For the roles that may read the stream table.
+#[pg_extern(volatile, parallel_unsafe)]
+fn outbox_payload(stream_table: Option<&str>, seq: Option<i64>) -> Result<Option<JsonB>, ErrorReport> {
+    const F: &str = "outbox_payload";
+    Ok(crate::settings::with_standard_strings(|| {
+        let seq = argument(F, "seq", seq)?;
+        let st = readable(F, stream_table)?;
+        let outbox = existing_outbox(&st, false)?;
+        crate::roles::as_extension(|| {
+            Ok(Spi::get_one_with_args::<JsonB>(
+                "SELECT payload FROM pgtrickle.pgt_outbox_payloads \
+                  WHERE outbox_id = $1 AND seq = $2",
+                &[outbox.id.into(), seq.into()],
+            )?)
+        })
+    })?)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn setup() {
+        Spi::run("CREATE TABLE src (id int PRIMARY KEY, g int NOT NULL, v int)").unwrap();
+        Spi::run("INSERT INTO src VALUES (1, 1, 10), (2, 1, 20), (3, 2, 30)").unwrap();
+        Spi::run(
+            "SELECT pgtrickle.create_stream_table('agg', \
+             'SELECT g, count(*) AS n, sum(v) AS s FROM src GROUP BY g', \
+             schedule => '1h', refresh_mode => 'DIFFERENTIAL')",
+        )
+        .unwrap();
+        Spi::run("SELECT pgtrickle.enable_outbox('agg')").unwrap();
+        Spi::run("SELECT pgtrickle.create_consumer_group('agg', 'g1')").unwrap();
+    }
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    #[pg_test]
+    fn a_refresh_writes_its_delta_without_hidden_columns() {
+        setup();
+        Spi::run("UPDATE src SET v = 11 WHERE id = 1").unwrap();
+        Spi::run("SELECT pgtrickle.refresh_stream_table('agg')").unwrap();
+        let deleted = Spi::get_one::<String>(
+            "SELECT string_agg((message->'payload'->'deleted')::text, ',' ORDER BY seq) \
+               FROM pgtrickle.poll_outbox('agg', 'g1', 'c1')",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(deleted.contains(r#"{"g": 1, "n": 2, "s": 30}"#), "{deleted}");
+        let inserted = Spi::get_one::<String>(
+            "SELECT string_agg((message->'payload'->'inserted')::text, ',' ORDER BY seq) \
+               FROM pgtrickle.poll_outbox('agg', 'g1', 'c1')",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(inserted.contains(r#"{"g": 1, "n": 2, "s": 31}"#), "{inserted}");
+        assert!(!inserted.contains("__pgt"), "{inserted}");
+    }
+
+    #[pg_test]
+    fn commit_is_fenced_and_purges() {
+        setup();
+        Spi::run("INSERT INTO src VALUES (4, 3, 1)").unwrap();
+        Spi::run("SELECT pgtrickle.refresh_stream_table('agg')").unwrap();
+        let last = count("SELECT max(seq) FROM pgtrickle.poll_outbox('agg', 'g1', 'c1')");
+        let stale = Spi::run(&format!(
+            "SELECT pgtrickle.commit_outbox('agg', 'g1', 'c1', 7, {last})"
+        ));
+        assert!(stale.is_err(), "a commit of another epoch is fenced");
+        assert_eq!(
+            count(&format!(
+                "SELECT pgtrickle.commit_outbox('agg', 'g1', 'c1', 1, {last})"
+            )),
+            last
+        );
+        assert_eq!(count("SELECT count(*) FROM pgtrickle.pgt_outbox"), 0);
+    }
+}
