@@ -108,13 +108,21 @@ pub const GUARD_TRIGGER: &str = "__pgt_guard";
 /// The triggers of a stream table's outbox on its storage (extension/src/outbox.rs): (name,
 /// event, transition tables). Statement-level AFTER triggers, one per event.
 pub const OUTBOX_TRIGGERS: [(&str, &str, &str); 4] = [
-    ("__pgt_outbox_ins", "INSERT", "REFERENCING NEW TABLE AS __pgt_new"),
+    (
+        "__pgt_outbox_ins",
+        "INSERT",
+        "REFERENCING NEW TABLE AS __pgt_new",
+    ),
     (
         "__pgt_outbox_upd",
         "UPDATE",
         "REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new",
     ),
-    ("__pgt_outbox_del", "DELETE", "REFERENCING OLD TABLE AS __pgt_old"),
+    (
+        "__pgt_outbox_del",
+        "DELETE",
+        "REFERENCING OLD TABLE AS __pgt_old",
+    ),
     ("__pgt_outbox_trunc", "TRUNCATE", ""),
 ];
 /// The temporary view a defining query is analysed through.

@@ -191,9 +191,7 @@ impl PgTrickleError {
             }
             PgTrickleError::NotConsumer { .. } => "42501".into(),
             PgTrickleError::UnknownConsumerGroup { .. } => "42704".into(),
-            PgTrickleError::LeaseHeld { .. } | PgTrickleError::LeaseLost { .. } => {
-                "55P03".into()
-            }
+            PgTrickleError::LeaseHeld { .. } | PgTrickleError::LeaseLost { .. } => "55P03".into(),
             PgTrickleError::Spi { sqlstate, .. } => sqlstate.clone(),
             PgTrickleError::Internal(_) => "XX000".into(),
         }

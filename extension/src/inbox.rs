@@ -155,10 +155,7 @@ fn find(name: &str) -> Result<Inbox, PgTrickleError> {
             table: required(row.get::<String>(1)?, "pgt_inboxes.inbox_relid")?,
             dead_letter: required(row.get::<String>(2)?, "pgt_inboxes.dead_letter_relid")?,
             max_payload_bytes: usize::try_from(max).unwrap_or(0),
-            required_keys: required(
-                row.get::<Vec<String>>(4)?,
-                "pgt_inboxes.required_keys",
-            )?,
+            required_keys: required(row.get::<Vec<String>>(4)?, "pgt_inboxes.required_keys")?,
         }))
     })?;
     found.ok_or_else(|| PgTrickleError::NotAnInbox(name.to_string()))
@@ -232,7 +229,12 @@ fn inbox_ingest(
                     "INSERT INTO {} (dedup_key, payload, source, reason) VALUES ($1, $2, $3, $4)",
                     inbox.dead_letter
                 ),
-                &[dedup_key.into(), payload.into(), source.into(), reason.into()],
+                &[
+                    dedup_key.into(),
+                    payload.into(),
+                    source.into(),
+                    reason.into(),
+                ],
             )?;
             return Ok("dead_letter".to_string());
         }
@@ -264,7 +266,10 @@ fn drop_inbox(name: Option<&str>) -> Result<(), ErrorReport> {
             &[name.into()],
         )?;
         let oid = required(oid, "the inbox's OID")?;
-        Spi::run(&format!("DROP TABLE {}, {}", inbox.table, inbox.dead_letter))?;
+        Spi::run(&format!(
+            "DROP TABLE {}, {}",
+            inbox.table, inbox.dead_letter
+        ))?;
         crate::roles::as_extension(|| {
             Spi::run_with_args(
                 "DELETE FROM pgtrickle.pgt_inboxes WHERE inbox_relid = $1::bigint::oid",
@@ -293,14 +298,28 @@ mod unit {
         let i = inbox(&["id"]);
         assert_eq!(invalid(&i, Some("k"), Some(r#"{"id": 1}"#)), None);
         assert!(invalid(&i, None, Some("{}")).unwrap().contains("dedup key"));
-        assert!(invalid(&i, Some(""), Some("{}")).unwrap().contains("dedup key"));
-        assert!(invalid(&i, Some("k"), Some("{")).unwrap().contains("not valid JSON"));
-        assert!(invalid(&i, Some("k"), Some("[1]")).unwrap().contains("not a JSON object"));
-        assert!(invalid(&i, Some("k"), Some(r#"{"x": 1}"#)).unwrap().contains("id"));
+        assert!(invalid(&i, Some(""), Some("{}"))
+            .unwrap()
+            .contains("dedup key"));
+        assert!(invalid(&i, Some("k"), Some("{"))
+            .unwrap()
+            .contains("not valid JSON"));
+        assert!(invalid(&i, Some("k"), Some("[1]"))
+            .unwrap()
+            .contains("not a JSON object"));
+        assert!(invalid(&i, Some("k"), Some(r#"{"x": 1}"#))
+            .unwrap()
+            .contains("id"));
         let big = format!(r#"{{"id": "{}"}}"#, "x".repeat(100));
-        assert!(invalid(&i, Some("k"), Some(&big)).unwrap().contains("max_payload_bytes"));
-        assert!(invalid(&i, Some(&"k".repeat(513)), Some("{}")).unwrap().contains("513"));
-        assert!(invalid(&inbox(&[]), Some("k"), Some(r#""\u0000""#)).unwrap().contains("u0000"));
+        assert!(invalid(&i, Some("k"), Some(&big))
+            .unwrap()
+            .contains("max_payload_bytes"));
+        assert!(invalid(&i, Some(&"k".repeat(513)), Some("{}"))
+            .unwrap()
+            .contains("513"));
+        assert!(invalid(&inbox(&[]), Some("k"), Some(r#""\u0000""#))
+            .unwrap()
+            .contains("u0000"));
         assert_eq!(invalid(&inbox(&[]), Some("k"), Some("[1, null]")), None);
     }
 }

@@ -651,7 +651,10 @@ fn purge(outbox: i64) -> Result<(), PgTrickleError> {
 /// The body of a claim-checked message (`{"deleted": [...], "inserted": [...]}`), NULL when
 /// the message is gone or was sent inline. For the roles that may read the stream table.
 #[pg_extern(volatile, parallel_unsafe)]
-fn outbox_payload(stream_table: Option<&str>, seq: Option<i64>) -> Result<Option<JsonB>, ErrorReport> {
+fn outbox_payload(
+    stream_table: Option<&str>,
+    seq: Option<i64>,
+) -> Result<Option<JsonB>, ErrorReport> {
     const F: &str = "outbox_payload";
     Ok(crate::settings::with_standard_strings(|| {
         let seq = argument(F, "seq", seq)?;
@@ -700,14 +703,20 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert!(deleted.contains(r#"{"g": 1, "n": 2, "s": 30}"#), "{deleted}");
+        assert!(
+            deleted.contains(r#"{"g": 1, "n": 2, "s": 30}"#),
+            "{deleted}"
+        );
         let inserted = Spi::get_one::<String>(
             "SELECT string_agg((message->'payload'->'inserted')::text, ',' ORDER BY seq) \
                FROM pgtrickle.poll_outbox('agg', 'g1', 'c1')",
         )
         .unwrap()
         .unwrap();
-        assert!(inserted.contains(r#"{"g": 1, "n": 2, "s": 31}"#), "{inserted}");
+        assert!(
+            inserted.contains(r#"{"g": 1, "n": 2, "s": 31}"#),
+            "{inserted}"
+        );
         assert!(!inserted.contains("__pgt"), "{inserted}");
     }
 

@@ -1,0 +1,331 @@
+//! One pipeline: poll a stream table's outbox as a consumer group, deliver each batch to the
+//! sink, commit the offset after the sink acknowledged it. At-least-once: a batch whose
+//! delivery failed (or whose relay died) is polled and delivered again; the offset never
+//! passes a message the sink has not acknowledged.
+//!
+//! Backpressure: at most `sink_max_inflight` messages are handed to the sink at once, and the
+//! next poll waits until they are acknowledged, so a stalled sink stops the polling and the
+//! relay holds at most one window of messages in memory.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::config::{Config, Pipeline};
+use crate::envelope::Envelope;
+use crate::metrics::PipelineStats;
+use crate::sink::{Message, Sink, SinkError};
+use crate::source::{Source, SourceError};
+use crate::{debug, error, info, warn};
+
+pub struct Spec {
+    pub name: String,
+    pub stream_table: String,
+    pub group: String,
+    pub create_group: bool,
+    pub consumer: String,
+    pub window: usize,
+    pub lease_seconds: f64,
+    pub poll_interval: Duration,
+    pub sink_timeout: Duration,
+}
+
+impl Spec {
+    pub fn new(c: &Config, p: &Pipeline) -> Spec {
+        Spec {
+            name: p.name.clone(),
+            stream_table: p.stream_table.clone(),
+            group: p.consumer_group.clone(),
+            create_group: p.create_group,
+            consumer: c.relay.consumer_id.clone(),
+            window: p.batch_size.min(c.relay.sink_max_inflight),
+            lease_seconds: c.relay.lease_seconds,
+            poll_interval: Duration::from_millis(c.relay.poll_interval_ms),
+            sink_timeout: Duration::from_millis(c.relay.sink_timeout_ms),
+        }
+    }
+}
+
+/// Sleeps `d`, or less when shutdown is asked; true when it was.
+async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Runs the pipeline until shutdown. A batch being delivered when shutdown is asked is
+/// finished (acknowledged and committed) first.
+pub async fn run(
+    spec: Spec,
+    mut source: Source,
+    mut sink: Sink,
+    stats: Arc<PipelineStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut db_backoff = Backoff::from_clock();
+    let mut sink_backoff = Backoff::from_clock();
+    let mut group_ready = !spec.create_group;
+    let p = &spec.name;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if !source.connected() {
+            stats.set_state("connecting_postgres");
+            match source.connect().await {
+                Ok(()) => {
+                    stats.reconnects_db.fetch_add(1, Ordering::SeqCst);
+                    if db_backoff.attempts() > 0 {
+                        info!("pipeline {p}: reconnected to PostgreSQL");
+                    }
+                    db_backoff.reset();
+                    stats.backoff_ms.store(0, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    let d = db_backoff.next_delay();
+                    warn!(
+                        "pipeline {p}: {e}; reconnecting in {} ms (attempt {})",
+                        d.as_millis(),
+                        db_backoff.attempts()
+                    );
+                    stats.set_error(Some(e.to_string()));
+                    stats
+                        .backoff_ms
+                        .store(d.as_millis() as u64, Ordering::SeqCst);
+                    if pause(d, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        if !group_ready {
+            match source.ensure_group(&spec.stream_table, &spec.group).await {
+                Ok(created) => {
+                    if created {
+                        info!(
+                            "pipeline {p}: created consumer group {:?} of {}",
+                            spec.group, spec.stream_table
+                        );
+                    }
+                    group_ready = true;
+                }
+                Err(e) => {
+                    let d = db_backoff.next_delay();
+                    error!(
+                        "pipeline {p}: cannot create consumer group {:?}: {e}; again in {} ms",
+                        spec.group,
+                        d.as_millis()
+                    );
+                    stats.set_error(Some(e.to_string()));
+                    source.disconnect();
+                    if pause(d, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        if !sink.connected() {
+            stats.set_state("connecting_sink");
+            match sink.connect().await {
+                Ok(()) => {
+                    stats.reconnects_sink.fetch_add(1, Ordering::SeqCst);
+                    if sink_backoff.attempts() > 0 {
+                        info!(
+                            "pipeline {p}: reconnected to sink {} after {} attempts",
+                            stats.sink,
+                            sink_backoff.attempts()
+                        );
+                    }
+                    sink_backoff.reset();
+                    stats.backoff_ms.store(0, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    let d = sink_backoff.next_delay();
+                    warn!(
+                        "pipeline {p}: sink {} {e}; reconnecting in {} ms (attempt {})",
+                        stats.sink,
+                        d.as_millis(),
+                        sink_backoff.attempts()
+                    );
+                    stats.set_error(Some(e.to_string()));
+                    stats
+                        .backoff_ms
+                        .store(d.as_millis() as u64, Ordering::SeqCst);
+                    stats.set_state("backoff");
+                    if pause(d, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        // The window is empty here: the previous batch was acknowledged (or dropped to be
+        // polled again), so polling may take a whole window.
+        debug_assert_eq!(stats.inflight.load(Ordering::SeqCst), 0);
+        let polled = match source
+            .poll(
+                &spec.stream_table,
+                &spec.group,
+                &spec.consumer,
+                spec.window,
+                spec.lease_seconds,
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(SourceError::Lease(e)) => {
+                stats.set_state("waiting_for_lease");
+                info!(
+                    "pipeline {p}: {e}; polling again in {} ms",
+                    (spec.lease_seconds * 250.0) as u64
+                );
+                if pause(
+                    Duration::from_secs_f64(spec.lease_seconds / 4.0),
+                    &mut shutdown,
+                )
+                .await
+                {
+                    break;
+                }
+                continue;
+            }
+            Err(e) => {
+                let d = db_backoff.next_delay();
+                warn!(
+                    "pipeline {p}: poll failed: {e}; reconnecting in {} ms",
+                    d.as_millis()
+                );
+                stats.set_error(Some(e.to_string()));
+                source.disconnect();
+                if pause(d, &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if polled.is_empty() {
+            stats.set_state("idle");
+            if pause(spec.poll_interval, &mut shutdown).await {
+                break;
+            }
+            continue;
+        }
+        debug_assert!(
+            polled.len() <= spec.window,
+            "a poll returns at most the window"
+        );
+        debug_assert!(
+            polled.windows(2).all(|w| w[0].seq < w[1].seq),
+            "polled in sequence order"
+        );
+        let mut batch = Vec::with_capacity(polled.len());
+        let mut bad = None;
+        for m in &polled {
+            match Envelope::decode(&m.envelope) {
+                Ok(e) => batch.push(Message {
+                    seq: m.seq,
+                    dedup_key: m.dedup_key.clone(),
+                    stream_table: e.stream_table.clone(),
+                    body: e.encode(),
+                }),
+                Err(e) => {
+                    bad = Some(format!("message {} ({}): {e}", m.seq, m.dedup_key));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = bad {
+            // Deliver what precedes it; nothing after it is delivered or committed.
+            error!("pipeline {p}: {e}; nothing after it is delivered until this is resolved");
+            stats.set_error(Some(e));
+            if batch.is_empty() {
+                stats.set_state("stuck");
+                let d = sink_backoff.next_delay();
+                if pause(d, &mut shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        }
+        let epoch = polled[0].epoch;
+        let last = batch.last().map(|m| m.seq).unwrap_or(0);
+        stats.set_state("delivering");
+        stats.set_inflight(batch.len() as u64);
+        debug!(
+            "pipeline {p}: delivering {} messages up to {last}",
+            batch.len()
+        );
+        let delivered = match tokio::time::timeout(spec.sink_timeout, sink.deliver(&batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(SinkError::Io(format!(
+                "no acknowledgement within {} ms",
+                spec.sink_timeout.as_millis()
+            ))),
+        };
+        stats.set_inflight(0);
+        match delivered {
+            Ok(()) => {
+                stats
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
+                stats.batches.fetch_add(1, Ordering::SeqCst);
+                stats.set_error(None);
+                match source
+                    .commit(&spec.stream_table, &spec.group, &spec.consumer, epoch, last)
+                    .await
+                {
+                    Ok(committed) => {
+                        stats.committed_seq.store(committed, Ordering::SeqCst);
+                    }
+                    Err(SourceError::Lease(e)) => {
+                        warn!("pipeline {p}: commit refused, {e}: the batch may be delivered again by the new holder");
+                    }
+                    Err(e) => {
+                        warn!(
+                            "pipeline {p}: commit failed: {e}; the batch will be delivered again"
+                        );
+                        source.disconnect();
+                    }
+                }
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::SeqCst);
+                let d = sink_backoff.next_delay();
+                let oversized = matches!(e, SinkError::Oversized { .. });
+                if oversized {
+                    error!("pipeline {p}: sink {}: {e}", stats.sink);
+                    stats.set_state("stuck");
+                } else {
+                    warn!(
+                        "pipeline {p}: sink {} failed a batch of {} (messages {}..{last}): {e}; reconnecting in {} ms (attempt {})",
+                        stats.sink,
+                        batch.len(),
+                        batch[0].seq,
+                        d.as_millis(),
+                        sink_backoff.attempts()
+                    );
+                    stats.set_state("backoff");
+                    sink.disconnect();
+                }
+                stats.set_error(Some(e.to_string()));
+                stats
+                    .backoff_ms
+                    .store(d.as_millis() as u64, Ordering::SeqCst);
+                if pause(d, &mut shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    stats.set_state("stopped");
+    info!("pipeline {p}: stopped");
+}
