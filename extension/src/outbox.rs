@@ -15,7 +15,9 @@
 //!    Applying the messages in sequence order (deleted rows, then inserted rows, of each; a
 //!    `truncate` empties the copy) reproduces the storage's user columns exactly.
 //! 3. A body over the outbox's `inline_max_bytes` is stored in `pgt_outbox_payloads` (the
-//!    claim check) and the message carries a reference to it instead.
+//!    claim check) and the message carries a reference to it instead; the body stays
+//!    `claim_check_retention` after every group consumed the message, for the consumers
+//!    downstream of the sink to read.
 //!
 //! Consumption: consumer groups ([`create_consumer_group`]) each have a committed offset and a
 //! lease. [`poll_outbox`] takes or renews the group's lease (a new holder gets a new epoch) and
@@ -46,6 +48,8 @@ CREATE TABLE pgtrickle.pgt_outboxes (
     last_seq            bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
     -- A message body larger than this is stored in pgt_outbox_payloads (claim check).
     inline_max_bytes    integer NOT NULL CHECK (inline_max_bytes >= 0),
+    -- How long a claim-checked body stays after every group consumed its message.
+    claim_check_retention interval NOT NULL CHECK (claim_check_retention >= '0'),
     created_at          timestamptz NOT NULL DEFAULT now()
 );
 
@@ -71,13 +75,14 @@ CREATE TABLE pgtrickle.pgt_outbox (
 );
 
 -- Claim checks: bodies over their outbox's inline_max_bytes, read by consumers by
--- (outbox_id, seq), deleted with their message.
+-- (outbox_id, seq). Kept claim_check_retention after every group consumed their message
+-- (a consumer downstream of a sink reads them after the relay committed).
 CREATE TABLE pgtrickle.pgt_outbox_payloads (
-    outbox_id   bigint NOT NULL,
+    outbox_id   bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
     seq         bigint NOT NULL,
+    created_at  timestamptz NOT NULL,
     payload     jsonb NOT NULL,
-    PRIMARY KEY (outbox_id, seq),
-    FOREIGN KEY (outbox_id, seq) REFERENCES pgtrickle.pgt_outbox ON DELETE CASCADE
+    PRIMARY KEY (outbox_id, seq)
 );
 
 -- Consumer groups: a committed offset (every message up to it was delivered) and a lease.
@@ -178,7 +183,7 @@ BEGIN
             CASE WHEN bytes <= box.inline_max_bytes THEN body END,
             bytes > box.inline_max_bytes);
     IF bytes > box.inline_max_bytes THEN
-        INSERT INTO pgtrickle.pgt_outbox_payloads VALUES (box.outbox_id, next_seq, body);
+        INSERT INTO pgtrickle.pgt_outbox_payloads VALUES (box.outbox_id, next_seq, clock_timestamp(), body);
     END IF;
     RETURN NULL;
 END
@@ -261,17 +266,29 @@ fn readable(function: &'static str, name: Option<&str>) -> Result<StreamTable, P
 
 /// Gives a stream table an outbox: from now on every statement that changes its storage
 /// writes a message (docs/RELAY_GUIDE.md). `inline_max_bytes`: a larger body goes to the
-/// claim-check table `pgtrickle.pgt_outbox_payloads`. For its owner (42501 otherwise); 42710
+/// claim-check table `pgtrickle.pgt_outbox_payloads`, where it stays `claim_check_retention`
+/// after every consumer group consumed its message. For its owner (42501 otherwise); 42710
 /// when it has one already.
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable_outbox(
     stream_table: Option<&str>,
     inline_max_bytes: default!(Option<i32>, 65536),
+    claim_check_retention: default!(Option<pgrx::datum::Interval>, "'1 day'"),
 ) -> Result<(), ErrorReport> {
     const F: &str = "enable_outbox";
     Ok(crate::settings::with_standard_strings(|| {
         let name = argument(F, "stream_table", stream_table)?;
         let inline_max_bytes = argument(F, "inline_max_bytes", inline_max_bytes)?;
+        let retention = argument(F, "claim_check_retention", claim_check_retention)?;
+        let negative =
+            Spi::get_one_with_args::<bool>("SELECT $1 < interval '0'", &[retention.into()])?;
+        if negative == Some(true) {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "claim_check_retention",
+                value: "a negative interval".into(),
+                hint: "An interval of 0 or more.".into(),
+            });
+        }
         if inline_max_bytes < 0 {
             return Err(PgTrickleError::InvalidParameter {
                 param: "inline_max_bytes",
@@ -290,8 +307,9 @@ fn enable_outbox(
         }
         crate::roles::as_extension(|| {
             Spi::run_with_args(
-                "INSERT INTO pgtrickle.pgt_outboxes (pgt_id, inline_max_bytes) VALUES ($1, $2)",
-                &[st.id.into(), inline_max_bytes.into()],
+                "INSERT INTO pgtrickle.pgt_outboxes \
+                 (pgt_id, inline_max_bytes, claim_check_retention) VALUES ($1, $2, $3)",
+                &[st.id.into(), inline_max_bytes.into(), retention.into()],
             )?;
             for (trigger, event, transition) in OUTBOX_TRIGGERS {
                 Spi::run(&format!(
@@ -636,12 +654,19 @@ fn commit_outbox(
 }
 
 /// Deletes the messages of `outbox` that every consumer group has committed (none while it
-/// has no group).
+/// has no group), and the claim-checked bodies of consumed messages older than the outbox's
+/// `claim_check_retention`.
 fn purge(outbox: i64) -> Result<(), PgTrickleError> {
     crate::roles::as_extension(|| {
         Spi::run_with_args(
-            "DELETE FROM pgtrickle.pgt_outbox WHERE outbox_id = $1 AND seq <= \
-               (SELECT min(committed_seq) FROM pgtrickle.pgt_outbox_groups WHERE outbox_id = $1)",
+            "WITH consumed AS (SELECT min(committed_seq) AS upto \
+                                 FROM pgtrickle.pgt_outbox_groups WHERE outbox_id = $1), \
+                  gone AS (DELETE FROM pgtrickle.pgt_outbox \
+                            WHERE outbox_id = $1 AND seq <= (SELECT upto FROM consumed)) \
+             DELETE FROM pgtrickle.pgt_outbox_payloads p \
+              WHERE p.outbox_id = $1 AND p.seq <= (SELECT upto FROM consumed) \
+                AND p.created_at < clock_timestamp() - \
+                    (SELECT claim_check_retention FROM pgtrickle.pgt_outboxes WHERE outbox_id = $1)",
             &[outbox.into()],
         )?;
         Ok(())
@@ -649,7 +674,8 @@ fn purge(outbox: i64) -> Result<(), PgTrickleError> {
 }
 
 /// The body of a claim-checked message (`{"deleted": [...], "inserted": [...]}`), NULL when
-/// the message is gone or was sent inline. For the roles that may read the stream table.
+/// it was sent inline or its retention has passed. For the roles that may read the stream
+/// table.
 #[pg_extern(volatile, parallel_unsafe)]
 fn outbox_payload(
     stream_table: Option<&str>,

@@ -231,11 +231,13 @@ pub async fn run(
         let mut bad = None;
         for m in &polled {
             match Envelope::decode(&m.envelope) {
+                // Delivered as PostgreSQL wrote it: decoding checks it, re-encoding could
+                // change its numbers (a numeric's digits, beyond what f64 holds).
                 Ok(e) => batch.push(Message {
                     seq: m.seq,
                     dedup_key: m.dedup_key.clone(),
-                    stream_table: e.stream_table.clone(),
-                    body: e.encode(),
+                    stream_table: e.stream_table,
+                    body: m.envelope.clone(),
                 }),
                 Err(e) => {
                     bad = Some(format!("message {} ({}): {e}", m.seq, m.dedup_key));
@@ -254,6 +256,29 @@ pub async fn run(
                     break;
                 }
                 continue;
+            }
+        }
+        // A message larger than the sink takes: deliver (and commit) what precedes it, then
+        // stop there with an error until the limit is raised.
+        if let Some(limit) = sink.max_message_bytes() {
+            if let Some(i) = batch.iter().position(|m| m.body.len() > limit) {
+                if i == 0 {
+                    let m = &batch[0];
+                    let e = SinkError::Oversized {
+                        seq: m.seq,
+                        bytes: m.body.len(),
+                        limit,
+                    };
+                    error!("pipeline {p}: sink {}: {e}", stats.sink);
+                    stats.set_error(Some(e.to_string()));
+                    stats.set_state("stuck");
+                    let d = sink_backoff.next_delay();
+                    if pause(d, &mut shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+                batch.truncate(i);
             }
         }
         let epoch = polled[0].epoch;
@@ -300,8 +325,7 @@ pub async fn run(
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
                 let d = sink_backoff.next_delay();
-                let oversized = matches!(e, SinkError::Oversized { .. });
-                if oversized {
+                if matches!(e, SinkError::Oversized { .. }) {
                     error!("pipeline {p}: sink {}: {e}", stats.sink);
                     stats.set_state("stuck");
                 } else {
