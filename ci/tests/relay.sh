@@ -7,8 +7,9 @@
 #   by claim check; a TRUNCATE of the source makes FULL refreshes mid-way) relayed to every
 #   sink. Each consumer's envelopes, deduplicated by key, are every message in sequence
 #   order, and replaying them from an empty table gives the stream table's contents.
-# - Crash: the relay is killed (-9) mid-stream and restarted; the Redis server is killed (-9)
-#   and restarted later: the relay's reconnect backoff grows (logged), nothing is lost.
+# - Crash: the relay is killed (-9) during churn and three times in the middle of a backlog
+#   (webhook) and restarted; the Redis server is killed (-9) and restarted later: the relay's
+#   reconnect backoff grows (logged), nothing is lost, copies are dropped by dedup key.
 # - Backpressure: a stalled (SIGSTOPped) Redis with a backlog of 3,000 messages: the relay
 #   keeps at most sink_max_inflight in flight and its memory stays flat (figures printed).
 # - Bad input: malformed configuration, unknown ${ENV:VAR}, an unreachable sink, a message
@@ -210,7 +211,7 @@ bench() {
   echo "relay benchmark ($profile build): $n messages of ~200 bytes per sink, sink_max_inflight 1000, batch 500"
   for sink in file hook redis nats kafka; do
     cfg="$work/bench_$sink.toml"
-    relay_config "$cfg" 30000
+    relay_config "$cfg" 10000
     pipeline "$cfg" "bench-$sink" public.bench "bench_$sink" "$sink"
     t0=$(date +%s.%N)
     start_relay "$cfg" "$work/bench.log"
@@ -326,6 +327,37 @@ grep -c '"op": "truncate"' "$work/stdout.jsonl" >/dev/null || die "no truncate m
 sed -n 2p "$work/hook.jsonl.auth" | grep -Eq '^relay:[0-9]+:[0-9]+$' || die "the webhook's Idempotency-Key"
 checks=$((checks + 3))
 
+# --- a crash in the middle of a backlog: the relay is killed while delivering ---------------------------
+qq -c "CREATE TABLE src4 (id int PRIMARY KEY, v text)" \
+  -c "SELECT pgtrickle.create_stream_table('crash', 'SELECT id, v FROM src4', refresh_mode => 'IMMEDIATE')" \
+  -c "SELECT pgtrickle.enable_outbox('crash')" -c "SELECT pgtrickle.create_consumer_group('crash', 'crash')" \
+  -c "DO \$\$ BEGIN FOR i IN 1..3000 LOOP INSERT INTO src4 VALUES (i, md5(i::text)); END LOOP; END \$\$"
+cfg="$work/crash.toml"
+relay_config "$cfg"
+pipeline "$cfg" crash public.crash crash hook
+crashes=0
+for attempt in 1 2 3; do
+  start_relay "$cfg" "$work/crash.log"
+  # Killed once it has committed some of the backlog and not all of it: mid-stream.
+  for i in $(seq 200); do
+    c=$(q -c "SELECT committed_seq FROM pgtrickle.outbox_status() WHERE consumer_group = 'crash'")
+    [ "$c" -gt $((attempt * 300)) ] && break
+    sleep 0.02
+  done
+  kill -9 "$relay_pid"
+  wait "$relay_pid" 2>/dev/null || true
+  [ "$c" -lt 3000 ] && crashes=$((crashes + 1))
+done
+start_relay "$cfg" "$work/crash.log"
+eventually 120 "SELECT lag FROM pgtrickle.outbox_status() WHERE consumer_group = 'crash'" 0
+stop_relay
+[ "$crashes" -ge 1 ] || die "no kill landed mid-stream"
+dump_rows crash "id, v" "$work/crash.rows"
+echo "crash: the relay was killed -9 $crashes times in the middle of a 3000-message backlog to the webhook"
+python3 "$check_py" check "$work/hook.jsonl" "$work/claims.jsonl" "$work/crash.rows" public.crash 1 3000 "crash via webhook" \
+  || die "crash via webhook"
+checks=$((checks + 2))
+
 # --- backpressure: a stalled sink ----------------------------------------------------------------
 q >/dev/null <<'SQL'
 CREATE TABLE src2 (id int PRIMARY KEY, v text);
@@ -353,6 +385,11 @@ committed=$(q -c "SELECT committed_seq FROM pgtrickle.outbox_status() WHERE cons
 [ "$committed" -eq 0 ] || die "committed $committed while the sink was stalled"
 kill -CONT "$redis_pid"
 eventually 120 "SELECT lag FROM pgtrickle.outbox_status() WHERE consumer_group = 'bp'" 0
+if command -v promtool >/dev/null; then
+  curl -s "http://127.0.0.1:$metrics_port/metrics" | promtool check metrics >/dev/null 2>&1 \
+    || die "promtool rejects the relay's /metrics: $(curl -s "http://127.0.0.1:$metrics_port/metrics" | promtool check metrics 2>&1 | head -5)"
+  checks=$((checks + 1))
+fi
 peak=$(metric pgtrickle_relay_inflight_messages_peak bp)
 failures=$(metric pgtrickle_relay_delivery_failures_total bp)
 stop_relay

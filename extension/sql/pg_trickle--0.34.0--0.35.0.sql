@@ -1,6 +1,6 @@
 -- pg_trickle 0.34.0 -> 0.35.0 (ALTER EXTENSION pg_trickle UPDATE).
 -- Catalog: shadow builds (columns on pgt_stream_tables, table pgt_shadow_builds); new objects
--- of subscriptions, metrics, SLA summary, explain and shadow builds, created as a fresh
+-- of subscriptions, metrics, SLA summary, explain, shadow builds, outboxes and inboxes, created as a fresh
 -- install creates them; changed functions replaced; alter_stream_table gains query and
 -- shadow_build. Existing stream tables, their history, dependencies, capture and change
 -- buffers stay as they are. ci/tests/upgrade.sh checks the result equals a fresh install.
@@ -775,3 +775,367 @@ REVOKE EXECUTE ON FUNCTION pgtrickle.restore_stream_tables() FROM PUBLIC;
 -- The scheduler looks at this database again (it waited for this update); the manifest gets a
 -- row per stream table (shadows excluded).
 UPDATE pgtrickle.pgt_stream_tables SET schedule = schedule;
+
+
+-- Outboxes and inboxes (extension/src/outbox.rs, extension/src/inbox.rs), new in 0.35.0, as a
+-- fresh install creates them, in its order.
+
+-- requires:
+--   schemas
+
+
+-- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
+-- leaves a row no lookup matches).
+CREATE TABLE pgtrickle.pgt_inboxes (
+    inbox_relid         oid PRIMARY KEY,
+    dead_letter_relid   oid NOT NULL,
+    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
+    required_keys       text[] NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
+
+-- requires:
+--   catalog_tables
+
+
+-- One row per stream table with an outbox. last_seq: the sequence number of its newest
+-- message (the row is locked by every transaction that writes one, until it ends).
+CREATE TABLE pgtrickle.pgt_outboxes (
+    -- Random (below 2^53, exact in JSON everywhere): dedup keys carry it, and they must not
+    -- repeat those of an earlier outbox, also one of before a restore or a re-created
+    -- extension, which a sequence would start at 1 again.
+    outbox_id           bigint PRIMARY KEY
+                        DEFAULT (1 + floor(random() * 9007199254740990))::bigint,
+    pgt_id              bigint NOT NULL UNIQUE
+                        REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
+    last_seq            bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
+    -- A message body larger than this is stored in pgt_outbox_payloads (claim check).
+    inline_max_bytes    integer NOT NULL CHECK (inline_max_bytes >= 0),
+    -- How long a claim-checked body stays after every group consumed its message.
+    claim_check_retention interval NOT NULL CHECK (claim_check_retention >= '0'),
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- The messages not yet consumed by every consumer group.
+CREATE TABLE pgtrickle.pgt_outbox (
+    outbox_id       bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
+    seq             bigint NOT NULL CHECK (seq > 0),
+    -- Unique across the database's outboxes, also after disable and enable.
+    dedup_key       text NOT NULL,
+    -- delta: rows deleted and inserted; truncate: the storage was emptied (a FULL refresh,
+    -- whose rows follow in the next message).
+    op              text NOT NULL CHECK (op IN ('delta', 'truncate')),
+    xid             xid8 NOT NULL,
+    created_at      timestamptz NOT NULL,
+    inserted_count  bigint NOT NULL CHECK (inserted_count >= 0),
+    deleted_count   bigint NOT NULL CHECK (deleted_count >= 0),
+    payload_bytes   integer NOT NULL,
+    -- {"deleted": [...], "inserted": [...]}; NULL for a truncate or a claim-checked body.
+    payload         jsonb,
+    claim_check     boolean NOT NULL,
+    PRIMARY KEY (outbox_id, seq),
+    CHECK (NOT claim_check OR payload IS NULL)
+);
+
+-- Claim checks: bodies over their outbox's inline_max_bytes, read by consumers by
+-- (outbox_id, seq). Kept claim_check_retention after every group consumed their message
+-- (a consumer downstream of a sink reads them after the relay committed): stamped
+-- consumed_at then, deleted by a later commit (or drop of a group) of the same outbox.
+CREATE TABLE pgtrickle.pgt_outbox_payloads (
+    outbox_id   bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
+    seq         bigint NOT NULL,
+    created_at  timestamptz NOT NULL,
+    -- When every consumer group had consumed its message (retention counts from then).
+    consumed_at timestamptz,
+    payload     jsonb NOT NULL,
+    PRIMARY KEY (outbox_id, seq)
+);
+
+-- Consumer groups: a committed offset (every message up to it was delivered) and a lease.
+CREATE TABLE pgtrickle.pgt_outbox_groups (
+    outbox_id           bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
+    group_name          text NOT NULL CHECK (group_name <> '' AND octet_length(group_name) <= 200),
+    committed_seq       bigint NOT NULL CHECK (committed_seq >= 0),
+    lease_holder        text,
+    -- Incremented whenever another consumer takes the lease: commits carry it (fencing).
+    lease_epoch         bigint NOT NULL DEFAULT 0,
+    lease_expires_at    timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    committed_at        timestamptz,
+    PRIMARY KEY (outbox_id, group_name)
+);
+
+REVOKE ALL ON pgtrickle.pgt_outboxes, pgtrickle.pgt_outbox, pgtrickle.pgt_outbox_payloads,
+    pgtrickle.pgt_outbox_groups FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_outboxes, pgtrickle.pgt_outbox, pgtrickle.pgt_outbox_payloads,
+    pgtrickle.pgt_outbox_groups TO PUBLIC;
+-- What a role sees: the outboxes of the stream tables it sees in pgt_stream_tables (their
+-- owner's roles and those with SELECT on them).
+ALTER TABLE pgtrickle.pgt_outboxes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outboxes FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_stream_tables s
+             WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_outboxes.pgt_id));
+ALTER TABLE pgtrickle.pgt_outbox ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
+             WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox.outbox_id));
+ALTER TABLE pgtrickle.pgt_outbox_payloads ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox_payloads FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
+             WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox_payloads.outbox_id));
+ALTER TABLE pgtrickle.pgt_outbox_groups ENABLE ROW LEVEL SECURITY;
+CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox_groups FOR SELECT USING (
+    EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
+             WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox_groups.outbox_id));
+
+-- The outbox triggers' function (statement level, AFTER, with transition tables __pgt_new and
+-- __pgt_old as the event has them). Runs as the extension's owner: a refresh runs as the
+-- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
+CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    box         record;
+    hidden      text[];
+    ins         jsonb := '[]';
+    del         jsonb := '[]';
+    n_ins       bigint := 0;
+    n_del       bigint := 0;
+    body        jsonb;
+    bytes       integer;
+    next_seq    bigint;
+    kind        text := 'delta';
+BEGIN
+    IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
+        RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
+    END IF;
+    SELECT o.outbox_id, o.inline_max_bytes INTO box
+      FROM pgtrickle.pgt_outboxes o JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+     WHERE s.pgt_relid = TG_RELID;
+    IF NOT FOUND THEN
+        RETURN NULL;  -- not (or no longer) a stream table with an outbox
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        kind := 'truncate';
+        body := NULL;
+        bytes := 0;
+    ELSE
+        -- (Row aliases are __pgt_r: a storage column may have any other name.)
+        SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
+          FROM pg_attribute a
+         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+           AND starts_with(a.attname::text, '__pgt_');
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
+              INTO n_ins, ins FROM __pgt_new __pgt_r;
+        END IF;
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN
+            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
+              INTO n_del, del FROM __pgt_old __pgt_r;
+        END IF;
+        IF n_ins = 0 AND n_del = 0 THEN
+            RETURN NULL;
+        END IF;
+        body := jsonb_build_object('deleted', del, 'inserted', ins);
+        bytes := octet_length(body::text);
+    END IF;
+    UPDATE pgtrickle.pgt_outboxes SET last_seq = last_seq + 1
+     WHERE outbox_id = box.outbox_id RETURNING last_seq INTO next_seq;
+    INSERT INTO pgtrickle.pgt_outbox (outbox_id, seq, dedup_key, op, xid, created_at,
+                                      inserted_count, deleted_count, payload_bytes, payload,
+                                      claim_check)
+    VALUES (box.outbox_id, next_seq,
+            format('%s:%s:%s', current_database(), box.outbox_id, next_seq), kind,
+            pg_current_xact_id(), clock_timestamp(), n_ins, n_del, bytes,
+            CASE WHEN bytes <= box.inline_max_bytes THEN body END,
+            bytes > box.inline_max_bytes);
+    IF bytes > box.inline_max_bytes THEN
+        INSERT INTO pgtrickle.pgt_outbox_payloads (outbox_id, seq, created_at, payload)
+        VALUES (box.outbox_id, next_seq, clock_timestamp(), body);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION pgtrickle.outbox_status()
+RETURNS TABLE (stream_table text, outbox_id bigint, last_seq bigint, retained bigint,
+               claim_checked bigint, oldest_retained_at timestamptz, consumer_group text,
+               committed_seq bigint, lag bigint, lease_holder text, lease_epoch bigint,
+               lease_expires_at timestamptz, committed_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('%I.%I', s.pgt_schema, s.pgt_name), o.outbox_id, o.last_seq,
+           m.retained, m.claim_checked, m.oldest, g.group_name, g.committed_seq,
+           o.last_seq - g.committed_seq, g.lease_holder, g.lease_epoch, g.lease_expires_at,
+           g.committed_at
+      FROM pgtrickle.pgt_outboxes o
+      JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+      CROSS JOIN LATERAL (SELECT count(*) AS retained,
+                                 count(*) FILTER (WHERE x.claim_check) AS claim_checked,
+                                 min(x.created_at) AS oldest
+                            FROM pgtrickle.pgt_outbox x WHERE x.outbox_id = o.outbox_id) m
+      LEFT JOIN pgtrickle.pgt_outbox_groups g ON g.outbox_id = o.outbox_id
+     ORDER BY 1, 7
+$$;
+COMMENT ON FUNCTION pgtrickle.outbox_status() IS
+    'Outboxes of the stream tables the caller may see: messages retained, consumer groups, their lag and leases';
+
+-- pg_trickle::outbox::commit_outbox
+CREATE  FUNCTION "commit_outbox"(
+	"stream_table" TEXT, /* Option < & str > */
+	"consumer_group" TEXT, /* Option < & str > */
+	"consumer" TEXT, /* Option < & str > */
+	"lease_epoch" bigint, /* Option < i64 > */
+	"seq" bigint /* Option < i64 > */
+) RETURNS bigint /* Result < i64, ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'commit_outbox_wrapper';
+
+-- pg_trickle::outbox::create_consumer_group
+CREATE  FUNCTION "create_consumer_group"(
+	"stream_table" TEXT, /* Option < & str > */
+	"consumer_group" TEXT, /* Option < & str > */
+	"start_at" TEXT DEFAULT 'earliest' /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_consumer_group_wrapper';
+
+-- pg_trickle::inbox::create_inbox
+CREATE  FUNCTION "create_inbox"(
+	"name" TEXT, /* Option < & str > */
+	"max_payload_bytes" INT DEFAULT 1048576, /* Option < i32 > */
+	"required_keys" TEXT[] DEFAULT '{}' /* :: std :: option :: Option < Vec < String > > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'create_inbox_wrapper';
+
+-- pg_trickle::outbox::disable_outbox
+CREATE  FUNCTION "disable_outbox"(
+	"stream_table" TEXT /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'disable_outbox_wrapper';
+
+-- pg_trickle::outbox::drop_consumer_group
+CREATE  FUNCTION "drop_consumer_group"(
+	"stream_table" TEXT, /* Option < & str > */
+	"consumer_group" TEXT /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_consumer_group_wrapper';
+
+-- pg_trickle::inbox::drop_inbox
+CREATE  FUNCTION "drop_inbox"(
+	"name" TEXT /* Option < & str > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'drop_inbox_wrapper';
+
+-- pg_trickle::outbox::enable_outbox
+CREATE  FUNCTION "enable_outbox"(
+	"stream_table" TEXT, /* Option < & str > */
+	"inline_max_bytes" INT DEFAULT 65536, /* Option < i32 > */
+	"claim_check_retention" interval DEFAULT '1 day' /* Option < pgrx :: datum :: Interval > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'enable_outbox_wrapper';
+
+-- pg_trickle::inbox::inbox_ingest
+CREATE  FUNCTION "inbox_ingest"(
+	"inbox" TEXT, /* Option < & str > */
+	"dedup_key" TEXT, /* Option < & str > */
+	"payload" TEXT, /* Option < & str > */
+	"source" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS TEXT /* Result < String, ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'inbox_ingest_wrapper';
+
+-- pg_trickle::outbox::lease_outbox
+CREATE  FUNCTION "lease_outbox"(
+	"stream_table" TEXT, /* Option < & str > */
+	"consumer_group" TEXT, /* Option < & str > */
+	"consumer" TEXT, /* Option < & str > */
+	"lease_seconds" double precision DEFAULT 30.0 /* Option < f64 > */
+) RETURNS TABLE (
+	"outbox_id" bigint,  /* i64 */
+	"committed_seq" bigint,  /* i64 */
+	"lease_epoch" bigint  /* i64 */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lease_outbox_wrapper';
+
+-- pg_trickle::outbox::outbox_id
+CREATE  FUNCTION "outbox_id"(
+	"stream_table" TEXT /* Option < & str > */
+) RETURNS bigint /* Result < i64, ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'outbox_id_wrapper';
+
+-- requires:
+--   outboxes
+--   lease_outbox
+--   outbox_id
+
+
+-- Takes (or renews) the group's lease and returns up to max_messages messages after its
+-- committed offset, in sequence order, each as its envelope (version 1, docs/RELAY_GUIDE.md).
+CREATE FUNCTION pgtrickle.poll_outbox(stream_table text, consumer_group text, consumer text,
+                                      max_messages integer DEFAULT 100,
+                                      lease_seconds double precision DEFAULT 30.0)
+RETURNS TABLE (seq bigint, dedup_key text, lease_epoch bigint, message jsonb)
+-- The caller's search_path: stream_table is resolved with it (as by every pg_trickle function).
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    l record;
+BEGIN
+    IF max_messages IS NULL THEN
+        RAISE EXCEPTION 'argument "max_messages" of poll_outbox() must not be NULL'
+            USING ERRCODE = '22004';
+    ELSIF max_messages < 1 THEN
+        RAISE EXCEPTION 'invalid value for parameter "max_messages": "%"', max_messages
+            USING ERRCODE = '22023', HINT = 'At least 1.';
+    END IF;
+    SELECT * INTO STRICT l
+      FROM pgtrickle.lease_outbox(stream_table, consumer_group, consumer, lease_seconds);
+    RETURN QUERY
+    SELECT m.seq, m.dedup_key, l.lease_epoch,
+           jsonb_build_object('v', 1, 'stream_table', format('%I.%I', s.pgt_schema, s.pgt_name),
+               'outbox_id', m.outbox_id, 'seq', m.seq, 'dedup_key', m.dedup_key, 'op', m.op,
+               'xid', m.xid::text, 'created_at', m.created_at,
+               'inserted_count', m.inserted_count, 'deleted_count', m.deleted_count)
+           || CASE WHEN m.claim_check
+                   THEN jsonb_build_object('claim_check', jsonb_build_object(
+                            'table', 'pgtrickle.pgt_outbox_payloads', 'outbox_id', m.outbox_id,
+                            'seq', m.seq, 'bytes', m.payload_bytes))
+                   ELSE jsonb_build_object('payload', m.payload) END
+      FROM pgtrickle.pgt_outbox m
+      JOIN pgtrickle.pgt_outboxes o ON o.outbox_id = m.outbox_id
+      JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id = o.pgt_id
+     WHERE m.outbox_id = l.outbox_id AND m.seq > l.committed_seq
+     ORDER BY m.seq
+     LIMIT max_messages;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.poll_outbox(text, text, text, integer, double precision) IS
+    'Takes the consumer group''s lease and returns the messages after its committed offset';
+
+-- The body of a claim-checked message ({"deleted": [...], "inserted": [...]}); NULL when it
+-- was sent inline or its retention has passed (and, STRICT, for a NULL argument).
+CREATE FUNCTION pgtrickle.outbox_payload(stream_table text, seq bigint) RETURNS jsonb
+LANGUAGE sql VOLATILE STRICT AS $$
+    SELECT p.payload FROM pgtrickle.pgt_outbox_payloads p
+     WHERE p.outbox_id = pgtrickle.outbox_id(stream_table) AND p.seq = outbox_payload.seq
+$$;
+COMMENT ON FUNCTION pgtrickle.outbox_payload(text, bigint) IS
+    'The body of a claim-checked outbox message';

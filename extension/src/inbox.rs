@@ -13,7 +13,7 @@
 // pgrx's ErrorReport is the error type of SQL functions (what PostgreSQL reports).
 #![allow(clippy::result_large_err)]
 
-use engine::render::{qualified, quote_ident};
+use engine::render::qualified;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
@@ -78,10 +78,16 @@ fn create_inbox(
                 ),
             });
         }
-        let place = |r: &str| match &schema {
-            Some(s) => qualified(s, r),
-            None => quote_ident(r),
+        // An unqualified name is created where CREATE TABLE would put it: the first schema of
+        // the search_path (checked for a taken name there, not anywhere on the path).
+        let schema = match schema {
+            Some(s) => s,
+            None => required(
+                Spi::get_one::<String>("SELECT current_schema()::text")?,
+                "current_schema() (no schema on the search_path to create the inbox in)",
+            )?,
         };
+        let place = |r: &str| qualified(&schema, r);
         let (inbox, dead_letter) = (place(&rel), place(&dead));
         crate::storage::ensure_free(&inbox)?;
         crate::storage::ensure_free(&dead_letter)?;
@@ -183,14 +189,14 @@ fn invalid(inbox: &Inbox, dedup_key: Option<&str>, payload: Option<&str>) -> Opt
             inbox.max_payload_bytes
         ));
     }
-    // jsonb refuses the NUL character, which JSON itself allows.
-    if payload.contains("\\u0000") {
-        return Some("the payload contains \\u0000, which jsonb cannot store".into());
-    }
     let value: serde_json::Value = match serde_json::from_str(payload) {
         Ok(v) => v,
         Err(e) => return Some(format!("the payload is not valid JSON: {e}")),
     };
+    // jsonb refuses the NUL character (\u0000 in a string or key), which JSON allows.
+    if has_nul(&value) {
+        return Some("the payload contains \\u0000, which jsonb cannot store".into());
+    }
     if !inbox.required_keys.is_empty() {
         let Some(object) = value.as_object() else {
             return Some("the payload is not a JSON object, and the inbox requires keys".into());
@@ -209,6 +215,15 @@ fn invalid(inbox: &Inbox, dedup_key: Option<&str>, payload: Option<&str>) -> Opt
         }
     }
     None
+}
+
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// Stores a message in inbox `inbox` once: returns `inserted`, `duplicate` (its dedup key was
@@ -320,6 +335,11 @@ mod unit {
         assert!(invalid(&inbox(&[]), Some("k"), Some(r#""\u0000""#))
             .unwrap()
             .contains("u0000"));
+        assert!(invalid(&inbox(&[]), Some("k"), Some(r#"{"a\u0000": 1}"#))
+            .unwrap()
+            .contains("u0000"));
+        // An escaped backslash before u0000 is no NUL.
+        assert_eq!(invalid(&inbox(&[]), Some("k"), Some(r#""\\u0000""#)), None);
         assert_eq!(invalid(&inbox(&[]), Some("k"), Some("[1, null]")), None);
     }
 }

@@ -28,10 +28,8 @@
 // pgrx's ErrorReport is the error type of SQL functions (what PostgreSQL reports).
 #![allow(clippy::result_large_err)]
 
-use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::JsonB;
 
 use crate::error::{argument, required, PgTrickleError};
 use crate::stream_table::{self, StreamTable};
@@ -42,7 +40,11 @@ extension_sql!(
 -- One row per stream table with an outbox. last_seq: the sequence number of its newest
 -- message (the row is locked by every transaction that writes one, until it ends).
 CREATE TABLE pgtrickle.pgt_outboxes (
-    outbox_id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Random (below 2^53, exact in JSON everywhere): dedup keys carry it, and they must not
+    -- repeat those of an earlier outbox, also one of before a restore or a re-created
+    -- extension, which a sequence would start at 1 again.
+    outbox_id           bigint PRIMARY KEY
+                        DEFAULT (1 + floor(random() * 9007199254740990))::bigint,
     pgt_id              bigint NOT NULL UNIQUE
                         REFERENCES pgtrickle.pgt_stream_tables ON DELETE CASCADE,
     last_seq            bigint NOT NULL DEFAULT 0 CHECK (last_seq >= 0),
@@ -76,11 +78,14 @@ CREATE TABLE pgtrickle.pgt_outbox (
 
 -- Claim checks: bodies over their outbox's inline_max_bytes, read by consumers by
 -- (outbox_id, seq). Kept claim_check_retention after every group consumed their message
--- (a consumer downstream of a sink reads them after the relay committed).
+-- (a consumer downstream of a sink reads them after the relay committed): stamped
+-- consumed_at then, deleted by a later commit (or drop of a group) of the same outbox.
 CREATE TABLE pgtrickle.pgt_outbox_payloads (
     outbox_id   bigint NOT NULL REFERENCES pgtrickle.pgt_outboxes ON DELETE CASCADE,
     seq         bigint NOT NULL,
     created_at  timestamptz NOT NULL,
+    -- When every consumer group had consumed its message (retention counts from then).
+    consumed_at timestamptz,
     payload     jsonb NOT NULL,
     PRIMARY KEY (outbox_id, seq)
 );
@@ -183,7 +188,8 @@ BEGIN
             CASE WHEN bytes <= box.inline_max_bytes THEN body END,
             bytes > box.inline_max_bytes);
     IF bytes > box.inline_max_bytes THEN
-        INSERT INTO pgtrickle.pgt_outbox_payloads VALUES (box.outbox_id, next_seq, clock_timestamp(), body);
+        INSERT INTO pgtrickle.pgt_outbox_payloads (outbox_id, seq, created_at, payload)
+        VALUES (box.outbox_id, next_seq, clock_timestamp(), body);
     END IF;
     RETURN NULL;
 END
@@ -480,42 +486,32 @@ fn lease(outbox: i64, group: &str, st: &StreamTable) -> Result<Lease, PgTrickleE
     found.ok_or_else(|| unknown_group(group, st))
 }
 
-/// Takes (or renews) the consumer group's lease for `consumer` for `lease_seconds` and returns
-/// up to `max_messages` messages after the group's committed offset, in sequence order, each
-/// as its JSON envelope (docs/RELAY_GUIDE.md). A lease held by another consumer that has not
-/// expired: 55P03. A new holder gets a new `lease_epoch`, which its commits must carry.
+/// Takes (or renews) the consumer group's lease for `consumer` for `lease_seconds`; returns
+/// the outbox, the group's committed offset and the lease's epoch. A lease held by another
+/// consumer that has not expired: 55P03. A new holder gets a new `lease_epoch`, which its
+/// commits must carry. `poll_outbox` takes the lease this way and returns the messages.
 #[pg_extern(volatile, parallel_unsafe)]
-fn poll_outbox(
+fn lease_outbox(
     stream_table: Option<&str>,
     consumer_group: Option<&str>,
     consumer: Option<&str>,
-    max_messages: default!(Option<i32>, 100),
     lease_seconds: default!(Option<f64>, 30.0),
 ) -> Result<
     TableIterator<
         'static,
         (
-            name!(seq, i64),
-            name!(dedup_key, String),
+            name!(outbox_id, i64),
+            name!(committed_seq, i64),
             name!(lease_epoch, i64),
-            name!(message, JsonB),
         ),
     >,
     ErrorReport,
 > {
-    const F: &str = "poll_outbox";
+    const F: &str = "lease_outbox";
     Ok(crate::settings::with_standard_strings(|| {
         let group = argument(F, "consumer_group", consumer_group)?;
         let consumer = argument(F, "consumer", consumer)?;
-        let max = argument(F, "max_messages", max_messages)?;
         let lease_seconds = argument(F, "lease_seconds", lease_seconds)?;
-        if max < 1 {
-            return Err(PgTrickleError::InvalidParameter {
-                param: "max_messages",
-                value: max.to_string(),
-                hint: "At least 1.".into(),
-            });
-        }
         if !(lease_seconds > 0.0 && lease_seconds <= 86_400.0) {
             return Err(PgTrickleError::InvalidParameter {
                 param: "lease_seconds",
@@ -532,7 +528,7 @@ fn poll_outbox(
         }
         let st = readable(F, stream_table)?;
         let outbox = existing_outbox(&st, false)?;
-        let rows = crate::roles::as_extension(|| {
+        let (committed, epoch) = crate::roles::as_extension(|| {
             let l = lease(outbox.id, group, &st)?;
             let ours = l.holder.as_deref() == Some(consumer);
             if !ours && l.live {
@@ -556,45 +552,85 @@ fn poll_outbox(
                     lease_seconds.into(),
                 ],
             )?;
-            let args: [DatumWithOid; 5] = [
-                outbox.id.into(),
-                l.committed.into(),
-                i64::from(max).into(),
-                st.schema.as_str().into(),
-                st.name.as_str().into(),
-            ];
-            Spi::connect(|client| {
-                client
-                    .select(ENVELOPE_SQL, None, &args)?
-                    .map(|r| {
-                        Ok((
-                            required(r.get::<i64>(1)?, "pgt_outbox.seq")?,
-                            required(r.get::<String>(2)?, "pgt_outbox.dedup_key")?,
-                            epoch,
-                            required(r.get::<JsonB>(3)?, "the envelope")?,
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, PgTrickleError>>()
-            })
+            Ok((l.committed, epoch))
         })?;
-        Ok(TableIterator::new(rows))
+        Ok(TableIterator::new(std::iter::once((
+            outbox.id, committed, epoch,
+        ))))
     })?)
 }
 
-/// A message's envelope (version 1): what the relay delivers, as JSON. `$1` outbox, `$2` the
-/// committed offset, `$3` the limit, `$4` and `$5` the stream table's schema and name (written
-/// as a user types them: `public.orders`, `public."Order Totals"`).
-const ENVELOPE_SQL: &str = "SELECT m.seq, m.dedup_key, \
-    jsonb_build_object('v', 1, 'stream_table', format('%I.%I', $4::text, $5::text), 'outbox_id', m.outbox_id, \
-        'seq', m.seq, 'dedup_key', m.dedup_key, 'op', m.op, 'xid', m.xid::text, \
-        'created_at', m.created_at, 'inserted_count', m.inserted_count, \
-        'deleted_count', m.deleted_count) \
-    || CASE WHEN m.claim_check THEN jsonb_build_object('claim_check', \
-            jsonb_build_object('table', 'pgtrickle.pgt_outbox_payloads', \
-                'outbox_id', m.outbox_id, 'seq', m.seq, 'bytes', m.payload_bytes)) \
-       ELSE jsonb_build_object('payload', m.payload) END \
-    FROM pgtrickle.pgt_outbox m WHERE m.outbox_id = $1 AND m.seq > $2 \
-    ORDER BY m.seq LIMIT $3";
+/// The id of a stream table's outbox (55000 when it has none), for the roles that may read
+/// the stream table (42501 otherwise).
+#[pg_extern(volatile, parallel_unsafe)]
+fn outbox_id(stream_table: Option<&str>) -> Result<i64, ErrorReport> {
+    Ok(crate::settings::with_standard_strings(|| {
+        let st = readable("outbox_id", stream_table)?;
+        Ok(existing_outbox(&st, false)?.id)
+    })?)
+}
+
+// poll_outbox and outbox_payload are SQL: they return the jsonb PostgreSQL stored, digit for
+// digit (a round trip through Rust's JSON values would turn the numeric 20.00 into 20.0, and
+// lose the digits of a large one).
+extension_sql!(
+    r#"
+-- Takes (or renews) the group's lease and returns up to max_messages messages after its
+-- committed offset, in sequence order, each as its envelope (version 1, docs/RELAY_GUIDE.md).
+CREATE FUNCTION pgtrickle.poll_outbox(stream_table text, consumer_group text, consumer text,
+                                      max_messages integer DEFAULT 100,
+                                      lease_seconds double precision DEFAULT 30.0)
+RETURNS TABLE (seq bigint, dedup_key text, lease_epoch bigint, message jsonb)
+-- The caller's search_path: stream_table is resolved with it (as by every pg_trickle function).
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    l record;
+BEGIN
+    IF max_messages IS NULL THEN
+        RAISE EXCEPTION 'argument "max_messages" of poll_outbox() must not be NULL'
+            USING ERRCODE = '22004';
+    ELSIF max_messages < 1 THEN
+        RAISE EXCEPTION 'invalid value for parameter "max_messages": "%"', max_messages
+            USING ERRCODE = '22023', HINT = 'At least 1.';
+    END IF;
+    SELECT * INTO STRICT l
+      FROM pgtrickle.lease_outbox(stream_table, consumer_group, consumer, lease_seconds);
+    RETURN QUERY
+    SELECT m.seq, m.dedup_key, l.lease_epoch,
+           jsonb_build_object('v', 1, 'stream_table', format('%I.%I', s.pgt_schema, s.pgt_name),
+               'outbox_id', m.outbox_id, 'seq', m.seq, 'dedup_key', m.dedup_key, 'op', m.op,
+               'xid', m.xid::text, 'created_at', m.created_at,
+               'inserted_count', m.inserted_count, 'deleted_count', m.deleted_count)
+           || CASE WHEN m.claim_check
+                   THEN jsonb_build_object('claim_check', jsonb_build_object(
+                            'table', 'pgtrickle.pgt_outbox_payloads', 'outbox_id', m.outbox_id,
+                            'seq', m.seq, 'bytes', m.payload_bytes))
+                   ELSE jsonb_build_object('payload', m.payload) END
+      FROM pgtrickle.pgt_outbox m
+      JOIN pgtrickle.pgt_outboxes o ON o.outbox_id = m.outbox_id
+      JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id = o.pgt_id
+     WHERE m.outbox_id = l.outbox_id AND m.seq > l.committed_seq
+     ORDER BY m.seq
+     LIMIT max_messages;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.poll_outbox(text, text, text, integer, double precision) IS
+    'Takes the consumer group''s lease and returns the messages after its committed offset';
+
+-- The body of a claim-checked message ({"deleted": [...], "inserted": [...]}); NULL when it
+-- was sent inline or its retention has passed (and, STRICT, for a NULL argument).
+CREATE FUNCTION pgtrickle.outbox_payload(stream_table text, seq bigint) RETURNS jsonb
+LANGUAGE sql VOLATILE STRICT AS $$
+    SELECT p.payload FROM pgtrickle.pgt_outbox_payloads p
+     WHERE p.outbox_id = pgtrickle.outbox_id(stream_table) AND p.seq = outbox_payload.seq
+$$;
+COMMENT ON FUNCTION pgtrickle.outbox_payload(text, bigint) IS
+    'The body of a claim-checked outbox message';
+"#,
+    name = "outbox_sql_functions",
+    requires = ["outboxes", lease_outbox, outbox_id]
+);
 
 /// Commits the consumer group's offset: every message up to `seq` was delivered. Only the
 /// holder of the lease of epoch `lease_epoch` may (55P03 otherwise: fenced); an offset below
@@ -654,8 +690,8 @@ fn commit_outbox(
 }
 
 /// Deletes the messages of `outbox` that every consumer group has committed (none while it
-/// has no group), and the claim-checked bodies of consumed messages older than the outbox's
-/// `claim_check_retention`.
+/// has no group); their claim-checked bodies are stamped consumed, and deleted once consumed
+/// longer than the outbox's `claim_check_retention` ago.
 fn purge(outbox: i64) -> Result<(), PgTrickleError> {
     crate::roles::as_extension(|| {
         Spi::run_with_args(
@@ -663,9 +699,14 @@ fn purge(outbox: i64) -> Result<(), PgTrickleError> {
                                  FROM pgtrickle.pgt_outbox_groups WHERE outbox_id = $1), \
                   gone AS (DELETE FROM pgtrickle.pgt_outbox \
                             WHERE outbox_id = $1 AND seq <= (SELECT upto FROM consumed)) \
-             DELETE FROM pgtrickle.pgt_outbox_payloads p \
-              WHERE p.outbox_id = $1 AND p.seq <= (SELECT upto FROM consumed) \
-                AND p.created_at < clock_timestamp() - \
+             UPDATE pgtrickle.pgt_outbox_payloads SET consumed_at = clock_timestamp() \
+              WHERE outbox_id = $1 AND consumed_at IS NULL \
+                AND seq <= (SELECT upto FROM consumed)",
+            &[outbox.into()],
+        )?;
+        Spi::run_with_args(
+            "DELETE FROM pgtrickle.pgt_outbox_payloads p \
+              WHERE p.outbox_id = $1 AND p.consumed_at < clock_timestamp() - \
                     (SELECT claim_check_retention FROM pgtrickle.pgt_outboxes WHERE outbox_id = $1)",
             &[outbox.into()],
         )?;
@@ -673,31 +714,9 @@ fn purge(outbox: i64) -> Result<(), PgTrickleError> {
     })
 }
 
-/// The body of a claim-checked message (`{"deleted": [...], "inserted": [...]}`), NULL when
-/// it was sent inline or its retention has passed. For the roles that may read the stream
-/// table.
-#[pg_extern(volatile, parallel_unsafe)]
-fn outbox_payload(
-    stream_table: Option<&str>,
-    seq: Option<i64>,
-) -> Result<Option<JsonB>, ErrorReport> {
-    const F: &str = "outbox_payload";
-    Ok(crate::settings::with_standard_strings(|| {
-        let seq = argument(F, "seq", seq)?;
-        let st = readable(F, stream_table)?;
-        let outbox = existing_outbox(&st, false)?;
-        crate::roles::as_extension(|| {
-            Ok(Spi::get_one_with_args::<JsonB>(
-                "SELECT payload FROM pgtrickle.pgt_outbox_payloads \
-                  WHERE outbox_id = $1 AND seq = $2",
-                &[outbox.id.into(), seq.into()],
-            )?)
-        })
-    })?)
-}
-
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use pgrx::prelude::*;
 

@@ -70,7 +70,7 @@ impl Default for RelaySettings {
             sink_max_inflight: 1000,
             poll_interval_ms: 200,
             lease_seconds: 30.0,
-            sink_timeout_ms: 30_000,
+            sink_timeout_ms: 10_000,
             log_level: "info".into(),
         }
     }
@@ -282,6 +282,15 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     if !(c.relay.lease_seconds > 0.0 && c.relay.lease_seconds <= 86_400.0) {
         return bad("relay.lease_seconds must be more than 0 and at most 86400".into());
     }
+    if c.relay.poll_interval_ms == 0 || c.relay.sink_timeout_ms == 0 {
+        return bad("relay.poll_interval_ms and relay.sink_timeout_ms must be at least 1".into());
+    }
+    if c.relay.sink_timeout_ms as f64 * 2.0 > c.relay.lease_seconds * 1000.0 {
+        return bad(format!(
+            "relay.sink_timeout_ms ({}) must be at most half of relay.lease_seconds ({} s): a batch still unacknowledged when the lease expires is delivered again by the next holder",
+            c.relay.sink_timeout_ms, c.relay.lease_seconds
+        ));
+    }
     if c.relay.consumer_id.is_empty() {
         return bad("relay.consumer_id must not be empty".into());
     }
@@ -327,7 +336,15 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     for (name, sink) in &c.sinks {
         match sink {
-            SinkConfig::Webhook { url, .. } => {
+            SinkConfig::Webhook { url, headers, .. } => {
+                let broken = |t: &str| t.contains(['\r', '\n']) || t.is_empty();
+                if let Some((h, _)) = headers.iter().find(|(h, v)| {
+                    broken(h) || h.contains([':', ' ']) || v.expose().contains(['\r', '\n'])
+                }) {
+                    return bad(format!(
+                        "sink {name:?}: header {h:?} has a bad name or a line break in its value"
+                    ));
+                }
                 if crate::sink::webhook::Target::parse(url).is_none() {
                     return bad(format!(
                         "sink {name:?}: url must be http://host[:port][/path] (https is not supported: put a TLS proxy in front)"
@@ -355,8 +372,21 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             SinkConfig::Kafka {
                 topic,
                 bootstrap_servers,
+                properties,
                 ..
             } => {
+                // What the relay's guarantees rest on: all replicas acknowledge, and retries
+                // neither duplicate nor reorder within a partition.
+                if let Some(k) = properties.keys().find(|k| {
+                    matches!(
+                        k.as_str(),
+                        "acks" | "enable.idempotence" | "bootstrap.servers"
+                    )
+                }) {
+                    return bad(format!(
+                        "sink {name:?}: property {k:?} is set by the relay (acks=all, an idempotent producer, bootstrap_servers)"
+                    ));
+                }
                 if topic.is_empty() || bootstrap_servers.is_empty() {
                     return bad(format!(
                         "sink {name:?}: topic and bootstrap_servers must not be empty"
@@ -442,6 +472,11 @@ type = "stdout"
             parse(&interpolate(&format!("{BASE}\n[relay]\nsink_max_inflight = 0\n"), env).unwrap())
                 .unwrap_err();
         assert!(e.to_string().contains("sink_max_inflight"), "{e}");
+        let e = parse(
+            &interpolate(&format!("{BASE}\n[relay]\nsink_timeout_ms = 20000\n"), env).unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("half of relay.lease_seconds"), "{e}");
         let bad_type = BASE.replace("type = \"stdout\"", "type = \"carrier-pigeon\"");
         assert!(parse(&interpolate(&bad_type, env).unwrap()).is_err());
     }

@@ -150,6 +150,15 @@ async fn run(config: Config) -> i32 {
         _ = tokio::signal::ctrl_c() => info!("SIGINT: finishing the batches in flight"),
     }
     let _ = stop.send(true);
+    // A second signal stops at once (a pipeline may be waiting for a sink's timeout).
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        error!("second signal: exiting without waiting for the batches in flight");
+        std::process::exit(1);
+    });
     for t in tasks {
         let _ = t.await;
     }

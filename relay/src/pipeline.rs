@@ -85,7 +85,8 @@ pub async fn run(
                     if db_backoff.attempts() > 0 {
                         info!("pipeline {p}: reconnected to PostgreSQL");
                     }
-                    db_backoff.reset();
+                    // Reset by a successful poll, not by the connection: an error that persists
+                    // after every reconnect keeps growing the delay.
                     stats.backoff_ms.store(0, Ordering::SeqCst);
                 }
                 Err(e) => {
@@ -145,7 +146,8 @@ pub async fn run(
                             sink_backoff.attempts()
                         );
                     }
-                    sink_backoff.reset();
+                    // Reset by an acknowledged batch: a sink that accepts connections and fails
+                    // every batch keeps growing the delay.
                     stats.backoff_ms.store(0, Ordering::SeqCst);
                 }
                 Err(e) => {
@@ -181,7 +183,10 @@ pub async fn run(
             )
             .await
         {
-            Ok(v) => v,
+            Ok(v) => {
+                db_backoff.reset();
+                v
+            }
             Err(SourceError::Lease(e)) => {
                 stats.set_state("waiting_for_lease");
                 info!(
@@ -299,6 +304,7 @@ pub async fn run(
         stats.set_inflight(0);
         match delivered {
             Ok(()) => {
+                sink_backoff.reset();
                 stats
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::SeqCst);

@@ -50,7 +50,7 @@ impl fmt::Display for SinkError {
             SinkError::Refused(e) => write!(f, "the sink refused the batch: {e}"),
             SinkError::Oversized { seq, bytes, limit } => write!(
                 f,
-                "message {seq} is {bytes} bytes, more than the sink takes ({limit}): raise the sink's limit (max_message_bytes, or the server's), or lower the outbox's inline_max_bytes so that large bodies go by claim check; nothing after it is delivered meanwhile"
+                "message {seq} is {bytes} bytes, more than the sink takes ({limit}): raise the sink's limit (max_message_bytes, or the server's) for it to be delivered; nothing after it is delivered meanwhile (an outbox whose inline_max_bytes is below the sink's limit sends larger bodies by claim check)"
             ),
         }
     }
