@@ -90,3 +90,22 @@ diff_sql() {
   printf 'SELECT (SELECT count(*) FROM (SELECT %s FROM %s EXCEPT ALL (%s)) x) + (SELECT count(*) FROM ((%s) EXCEPT ALL SELECT %s FROM %s) y)' \
     "$cols" "$1" "$2" "$2" "$cols" "$1"
 }
+
+# free_port — a port nothing listens on, from a range clear of ci/pg's clusters (54320…).
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
+# wait_port PORT — waits (up to 10 s) until something listens on the port.
+wait_port() {
+  local i
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "nothing listens on port $1"
+}

@@ -18,12 +18,6 @@ cleanup() {
 trap cleanup EXIT
 command -v promtool >/dev/null && command -v prometheus >/dev/null \
   || die "prometheus and promtool are missing: run ci/setup"
-# A port nothing listens on, from a range clear of ci/pg's clusters (54320…).
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
 

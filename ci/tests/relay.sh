@@ -45,22 +45,6 @@ bin="$CARGO_TARGET_DIR/$profile"
 relay="$bin/pg_trickle_relay"
 tools="$bin/pg_trickle_relay_tools"
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 20000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on port $1"
-}
-
 "$PG" start "$CLUSTER" >/dev/null
 fresh_db relay
 url="host=127.0.0.1 port=$("$PG" port "$CLUSTER") dbname=relay user=postgres password=\${ENV:RELAY_TEST_SECRET}"
@@ -326,6 +310,28 @@ grep -c '"op": "truncate"' "$work/stdout.jsonl" >/dev/null || die "no truncate m
 [ "$(head -1 "$work/hook.jsonl.auth")" = "Bearer $RELAY_TEST_SECRET" ] || die "the webhook's Authorization header"
 sed -n 2p "$work/hook.jsonl.auth" | grep -Eq '^relay:[0-9]+:[0-9]+$' || die "the webhook's Idempotency-Key"
 checks=$((checks + 3))
+
+# --- a statement of 25,000 rows: messages of at most 10,000 rows ------------------------------------------
+qq -c "CREATE TABLE src5 (id int PRIMARY KEY, v text)" \
+  -c "SELECT pgtrickle.create_stream_table('wide', 'SELECT id, v FROM src5', refresh_mode => 'IMMEDIATE')" \
+  -c "SELECT pgtrickle.enable_outbox('wide')" -c "SELECT pgtrickle.create_consumer_group('wide', 'wide')" \
+  -c "INSERT INTO src5 SELECT i, md5(i::text) FROM generate_series(1, 25000) i" \
+  -c "UPDATE src5 SET v = 'u' WHERE id <= 12000"
+expect_eq "SELECT string_agg(deleted_count || '/' || inserted_count, ' ' ORDER BY seq) FROM pgtrickle.pgt_outbox m
+             JOIN pgtrickle.pgt_outboxes o USING (outbox_id) JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+            WHERE s.pgt_name = 'wide'" "0/10000 0/10000 0/5000 10000/0 2000/0 0/10000 0/2000"
+cfg="$work/wide.toml"
+relay_config "$cfg"
+printf '\n[sinks.file_wide]\ntype = "stdout"\npath = "%s"\n' "$work/wide.jsonl" >>"$cfg"
+pipeline "$cfg" wide public.wide wide file_wide
+start_relay "$cfg" "$work/wide.log"
+eventually 60 "SELECT lag FROM pgtrickle.outbox_status() WHERE consumer_group = 'wide'" 0
+stop_relay
+dump_claims
+dump_rows wide "id, v" "$work/wide.rows"
+python3 "$check_py" check "$work/wide.jsonl" "$work/claims.jsonl" "$work/wide.rows" public.wide 1 7 "wide via stdout" \
+  || die "wide via stdout"
+checks=$((checks + 1))
 
 # --- a crash in the middle of a backlog: the relay is killed while delivering ---------------------------
 qq -c "CREATE TABLE src4 (id int PRIMARY KEY, v text)" \

@@ -781,22 +781,6 @@ UPDATE pgtrickle.pgt_stream_tables SET schedule = schedule;
 -- fresh install creates them, in its order.
 
 -- requires:
---   schemas
-
-
--- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
--- leaves a row no lookup matches).
-CREATE TABLE pgtrickle.pgt_inboxes (
-    inbox_relid         oid PRIMARY KEY,
-    dead_letter_relid   oid NOT NULL,
-    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
-    required_keys       text[] NOT NULL,
-    created_at          timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
-GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
-
--- requires:
 --   catalog_tables
 
 
@@ -890,9 +874,44 @@ CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox_groups FOR SELECT USING (
     EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
              WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox_groups.outbox_id));
 
+-- Writes one message of outbox `box` (its next sequence number; the body inline or by claim
+-- check). Called by outbox_capture only (EXECUTE is revoked from PUBLIC).
+CREATE FUNCTION pgtrickle.outbox_write(box bigint, inline_max integer, kind text,
+                                       del jsonb, ins jsonb, n_del bigint, n_ins bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    body        jsonb;
+    bytes       integer := 0;
+    next_seq    bigint;
+BEGIN
+    IF kind = 'delta' THEN
+        body := jsonb_build_object('deleted', del, 'inserted', ins);
+        bytes := octet_length(body::text);
+    END IF;
+    UPDATE pgtrickle.pgt_outboxes SET last_seq = last_seq + 1
+     WHERE outbox_id = box RETURNING last_seq INTO next_seq;
+    INSERT INTO pgtrickle.pgt_outbox (outbox_id, seq, dedup_key, op, xid, created_at,
+                                      inserted_count, deleted_count, payload_bytes, payload,
+                                      claim_check)
+    VALUES (box, next_seq, format('%s:%s:%s', current_database(), box, next_seq), kind,
+            pg_current_xact_id(), clock_timestamp(), n_ins, n_del, bytes,
+            CASE WHEN bytes <= inline_max THEN body END, bytes > inline_max);
+    IF bytes > inline_max THEN
+        INSERT INTO pgtrickle.pgt_outbox_payloads (outbox_id, seq, created_at, payload)
+        VALUES (box, next_seq, clock_timestamp(), body);
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION pgtrickle.outbox_write(bigint, integer, text, jsonb, jsonb, bigint,
+                                                  bigint) FROM PUBLIC;
+
 -- The outbox triggers' function (statement level, AFTER, with transition tables __pgt_new and
 -- __pgt_old as the event has them). Runs as the extension's owner: a refresh runs as the
 -- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
+-- A statement of at most 10,000 rows (deleted and inserted together) is one message; a larger
+-- one is several, at most 10,000 rows each, its deleted rows first, then its inserted rows
+-- (applied in order they give the same result, and no body outgrows jsonb's limits).
 CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -902,10 +921,8 @@ DECLARE
     del         jsonb := '[]';
     n_ins       bigint := 0;
     n_del       bigint := 0;
-    body        jsonb;
-    bytes       integer;
-    next_seq    bigint;
-    kind        text := 'delta';
+    part        record;
+    chunk       constant bigint := 10000;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
@@ -917,42 +934,54 @@ BEGIN
         RETURN NULL;  -- not (or no longer) a stream table with an outbox
     END IF;
     IF TG_OP = 'TRUNCATE' THEN
-        kind := 'truncate';
-        body := NULL;
-        bytes := 0;
-    ELSE
-        -- (Row aliases are __pgt_r: a storage column may have any other name.)
-        SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
-          FROM pg_attribute a
-         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-           AND starts_with(a.attname::text, '__pgt_');
-        IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
-              INTO n_ins, ins FROM __pgt_new __pgt_r;
-        END IF;
-        IF TG_OP IN ('DELETE', 'UPDATE') THEN
-            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
-              INTO n_del, del FROM __pgt_old __pgt_r;
-        END IF;
-        IF n_ins = 0 AND n_del = 0 THEN
-            RETURN NULL;
-        END IF;
-        body := jsonb_build_object('deleted', del, 'inserted', ins);
-        bytes := octet_length(body::text);
+        PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'truncate',
+                                       NULL, NULL, 0, 0);
+        RETURN NULL;
     END IF;
-    UPDATE pgtrickle.pgt_outboxes SET last_seq = last_seq + 1
-     WHERE outbox_id = box.outbox_id RETURNING last_seq INTO next_seq;
-    INSERT INTO pgtrickle.pgt_outbox (outbox_id, seq, dedup_key, op, xid, created_at,
-                                      inserted_count, deleted_count, payload_bytes, payload,
-                                      claim_check)
-    VALUES (box.outbox_id, next_seq,
-            format('%s:%s:%s', current_database(), box.outbox_id, next_seq), kind,
-            pg_current_xact_id(), clock_timestamp(), n_ins, n_del, bytes,
-            CASE WHEN bytes <= box.inline_max_bytes THEN body END,
-            bytes > box.inline_max_bytes);
-    IF bytes > box.inline_max_bytes THEN
-        INSERT INTO pgtrickle.pgt_outbox_payloads (outbox_id, seq, created_at, payload)
-        VALUES (box.outbox_id, next_seq, clock_timestamp(), body);
+    -- (Row aliases are __pgt_r: a storage column may have any other name.)
+    SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
+      FROM pg_attribute a
+     WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+       AND starts_with(a.attname::text, '__pgt_');
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        SELECT count(*) INTO n_ins FROM __pgt_new;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        SELECT count(*) INTO n_del FROM __pgt_old;
+    END IF;
+    IF n_ins = 0 AND n_del = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF n_ins + n_del <= chunk THEN
+        IF n_ins > 0 THEN
+            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO ins FROM __pgt_new __pgt_r;
+        END IF;
+        IF n_del > 0 THEN
+            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO del FROM __pgt_old __pgt_r;
+        END IF;
+        PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta', del, ins,
+                                       n_del, n_ins);
+        RETURN NULL;
+    END IF;
+    IF n_del > 0 THEN
+        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
+                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                   (row_number() OVER () - 1) / chunk AS c
+                              FROM __pgt_old __pgt_r) x
+                     GROUP BY x.c ORDER BY x.c LOOP
+            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                           part.rows, '[]', part.n, 0);
+        END LOOP;
+    END IF;
+    IF n_ins > 0 THEN
+        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
+                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                   (row_number() OVER () - 1) / chunk AS c
+                              FROM __pgt_new __pgt_r) x
+                     GROUP BY x.c ORDER BY x.c LOOP
+            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                           '[]', part.rows, 0, part.n);
+        END LOOP;
     END IF;
     RETURN NULL;
 END
@@ -979,6 +1008,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION pgtrickle.outbox_status() IS
     'Outboxes of the stream tables the caller may see: messages retained, consumer groups, their lag and leases';
+
+-- requires:
+--   schemas
+
+
+-- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
+-- leaves a row no lookup matches).
+CREATE TABLE pgtrickle.pgt_inboxes (
+    inbox_relid         oid PRIMARY KEY,
+    dead_letter_relid   oid NOT NULL,
+    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
+    required_keys       text[] NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
 
 -- pg_trickle::outbox::commit_outbox
 CREATE  FUNCTION "commit_outbox"(

@@ -8,7 +8,9 @@
 //! 1. Four statement-level AFTER triggers on the storage ([`engine::names::OUTBOX_TRIGGERS`])
 //!    call `pgtrickle.outbox_capture()` with the statement's transition tables. It drops the
 //!    hidden `__pgt_` columns, writes nothing for a statement that changed no row, and writes a
-//!    `truncate` message (no rows) for the TRUNCATE of a FULL refresh, whose INSERT follows.
+//!    `truncate` message (no rows) for the TRUNCATE of a FULL refresh, whose INSERT follows. A
+//!    statement of more than 10,000 rows is split into messages of at most 10,000 rows, its
+//!    deleted rows first.
 //! 2. The message's sequence number is `last_seq + 1` of the outbox's row in `pgt_outboxes`,
 //!    taken by an UPDATE: the row stays locked until the writing transaction ends, so messages
 //!    of one stream table commit in sequence order and a reader never sees `n + 1` before `n`.
@@ -127,9 +129,44 @@ CREATE POLICY pgt_visible ON pgtrickle.pgt_outbox_groups FOR SELECT USING (
     EXISTS (SELECT FROM pgtrickle.pgt_outboxes o
              WHERE o.outbox_id OPERATOR(pg_catalog.=) pgt_outbox_groups.outbox_id));
 
+-- Writes one message of outbox `box` (its next sequence number; the body inline or by claim
+-- check). Called by outbox_capture only (EXECUTE is revoked from PUBLIC).
+CREATE FUNCTION pgtrickle.outbox_write(box bigint, inline_max integer, kind text,
+                                       del jsonb, ins jsonb, n_del bigint, n_ins bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    body        jsonb;
+    bytes       integer := 0;
+    next_seq    bigint;
+BEGIN
+    IF kind = 'delta' THEN
+        body := jsonb_build_object('deleted', del, 'inserted', ins);
+        bytes := octet_length(body::text);
+    END IF;
+    UPDATE pgtrickle.pgt_outboxes SET last_seq = last_seq + 1
+     WHERE outbox_id = box RETURNING last_seq INTO next_seq;
+    INSERT INTO pgtrickle.pgt_outbox (outbox_id, seq, dedup_key, op, xid, created_at,
+                                      inserted_count, deleted_count, payload_bytes, payload,
+                                      claim_check)
+    VALUES (box, next_seq, format('%s:%s:%s', current_database(), box, next_seq), kind,
+            pg_current_xact_id(), clock_timestamp(), n_ins, n_del, bytes,
+            CASE WHEN bytes <= inline_max THEN body END, bytes > inline_max);
+    IF bytes > inline_max THEN
+        INSERT INTO pgtrickle.pgt_outbox_payloads (outbox_id, seq, created_at, payload)
+        VALUES (box, next_seq, clock_timestamp(), body);
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION pgtrickle.outbox_write(bigint, integer, text, jsonb, jsonb, bigint,
+                                                  bigint) FROM PUBLIC;
+
 -- The outbox triggers' function (statement level, AFTER, with transition tables __pgt_new and
 -- __pgt_old as the event has them). Runs as the extension's owner: a refresh runs as the
 -- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
+-- A statement of at most 10,000 rows (deleted and inserted together) is one message; a larger
+-- one is several, at most 10,000 rows each, its deleted rows first, then its inserted rows
+-- (applied in order they give the same result, and no body outgrows jsonb's limits).
 CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -139,10 +176,8 @@ DECLARE
     del         jsonb := '[]';
     n_ins       bigint := 0;
     n_del       bigint := 0;
-    body        jsonb;
-    bytes       integer;
-    next_seq    bigint;
-    kind        text := 'delta';
+    part        record;
+    chunk       constant bigint := 10000;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
@@ -154,42 +189,54 @@ BEGIN
         RETURN NULL;  -- not (or no longer) a stream table with an outbox
     END IF;
     IF TG_OP = 'TRUNCATE' THEN
-        kind := 'truncate';
-        body := NULL;
-        bytes := 0;
-    ELSE
-        -- (Row aliases are __pgt_r: a storage column may have any other name.)
-        SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
-          FROM pg_attribute a
-         WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
-           AND starts_with(a.attname::text, '__pgt_');
-        IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
-              INTO n_ins, ins FROM __pgt_new __pgt_r;
-        END IF;
-        IF TG_OP IN ('DELETE', 'UPDATE') THEN
-            SELECT count(*), coalesce(jsonb_agg(to_jsonb(__pgt_r.*) - hidden), '[]')
-              INTO n_del, del FROM __pgt_old __pgt_r;
-        END IF;
-        IF n_ins = 0 AND n_del = 0 THEN
-            RETURN NULL;
-        END IF;
-        body := jsonb_build_object('deleted', del, 'inserted', ins);
-        bytes := octet_length(body::text);
+        PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'truncate',
+                                       NULL, NULL, 0, 0);
+        RETURN NULL;
     END IF;
-    UPDATE pgtrickle.pgt_outboxes SET last_seq = last_seq + 1
-     WHERE outbox_id = box.outbox_id RETURNING last_seq INTO next_seq;
-    INSERT INTO pgtrickle.pgt_outbox (outbox_id, seq, dedup_key, op, xid, created_at,
-                                      inserted_count, deleted_count, payload_bytes, payload,
-                                      claim_check)
-    VALUES (box.outbox_id, next_seq,
-            format('%s:%s:%s', current_database(), box.outbox_id, next_seq), kind,
-            pg_current_xact_id(), clock_timestamp(), n_ins, n_del, bytes,
-            CASE WHEN bytes <= box.inline_max_bytes THEN body END,
-            bytes > box.inline_max_bytes);
-    IF bytes > box.inline_max_bytes THEN
-        INSERT INTO pgtrickle.pgt_outbox_payloads (outbox_id, seq, created_at, payload)
-        VALUES (box.outbox_id, next_seq, clock_timestamp(), body);
+    -- (Row aliases are __pgt_r: a storage column may have any other name.)
+    SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
+      FROM pg_attribute a
+     WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+       AND starts_with(a.attname::text, '__pgt_');
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        SELECT count(*) INTO n_ins FROM __pgt_new;
+    END IF;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        SELECT count(*) INTO n_del FROM __pgt_old;
+    END IF;
+    IF n_ins = 0 AND n_del = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF n_ins + n_del <= chunk THEN
+        IF n_ins > 0 THEN
+            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO ins FROM __pgt_new __pgt_r;
+        END IF;
+        IF n_del > 0 THEN
+            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO del FROM __pgt_old __pgt_r;
+        END IF;
+        PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta', del, ins,
+                                       n_del, n_ins);
+        RETURN NULL;
+    END IF;
+    IF n_del > 0 THEN
+        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
+                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                   (row_number() OVER () - 1) / chunk AS c
+                              FROM __pgt_old __pgt_r) x
+                     GROUP BY x.c ORDER BY x.c LOOP
+            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                           part.rows, '[]', part.n, 0);
+        END LOOP;
+    END IF;
+    IF n_ins > 0 THEN
+        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
+                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                   (row_number() OVER () - 1) / chunk AS c
+                              FROM __pgt_new __pgt_r) x
+                     GROUP BY x.c ORDER BY x.c LOOP
+            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                           '[]', part.rows, 0, part.n);
+        END LOOP;
     END IF;
     RETURN NULL;
 END
@@ -766,21 +813,23 @@ mod tests {
     }
 
     #[pg_test]
-    fn commit_is_fenced_and_purges() {
+    fn commit_purges_what_every_group_consumed() {
         setup();
+        Spi::run("SELECT pgtrickle.create_consumer_group('agg', 'g2')").unwrap();
         Spi::run("INSERT INTO src VALUES (4, 3, 1)").unwrap();
         Spi::run("SELECT pgtrickle.refresh_stream_table('agg')").unwrap();
         let last = count("SELECT max(seq) FROM pgtrickle.poll_outbox('agg', 'g1', 'c1')");
-        let stale = Spi::run(&format!(
-            "SELECT pgtrickle.commit_outbox('agg', 'g1', 'c1', 7, {last})"
-        ));
-        assert!(stale.is_err(), "a commit of another epoch is fenced");
-        assert_eq!(
-            count(&format!(
-                "SELECT pgtrickle.commit_outbox('agg', 'g1', 'c1', 1, {last})"
-            )),
-            last
-        );
+        let epoch = count("SELECT lease_epoch FROM pgtrickle.lease_outbox('agg', 'g1', 'c1')");
+        assert_eq!(epoch, 1, "the first holder's epoch");
+        let commit = format!("SELECT pgtrickle.commit_outbox('agg', 'g1', 'c1', 1, {last})");
+        assert_eq!(count(&commit), last);
+        // g2 has consumed nothing: the messages stay.
+        assert_eq!(count("SELECT count(*) FROM pgtrickle.pgt_outbox"), last);
+        Spi::run(&format!(
+            "SELECT pgtrickle.lease_outbox('agg', 'g2', 'c2'); \
+             SELECT pgtrickle.commit_outbox('agg', 'g2', 'c2', 1, {last})"
+        ))
+        .unwrap();
         assert_eq!(count("SELECT count(*) FROM pgtrickle.pgt_outbox"), 0);
     }
 }

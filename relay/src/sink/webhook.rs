@@ -8,37 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::{Message, SinkError};
-use crate::config::Secret;
-
-/// Where a webhook goes: `http://host[:port][/path]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl Target {
-    pub fn parse(url: &str) -> Option<Target> {
-        let rest = url.strip_prefix("http://")?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (authority, 80),
-        };
-        if host.is_empty() || authority.contains('@') {
-            return None;
-        }
-        Some(Target {
-            host: host.to_string(),
-            port,
-            path: path.to_string(),
-        })
-    }
-}
+use crate::config::{Secret, Target};
 
 pub struct Webhook {
     target: Target,
@@ -203,25 +173,4 @@ async fn read_response(conn: &mut BufReader<TcpStream>) -> Result<(u16, bool), S
         close = true;
     }
     Ok((status, close))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_http_urls_only() {
-        assert_eq!(
-            Target::parse("http://127.0.0.1:8080/hook").unwrap(),
-            Target {
-                host: "127.0.0.1".into(),
-                port: 8080,
-                path: "/hook".into()
-            }
-        );
-        assert_eq!(Target::parse("http://example.com").unwrap().port, 80);
-        assert!(Target::parse("https://example.com/").is_none());
-        assert!(Target::parse("http://:80/").is_none());
-        assert!(Target::parse("http://user:pw@host/").is_none());
-    }
 }
