@@ -18,8 +18,6 @@ cleanup() {
 trap cleanup EXIT
 command -v promtool >/dev/null && command -v prometheus >/dev/null \
   || die "prometheus and promtool are missing: run ci/setup"
-  done
-}
 
 # --- the monitoring kit alone -----------------------------------------------------------------
 alerts="$ROOT/monitoring/grafana/alerts"
