@@ -86,22 +86,25 @@ EOF
 python3 "$work/hook.py" "$hook_port" "$work/hook.jsonl" 2>"$work/hook.log" &
 pids+=($!)
 wait_port "$hook_port"
-"$tools" kafka-mock --topic agg --partitions 1 >"$work/kafka.out" 2>"$work/kafka.log" &
+"$tools" kafka-mock --topic agg --partitions 3 >"$work/kafka.out" 2>"$work/kafka.log" &
 pids+=($!)
 for i in $(seq 50); do grep -q bootstrap= "$work/kafka.out" && break; sleep 0.1; done
 kafka=$(sed -n 's/^bootstrap=//p' "$work/kafka.out")
 [ -n "$kafka" ] || die "the Kafka mock cluster did not start: $(cat "$work/kafka.log")"
 metrics_port=$(free_port)
 
-# relay_config FILE [relay settings] — the header of a configuration; pipelines appended.
+# relay_config FILE [SINK_TIMEOUT_MS MAX_INFLIGHT LEASE_SECONDS] — the header of a
+# configuration; pipelines appended. A short lease: a relay killed -9 leaves its leases to
+# expire before its successor takes them (a stopped one gives them up).
 relay_config() {
   cat >"$1" <<EOF
 [relay]
 consumer_id = "relay-test"
 metrics_listen = "127.0.0.1:$metrics_port"
 poll_interval_ms = 50
-sink_timeout_ms = ${2:-5000}
+sink_timeout_ms = ${2:-2000}
 sink_max_inflight = ${3:-1000}
+lease_seconds = ${4:-4}
 log_level = "debug"
 
 [postgres]
@@ -195,7 +198,7 @@ bench() {
   echo "relay benchmark ($profile build): $n messages of ~200 bytes per sink, sink_max_inflight 1000, batch 500"
   for sink in file hook redis nats kafka; do
     cfg="$work/bench_$sink.toml"
-    relay_config "$cfg" 10000
+    relay_config "$cfg" 10000 1000 30
     pipeline "$cfg" "bench-$sink" public.bench "bench_$sink" "$sink"
     t0=$(date +%s.%N)
     start_relay "$cfg" "$work/bench.log"
@@ -263,11 +266,13 @@ sleep 1
 kill -9 "$relay_pid"
 wait "$churner"
 start_relay "$cfg" "$work/relay.log"
-# Kill the Redis server, keep writing, start it again later: the relay backs off, reconnects.
+# The killed relay's leases expire (lease_seconds), then the new one holds all seven.
 churn 23 26
+eventually 30 "SELECT count(*) FROM pgtrickle.outbox_status() WHERE lease_holder LIKE 'relay-test/$relay_pid.%'" 7
+# Kill the Redis server, keep writing, start it again later: the relay backs off, reconnects.
 kill -9 "$redis_pid"
 churn 27 30
-sleep 3
+sleep 4
 start_redis
 churn 31 36
 all_consumed 180
@@ -276,7 +281,7 @@ stop_relay
 grep -q "SIGTERM: finishing" "$work/relay.log" || die "no graceful shutdown logged"
 
 backoffs=$(grep 'pipeline agg-redis: sink redis' "$work/relay.log" | grep -o 'reconnecting in [0-9]* ms' | awk '{print $3}' | tr '\n' ' ')
-echo "redis killed for ~3 s: the agg-redis pipeline's reconnect delays (ms): $backoffs"
+echo "redis killed for ~5 s: the agg-redis pipeline's reconnect delays (ms): $backoffs"
 [ "$(wc -w <<<"$backoffs")" -ge 3 ] || die "want at least 3 reconnect attempts, got: $backoffs"
 awk '{ for (i = 2; i <= NF; i++) if ($i < $(i-1) * 1.2) exit 1 }' <<<"$backoffs" \
   || die "the backoff does not grow: $backoffs"
@@ -293,7 +298,7 @@ lb=$(last_seq bag)
 python3 "$check_py" redis "$redis_port" pgt:agg >"$work/redis_agg.jsonl"
 python3 "$check_py" redis "$redis_port" pgt:bag >"$work/redis_bag.jsonl"
 python3 "$check_py" nats "$nats_port" PGT_AGG >"$work/nats_agg.jsonl"
-"$tools" kafka-tail --bootstrap "$kafka" --topic agg --idle-ms 2000 >"$work/kafka_agg.jsonl"
+"$tools" kafka-tail --bootstrap "$kafka" --topic agg --partitions 3 --idle-ms 2000 >"$work/kafka_agg.jsonl"
 for c in "stdout:$work/stdout.jsonl" "webhook:$work/hook.jsonl" "redis:$work/redis_agg.jsonl" \
          "nats:$work/nats_agg.jsonl" "kafka:$work/kafka_agg.jsonl"; do
   python3 "$check_py" check "${c#*:}" "$work/claims.jsonl" "$work/agg.rows" public.agg 1 "$la" "agg via ${c%%:*}" \
@@ -320,6 +325,17 @@ qq -c "CREATE TABLE src5 (id int PRIMARY KEY, v text)" \
 expect_eq "SELECT string_agg(deleted_count || '/' || inserted_count, ' ' ORDER BY seq) FROM pgtrickle.pgt_outbox m
              JOIN pgtrickle.pgt_outboxes o USING (outbox_id) JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
             WHERE s.pgt_name = 'wide'" "0/10000 0/10000 0/5000 10000/0 2000/0 0/10000 0/2000"
+# By size: rows of ~1 kB in messages of at most 10 kB of row JSON (and 1,000 rows).
+qq -c "CREATE TABLE src6 (id int PRIMARY KEY, v text)" \
+  -c "SELECT pgtrickle.create_stream_table('fat', 'SELECT id, v FROM src6', refresh_mode => 'IMMEDIATE')" \
+  -c "SELECT pgtrickle.enable_outbox('fat', max_message_rows => 1000, max_message_bytes => 10000)" \
+  -c "INSERT INTO src6 SELECT i, repeat('f', 1000) FROM generate_series(1, 95) i"
+expect_eq "SELECT count(*) >= 10, sum(inserted_count), max(inserted_count) <= 10,
+                   max(payload_bytes) <= 10000 + 1100
+              FROM pgtrickle.pgt_outbox m JOIN pgtrickle.pgt_outboxes o USING (outbox_id)
+              JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) WHERE s.pgt_name = 'fat'" "t|95|t|t"
+expect_error 22023 "SELECT pgtrickle.enable_outbox('fat', max_message_rows => 0)"
+expect_error 22023 "SELECT pgtrickle.enable_outbox('fat', max_message_bytes => 200000000)"
 cfg="$work/wide.toml"
 relay_config "$cfg"
 printf '\n[sinks.file_wide]\ntype = "stdout"\npath = "%s"\n' "$work/wide.jsonl" >>"$cfg"
@@ -379,6 +395,8 @@ pipeline "$cfg" bp public.bp bp redis_bp
 start_relay "$cfg" "$work/bp.log"
 sleep 1
 rss0=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "pgtrickle_relay_resident_memory_bytes" { print $2 }')
+polls0=$(metric pgtrickle_relay_polls_total bp)
+fails0=$(metric pgtrickle_relay_delivery_failures_total bp)
 max_inflight=0
 for i in $(seq 12); do
   f=$(metric pgtrickle_relay_inflight_messages bp)
@@ -387,6 +405,11 @@ for i in $(seq 12); do
   sleep 0.5
 done
 rss1=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '$1 == "pgtrickle_relay_resident_memory_bytes" { print $2 }')
+polls1=$(metric pgtrickle_relay_polls_total bp)
+fails1=$(metric pgtrickle_relay_delivery_failures_total bp)
+# Polling pauses while a window is in flight: one poll per failed (timed-out) window at most.
+[ $((polls1 - polls0)) -le $((fails1 - fails0 + 1)) ] \
+  || die "the relay polled $((polls1 - polls0)) times while $((fails1 - fails0)) windows failed"
 committed=$(q -c "SELECT committed_seq FROM pgtrickle.outbox_status() WHERE consumer_group = 'bp'")
 [ "$committed" -eq 0 ] || die "committed $committed while the sink was stalled"
 kill -CONT "$redis_pid"
@@ -407,6 +430,27 @@ dump_rows bp "id, v" "$work/bp.rows"
 python3 "$check_py" check "$work/redis_bp.jsonl" "$work/claims.jsonl" "$work/bp.rows" public.bp 1 3000 "bp via redis after the stall" \
   || die "bp via redis"
 checks=$((checks + 4))
+
+# --- two relays with the same consumer_id fence each other ------------------------------------------
+qq -c "SELECT pgtrickle.create_consumer_group('agg', 'twins')"
+relay_config "$work/twin_a.toml"
+pipeline "$work/twin_a.toml" twins public.agg twins file
+sed "s/127.0.0.1:$metrics_port/127.0.0.1:$(free_port)/" "$work/twin_a.toml" >"$work/twin_b.toml"
+start_relay "$work/twin_a.toml" "$work/twin_a.log"
+a_pid=$relay_pid
+eventually 20 "SELECT lease_holder LIKE 'relay-test/$a_pid.%' FROM pgtrickle.outbox_status() WHERE consumer_group = 'twins'" t
+"$relay" --config "$work/twin_b.toml" >>"$work/twin_b.log" 2>&1 &
+b_pid=$!
+pids+=("$b_pid")
+for i in $(seq 50); do grep -q "is leased by" "$work/twin_b.log" && break; sleep 0.1; done
+grep -q "is leased by \"relay-test/$a_pid\." "$work/twin_b.log" || die "the second relay did not wait for the first's lease"
+relay_pid=$a_pid
+stop_relay # gives the lease up: the second takes it over at once, with a new epoch
+grep -q "lease of consumer group \"twins\" given up" "$work/twin_a.log" || die "the first relay did not give its lease up"
+eventually 20 "SELECT lease_holder LIKE 'relay-test/$b_pid.%' FROM pgtrickle.outbox_status() WHERE consumer_group = 'twins'" t
+relay_pid=$b_pid
+stop_relay
+checks=$((checks + 2))
 
 # --- bad input ----------------------------------------------------------------------------------------
 printf '[postgres]\nurl = "x"\n[[pipeline]\nname = 1\n' >"$work/bad.toml"
@@ -509,7 +553,7 @@ expect_eq "SELECT pgtrickle.inbox_ingest('orders_in', 'm3', 'not json')" dead_le
 expect_eq "SELECT pgtrickle.inbox_ingest('orders_in', NULL, '{\"id\": 3, \"amount\": 1}')" dead_letter
 expect_eq "SELECT pgtrickle.inbox_ingest('orders_in', 'm4', '{\"id\": 4, \"amount\": \"$(printf 'x%.0s' $(seq 300))\"}')" dead_letter
 expect_eq "SELECT string_agg(coalesce(dedup_key, '-') || ': ' || reason, '; ' ORDER BY id) FROM orders_in_dead_letter" \
-  "m2: the payload lacks required key(s): amount; m3: the payload is not valid JSON: expected ident at line 1 column 2; -: the dedup key is missing; m4: the payload is 323 bytes long, more than max_payload_bytes (200)"
+  "m2: the payload lacks required key(s): amount; m3: the payload is not valid JSON: invalid input syntax for type json; -: the dedup key is missing; m4: the payload is 323 bytes long, more than max_payload_bytes (200)"
 expect_error 42809 "SELECT pgtrickle.inbox_ingest('src', 'k', '{}')"
 expect_error 42P07 "SELECT pgtrickle.create_inbox('orders_in')"
 # A stream table over the inbox, maintained DIFFERENTIAL.

@@ -781,6 +781,98 @@ UPDATE pgtrickle.pgt_stream_tables SET schedule = schedule;
 -- fresh install creates them, in its order.
 
 -- requires:
+--   schemas
+
+
+-- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
+-- leaves a row no lookup matches).
+CREATE TABLE pgtrickle.pgt_inboxes (
+    inbox_relid         oid PRIMARY KEY,
+    dead_letter_relid   oid NOT NULL,
+    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
+    required_keys       text[] NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
+
+-- requires:
+--   inboxes
+
+
+CREATE FUNCTION pgtrickle.inbox_ingest(inbox text, dedup_key text, payload text,
+                                       source text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    box     record;
+    doc     jsonb;
+    reason  text;
+    missing text[];
+    n       bigint;
+BEGIN
+    IF inbox IS NULL THEN
+        RAISE EXCEPTION 'argument "inbox" of inbox_ingest() must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT i.inbox_relid::pg_catalog.regclass AS tab,
+           i.dead_letter_relid::pg_catalog.regclass AS dead,
+           i.max_payload_bytes AS max_bytes, i.required_keys AS keys INTO box
+      FROM pgtrickle.pgt_inboxes i
+     WHERE i.inbox_relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(inbox)::pg_catalog.oid
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) i.dead_letter_relid);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '"%" is not an inbox', inbox USING ERRCODE = '42809',
+            HINT = 'pgtrickle.create_inbox() creates an inbox and its dead-letter table.';
+    END IF;
+    IF dedup_key IS NULL OR dedup_key OPERATOR(pg_catalog.=) '' THEN
+        reason := 'the dedup key is missing';
+    ELSIF pg_catalog.octet_length(dedup_key) > 512 THEN
+        reason := pg_catalog.format('the dedup key is %s bytes long, more than 512',
+                                    pg_catalog.octet_length(dedup_key));
+    ELSIF payload IS NULL THEN
+        reason := 'the payload is missing';
+    ELSIF pg_catalog.octet_length(payload) > box.max_bytes THEN
+        reason := pg_catalog.format('the payload is %s bytes long, more than max_payload_bytes (%s)',
+                                    pg_catalog.octet_length(payload), box.max_bytes);
+    ELSE
+        BEGIN
+            doc := payload::pg_catalog.jsonb;
+        EXCEPTION WHEN others THEN
+            reason := 'the payload is not valid JSON: ' || SQLERRM;
+        END;
+        IF reason IS NULL AND pg_catalog.cardinality(box.keys) > 0 THEN
+            IF pg_catalog.jsonb_typeof(doc) OPERATOR(pg_catalog.<>) 'object' THEN
+                reason := 'the payload is not a JSON object, and the inbox requires keys';
+            ELSE
+                SELECT pg_catalog.array_agg(x.k ORDER BY x.o) INTO missing
+                  FROM pg_catalog.unnest(box.keys) WITH ORDINALITY AS x(k, o)
+                 WHERE NOT doc OPERATOR(pg_catalog.?) x.k;
+                IF missing IS NOT NULL THEN
+                    reason := 'the payload lacks required key(s): '
+                              || pg_catalog.array_to_string(missing, ', ');
+                END IF;
+            END IF;
+        END IF;
+    END IF;
+    IF reason IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s (dedup_key, payload, source, reason) VALUES ($1, $2, $3, $4)', box.dead)
+          USING dedup_key, payload, source, reason;
+        RETURN 'dead_letter';
+    END IF;
+    EXECUTE pg_catalog.format(
+        'INSERT INTO %s (dedup_key, payload, source) VALUES ($1, $2, $3) '
+        'ON CONFLICT (dedup_key) DO NOTHING', box.tab)
+      USING dedup_key, doc, source;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN CASE WHEN n OPERATOR(pg_catalog.=) 1 THEN 'inserted' ELSE 'duplicate' END;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, text, text) IS
+    'Stores a message in an inbox once (inserted, duplicate), or in its dead letters (dead_letter)';
+
+-- requires:
 --   catalog_tables
 
 
@@ -799,6 +891,10 @@ CREATE TABLE pgtrickle.pgt_outboxes (
     inline_max_bytes    integer NOT NULL CHECK (inline_max_bytes >= 0),
     -- How long a claim-checked body stays after every group consumed its message.
     claim_check_retention interval NOT NULL CHECK (claim_check_retention >= '0'),
+    -- A statement's change is split into messages of at most this many rows and bytes of
+    -- row JSON (a single larger row is a message of its own).
+    max_message_rows    integer NOT NULL CHECK (max_message_rows > 0),
+    max_message_bytes   bigint NOT NULL CHECK (max_message_bytes BETWEEN 1 AND 134217728),
     created_at          timestamptz NOT NULL DEFAULT now()
 );
 
@@ -909,9 +1005,11 @@ REVOKE EXECUTE ON FUNCTION pgtrickle.outbox_write(bigint, integer, text, jsonb, 
 -- The outbox triggers' function (statement level, AFTER, with transition tables __pgt_new and
 -- __pgt_old as the event has them). Runs as the extension's owner: a refresh runs as the
 -- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
--- A statement of at most 10,000 rows (deleted and inserted together) is one message; a larger
--- one is several, at most 10,000 rows each, its deleted rows first, then its inserted rows
--- (applied in order they give the same result, and no body outgrows jsonb's limits).
+-- A statement within the outbox's max_message_rows and max_message_bytes of row JSON (10,000
+-- and 64 MB by default; deleted and inserted together) is one message; a larger one is
+-- several, each within both (or one row), its deleted rows first, then its inserted rows:
+-- applied in order they give the same result, and no body outgrows what one jsonb value can
+-- hold (256 MB; max_message_bytes is at most 128 MB).
 CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -921,18 +1019,23 @@ DECLARE
     del         jsonb := '[]';
     n_ins       bigint := 0;
     n_del       bigint := 0;
+    b_ins       bigint := 0;
+    b_del       bigint := 0;
     part        record;
-    chunk       constant bigint := 10000;
+    chunk       bigint;
+    chunk_bytes bigint;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
     END IF;
-    SELECT o.outbox_id, o.inline_max_bytes INTO box
+    SELECT o.outbox_id, o.inline_max_bytes, o.max_message_rows, o.max_message_bytes INTO box
       FROM pgtrickle.pgt_outboxes o JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
      WHERE s.pgt_relid = TG_RELID;
     IF NOT FOUND THEN
         RETURN NULL;  -- not (or no longer) a stream table with an outbox
     END IF;
+    chunk := box.max_message_rows;
+    chunk_bytes := box.max_message_bytes;
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'truncate',
                                        NULL, NULL, 0, 0);
@@ -944,15 +1047,17 @@ BEGIN
      WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
        AND starts_with(a.attname::text, '__pgt_');
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        SELECT count(*) INTO n_ins FROM __pgt_new;
+        SELECT count(*), coalesce(sum(octet_length((to_jsonb(__pgt_r.*) - hidden)::text)), 0)
+          INTO n_ins, b_ins FROM __pgt_new __pgt_r;
     END IF;
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        SELECT count(*) INTO n_del FROM __pgt_old;
+        SELECT count(*), coalesce(sum(octet_length((to_jsonb(__pgt_r.*) - hidden)::text)), 0)
+          INTO n_del, b_del FROM __pgt_old __pgt_r;
     END IF;
     IF n_ins = 0 AND n_del = 0 THEN
         RETURN NULL;
     END IF;
-    IF n_ins + n_del <= chunk THEN
+    IF n_ins + n_del <= chunk AND b_ins + b_del <= chunk_bytes THEN
         IF n_ins > 0 THEN
             SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO ins FROM __pgt_new __pgt_r;
         END IF;
@@ -963,22 +1068,32 @@ BEGIN
                                        n_del, n_ins);
         RETURN NULL;
     END IF;
+    -- Parts numbered by row count and by running size along one scan: each (r, b) pair is a
+    -- run of consecutive rows within both limits.
     IF n_del > 0 THEN
-        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
-                                   (row_number() OVER () - 1) / chunk AS c
-                              FROM __pgt_old __pgt_r) x
-                     GROUP BY x.c ORDER BY x.c LOOP
+        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
+                      FROM (SELECT y.j, y.rn, (y.rn - 1) / chunk AS r,
+                                   (sum(octet_length(y.j::text)) OVER w - octet_length(y.j::text))
+                                       / chunk_bytes AS b
+                              FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                           row_number() OVER () AS rn
+                                      FROM __pgt_old __pgt_r) y
+                            WINDOW w AS (ORDER BY y.rn ROWS UNBOUNDED PRECEDING)) x
+                     GROUP BY x.r, x.b ORDER BY x.r, x.b LOOP
             PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
                                            part.rows, '[]', part.n, 0);
         END LOOP;
     END IF;
     IF n_ins > 0 THEN
-        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
-                                   (row_number() OVER () - 1) / chunk AS c
-                              FROM __pgt_new __pgt_r) x
-                     GROUP BY x.c ORDER BY x.c LOOP
+        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
+                      FROM (SELECT y.j, y.rn, (y.rn - 1) / chunk AS r,
+                                   (sum(octet_length(y.j::text)) OVER w - octet_length(y.j::text))
+                                       / chunk_bytes AS b
+                              FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                           row_number() OVER () AS rn
+                                      FROM __pgt_new __pgt_r) y
+                            WINDOW w AS (ORDER BY y.rn ROWS UNBOUNDED PRECEDING)) x
+                     GROUP BY x.r, x.b ORDER BY x.r, x.b LOOP
             PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
                                            '[]', part.rows, 0, part.n);
         END LOOP;
@@ -1008,22 +1123,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION pgtrickle.outbox_status() IS
     'Outboxes of the stream tables the caller may see: messages retained, consumer groups, their lag and leases';
-
--- requires:
---   schemas
-
-
--- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
--- leaves a row no lookup matches).
-CREATE TABLE pgtrickle.pgt_inboxes (
-    inbox_relid         oid PRIMARY KEY,
-    dead_letter_relid   oid NOT NULL,
-    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
-    required_keys       text[] NOT NULL,
-    created_at          timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
-GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
 
 -- pg_trickle::outbox::commit_outbox
 CREATE  FUNCTION "commit_outbox"(
@@ -1086,22 +1185,13 @@ AS 'MODULE_PATHNAME', 'drop_inbox_wrapper';
 CREATE  FUNCTION "enable_outbox"(
 	"stream_table" TEXT, /* Option < & str > */
 	"inline_max_bytes" INT DEFAULT 65536, /* Option < i32 > */
-	"claim_check_retention" interval DEFAULT '1 day' /* Option < pgrx :: datum :: Interval > */
+	"claim_check_retention" interval DEFAULT '1 day', /* Option < pgrx :: datum :: Interval > */
+	"max_message_rows" INT DEFAULT 10000, /* Option < i32 > */
+	"max_message_bytes" bigint DEFAULT 67108864 /* Option < i64 > */
 ) RETURNS VOID /* Result < (), ErrorReport > */
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'enable_outbox_wrapper';
-
--- pg_trickle::inbox::inbox_ingest
-CREATE  FUNCTION "inbox_ingest"(
-	"inbox" TEXT, /* Option < & str > */
-	"dedup_key" TEXT, /* Option < & str > */
-	"payload" TEXT, /* Option < & str > */
-	"source" TEXT DEFAULT NULL /* Option < & str > */
-) RETURNS TEXT /* Result < String, ErrorReport > */
-VOLATILE PARALLEL UNSAFE
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'inbox_ingest_wrapper';
 
 -- pg_trickle::outbox::lease_outbox
 CREATE  FUNCTION "lease_outbox"(
@@ -1138,7 +1228,9 @@ CREATE FUNCTION pgtrickle.poll_outbox(stream_table text, consumer_group text, co
                                       max_messages integer DEFAULT 100,
                                       lease_seconds double precision DEFAULT 30.0)
 RETURNS TABLE (seq bigint, dedup_key text, lease_epoch bigint, message jsonb)
--- The caller's search_path: stream_table is resolved with it (as by every pg_trickle function).
+-- The caller's search_path (stream_table is resolved with it, as by every pg_trickle
+-- function): every name below is qualified, so that none of the caller's schemas can supply
+-- a better-matching function or operator.
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -1155,19 +1247,22 @@ BEGIN
       FROM pgtrickle.lease_outbox(stream_table, consumer_group, consumer, lease_seconds);
     RETURN QUERY
     SELECT m.seq, m.dedup_key, l.lease_epoch,
-           jsonb_build_object('v', 1, 'stream_table', format('%I.%I', s.pgt_schema, s.pgt_name),
+           pg_catalog.jsonb_build_object('v', 1,
+               'stream_table', pg_catalog.format('%I.%I', s.pgt_schema, s.pgt_name),
                'outbox_id', m.outbox_id, 'seq', m.seq, 'dedup_key', m.dedup_key, 'op', m.op,
-               'xid', m.xid::text, 'created_at', m.created_at,
+               'xid', m.xid::pg_catalog.text, 'created_at', m.created_at,
                'inserted_count', m.inserted_count, 'deleted_count', m.deleted_count)
-           || CASE WHEN m.claim_check
-                   THEN jsonb_build_object('claim_check', jsonb_build_object(
-                            'table', 'pgtrickle.pgt_outbox_payloads', 'outbox_id', m.outbox_id,
-                            'seq', m.seq, 'bytes', m.payload_bytes))
-                   ELSE jsonb_build_object('payload', m.payload) END
+           OPERATOR(pg_catalog.||)
+           CASE WHEN m.claim_check
+                THEN pg_catalog.jsonb_build_object('claim_check', pg_catalog.jsonb_build_object(
+                         'table', 'pgtrickle.pgt_outbox_payloads', 'outbox_id', m.outbox_id,
+                         'seq', m.seq, 'bytes', m.payload_bytes))
+                ELSE pg_catalog.jsonb_build_object('payload', m.payload) END
       FROM pgtrickle.pgt_outbox m
-      JOIN pgtrickle.pgt_outboxes o ON o.outbox_id = m.outbox_id
-      JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id = o.pgt_id
-     WHERE m.outbox_id = l.outbox_id AND m.seq > l.committed_seq
+      JOIN pgtrickle.pgt_outboxes o ON o.outbox_id OPERATOR(pg_catalog.=) m.outbox_id
+      JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id OPERATOR(pg_catalog.=) o.pgt_id
+     WHERE m.outbox_id OPERATOR(pg_catalog.=) l.outbox_id
+       AND m.seq OPERATOR(pg_catalog.>) l.committed_seq
      ORDER BY m.seq
      LIMIT max_messages;
 END
@@ -1180,7 +1275,19 @@ COMMENT ON FUNCTION pgtrickle.poll_outbox(text, text, text, integer, double prec
 CREATE FUNCTION pgtrickle.outbox_payload(stream_table text, seq bigint) RETURNS jsonb
 LANGUAGE sql VOLATILE STRICT AS $$
     SELECT p.payload FROM pgtrickle.pgt_outbox_payloads p
-     WHERE p.outbox_id = pgtrickle.outbox_id(stream_table) AND p.seq = outbox_payload.seq
+     WHERE p.outbox_id OPERATOR(pg_catalog.=) pgtrickle.outbox_id(stream_table)
+       AND p.seq OPERATOR(pg_catalog.=) outbox_payload.seq
 $$;
 COMMENT ON FUNCTION pgtrickle.outbox_payload(text, bigint) IS
     'The body of a claim-checked outbox message';
+
+-- pg_trickle::outbox::release_outbox_lease
+CREATE  FUNCTION "release_outbox_lease"(
+	"stream_table" TEXT, /* Option < & str > */
+	"consumer_group" TEXT, /* Option < & str > */
+	"consumer" TEXT, /* Option < & str > */
+	"lease_epoch" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS bool /* Result < bool, ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'release_outbox_lease_wrapper';

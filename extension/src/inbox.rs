@@ -37,9 +37,6 @@ GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
     requires = ["schemas"]
 );
 
-/// The longest dedup key an inbox takes, in bytes.
-const MAX_KEY_BYTES: usize = 512;
-
 /// The dead-letter table's name beside inbox `name`.
 fn dead_letter_name(name: &str) -> String {
     format!("{name}_dead_letter")
@@ -132,20 +129,17 @@ fn create_inbox(
     })?)
 }
 
-/// An inbox as registered: its table and dead-letter table (quoted, qualified) and its rules.
+/// An inbox as registered: its table and dead-letter table (quoted, qualified).
 struct Inbox {
     table: String,
     dead_letter: String,
-    max_payload_bytes: usize,
-    required_keys: Vec<String>,
 }
 
 /// The inbox a caller named (resolved as the caller); 42809 when the table is no inbox.
 fn find(name: &str) -> Result<Inbox, PgTrickleError> {
     let found = Spi::connect(|client| -> Result<Option<Inbox>, PgTrickleError> {
         let t = client.select(
-            "SELECT i.inbox_relid::regclass::text, i.dead_letter_relid::regclass::text, \
-                    i.max_payload_bytes, i.required_keys \
+            "SELECT i.inbox_relid::regclass::text, i.dead_letter_relid::regclass::text \
                FROM pgtrickle.pgt_inboxes i \
               WHERE i.inbox_relid = pg_catalog.to_regclass($1)::oid \
                 AND EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = i.dead_letter_relid)",
@@ -156,119 +150,94 @@ fn find(name: &str) -> Result<Inbox, PgTrickleError> {
             return Ok(None);
         }
         let row = t.first();
-        let max = required(row.get::<i32>(3)?, "pgt_inboxes.max_payload_bytes")?;
         Ok(Some(Inbox {
             table: required(row.get::<String>(1)?, "pgt_inboxes.inbox_relid")?,
             dead_letter: required(row.get::<String>(2)?, "pgt_inboxes.dead_letter_relid")?,
-            max_payload_bytes: usize::try_from(max).unwrap_or(0),
-            required_keys: required(row.get::<Vec<String>>(4)?, "pgt_inboxes.required_keys")?,
         }))
     })?;
     found.ok_or_else(|| PgTrickleError::NotAnInbox(name.to_string()))
 }
 
-/// Why a message fails the inbox's validation, if it does.
-fn invalid(inbox: &Inbox, dedup_key: Option<&str>, payload: Option<&str>) -> Option<String> {
-    let key = match dedup_key {
-        None | Some("") => return Some("the dedup key is missing".into()),
-        Some(k) => k,
-    };
-    if key.len() > MAX_KEY_BYTES {
-        return Some(format!(
-            "the dedup key is {} bytes long, more than {MAX_KEY_BYTES}",
-            key.len()
-        ));
-    }
-    let Some(payload) = payload else {
-        return Some("the payload is missing".into());
-    };
-    if payload.len() > inbox.max_payload_bytes {
-        return Some(format!(
-            "the payload is {} bytes long, more than max_payload_bytes ({})",
-            payload.len(),
-            inbox.max_payload_bytes
-        ));
-    }
-    let value: serde_json::Value = match serde_json::from_str(payload) {
-        Ok(v) => v,
-        Err(e) => return Some(format!("the payload is not valid JSON: {e}")),
-    };
-    // jsonb refuses the NUL character (\u0000 in a string or key), which JSON allows.
-    if has_nul(&value) {
-        return Some("the payload contains \\u0000, which jsonb cannot store".into());
-    }
-    if !inbox.required_keys.is_empty() {
-        let Some(object) = value.as_object() else {
-            return Some("the payload is not a JSON object, and the inbox requires keys".into());
-        };
-        let missing: Vec<&str> = inbox
-            .required_keys
-            .iter()
-            .filter(|k| !object.contains_key(k.as_str()))
-            .map(String::as_str)
-            .collect();
-        if !missing.is_empty() {
-            return Some(format!(
-                "the payload lacks required key(s): {}",
-                missing.join(", ")
-            ));
-        }
-    }
-    None
-}
-
-fn has_nul(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(a) => a.iter().any(has_nul),
-        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
-/// Stores a message in inbox `inbox` once: returns `inserted`, `duplicate` (its dedup key was
-/// there already; nothing changes) or `dead_letter` (it failed validation and was stored in the
-/// dead-letter table with the reason). Runs with the caller's privileges on the two tables.
-#[pg_extern(volatile, parallel_unsafe)]
-fn inbox_ingest(
-    inbox: Option<&str>,
-    dedup_key: Option<&str>,
-    payload: Option<&str>,
-    source: default!(Option<&str>, "NULL"),
-) -> Result<String, ErrorReport> {
-    Ok(crate::settings::with_standard_strings(|| {
-        let inbox = find(argument("inbox_ingest", "inbox", inbox)?)?;
-        if let Some(reason) = invalid(&inbox, dedup_key, payload) {
-            Spi::run_with_args(
-                &format!(
-                    "INSERT INTO {} (dedup_key, payload, source, reason) VALUES ($1, $2, $3, $4)",
-                    inbox.dead_letter
-                ),
-                &[
-                    dedup_key.into(),
-                    payload.into(),
-                    source.into(),
-                    reason.into(),
-                ],
-            )?;
-            return Ok("dead_letter".to_string());
-        }
-        let inserted = Spi::connect_mut(|client| {
-            client
-                .update(
-                    &format!(
-                        "INSERT INTO {} (dedup_key, payload, source) VALUES ($1, $2::jsonb, $3) \
-                         ON CONFLICT (dedup_key) DO NOTHING RETURNING 1",
-                        inbox.table
-                    ),
-                    None,
-                    &[dedup_key.into(), payload.into(), source.into()],
-                )
-                .map(|t| t.len() == 1)
-        })?;
-        Ok(if inserted { "inserted" } else { "duplicate" }.to_string())
-    })?)
-}
+// inbox_ingest is PL/pgSQL: jsonb's own input function judges the payload (anything jsonb
+// refuses, a NUL escape or a number out of its range, goes to the dead letters with jsonb's
+// reason, in a subtransaction, instead of failing the call), with the caller's privileges.
+extension_sql!(
+    r#"
+CREATE FUNCTION pgtrickle.inbox_ingest(inbox text, dedup_key text, payload text,
+                                       source text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    box     record;
+    doc     jsonb;
+    reason  text;
+    missing text[];
+    n       bigint;
+BEGIN
+    IF inbox IS NULL THEN
+        RAISE EXCEPTION 'argument "inbox" of inbox_ingest() must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT i.inbox_relid::pg_catalog.regclass AS tab,
+           i.dead_letter_relid::pg_catalog.regclass AS dead,
+           i.max_payload_bytes AS max_bytes, i.required_keys AS keys INTO box
+      FROM pgtrickle.pgt_inboxes i
+     WHERE i.inbox_relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(inbox)::pg_catalog.oid
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) i.dead_letter_relid);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '"%" is not an inbox', inbox USING ERRCODE = '42809',
+            HINT = 'pgtrickle.create_inbox() creates an inbox and its dead-letter table.';
+    END IF;
+    IF dedup_key IS NULL OR dedup_key OPERATOR(pg_catalog.=) '' THEN
+        reason := 'the dedup key is missing';
+    ELSIF pg_catalog.octet_length(dedup_key) > 512 THEN
+        reason := pg_catalog.format('the dedup key is %s bytes long, more than 512',
+                                    pg_catalog.octet_length(dedup_key));
+    ELSIF payload IS NULL THEN
+        reason := 'the payload is missing';
+    ELSIF pg_catalog.octet_length(payload) > box.max_bytes THEN
+        reason := pg_catalog.format('the payload is %s bytes long, more than max_payload_bytes (%s)',
+                                    pg_catalog.octet_length(payload), box.max_bytes);
+    ELSE
+        BEGIN
+            doc := payload::pg_catalog.jsonb;
+        EXCEPTION WHEN others THEN
+            reason := 'the payload is not valid JSON: ' || SQLERRM;
+        END;
+        IF reason IS NULL AND pg_catalog.cardinality(box.keys) > 0 THEN
+            IF pg_catalog.jsonb_typeof(doc) OPERATOR(pg_catalog.<>) 'object' THEN
+                reason := 'the payload is not a JSON object, and the inbox requires keys';
+            ELSE
+                SELECT pg_catalog.array_agg(x.k ORDER BY x.o) INTO missing
+                  FROM pg_catalog.unnest(box.keys) WITH ORDINALITY AS x(k, o)
+                 WHERE NOT doc OPERATOR(pg_catalog.?) x.k;
+                IF missing IS NOT NULL THEN
+                    reason := 'the payload lacks required key(s): '
+                              || pg_catalog.array_to_string(missing, ', ');
+                END IF;
+            END IF;
+        END IF;
+    END IF;
+    IF reason IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s (dedup_key, payload, source, reason) VALUES ($1, $2, $3, $4)', box.dead)
+          USING dedup_key, payload, source, reason;
+        RETURN 'dead_letter';
+    END IF;
+    EXECUTE pg_catalog.format(
+        'INSERT INTO %s (dedup_key, payload, source) VALUES ($1, $2, $3) '
+        'ON CONFLICT (dedup_key) DO NOTHING', box.tab)
+      USING dedup_key, doc, source;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN CASE WHEN n OPERATOR(pg_catalog.=) 1 THEN 'inserted' ELSE 'duplicate' END;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, text, text) IS
+    'Stores a message in an inbox once (inserted, duplicate), or in its dead letters (dead_letter)';
+"#,
+    name = "inbox_ingest",
+    requires = ["inboxes"]
+);
 
 /// Drops inbox `name` and its dead-letter table (as the caller, who must own them).
 #[pg_extern(volatile, parallel_unsafe)]
@@ -293,53 +262,4 @@ fn drop_inbox(name: Option<&str>) -> Result<(), ErrorReport> {
             Ok(())
         })
     })?)
-}
-
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    fn inbox(keys: &[&str]) -> Inbox {
-        Inbox {
-            table: "i".into(),
-            dead_letter: "i_dead_letter".into(),
-            max_payload_bytes: 64,
-            required_keys: keys.iter().map(|k| k.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn validation_names_what_is_wrong() {
-        let i = inbox(&["id"]);
-        assert_eq!(invalid(&i, Some("k"), Some(r#"{"id": 1}"#)), None);
-        assert!(invalid(&i, None, Some("{}")).unwrap().contains("dedup key"));
-        assert!(invalid(&i, Some(""), Some("{}"))
-            .unwrap()
-            .contains("dedup key"));
-        assert!(invalid(&i, Some("k"), Some("{"))
-            .unwrap()
-            .contains("not valid JSON"));
-        assert!(invalid(&i, Some("k"), Some("[1]"))
-            .unwrap()
-            .contains("not a JSON object"));
-        assert!(invalid(&i, Some("k"), Some(r#"{"x": 1}"#))
-            .unwrap()
-            .contains("id"));
-        let big = format!(r#"{{"id": "{}"}}"#, "x".repeat(100));
-        assert!(invalid(&i, Some("k"), Some(&big))
-            .unwrap()
-            .contains("max_payload_bytes"));
-        assert!(invalid(&i, Some(&"k".repeat(513)), Some("{}"))
-            .unwrap()
-            .contains("513"));
-        assert!(invalid(&inbox(&[]), Some("k"), Some(r#""\u0000""#))
-            .unwrap()
-            .contains("u0000"));
-        assert!(invalid(&inbox(&[]), Some("k"), Some(r#"{"a\u0000": 1}"#))
-            .unwrap()
-            .contains("u0000"));
-        // An escaped backslash before u0000 is no NUL.
-        assert_eq!(invalid(&inbox(&[]), Some("k"), Some(r#""\\u0000""#)), None);
-        assert_eq!(invalid(&inbox(&[]), Some("k"), Some("[1, null]")), None);
-    }
 }

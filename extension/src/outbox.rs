@@ -9,8 +9,8 @@
 //!    call `pgtrickle.outbox_capture()` with the statement's transition tables. It drops the
 //!    hidden `__pgt_` columns, writes nothing for a statement that changed no row, and writes a
 //!    `truncate` message (no rows) for the TRUNCATE of a FULL refresh, whose INSERT follows. A
-//!    statement of more than 10,000 rows is split into messages of at most 10,000 rows, its
-//!    deleted rows first.
+//!    statement of more than `max_message_rows` rows or `max_message_bytes` of row JSON
+//!    (10,000 and 64 MB by default) is split into messages within both, deleted rows first.
 //! 2. The message's sequence number is `last_seq + 1` of the outbox's row in `pgt_outboxes`,
 //!    taken by an UPDATE: the row stays locked until the writing transaction ends, so messages
 //!    of one stream table commit in sequence order and a reader never sees `n + 1` before `n`.
@@ -54,6 +54,10 @@ CREATE TABLE pgtrickle.pgt_outboxes (
     inline_max_bytes    integer NOT NULL CHECK (inline_max_bytes >= 0),
     -- How long a claim-checked body stays after every group consumed its message.
     claim_check_retention interval NOT NULL CHECK (claim_check_retention >= '0'),
+    -- A statement's change is split into messages of at most this many rows and bytes of
+    -- row JSON (a single larger row is a message of its own).
+    max_message_rows    integer NOT NULL CHECK (max_message_rows > 0),
+    max_message_bytes   bigint NOT NULL CHECK (max_message_bytes BETWEEN 1 AND 134217728),
     created_at          timestamptz NOT NULL DEFAULT now()
 );
 
@@ -164,9 +168,11 @@ REVOKE EXECUTE ON FUNCTION pgtrickle.outbox_write(bigint, integer, text, jsonb, 
 -- The outbox triggers' function (statement level, AFTER, with transition tables __pgt_new and
 -- __pgt_old as the event has them). Runs as the extension's owner: a refresh runs as the
 -- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
--- A statement of at most 10,000 rows (deleted and inserted together) is one message; a larger
--- one is several, at most 10,000 rows each, its deleted rows first, then its inserted rows
--- (applied in order they give the same result, and no body outgrows jsonb's limits).
+-- A statement within the outbox's max_message_rows and max_message_bytes of row JSON (10,000
+-- and 64 MB by default; deleted and inserted together) is one message; a larger one is
+-- several, each within both (or one row), its deleted rows first, then its inserted rows:
+-- applied in order they give the same result, and no body outgrows what one jsonb value can
+-- hold (256 MB; max_message_bytes is at most 128 MB).
 CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -176,18 +182,23 @@ DECLARE
     del         jsonb := '[]';
     n_ins       bigint := 0;
     n_del       bigint := 0;
+    b_ins       bigint := 0;
+    b_del       bigint := 0;
     part        record;
-    chunk       constant bigint := 10000;
+    chunk       bigint;
+    chunk_bytes bigint;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
     END IF;
-    SELECT o.outbox_id, o.inline_max_bytes INTO box
+    SELECT o.outbox_id, o.inline_max_bytes, o.max_message_rows, o.max_message_bytes INTO box
       FROM pgtrickle.pgt_outboxes o JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
      WHERE s.pgt_relid = TG_RELID;
     IF NOT FOUND THEN
         RETURN NULL;  -- not (or no longer) a stream table with an outbox
     END IF;
+    chunk := box.max_message_rows;
+    chunk_bytes := box.max_message_bytes;
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'truncate',
                                        NULL, NULL, 0, 0);
@@ -199,15 +210,17 @@ BEGIN
      WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
        AND starts_with(a.attname::text, '__pgt_');
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        SELECT count(*) INTO n_ins FROM __pgt_new;
+        SELECT count(*), coalesce(sum(octet_length((to_jsonb(__pgt_r.*) - hidden)::text)), 0)
+          INTO n_ins, b_ins FROM __pgt_new __pgt_r;
     END IF;
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        SELECT count(*) INTO n_del FROM __pgt_old;
+        SELECT count(*), coalesce(sum(octet_length((to_jsonb(__pgt_r.*) - hidden)::text)), 0)
+          INTO n_del, b_del FROM __pgt_old __pgt_r;
     END IF;
     IF n_ins = 0 AND n_del = 0 THEN
         RETURN NULL;
     END IF;
-    IF n_ins + n_del <= chunk THEN
+    IF n_ins + n_del <= chunk AND b_ins + b_del <= chunk_bytes THEN
         IF n_ins > 0 THEN
             SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO ins FROM __pgt_new __pgt_r;
         END IF;
@@ -218,22 +231,32 @@ BEGIN
                                        n_del, n_ins);
         RETURN NULL;
     END IF;
+    -- Parts numbered by row count and by running size along one scan: each (r, b) pair is a
+    -- run of consecutive rows within both limits.
     IF n_del > 0 THEN
-        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
-                                   (row_number() OVER () - 1) / chunk AS c
-                              FROM __pgt_old __pgt_r) x
-                     GROUP BY x.c ORDER BY x.c LOOP
+        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
+                      FROM (SELECT y.j, y.rn, (y.rn - 1) / chunk AS r,
+                                   (sum(octet_length(y.j::text)) OVER w - octet_length(y.j::text))
+                                       / chunk_bytes AS b
+                              FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                           row_number() OVER () AS rn
+                                      FROM __pgt_old __pgt_r) y
+                            WINDOW w AS (ORDER BY y.rn ROWS UNBOUNDED PRECEDING)) x
+                     GROUP BY x.r, x.b ORDER BY x.r, x.b LOOP
             PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
                                            part.rows, '[]', part.n, 0);
         END LOOP;
     END IF;
     IF n_ins > 0 THEN
-        FOR part IN SELECT jsonb_agg(x.j) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
-                                   (row_number() OVER () - 1) / chunk AS c
-                              FROM __pgt_new __pgt_r) x
-                     GROUP BY x.c ORDER BY x.c LOOP
+        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
+                      FROM (SELECT y.j, y.rn, (y.rn - 1) / chunk AS r,
+                                   (sum(octet_length(y.j::text)) OVER w - octet_length(y.j::text))
+                                       / chunk_bytes AS b
+                              FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
+                                           row_number() OVER () AS rn
+                                      FROM __pgt_new __pgt_r) y
+                            WINDOW w AS (ORDER BY y.rn ROWS UNBOUNDED PRECEDING)) x
+                     GROUP BY x.r, x.b ORDER BY x.r, x.b LOOP
             PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
                                            '[]', part.rows, 0, part.n);
         END LOOP;
@@ -320,19 +343,40 @@ fn readable(function: &'static str, name: Option<&str>) -> Result<StreamTable, P
 /// Gives a stream table an outbox: from now on every statement that changes its storage
 /// writes a message (docs/RELAY_GUIDE.md). `inline_max_bytes`: a larger body goes to the
 /// claim-check table `pgtrickle.pgt_outbox_payloads`, where it stays `claim_check_retention`
-/// after every consumer group consumed its message. For its owner (42501 otherwise); 42710
-/// when it has one already.
+/// after every consumer group consumed its message. A statement's change is split into
+/// messages of at most `max_message_rows` rows and `max_message_bytes` of row JSON. For its
+/// owner (42501 otherwise); 42710 when it has one already.
 #[pg_extern(volatile, parallel_unsafe)]
 fn enable_outbox(
     stream_table: Option<&str>,
     inline_max_bytes: default!(Option<i32>, 65536),
     claim_check_retention: default!(Option<pgrx::datum::Interval>, "'1 day'"),
+    max_message_rows: default!(Option<i32>, 10000),
+    max_message_bytes: default!(Option<i64>, 67108864),
 ) -> Result<(), ErrorReport> {
     const F: &str = "enable_outbox";
     Ok(crate::settings::with_standard_strings(|| {
         let name = argument(F, "stream_table", stream_table)?;
         let inline_max_bytes = argument(F, "inline_max_bytes", inline_max_bytes)?;
         let retention = argument(F, "claim_check_retention", claim_check_retention)?;
+        let max_rows = argument(F, "max_message_rows", max_message_rows)?;
+        let max_bytes = argument(F, "max_message_bytes", max_message_bytes)?;
+        if max_rows < 1 {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "max_message_rows",
+                value: max_rows.to_string(),
+                hint: "At least 1 row per message.".into(),
+            });
+        }
+        if !(1..=134_217_728).contains(&max_bytes) {
+            return Err(PgTrickleError::InvalidParameter {
+                param: "max_message_bytes",
+                value: max_bytes.to_string(),
+                hint: "1 byte to 128 MB (134217728): a message body is one jsonb value, at \
+                       most 256 MB."
+                    .into(),
+            });
+        }
         let negative =
             Spi::get_one_with_args::<bool>("SELECT $1 < interval '0'", &[retention.into()])?;
         if negative == Some(true) {
@@ -360,9 +404,16 @@ fn enable_outbox(
         }
         crate::roles::as_extension(|| {
             Spi::run_with_args(
-                "INSERT INTO pgtrickle.pgt_outboxes \
-                 (pgt_id, inline_max_bytes, claim_check_retention) VALUES ($1, $2, $3)",
-                &[st.id.into(), inline_max_bytes.into(), retention.into()],
+                "INSERT INTO pgtrickle.pgt_outboxes (pgt_id, inline_max_bytes, \
+                 claim_check_retention, max_message_rows, max_message_bytes) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    st.id.into(),
+                    inline_max_bytes.into(),
+                    retention.into(),
+                    max_rows.into(),
+                    max_bytes.into(),
+                ],
             )?;
             for (trigger, event, transition) in OUTBOX_TRIGGERS {
                 Spi::run(&format!(
@@ -628,7 +679,9 @@ CREATE FUNCTION pgtrickle.poll_outbox(stream_table text, consumer_group text, co
                                       max_messages integer DEFAULT 100,
                                       lease_seconds double precision DEFAULT 30.0)
 RETURNS TABLE (seq bigint, dedup_key text, lease_epoch bigint, message jsonb)
--- The caller's search_path: stream_table is resolved with it (as by every pg_trickle function).
+-- The caller's search_path (stream_table is resolved with it, as by every pg_trickle
+-- function): every name below is qualified, so that none of the caller's schemas can supply
+-- a better-matching function or operator.
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -645,19 +698,22 @@ BEGIN
       FROM pgtrickle.lease_outbox(stream_table, consumer_group, consumer, lease_seconds);
     RETURN QUERY
     SELECT m.seq, m.dedup_key, l.lease_epoch,
-           jsonb_build_object('v', 1, 'stream_table', format('%I.%I', s.pgt_schema, s.pgt_name),
+           pg_catalog.jsonb_build_object('v', 1,
+               'stream_table', pg_catalog.format('%I.%I', s.pgt_schema, s.pgt_name),
                'outbox_id', m.outbox_id, 'seq', m.seq, 'dedup_key', m.dedup_key, 'op', m.op,
-               'xid', m.xid::text, 'created_at', m.created_at,
+               'xid', m.xid::pg_catalog.text, 'created_at', m.created_at,
                'inserted_count', m.inserted_count, 'deleted_count', m.deleted_count)
-           || CASE WHEN m.claim_check
-                   THEN jsonb_build_object('claim_check', jsonb_build_object(
-                            'table', 'pgtrickle.pgt_outbox_payloads', 'outbox_id', m.outbox_id,
-                            'seq', m.seq, 'bytes', m.payload_bytes))
-                   ELSE jsonb_build_object('payload', m.payload) END
+           OPERATOR(pg_catalog.||)
+           CASE WHEN m.claim_check
+                THEN pg_catalog.jsonb_build_object('claim_check', pg_catalog.jsonb_build_object(
+                         'table', 'pgtrickle.pgt_outbox_payloads', 'outbox_id', m.outbox_id,
+                         'seq', m.seq, 'bytes', m.payload_bytes))
+                ELSE pg_catalog.jsonb_build_object('payload', m.payload) END
       FROM pgtrickle.pgt_outbox m
-      JOIN pgtrickle.pgt_outboxes o ON o.outbox_id = m.outbox_id
-      JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id = o.pgt_id
-     WHERE m.outbox_id = l.outbox_id AND m.seq > l.committed_seq
+      JOIN pgtrickle.pgt_outboxes o ON o.outbox_id OPERATOR(pg_catalog.=) m.outbox_id
+      JOIN pgtrickle.pgt_stream_tables s ON s.pgt_id OPERATOR(pg_catalog.=) o.pgt_id
+     WHERE m.outbox_id OPERATOR(pg_catalog.=) l.outbox_id
+       AND m.seq OPERATOR(pg_catalog.>) l.committed_seq
      ORDER BY m.seq
      LIMIT max_messages;
 END
@@ -670,7 +726,8 @@ COMMENT ON FUNCTION pgtrickle.poll_outbox(text, text, text, integer, double prec
 CREATE FUNCTION pgtrickle.outbox_payload(stream_table text, seq bigint) RETURNS jsonb
 LANGUAGE sql VOLATILE STRICT AS $$
     SELECT p.payload FROM pgtrickle.pgt_outbox_payloads p
-     WHERE p.outbox_id = pgtrickle.outbox_id(stream_table) AND p.seq = outbox_payload.seq
+     WHERE p.outbox_id OPERATOR(pg_catalog.=) pgtrickle.outbox_id(stream_table)
+       AND p.seq OPERATOR(pg_catalog.=) outbox_payload.seq
 $$;
 COMMENT ON FUNCTION pgtrickle.outbox_payload(text, bigint) IS
     'The body of a claim-checked outbox message';
@@ -732,6 +789,37 @@ fn commit_outbox(
             )?;
             purge(outbox.id)?;
             Ok(seq)
+        })
+    })?)
+}
+
+/// Gives the consumer group's lease up (a consumer that stops): another consumer may take it
+/// at once instead of waiting for it to expire. Only its holder can (of epoch `lease_epoch`,
+/// when given); returns whether it did (false: it did not hold it).
+#[pg_extern(volatile, parallel_unsafe)]
+fn release_outbox_lease(
+    stream_table: Option<&str>,
+    consumer_group: Option<&str>,
+    consumer: Option<&str>,
+    lease_epoch: default!(Option<i64>, "NULL"),
+) -> Result<bool, ErrorReport> {
+    const F: &str = "release_outbox_lease";
+    Ok(crate::settings::with_standard_strings(|| {
+        let group = argument(F, "consumer_group", consumer_group)?;
+        let consumer = argument(F, "consumer", consumer)?;
+        let st = readable(F, stream_table)?;
+        let outbox = existing_outbox(&st, false)?;
+        crate::roles::as_extension(|| {
+            let l = lease(outbox.id, group, &st)?;
+            if l.holder.as_deref() != Some(consumer) || lease_epoch.is_some_and(|e| e != l.epoch) {
+                return Ok(false);
+            }
+            Spi::run_with_args(
+                "UPDATE pgtrickle.pgt_outbox_groups SET lease_expires_at = clock_timestamp() \
+                  WHERE outbox_id = $1 AND group_name = $2",
+                &[outbox.id.into(), group.into()],
+            )?;
+            Ok(true)
         })
     })?)
 }

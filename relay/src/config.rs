@@ -74,8 +74,10 @@ pub struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelaySettings {
-    /// The consumer name the relay polls under (its lease holder name). A restarted relay with
-    /// the same id resumes its leases at once; another id waits for them to expire.
+    /// The consumer name the relay polls under; its leases are held as `<consumer_id>/<pid>.
+    /// <token>`, so that every process fences the others. A relay stopped by SIGTERM gives its
+    /// leases up, and its successor takes them at once; one that was killed leaves them to
+    /// expire (`lease_seconds`) first.
     pub consumer_id: String,
     /// `host:port` of the health and Prometheus endpoint; empty: none.
     pub metrics_listen: String,
@@ -410,11 +412,14 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                 if let Some(k) = properties.keys().find(|k| {
                     matches!(
                         k.as_str(),
-                        "acks" | "enable.idempotence" | "bootstrap.servers"
+                        "acks"
+                            | "enable.idempotence"
+                            | "enable.gapless.guarantee"
+                            | "bootstrap.servers"
                     )
                 }) {
                     return bad(format!(
-                        "sink {name:?}: property {k:?} is set by the relay (acks=all, an idempotent producer, bootstrap_servers)"
+                        "sink {name:?}: property {k:?} is set by the relay (acks=all, an idempotent producer without gaps, bootstrap_servers)"
                     ));
                 }
                 if topic.is_empty() || bootstrap_servers.is_empty() {

@@ -1,8 +1,9 @@
 //! The outbox message envelope (version 1), as `pgtrickle.poll_outbox()` returns it and as
 //! every sink delivers it: one JSON object per message. docs/RELAY_GUIDE.md describes the
-//! fields. The relay decodes each envelope before delivery: an envelope of another version
-//! (a newer extension than this relay knows) is refused, and nothing after it is delivered or
-//! committed until a relay that knows it runs.
+//! fields. The relay checks each envelope's header before delivery ([`Envelope::check`]; the
+//! rows are skipped unread and delivered as PostgreSQL wrote them): an envelope of another
+//! version (a newer extension than this relay knows) is refused, and nothing after it is
+//! delivered or committed until a relay that knows it runs.
 
 use std::fmt;
 
@@ -75,36 +76,70 @@ impl fmt::Display for EnvelopeError {
     }
 }
 
+/// What the relay reads of an envelope before delivering it: everything but the rows, which
+/// it skips unread (their numbers stay text: a numeric beyond what f64 holds is no error).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Header {
+    pub v: u64,
+    pub stream_table: String,
+    pub outbox_id: i64,
+    pub seq: i64,
+    pub dedup_key: String,
+    pub op: Op,
+    pub xid: String,
+    pub created_at: String,
+    pub inserted_count: i64,
+    pub deleted_count: i64,
+    #[serde(default)]
+    pub payload: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub claim_check: Option<ClaimCheck>,
+}
+
+/// Just the version (every other field skipped unread).
+#[derive(Deserialize)]
+struct Version {
+    v: Option<u64>,
+}
+
 impl Envelope {
-    /// Decodes and checks one envelope.
-    pub fn decode(text: &str) -> Result<Envelope, EnvelopeError> {
-        // The version first, so that a newer envelope is reported as such, whatever its shape.
-        let raw: Value =
+    /// Checks one envelope as the relay does before delivering it: the version first (so that
+    /// a newer envelope is reported as such, whatever its shape), then the header's fields and
+    /// their consistency. The rows are skipped, not parsed.
+    pub fn check(text: &str) -> Result<Header, EnvelopeError> {
+        let version: Version =
             serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        match raw.get("v").and_then(Value::as_u64) {
+        match version.v {
             Some(VERSION) => {}
             Some(found) => return Err(EnvelopeError::VersionSkew { found }),
             None => return Err(EnvelopeError::Malformed("no version field \"v\"".into())),
         }
-        let e: Envelope =
-            serde_json::from_value(raw).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        let key = DedupKey::parse(&e.dedup_key)
-            .ok_or_else(|| EnvelopeError::Inconsistent(format!("dedup key {:?}", e.dedup_key)))?;
-        if key.outbox_id != e.outbox_id || key.seq != e.seq || e.seq < 1 {
+        let h: Header =
+            serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let key = DedupKey::parse(&h.dedup_key)
+            .ok_or_else(|| EnvelopeError::Inconsistent(format!("dedup key {:?}", h.dedup_key)))?;
+        if key.outbox_id != h.outbox_id || key.seq != h.seq || h.seq < 1 {
             return Err(EnvelopeError::Inconsistent(format!(
                 "dedup key {:?} for message {} of outbox {}",
-                e.dedup_key, e.seq, e.outbox_id
+                h.dedup_key, h.seq, h.outbox_id
             )));
         }
-        if e.payload.as_ref().is_some_and(|p| !p.is_null()) && e.claim_check.is_some() {
+        if h.payload.is_some() && h.claim_check.is_some() {
             return Err(EnvelopeError::Inconsistent(
                 "both an inline payload and a claim check".into(),
             ));
         }
-        if e.inserted_count < 0 || e.deleted_count < 0 {
+        if h.inserted_count < 0 || h.deleted_count < 0 {
             return Err(EnvelopeError::Inconsistent("a negative row count".into()));
         }
-        Ok(e)
+        Ok(h)
+    }
+
+    /// Checks one envelope ([`Envelope::check`]) and decodes it whole, rows included (as JSON
+    /// values: numbers beyond f64 are refused here).
+    pub fn decode(text: &str) -> Result<Envelope, EnvelopeError> {
+        Envelope::check(text)?;
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 
     /// The envelope as delivered: one line of JSON.
@@ -177,6 +212,24 @@ mod tests {
         let e = Envelope::decode(&c).unwrap();
         assert_eq!(e.claim_check.as_ref().unwrap().bytes, 99999);
         assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+    }
+
+    #[test]
+    fn check_skips_the_rows_unread() {
+        // A numeric no f64 holds, as PostgreSQL prints it: the header checks, the rows are
+        // delivered as they are.
+        let huge = sample().replace(r#""n": 2"#, &format!(r#""n": 1{}"#, "0".repeat(400)));
+        let h = Envelope::check(&huge).unwrap();
+        assert_eq!((h.seq, h.op), (2, Op::Delta));
+        assert!(
+            Envelope::decode(&huge).is_err(),
+            "a full decode as f64 refuses it"
+        );
+        let deep = sample().replace(
+            r#""n": 2"#,
+            &format!(r#""n": {}1{}"#, "[".repeat(20), "]".repeat(20)),
+        );
+        assert!(Envelope::check(&deep).is_ok());
     }
 
     #[test]

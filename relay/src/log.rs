@@ -42,7 +42,9 @@ pub fn write(level: Level, message: std::fmt::Arguments<'_>) {
         Level::Info => "INFO",
         Level::Debug => "DEBUG",
     };
-    eprintln!("{now:.3} {tag} {message}");
+    // Never a panic: a closed standard error (a dead log pipe) loses the line, nothing else.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{now:.3} {tag} {message}");
 }
 
 #[macro_export]

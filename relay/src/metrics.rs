@@ -18,6 +18,8 @@ pub struct PipelineStats {
     pub max_inflight: u64,
     pub delivered: AtomicU64,
     pub batches: AtomicU64,
+    /// Polls of the outbox (none while a batch is in flight).
+    pub polls: AtomicU64,
     pub failures: AtomicU64,
     pub reconnects_sink: AtomicU64,
     pub reconnects_db: AtomicU64,
@@ -98,6 +100,12 @@ pub fn render(stats: &[Arc<PipelineStats>]) -> String {
         "counter",
         "Batches acknowledged by the sink.",
         &|s| s.batches.load(Ordering::SeqCst).to_string(),
+    );
+    family(
+        "pgtrickle_relay_polls_total",
+        "counter",
+        "Polls of the outbox (never while a batch is in flight).",
+        &|s| s.polls.load(Ordering::SeqCst).to_string(),
     );
     family(
         "pgtrickle_relay_delivery_failures_total",

@@ -40,13 +40,28 @@ impl Spec {
             stream_table: p.stream_table.clone(),
             group: p.consumer_group.clone(),
             create_group: p.create_group,
-            consumer: c.relay.consumer_id.clone(),
+            consumer: lease_holder(&c.relay.consumer_id),
             window: p.batch_size.min(c.relay.sink_max_inflight),
             lease_seconds: c.relay.lease_seconds,
             poll_interval: Duration::from_millis(c.relay.poll_interval_ms),
             sink_timeout: Duration::from_millis(c.relay.sink_timeout_ms),
         }
     }
+}
+
+/// The name this process holds leases under: the configured consumer id and a part of its
+/// own, so that two relays given the same id fence each other (the second waits for the
+/// first's lease) instead of sharing a lease.
+fn lease_holder(consumer_id: &str) -> String {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let token = TOKEN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("{}.{:08x}", std::process::id(), nanos)
+    });
+    format!("{consumer_id}/{token}")
 }
 
 /// Sleeps `d`, or less when shutdown is asked; true when it was.
@@ -72,6 +87,9 @@ pub async fn run(
     let mut db_backoff = Backoff::from_clock();
     let mut sink_backoff = Backoff::from_clock();
     let mut group_ready = !spec.create_group;
+    // The epoch of the lease this pipeline last delivered under, if any (at shutdown the
+    // lease is given up: by this holder name, which no other process uses, of any epoch).
+    let mut held: Option<i64> = None;
     let p = &spec.name;
     loop {
         if *shutdown.borrow() {
@@ -136,7 +154,7 @@ pub async fn run(
         }
         if !sink.connected() {
             stats.set_state("connecting_sink");
-            match sink.connect().await {
+            match crate::sink::within(spec.sink_timeout, "the connection", sink.connect()).await {
                 Ok(()) => {
                     stats.reconnects_sink.fetch_add(1, Ordering::SeqCst);
                     if sink_backoff.attempts() > 0 {
@@ -173,6 +191,7 @@ pub async fn run(
         // The window is empty here: the previous batch was acknowledged (or dropped to be
         // polled again), so polling may take a whole window.
         debug_assert_eq!(stats.inflight.load(Ordering::SeqCst), 0);
+        stats.polls.fetch_add(1, Ordering::SeqCst);
         let polled = match source
             .poll(
                 &spec.stream_table,
@@ -235,7 +254,7 @@ pub async fn run(
         let mut batch = Vec::with_capacity(polled.len());
         let mut bad = None;
         for m in &polled {
-            match Envelope::decode(&m.envelope) {
+            match Envelope::check(&m.envelope) {
                 // Delivered as PostgreSQL wrote it: decoding checks it, re-encoding could
                 // change its numbers (a numeric's digits, beyond what f64 holds).
                 Ok(e) => batch.push(Message {
@@ -287,6 +306,7 @@ pub async fn run(
             }
         }
         let epoch = polled[0].epoch;
+        held = Some(epoch);
         let last = batch.last().map(|m| m.seq).unwrap_or(0);
         stats.set_state("delivering");
         stats.set_inflight(batch.len() as u64);
@@ -294,39 +314,45 @@ pub async fn run(
             "pipeline {p}: delivering {} messages up to {last}",
             batch.len()
         );
-        let delivered = match tokio::time::timeout(spec.sink_timeout, sink.deliver(&batch)).await {
-            Ok(r) => r,
-            Err(_) => Err(SinkError::Io(format!(
-                "no acknowledgement within {} ms",
-                spec.sink_timeout.as_millis()
-            ))),
-        };
+        // The sink waits at most sink_timeout for its acknowledgements (a blocked Kafka
+        // delivery thread is waited for, never left running beside a new producer).
+        let delivered = sink.deliver(&batch, spec.sink_timeout).await;
         stats.set_inflight(0);
-        match delivered {
+        // Commit what the sink acknowledged: all of the batch, or the prefix it acknowledged
+        // before failing.
+        let acked = match &delivered {
+            Ok(()) => batch.len(),
+            Err(partial) => partial.acked.min(batch.len()),
+        };
+        if acked > 0 {
+            stats.delivered.fetch_add(acked as u64, Ordering::SeqCst);
+            let upto = batch[acked - 1].seq;
+            match source
+                .commit(&spec.stream_table, &spec.group, &spec.consumer, epoch, upto)
+                .await
+            {
+                Ok(committed) => {
+                    stats.committed_seq.store(committed, Ordering::SeqCst);
+                }
+                Err(SourceError::Lease(e)) => {
+                    warn!("pipeline {p}: commit refused, {e}: the batch may be delivered again by the new holder");
+                }
+                Err(e) => {
+                    warn!("pipeline {p}: commit failed: {e}; the batch will be delivered again");
+                    source.disconnect();
+                }
+            }
+        }
+        match delivered.map_err(|partial| partial.error) {
             Ok(()) => {
                 sink_backoff.reset();
-                stats
-                    .delivered
-                    .fetch_add(batch.len() as u64, Ordering::SeqCst);
                 stats.batches.fetch_add(1, Ordering::SeqCst);
                 stats.set_error(None);
-                match source
-                    .commit(&spec.stream_table, &spec.group, &spec.consumer, epoch, last)
-                    .await
-                {
-                    Ok(committed) => {
-                        stats.committed_seq.store(committed, Ordering::SeqCst);
-                    }
-                    Err(SourceError::Lease(e)) => {
-                        warn!("pipeline {p}: commit refused, {e}: the batch may be delivered again by the new holder");
-                    }
-                    Err(e) => {
-                        warn!(
-                            "pipeline {p}: commit failed: {e}; the batch will be delivered again"
-                        );
-                        source.disconnect();
-                    }
-                }
+            }
+            Err(SinkError::Deadline { acked, of }) => {
+                // Progress: the rest of the window is polled again at once.
+                debug!("pipeline {p}: {acked} of {of} delivered in the batch's time");
+                stats.set_error(None);
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
@@ -354,6 +380,19 @@ pub async fn run(
                     break;
                 }
             }
+        }
+    }
+    if source.connected() {
+        match source
+            .release(&spec.stream_table, &spec.group, &spec.consumer, held)
+            .await
+        {
+            Ok(true) => info!(
+                "pipeline {p}: lease of consumer group {:?} given up",
+                spec.group
+            ),
+            Ok(false) => {}
+            Err(e) => warn!("pipeline {p}: could not give the lease up: {e}"),
         }
     }
     stats.set_state("stopped");

@@ -128,6 +128,25 @@ impl Source {
             .collect()
     }
 
+    /// Gives the lease up (at shutdown); false when it was no longer held.
+    pub async fn release(
+        &self,
+        stream_table: &str,
+        group: &str,
+        consumer: &str,
+        epoch: Option<i64>,
+    ) -> Result<bool, SourceError> {
+        let row = self
+            .client()?
+            .query_one(
+                "SELECT pgtrickle.release_outbox_lease($1, $2, $3, $4)",
+                &[&stream_table, &group, &consumer, &epoch],
+            )
+            .await
+            .map_err(classify)?;
+        row.try_get(0).map_err(classify)
+    }
+
     pub async fn commit(
         &self,
         stream_table: &str,

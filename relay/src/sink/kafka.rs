@@ -372,6 +372,10 @@ impl Kafka {
                 self.bootstrap_servers.clone(),
             ),
             ("enable.idempotence".to_string(), "true".to_string()),
+            // A failure that could leave a gap in the produced sequence is fatal to the
+            // producer (the batch fails whole, the relay reconnects and delivers it again)
+            // instead of letting later messages through.
+            ("enable.gapless.guarantee".to_string(), "true".to_string()),
             ("acks".to_string(), "all".to_string()),
             (
                 "message.timeout.ms".to_string(),

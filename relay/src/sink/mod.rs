@@ -1,8 +1,10 @@
 //! Sinks: where the relay delivers envelopes. Every sink delivers a batch and returns only when
-//! the far side acknowledged all of it (a Redis reply, a JetStream PubAck or a NATS PONG, a
-//! Kafka delivery report, an HTTP 2xx, a flushed write): the pipeline commits the consumer
-//! group's offset after that, never before (at-least-once). A failed batch is delivered again,
-//! whole, after a reconnect: consumers drop the copies by the envelope's dedup key.
+//! the far side acknowledged all of it (a Redis EXEC reply, a JetStream PubAck or a NATS PONG,
+//! a Kafka delivery report, an HTTP 2xx, a flushed write), or how much of it was acknowledged:
+//! the pipeline commits the consumer group's offset up to what was acknowledged, never past it
+//! (at-least-once). The rest is delivered again after a reconnect: consumers drop the copies
+//! by the envelope's dedup key, and apply messages in sequence order (docs/RELAY_GUIDE.md,
+//! "Delivery guarantees").
 
 pub mod nats;
 pub mod redis;
@@ -40,6 +42,9 @@ pub enum SinkError {
         bytes: usize,
         limit: usize,
     },
+    /// The batch took its whole time (a slow webhook): what was acknowledged is committed and
+    /// the rest delivered next, without a reconnect or a backoff.
+    Deadline { acked: usize, of: usize },
 }
 
 impl fmt::Display for SinkError {
@@ -48,11 +53,50 @@ impl fmt::Display for SinkError {
             SinkError::Connect(e) => write!(f, "cannot connect: {e}"),
             SinkError::Io(e) => write!(f, "connection failed: {e}"),
             SinkError::Refused(e) => write!(f, "the sink refused the batch: {e}"),
+            SinkError::Deadline { acked, of } => write!(
+                f,
+                "{acked} of {of} messages delivered within the batch's time; the rest follow"
+            ),
             SinkError::Oversized { seq, bytes, limit } => write!(
                 f,
                 "message {seq} is {bytes} bytes, more than the sink takes ({limit}): raise the sink's limit (max_message_bytes, or the server's) for it to be delivered; nothing after it is delivered meanwhile (an outbox whose inline_max_bytes is below the sink's limit sends larger bodies by claim check)"
             ),
         }
+    }
+}
+
+/// A batch the sink did not acknowledge whole: its first `acked` messages were acknowledged
+/// (the pipeline commits them), the rest failed with `error` and are delivered again.
+#[derive(Debug)]
+pub struct Partial {
+    pub acked: usize,
+    pub error: SinkError,
+}
+
+impl From<SinkError> for Partial {
+    fn from(error: SinkError) -> Self {
+        Partial { acked: 0, error }
+    }
+}
+
+impl From<std::io::Error> for Partial {
+    fn from(e: std::io::Error) -> Self {
+        SinkError::from(e).into()
+    }
+}
+
+/// `f`, or an `Io` error when it takes longer than `limit` (`what` names the wait).
+pub async fn within<T>(
+    limit: std::time::Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r,
+        Err(_) => Err(SinkError::Io(format!(
+            "no answer to {what} within {} ms",
+            limit.as_millis()
+        ))),
     }
 }
 
@@ -178,24 +222,37 @@ impl Sink {
         }
     }
 
-    /// Delivers the batch; Ok only when the sink acknowledged every message of it.
-    pub async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+    /// Delivers the batch; Ok only when the sink acknowledged every message of it, otherwise
+    /// how many of its first messages it did acknowledge. Waits for the sink at most
+    /// `timeout` (per message for the webhook, which posts them one by one; per batch for
+    /// the others).
+    pub async fn deliver(
+        &mut self,
+        batch: &[Message],
+        timeout: std::time::Duration,
+    ) -> Result<(), Partial> {
         if let Some(limit) = self.max_message_bytes() {
-            if let Some(m) = batch.iter().find(|m| m.body.len() > limit) {
-                return Err(SinkError::Oversized {
-                    seq: m.seq,
-                    bytes: m.body.len(),
-                    limit,
+            if let Some(i) = batch.iter().position(|m| m.body.len() > limit) {
+                let m = &batch[i];
+                return Err(Partial {
+                    acked: 0,
+                    error: SinkError::Oversized {
+                        seq: m.seq,
+                        bytes: m.body.len(),
+                        limit,
+                    },
                 });
             }
         }
         match self {
-            Sink::Stdout(s) => s.deliver(batch),
-            Sink::Webhook(s) => s.deliver(batch).await,
-            Sink::Redis(s) => s.deliver(batch).await,
-            Sink::Nats(s) => s.deliver(batch).await,
+            Sink::Stdout(s) => s.deliver(batch).map_err(Partial::from),
+            Sink::Webhook(s) => s.deliver(batch, timeout).await,
+            Sink::Redis(s) => within(timeout, "the batch", s.deliver(batch))
+                .await
+                .map_err(Partial::from),
+            Sink::Nats(s) => s.deliver(batch, timeout).await,
             #[cfg(feature = "kafka")]
-            Sink::Kafka(s) => s.deliver(batch).await,
+            Sink::Kafka(s) => s.deliver(batch).await.map_err(Partial::from),
         }
     }
 }

@@ -8,7 +8,9 @@
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Message, SinkError};
+use std::time::Duration;
+
+use super::{within, Message, Partial, SinkError};
 use crate::config::Secret;
 
 pub struct Nats {
@@ -215,7 +217,11 @@ impl Nats {
         }
     }
 
-    pub async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
+    /// Publishes the batch; with JetStream, waits (at most `timeout` in all) for every
+    /// PubAck and reports the prefix of the batch acknowledged in order when one is refused
+    /// or missing.
+    pub async fn deliver(&mut self, batch: &[Message], timeout: Duration) -> Result<(), Partial> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let jetstream = self.jetstream_stream.is_some();
         let first = self.next_reply + 1;
         let mut out = Vec::with_capacity(batch.iter().map(|m| m.body.len() + 96).sum());
@@ -247,19 +253,53 @@ impl Nats {
             .conn
             .as_mut()
             .ok_or_else(|| SinkError::Io("not connected".into()))?;
-        conn.get_mut().write_all(&out).await?;
-        conn.get_mut().flush().await?;
+        within(timeout, "the batch", async {
+            conn.get_mut().write_all(&out).await?;
+            conn.get_mut().flush().await?;
+            Ok(())
+        })
+        .await?;
         let prefix = format!("{}.a", self.inbox);
-        let mut acked = 0usize;
+        // Per message of the batch: acknowledged (true), refused (false), or not yet answered.
+        let mut answers: Vec<Option<bool>> = vec![None; batch.len()];
+        let mut answered = 0usize;
         let mut refused: Option<String> = None;
+        let acked_prefix =
+            |answers: &[Option<bool>]| answers.iter().take_while(|a| **a == Some(true)).count();
         loop {
-            if jetstream && acked == batch.len() {
+            if jetstream && answered == batch.len() {
                 break;
             }
-            match read_op(conn).await? {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let op = match tokio::time::timeout(left, read_op(conn)).await {
+                Ok(Ok(op)) => op,
+                Ok(Err(e)) => {
+                    return Err(Partial {
+                        acked: acked_prefix(&answers),
+                        error: e,
+                    })
+                }
+                Err(_) => {
+                    return Err(Partial {
+                        acked: acked_prefix(&answers),
+                        error: SinkError::Io(format!(
+                            "{} of {} messages not acknowledged within {} ms",
+                            batch.len() - answered,
+                            batch.len(),
+                            timeout.as_millis()
+                        )),
+                    })
+                }
+            };
+            match op {
                 ServerOp::Pong if !jetstream => break,
                 ServerOp::Ping => conn.get_mut().write_all(b"PONG\r\n").await?,
-                ServerOp::Err(e) => return Err(SinkError::Refused(e)),
+                ServerOp::Err(e) => {
+                    return Err(Partial {
+                        acked: acked_prefix(&answers),
+                        error: SinkError::Refused(e),
+                    })
+                }
                 ServerOp::Msg {
                     subject, payload, ..
                 } => {
@@ -269,21 +309,37 @@ impl Nats {
                     else {
                         continue;
                     };
-                    if n < first {
-                        continue; // the answer to an earlier, failed batch
+                    // An answer to an earlier, failed batch is not one of ours.
+                    let Some(i) = n.checked_sub(first).map(|i| i as usize) else {
+                        continue;
+                    };
+                    let Some(slot) = answers.get_mut(i) else {
+                        continue;
+                    };
+                    if slot.is_none() {
+                        answered += 1;
                     }
-                    acked += 1;
                     let ack: serde_json::Value =
                         serde_json::from_slice(&payload).unwrap_or_default();
-                    if let Some(e) = ack.get("error") {
-                        refused.get_or_insert(format!("JetStream refused a message: {e}"));
+                    match ack.get("error") {
+                        Some(e) => {
+                            *slot = Some(false);
+                            refused.get_or_insert(format!(
+                                "JetStream refused message {}: {e}",
+                                batch[i].seq
+                            ));
+                        }
+                        None => *slot = Some(true),
                     }
                 }
                 _ => {}
             }
         }
         match refused {
-            Some(e) => Err(SinkError::Refused(e)),
+            Some(e) => Err(Partial {
+                acked: acked_prefix(&answers),
+                error: SinkError::Refused(e),
+            }),
             None => Ok(()),
         }
     }

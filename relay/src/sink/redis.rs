@@ -1,6 +1,7 @@
 //! Redis Streams: each envelope is appended with `XADD <stream> * dedup_key <k> stream_table <t>
-//! seq <n> envelope <json>`, a batch pipelined on one connection; every reply must be an entry
-//! id. Speaks RESP2 itself (`AUTH <password>` when one is configured).
+//! seq <n> envelope <json>`, a batch in one MULTI/EXEC transaction pipelined on one connection;
+//! every XADD's reply must be an entry id. Speaks RESP2 itself (`AUTH <password>` when one is
+//! configured).
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -122,12 +123,16 @@ impl Redis {
         self.conn = None;
     }
 
+    /// Appends the batch in one transaction (`MULTI`, the XADDs, `EXEC`, pipelined): Redis
+    /// runs all of them or, when one is refused as it is queued (out of memory, say), none,
+    /// so a failed batch leaves no later message in the stream before an earlier one.
     pub async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| SinkError::Io("not connected".into()))?;
         let mut out = Vec::with_capacity(batch.iter().map(|m| m.body.len() + 128).sum());
+        command(&mut out, &[b"MULTI"]);
         for m in batch {
             let seq = m.seq.to_string();
             command(
@@ -147,18 +152,45 @@ impl Redis {
                 ],
             );
         }
+        command(&mut out, &[b"EXEC"]);
         conn.get_mut().write_all(&out).await?;
         conn.get_mut().flush().await?;
         let mut refused = None;
-        for m in batch {
+        // MULTI's +OK, then +QUEUED (or an error) per XADD.
+        for _ in 0..=batch.len() {
             match read_reply(conn).await? {
-                Reply::Bulk(Some(_)) => {}
+                Reply::Simple(_) => {}
                 Reply::Error(e) => {
-                    refused.get_or_insert(format!("XADD of message {}: {e}", m.seq));
+                    refused.get_or_insert(format!("XADD refused when queued: {e}"));
                 }
                 other => {
-                    refused.get_or_insert(format!("unexpected XADD reply {other:?}"));
+                    refused.get_or_insert(format!("unexpected reply {other:?} in MULTI"));
                 }
+            }
+        }
+        match read_reply(conn).await? {
+            Reply::Array(n) => {
+                for i in 0..n {
+                    match read_reply(conn).await? {
+                        Reply::Bulk(Some(_)) => {}
+                        Reply::Error(e) => {
+                            let seq = batch.get(i).map_or(0, |m| m.seq);
+                            refused.get_or_insert(format!("XADD of message {seq}: {e}"));
+                        }
+                        other => {
+                            refused.get_or_insert(format!("unexpected XADD reply {other:?}"));
+                        }
+                    }
+                }
+                if n != batch.len() {
+                    refused.get_or_insert(format!("EXEC ran {n} of {} XADDs", batch.len()));
+                }
+            }
+            Reply::Error(e) => {
+                refused.get_or_insert(format!("EXEC: {e}"));
+            }
+            other => {
+                refused.get_or_insert(format!("unexpected EXEC reply {other:?}"));
             }
         }
         match refused {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::{Message, SinkError};
+use std::time::Duration;
+
+use super::{within, Message, Partial, SinkError};
 use crate::config::{Secret, Target};
 
 pub struct Webhook {
@@ -57,13 +59,46 @@ impl Webhook {
         self.conn = None;
     }
 
-    pub async fn deliver(&mut self, batch: &[Message]) -> Result<(), SinkError> {
-        for m in batch {
+    /// Posts the messages one by one within `timeout` in all: a batch that takes longer stops
+    /// there with what was acknowledged (a slow endpoint makes progress, batch by batch,
+    /// without outliving the lease).
+    pub async fn deliver(&mut self, batch: &[Message], timeout: Duration) -> Result<(), Partial> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (i, m) in batch.iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(Partial {
+                    acked: i,
+                    error: if i > 0 {
+                        SinkError::Deadline {
+                            acked: i,
+                            of: batch.len(),
+                        }
+                    } else {
+                        SinkError::Io(format!("no answer within {} ms", timeout.as_millis()))
+                    },
+                });
+            }
+            let fail = |error| Partial { acked: i, error };
             if self.conn.is_none() {
                 // The server closed the previous connection after its answer.
-                self.connect().await?;
+                within(left, "the connection", self.connect())
+                    .await
+                    .map_err(fail)?;
             }
-            let close = self.post(m).await?;
+            let close = match within(left, "a POST", self.post(m)).await {
+                Ok(close) => close,
+                // A kept-alive connection the server closed while it was idle (no answer, a
+                // reset, a broken pipe): once more, on a new connection.
+                Err(SinkError::Io(_)) if i == 0 => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    within(left, "the connection", self.connect())
+                        .await
+                        .map_err(fail)?;
+                    within(left, "a POST", self.post(m)).await.map_err(fail)?
+                }
+                Err(e) => return Err(fail(e)),
+            };
             if close {
                 self.conn = None;
             }
