@@ -170,23 +170,26 @@ REVOKE EXECUTE ON FUNCTION pgtrickle.outbox_write(bigint, integer, text, jsonb, 
 -- stream table's owner, IMMEDIATE maintenance as the writer, and neither may write the outbox.
 -- A statement within the outbox's max_message_rows and max_message_bytes of row JSON (10,000
 -- and 64 MB by default; deleted and inserted together) is one message; a larger one is
--- several, each within both (or one row), its deleted rows first, then its inserted rows:
--- applied in order they give the same result, and no body outgrows what one jsonb value can
--- hold (256 MB; max_message_bytes is at most 128 MB).
+-- several, each within both (a row larger than max_message_bytes alone), its deleted rows
+-- first, then its inserted rows: applied in order they give the same result, and no body
+-- outgrows what one jsonb value can hold (256 MB; max_message_bytes is at most 128 MB).
 CREATE FUNCTION pgtrickle.outbox_capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- Every name a query over the storage's rows could confuse with a column starts with
+-- __pgt_ (a prefix storage columns of users' choosing cannot have).
 DECLARE
-    box         record;
-    hidden      text[];
-    ins         jsonb := '[]';
-    del         jsonb := '[]';
-    n_ins       bigint := 0;
-    n_del       bigint := 0;
-    b_ins       bigint := 0;
-    b_del       bigint := 0;
-    part        record;
-    chunk       bigint;
-    chunk_bytes bigint;
+    box             record;
+    __pgt_hidden    text[];
+    ins             jsonb := '[]';
+    del             jsonb := '[]';
+    n_ins           bigint := 0;
+    n_del           bigint := 0;
+    est             bigint := 0;
+    row_size        record;
+    part            record;
+    __pgt_bounds    bigint[];
+    rows_in         bigint;
+    bytes_in        bigint;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
@@ -197,66 +200,90 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;  -- not (or no longer) a stream table with an outbox
     END IF;
-    chunk := box.max_message_rows;
-    chunk_bytes := box.max_message_bytes;
     IF TG_OP = 'TRUNCATE' THEN
         PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'truncate',
                                        NULL, NULL, 0, 0);
         RETURN NULL;
     END IF;
-    -- (Row aliases are __pgt_r: a storage column may have any other name.)
-    SELECT coalesce(array_agg(a.attname::text), '{}') INTO hidden
+    SELECT coalesce(array_agg(a.attname::text), '{}') INTO __pgt_hidden
       FROM pg_attribute a
      WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
        AND starts_with(a.attname::text, '__pgt_');
+    -- Counts, and an estimate of the JSON's size from the rows' stored size (JSON text is
+    -- rarely over twice as long; four times leaves room), without building any JSON.
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        SELECT count(*), coalesce(sum(octet_length((to_jsonb(__pgt_r.*) - hidden)::text)), 0)
-          INTO n_ins, b_ins FROM __pgt_new __pgt_r;
+        SELECT count(*), coalesce(sum(pg_column_size(__pgt_r.*)), 0) INTO n_ins, est
+          FROM __pgt_new __pgt_r;
     END IF;
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        SELECT count(*), coalesce(sum(octet_length((to_jsonb(__pgt_r.*) - hidden)::text)), 0)
-          INTO n_del, b_del FROM __pgt_old __pgt_r;
+        SELECT n_del + count(*), est + coalesce(sum(pg_column_size(__pgt_r.*)), 0)
+          INTO n_del, est FROM __pgt_old __pgt_r;
     END IF;
     IF n_ins = 0 AND n_del = 0 THEN
         RETURN NULL;
     END IF;
-    IF n_ins + n_del <= chunk AND b_ins + b_del <= chunk_bytes THEN
+    IF n_ins + n_del <= box.max_message_rows AND est * 4 <= box.max_message_bytes THEN
         IF n_ins > 0 THEN
-            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO ins FROM __pgt_new __pgt_r;
+            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - __pgt_hidden) INTO ins FROM __pgt_new __pgt_r;
         END IF;
         IF n_del > 0 THEN
-            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - hidden) INTO del FROM __pgt_old __pgt_r;
+            SELECT jsonb_agg(to_jsonb(__pgt_r.*) - __pgt_hidden) INTO del FROM __pgt_old __pgt_r;
         END IF;
         PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta', del, ins,
                                        n_del, n_ins);
         RETURN NULL;
     END IF;
-    -- Parts numbered by row count and by running size along one scan: each (r, b) pair is a
-    -- run of consecutive rows within both limits.
+    -- Several messages: the rows packed greedily, in the order of one scan, into parts of at
+    -- most max_message_rows rows and max_message_bytes of row JSON (a larger row alone):
+    -- __pgt_bounds holds the row number each part after the first starts at.
     IF n_del > 0 THEN
+        __pgt_bounds := '{}';
+        rows_in := 0;
+        bytes_in := 0;
+        FOR row_size IN SELECT row_number() OVER () AS rn,
+                               octet_length((to_jsonb(__pgt_r.*) - __pgt_hidden)::text) AS len
+                          FROM __pgt_old __pgt_r LOOP
+            IF rows_in > 0 AND (rows_in >= box.max_message_rows
+                                OR bytes_in + row_size.len > box.max_message_bytes) THEN
+                __pgt_bounds := __pgt_bounds || row_size.rn;
+                rows_in := 0;
+                bytes_in := 0;
+            END IF;
+            rows_in := rows_in + 1;
+            bytes_in := bytes_in + row_size.len;
+        END LOOP;
         FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
-                      FROM (SELECT y.j, y.rn, (y.rn - 1) / chunk AS r,
-                                   (sum(octet_length(y.j::text)) OVER w - octet_length(y.j::text))
-                                       / chunk_bytes AS b
-                              FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
-                                           row_number() OVER () AS rn
-                                      FROM __pgt_old __pgt_r) y
-                            WINDOW w AS (ORDER BY y.rn ROWS UNBOUNDED PRECEDING)) x
-                     GROUP BY x.r, x.b ORDER BY x.r, x.b LOOP
+                      FROM (SELECT to_jsonb(__pgt_r.*) - __pgt_hidden AS j,
+                                   row_number() OVER () AS rn
+                              FROM __pgt_old __pgt_r) x
+                     GROUP BY width_bucket(x.rn, __pgt_bounds)
+                     ORDER BY width_bucket(x.rn, __pgt_bounds) LOOP
             PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
                                            part.rows, '[]', part.n, 0);
         END LOOP;
     END IF;
     IF n_ins > 0 THEN
+        __pgt_bounds := '{}';
+        rows_in := 0;
+        bytes_in := 0;
+        FOR row_size IN SELECT row_number() OVER () AS rn,
+                               octet_length((to_jsonb(__pgt_r.*) - __pgt_hidden)::text) AS len
+                          FROM __pgt_new __pgt_r LOOP
+            IF rows_in > 0 AND (rows_in >= box.max_message_rows
+                                OR bytes_in + row_size.len > box.max_message_bytes) THEN
+                __pgt_bounds := __pgt_bounds || row_size.rn;
+                rows_in := 0;
+                bytes_in := 0;
+            END IF;
+            rows_in := rows_in + 1;
+            bytes_in := bytes_in + row_size.len;
+        END LOOP;
         FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
-                      FROM (SELECT y.j, y.rn, (y.rn - 1) / chunk AS r,
-                                   (sum(octet_length(y.j::text)) OVER w - octet_length(y.j::text))
-                                       / chunk_bytes AS b
-                              FROM (SELECT to_jsonb(__pgt_r.*) - hidden AS j,
-                                           row_number() OVER () AS rn
-                                      FROM __pgt_new __pgt_r) y
-                            WINDOW w AS (ORDER BY y.rn ROWS UNBOUNDED PRECEDING)) x
-                     GROUP BY x.r, x.b ORDER BY x.r, x.b LOOP
+                      FROM (SELECT to_jsonb(__pgt_r.*) - __pgt_hidden AS j,
+                                   row_number() OVER () AS rn
+                              FROM __pgt_new __pgt_r) x
+                     GROUP BY width_bucket(x.rn, __pgt_bounds)
+                     ORDER BY width_bucket(x.rn, __pgt_bounds) LOOP
             PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
                                            '[]', part.rows, 0, part.n);
         END LOOP;

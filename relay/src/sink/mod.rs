@@ -34,6 +34,8 @@ pub enum SinkError {
     Connect(String),
     /// The connection failed while delivering.
     Io(String),
+    /// The sink did not answer in time.
+    Timeout(String),
     /// The sink answered with an error.
     Refused(String),
     /// A message larger than the sink takes: it cannot be delivered until the limit is raised.
@@ -52,6 +54,7 @@ impl fmt::Display for SinkError {
         match self {
             SinkError::Connect(e) => write!(f, "cannot connect: {e}"),
             SinkError::Io(e) => write!(f, "connection failed: {e}"),
+            SinkError::Timeout(e) => f.write_str(e),
             SinkError::Refused(e) => write!(f, "the sink refused the batch: {e}"),
             SinkError::Deadline { acked, of } => write!(
                 f,
@@ -93,7 +96,7 @@ pub async fn within<T>(
 ) -> Result<T, SinkError> {
     match tokio::time::timeout(limit, f).await {
         Ok(r) => r,
-        Err(_) => Err(SinkError::Io(format!(
+        Err(_) => Err(SinkError::Timeout(format!(
             "no answer to {what} within {} ms",
             limit.as_millis()
         ))),

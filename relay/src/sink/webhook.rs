@@ -59,43 +59,40 @@ impl Webhook {
         self.conn = None;
     }
 
-    /// Posts the messages one by one within `timeout` in all: a batch that takes longer stops
-    /// there with what was acknowledged (a slow endpoint makes progress, batch by batch,
-    /// without outliving the lease).
+    /// Posts the messages one by one, each answered within `timeout`; once the batch has
+    /// taken `timeout`, it starts no further POST and reports what was acknowledged (a slow
+    /// endpoint makes progress, batch by batch, each within twice `timeout`, which the
+    /// configuration keeps within the lease).
     pub async fn deliver(&mut self, batch: &[Message], timeout: Duration) -> Result<(), Partial> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
         for (i, m) in batch.iter().enumerate() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
+            if i > 0 && started.elapsed() >= timeout {
                 return Err(Partial {
                     acked: i,
-                    error: if i > 0 {
-                        SinkError::Deadline {
-                            acked: i,
-                            of: batch.len(),
-                        }
-                    } else {
-                        SinkError::Io(format!("no answer within {} ms", timeout.as_millis()))
+                    error: SinkError::Deadline {
+                        acked: i,
+                        of: batch.len(),
                     },
                 });
             }
             let fail = |error| Partial { acked: i, error };
             if self.conn.is_none() {
                 // The server closed the previous connection after its answer.
-                within(left, "the connection", self.connect())
+                within(timeout, "the connection", self.connect())
                     .await
                     .map_err(fail)?;
             }
-            let close = match within(left, "a POST", self.post(m)).await {
+            let close = match within(timeout, "a POST", self.post(m)).await {
                 Ok(close) => close,
                 // A kept-alive connection the server closed while it was idle (no answer, a
-                // reset, a broken pipe): once more, on a new connection.
+                // reset, a broken pipe; not a timeout): once more, on a new connection.
                 Err(SinkError::Io(_)) if i == 0 => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    within(left, "the connection", self.connect())
+                    within(timeout, "the connection", self.connect())
                         .await
                         .map_err(fail)?;
-                    within(left, "a POST", self.post(m)).await.map_err(fail)?
+                    within(timeout, "a POST", self.post(m))
+                        .await
+                        .map_err(fail)?
                 }
                 Err(e) => return Err(fail(e)),
             };
