@@ -351,14 +351,14 @@ python3 "$check_py" check "$work/wide.jsonl" "$work/claims.jsonl" "$work/wide.ro
   || die "wide via stdout"
 checks=$((checks + 1))
 
-# --- a slow webhook (20 ms per POST) and a 500 ms timeout: batches end at the timeout with what
+# --- a slow webhook (20 ms per POST) and a 1 s timeout: batches end at the timeout with what
 # was acknowledged, committed, and the rest follows; no failure, no backoff ------------------------
 qq -c "CREATE TABLE src7 (id int PRIMARY KEY, v text)" \
   -c "SELECT pgtrickle.create_stream_table('slow', 'SELECT id, v FROM src7', refresh_mode => 'IMMEDIATE')" \
   -c "SELECT pgtrickle.enable_outbox('slow')" -c "SELECT pgtrickle.create_consumer_group('slow', 'slow')" \
-  -c "DO \$\$ BEGIN FOR i IN 1..150 LOOP INSERT INTO src7 VALUES (i, 's'); END LOOP; END \$\$"
+  -c "DO \$\$ BEGIN FOR i IN 1..200 LOOP INSERT INTO src7 VALUES (i, 's'); END LOOP; END \$\$"
 cfg="$work/slow.toml"
-relay_config "$cfg" 500
+relay_config "$cfg" 1000
 printf '\n[sinks.hook_slow]\ntype = "webhook"\nurl = "http://127.0.0.1:%s/slow"\n' "$hook_port" >>"$cfg"
 pipeline "$cfg" slow public.slow slow hook_slow
 start_relay "$cfg" "$work/slow.log"
@@ -367,8 +367,8 @@ slow_failures=$(metric pgtrickle_relay_delivery_failures_total slow)
 slow_polls=$(metric pgtrickle_relay_polls_total slow)
 stop_relay
 [ "$slow_failures" = 0 ] || die "a slow webhook counted $slow_failures failures"
-[ "$slow_polls" -ge 3 ] || die "150 slow POSTs in one batch: the 500 ms deadline did not cut it ($slow_polls polls)"
-echo "slow webhook: 150 messages at 20 ms each, sink_timeout_ms 500: $slow_polls polls, 0 failures"
+[ "$slow_polls" -ge 3 ] || die "200 slow POSTs in one batch: the 1 s deadline did not cut it ($slow_polls polls)"
+echo "slow webhook: 200 messages at 20 ms each, sink_timeout_ms 1000: $slow_polls polls, 0 failures"
 checks=$((checks + 2))
 
 # --- a crash in the middle of a backlog: the relay is killed while delivering ---------------------------
