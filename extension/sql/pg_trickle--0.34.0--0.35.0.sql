@@ -781,6 +781,98 @@ UPDATE pgtrickle.pgt_stream_tables SET schedule = schedule;
 -- fresh install creates them, in its order.
 
 -- requires:
+--   schemas
+
+
+-- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
+-- leaves a row no lookup matches).
+CREATE TABLE pgtrickle.pgt_inboxes (
+    inbox_relid         oid PRIMARY KEY,
+    dead_letter_relid   oid NOT NULL,
+    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
+    required_keys       text[] NOT NULL,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
+GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
+
+-- requires:
+--   inboxes
+
+
+CREATE FUNCTION pgtrickle.inbox_ingest(inbox text, dedup_key text, payload text,
+                                       source text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    box     record;
+    doc     jsonb;
+    reason  text;
+    missing text[];
+    n       bigint;
+BEGIN
+    IF inbox IS NULL THEN
+        RAISE EXCEPTION 'argument "inbox" of inbox_ingest() must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT i.inbox_relid::pg_catalog.regclass AS tab,
+           i.dead_letter_relid::pg_catalog.regclass AS dead,
+           i.max_payload_bytes AS max_bytes, i.required_keys AS keys INTO box
+      FROM pgtrickle.pgt_inboxes i
+     WHERE i.inbox_relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(inbox)::pg_catalog.oid
+       AND EXISTS (SELECT FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) i.dead_letter_relid);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '"%" is not an inbox', inbox USING ERRCODE = '42809',
+            HINT = 'pgtrickle.create_inbox() creates an inbox and its dead-letter table.';
+    END IF;
+    IF dedup_key IS NULL OR dedup_key OPERATOR(pg_catalog.=) '' THEN
+        reason := 'the dedup key is missing';
+    ELSIF pg_catalog.octet_length(dedup_key) > 512 THEN
+        reason := pg_catalog.format('the dedup key is %s bytes long, more than 512',
+                                    pg_catalog.octet_length(dedup_key));
+    ELSIF payload IS NULL THEN
+        reason := 'the payload is missing';
+    ELSIF pg_catalog.octet_length(payload) > box.max_bytes THEN
+        reason := pg_catalog.format('the payload is %s bytes long, more than max_payload_bytes (%s)',
+                                    pg_catalog.octet_length(payload), box.max_bytes);
+    ELSE
+        BEGIN
+            doc := payload::pg_catalog.jsonb;
+        EXCEPTION WHEN others THEN
+            reason := 'the payload is not valid JSON: ' || SQLERRM;
+        END;
+        IF reason IS NULL AND pg_catalog.cardinality(box.keys) > 0 THEN
+            IF pg_catalog.jsonb_typeof(doc) OPERATOR(pg_catalog.<>) 'object' THEN
+                reason := 'the payload is not a JSON object, and the inbox requires keys';
+            ELSE
+                SELECT pg_catalog.array_agg(x.k ORDER BY x.o) INTO missing
+                  FROM pg_catalog.unnest(box.keys) WITH ORDINALITY AS x(k, o)
+                 WHERE NOT doc OPERATOR(pg_catalog.?) x.k;
+                IF missing IS NOT NULL THEN
+                    reason := 'the payload lacks required key(s): '
+                              || pg_catalog.array_to_string(missing, ', ');
+                END IF;
+            END IF;
+        END IF;
+    END IF;
+    IF reason IS NOT NULL THEN
+        EXECUTE pg_catalog.format(
+            'INSERT INTO %s (dedup_key, payload, source, reason) VALUES ($1, $2, $3, $4)', box.dead)
+          USING dedup_key, payload, source, reason;
+        RETURN 'dead_letter';
+    END IF;
+    EXECUTE pg_catalog.format(
+        'INSERT INTO %s (dedup_key, payload, source) VALUES ($1, $2, $3) '
+        'ON CONFLICT (dedup_key) DO NOTHING', box.tab)
+      USING dedup_key, doc, source;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN CASE WHEN n OPERATOR(pg_catalog.=) 1 THEN 'inserted' ELSE 'duplicate' END;
+END
+$$;
+COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, text, text) IS
+    'Stores a message in an inbox once (inserted, duplicate), or in its dead letters (dead_letter)';
+
+-- requires:
 --   catalog_tables
 
 
@@ -935,6 +1027,7 @@ DECLARE
     __pgt_bounds    bigint[];
     rows_in         bigint;
     bytes_in        bigint;
+    tab             text;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
@@ -980,14 +1073,19 @@ BEGIN
     END IF;
     -- Several messages: the rows packed greedily, in the order of one scan, into parts of at
     -- most max_message_rows rows and max_message_bytes of row JSON (a larger row alone):
-    -- __pgt_bounds holds the row number each part after the first starts at.
-    IF n_del > 0 THEN
+    -- __pgt_bounds holds the row number each part after the first starts at. Deleted rows
+    -- first, then inserted rows; the transition table is named by EXECUTE (a statement
+    -- naming one the event lacks would not plan).
+    FOREACH tab IN ARRAY CASE TG_OP WHEN 'INSERT' THEN ARRAY['__pgt_new']
+                                    WHEN 'DELETE' THEN ARRAY['__pgt_old']
+                                    ELSE ARRAY['__pgt_old', '__pgt_new'] END LOOP
         __pgt_bounds := '{}';
         rows_in := 0;
         bytes_in := 0;
-        FOR row_size IN SELECT row_number() OVER () AS rn,
-                               octet_length((to_jsonb(__pgt_r.*) - __pgt_hidden)::text) AS len
-                          FROM __pgt_old __pgt_r LOOP
+        FOR row_size IN EXECUTE format(
+                'SELECT row_number() OVER () AS rn, '
+                '       octet_length((to_jsonb(__pgt_r.*) - $1)::text) AS len '
+                '  FROM %I __pgt_r', tab) USING __pgt_hidden LOOP
             IF rows_in > 0 AND (rows_in >= box.max_message_rows
                                 OR bytes_in + row_size.len > box.max_message_bytes) THEN
                 __pgt_bounds := __pgt_bounds || row_size.rn;
@@ -997,42 +1095,21 @@ BEGIN
             rows_in := rows_in + 1;
             bytes_in := bytes_in + row_size.len;
         END LOOP;
-        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - __pgt_hidden AS j,
-                                   row_number() OVER () AS rn
-                              FROM __pgt_old __pgt_r) x
-                     GROUP BY width_bucket(x.rn, __pgt_bounds)
-                     ORDER BY width_bucket(x.rn, __pgt_bounds) LOOP
-            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
-                                           part.rows, '[]', part.n, 0);
-        END LOOP;
-    END IF;
-    IF n_ins > 0 THEN
-        __pgt_bounds := '{}';
-        rows_in := 0;
-        bytes_in := 0;
-        FOR row_size IN SELECT row_number() OVER () AS rn,
-                               octet_length((to_jsonb(__pgt_r.*) - __pgt_hidden)::text) AS len
-                          FROM __pgt_new __pgt_r LOOP
-            IF rows_in > 0 AND (rows_in >= box.max_message_rows
-                                OR bytes_in + row_size.len > box.max_message_bytes) THEN
-                __pgt_bounds := __pgt_bounds || row_size.rn;
-                rows_in := 0;
-                bytes_in := 0;
+        FOR part IN EXECUTE format(
+                'SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n '
+                '  FROM (SELECT to_jsonb(__pgt_r.*) - $1 AS j, row_number() OVER () AS rn '
+                '          FROM %I __pgt_r) x '
+                ' GROUP BY width_bucket(x.rn, $2) ORDER BY width_bucket(x.rn, $2)', tab)
+                USING __pgt_hidden, __pgt_bounds LOOP
+            IF tab = '__pgt_old' THEN
+                PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                               part.rows, '[]', part.n, 0);
+            ELSE
+                PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                               '[]', part.rows, 0, part.n);
             END IF;
-            rows_in := rows_in + 1;
-            bytes_in := bytes_in + row_size.len;
         END LOOP;
-        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - __pgt_hidden AS j,
-                                   row_number() OVER () AS rn
-                              FROM __pgt_new __pgt_r) x
-                     GROUP BY width_bucket(x.rn, __pgt_bounds)
-                     ORDER BY width_bucket(x.rn, __pgt_bounds) LOOP
-            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
-                                           '[]', part.rows, 0, part.n);
-        END LOOP;
-    END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -1058,98 +1135,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION pgtrickle.outbox_status() IS
     'Outboxes of the stream tables the caller may see: messages retained, consumer groups, their lag and leases';
-
--- requires:
---   schemas
-
-
--- The inboxes create_inbox made (a row goes with drop_inbox; an inbox table dropped by hand
--- leaves a row no lookup matches).
-CREATE TABLE pgtrickle.pgt_inboxes (
-    inbox_relid         oid PRIMARY KEY,
-    dead_letter_relid   oid NOT NULL,
-    max_payload_bytes   integer NOT NULL CHECK (max_payload_bytes > 0),
-    required_keys       text[] NOT NULL,
-    created_at          timestamptz NOT NULL DEFAULT now()
-);
-REVOKE ALL ON pgtrickle.pgt_inboxes FROM PUBLIC;
-GRANT SELECT ON pgtrickle.pgt_inboxes TO PUBLIC;
-
--- requires:
---   inboxes
-
-
-CREATE FUNCTION pgtrickle.inbox_ingest(inbox text, dedup_key text, payload text,
-                                       source text DEFAULT NULL)
-RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    box     record;
-    doc     jsonb;
-    reason  text;
-    missing text[];
-    n       bigint;
-BEGIN
-    IF inbox IS NULL THEN
-        RAISE EXCEPTION 'argument "inbox" of inbox_ingest() must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    SELECT i.inbox_relid::pg_catalog.regclass AS tab,
-           i.dead_letter_relid::pg_catalog.regclass AS dead,
-           i.max_payload_bytes AS max_bytes, i.required_keys AS keys INTO box
-      FROM pgtrickle.pgt_inboxes i
-     WHERE i.inbox_relid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(inbox)::pg_catalog.oid
-       AND EXISTS (SELECT FROM pg_catalog.pg_class c
-                    WHERE c.oid OPERATOR(pg_catalog.=) i.dead_letter_relid);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION '"%" is not an inbox', inbox USING ERRCODE = '42809',
-            HINT = 'pgtrickle.create_inbox() creates an inbox and its dead-letter table.';
-    END IF;
-    IF dedup_key IS NULL OR dedup_key OPERATOR(pg_catalog.=) '' THEN
-        reason := 'the dedup key is missing';
-    ELSIF pg_catalog.octet_length(dedup_key) > 512 THEN
-        reason := pg_catalog.format('the dedup key is %s bytes long, more than 512',
-                                    pg_catalog.octet_length(dedup_key));
-    ELSIF payload IS NULL THEN
-        reason := 'the payload is missing';
-    ELSIF pg_catalog.octet_length(payload) > box.max_bytes THEN
-        reason := pg_catalog.format('the payload is %s bytes long, more than max_payload_bytes (%s)',
-                                    pg_catalog.octet_length(payload), box.max_bytes);
-    ELSE
-        BEGIN
-            doc := payload::pg_catalog.jsonb;
-        EXCEPTION WHEN others THEN
-            reason := 'the payload is not valid JSON: ' || SQLERRM;
-        END;
-        IF reason IS NULL AND pg_catalog.cardinality(box.keys) > 0 THEN
-            IF pg_catalog.jsonb_typeof(doc) OPERATOR(pg_catalog.<>) 'object' THEN
-                reason := 'the payload is not a JSON object, and the inbox requires keys';
-            ELSE
-                SELECT pg_catalog.array_agg(x.k ORDER BY x.o) INTO missing
-                  FROM pg_catalog.unnest(box.keys) WITH ORDINALITY AS x(k, o)
-                 WHERE NOT doc OPERATOR(pg_catalog.?) x.k;
-                IF missing IS NOT NULL THEN
-                    reason := 'the payload lacks required key(s): '
-                              || pg_catalog.array_to_string(missing, ', ');
-                END IF;
-            END IF;
-        END IF;
-    END IF;
-    IF reason IS NOT NULL THEN
-        EXECUTE pg_catalog.format(
-            'INSERT INTO %s (dedup_key, payload, source, reason) VALUES ($1, $2, $3, $4)', box.dead)
-          USING dedup_key, payload, source, reason;
-        RETURN 'dead_letter';
-    END IF;
-    EXECUTE pg_catalog.format(
-        'INSERT INTO %s (dedup_key, payload, source) VALUES ($1, $2, $3) '
-        'ON CONFLICT (dedup_key) DO NOTHING', box.tab)
-      USING dedup_key, doc, source;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN CASE WHEN n OPERATOR(pg_catalog.=) 1 THEN 'inserted' ELSE 'duplicate' END;
-END
-$$;
-COMMENT ON FUNCTION pgtrickle.inbox_ingest(text, text, text, text) IS
-    'Stores a message in an inbox once (inserted, duplicate), or in its dead letters (dead_letter)';
 
 -- pg_trickle::outbox::commit_outbox
 CREATE  FUNCTION "commit_outbox"(

@@ -190,6 +190,7 @@ DECLARE
     __pgt_bounds    bigint[];
     rows_in         bigint;
     bytes_in        bigint;
+    tab             text;
 BEGIN
     IF TG_LEVEL <> 'STATEMENT' OR TG_WHEN <> 'AFTER' THEN
         RAISE EXCEPTION 'pgtrickle.outbox_capture() is an AFTER … FOR EACH STATEMENT trigger';
@@ -235,14 +236,19 @@ BEGIN
     END IF;
     -- Several messages: the rows packed greedily, in the order of one scan, into parts of at
     -- most max_message_rows rows and max_message_bytes of row JSON (a larger row alone):
-    -- __pgt_bounds holds the row number each part after the first starts at.
-    IF n_del > 0 THEN
+    -- __pgt_bounds holds the row number each part after the first starts at. Deleted rows
+    -- first, then inserted rows; the transition table is named by EXECUTE (a statement
+    -- naming one the event lacks would not plan).
+    FOREACH tab IN ARRAY CASE TG_OP WHEN 'INSERT' THEN ARRAY['__pgt_new']
+                                    WHEN 'DELETE' THEN ARRAY['__pgt_old']
+                                    ELSE ARRAY['__pgt_old', '__pgt_new'] END LOOP
         __pgt_bounds := '{}';
         rows_in := 0;
         bytes_in := 0;
-        FOR row_size IN SELECT row_number() OVER () AS rn,
-                               octet_length((to_jsonb(__pgt_r.*) - __pgt_hidden)::text) AS len
-                          FROM __pgt_old __pgt_r LOOP
+        FOR row_size IN EXECUTE format(
+                'SELECT row_number() OVER () AS rn, '
+                '       octet_length((to_jsonb(__pgt_r.*) - $1)::text) AS len '
+                '  FROM %I __pgt_r', tab) USING __pgt_hidden LOOP
             IF rows_in > 0 AND (rows_in >= box.max_message_rows
                                 OR bytes_in + row_size.len > box.max_message_bytes) THEN
                 __pgt_bounds := __pgt_bounds || row_size.rn;
@@ -252,42 +258,21 @@ BEGIN
             rows_in := rows_in + 1;
             bytes_in := bytes_in + row_size.len;
         END LOOP;
-        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - __pgt_hidden AS j,
-                                   row_number() OVER () AS rn
-                              FROM __pgt_old __pgt_r) x
-                     GROUP BY width_bucket(x.rn, __pgt_bounds)
-                     ORDER BY width_bucket(x.rn, __pgt_bounds) LOOP
-            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
-                                           part.rows, '[]', part.n, 0);
-        END LOOP;
-    END IF;
-    IF n_ins > 0 THEN
-        __pgt_bounds := '{}';
-        rows_in := 0;
-        bytes_in := 0;
-        FOR row_size IN SELECT row_number() OVER () AS rn,
-                               octet_length((to_jsonb(__pgt_r.*) - __pgt_hidden)::text) AS len
-                          FROM __pgt_new __pgt_r LOOP
-            IF rows_in > 0 AND (rows_in >= box.max_message_rows
-                                OR bytes_in + row_size.len > box.max_message_bytes) THEN
-                __pgt_bounds := __pgt_bounds || row_size.rn;
-                rows_in := 0;
-                bytes_in := 0;
+        FOR part IN EXECUTE format(
+                'SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n '
+                '  FROM (SELECT to_jsonb(__pgt_r.*) - $1 AS j, row_number() OVER () AS rn '
+                '          FROM %I __pgt_r) x '
+                ' GROUP BY width_bucket(x.rn, $2) ORDER BY width_bucket(x.rn, $2)', tab)
+                USING __pgt_hidden, __pgt_bounds LOOP
+            IF tab = '__pgt_old' THEN
+                PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                               part.rows, '[]', part.n, 0);
+            ELSE
+                PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
+                                               '[]', part.rows, 0, part.n);
             END IF;
-            rows_in := rows_in + 1;
-            bytes_in := bytes_in + row_size.len;
         END LOOP;
-        FOR part IN SELECT jsonb_agg(x.j ORDER BY x.rn) AS rows, count(*) AS n
-                      FROM (SELECT to_jsonb(__pgt_r.*) - __pgt_hidden AS j,
-                                   row_number() OVER () AS rn
-                              FROM __pgt_new __pgt_r) x
-                     GROUP BY width_bucket(x.rn, __pgt_bounds)
-                     ORDER BY width_bucket(x.rn, __pgt_bounds) LOOP
-            PERFORM pgtrickle.outbox_write(box.outbox_id, box.inline_max_bytes, 'delta',
-                                           '[]', part.rows, 0, part.n);
-        END LOOP;
-    END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;

@@ -32,9 +32,10 @@ pub struct ClaimCheck {
     pub bytes: i64,
 }
 
-/// One outbox message.
+/// One outbox message, its rows (`payload`) held as `P`: JSON values ([`Envelope`]) or skipped
+/// unread ([`Header`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Message<P> {
     pub v: u64,
     pub stream_table: String,
     pub outbox_id: i64,
@@ -45,12 +46,20 @@ pub struct Envelope {
     pub created_at: String,
     pub inserted_count: i64,
     pub deleted_count: i64,
-    /// `{"deleted": [...], "inserted": [...]}`; null for a truncate; absent when claim-checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `{"deleted": [...], "inserted": [...]}`; null for a truncate; absent when claim-checked
+    /// (a missing `Option` field reads as `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<P>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub claim_check: Option<ClaimCheck>,
 }
+
+/// A whole envelope, rows included as JSON values (numbers beyond f64 refused).
+pub type Envelope = Message<Value>;
+
+/// What the relay reads of an envelope before delivering it: everything but the rows, which
+/// it skips unread (their numbers stay text: a numeric beyond what f64 holds is no error).
+pub type Header = Message<serde::de::IgnoredAny>;
 
 /// Why an envelope cannot be delivered.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,73 +85,66 @@ impl fmt::Display for EnvelopeError {
     }
 }
 
-/// What the relay reads of an envelope before delivering it: everything but the rows, which
-/// it skips unread (their numbers stay text: a numeric beyond what f64 holds is no error).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Header {
-    pub v: u64,
-    pub stream_table: String,
-    pub outbox_id: i64,
-    pub seq: i64,
-    pub dedup_key: String,
-    pub op: Op,
-    pub xid: String,
-    pub created_at: String,
-    pub inserted_count: i64,
-    pub deleted_count: i64,
-    #[serde(default)]
-    pub payload: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    pub claim_check: Option<ClaimCheck>,
-}
-
 /// Just the version (every other field skipped unread).
 #[derive(Deserialize)]
 struct Version {
     v: Option<u64>,
 }
 
-impl Envelope {
-    /// Checks one envelope as the relay does before delivering it: the version first (so that
-    /// a newer envelope is reported as such, whatever its shape), then the header's fields and
-    /// their consistency. The rows are skipped, not parsed.
-    pub fn check(text: &str) -> Result<Header, EnvelopeError> {
-        let version: Version =
-            serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        match version.v {
-            Some(VERSION) => {}
-            Some(found) => return Err(EnvelopeError::VersionSkew { found }),
-            None => return Err(EnvelopeError::Malformed("no version field \"v\"".into())),
-        }
-        let h: Header =
-            serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        let key = DedupKey::parse(&h.dedup_key)
-            .ok_or_else(|| EnvelopeError::Inconsistent(format!("dedup key {:?}", h.dedup_key)))?;
-        if key.outbox_id != h.outbox_id || key.seq != h.seq || h.seq < 1 {
+impl<P> Message<P> {
+    /// The header's fields agree with each other.
+    fn consistent(&self) -> Result<(), EnvelopeError> {
+        let key = DedupKey::parse(&self.dedup_key).ok_or_else(|| {
+            EnvelopeError::Inconsistent(format!("dedup key {:?}", self.dedup_key))
+        })?;
+        if key.outbox_id != self.outbox_id || key.seq != self.seq || self.seq < 1 {
             return Err(EnvelopeError::Inconsistent(format!(
                 "dedup key {:?} for message {} of outbox {}",
-                h.dedup_key, h.seq, h.outbox_id
+                self.dedup_key, self.seq, self.outbox_id
             )));
         }
-        if h.payload.is_some() && h.claim_check.is_some() {
+        if self.payload.is_some() && self.claim_check.is_some() {
             return Err(EnvelopeError::Inconsistent(
                 "both an inline payload and a claim check".into(),
             ));
         }
-        if h.inserted_count < 0 || h.deleted_count < 0 {
+        if self.inserted_count < 0 || self.deleted_count < 0 {
             return Err(EnvelopeError::Inconsistent("a negative row count".into()));
         }
-        Ok(h)
+        Ok(())
+    }
+}
+
+/// Reads one envelope: the version first (so that a newer envelope is reported as such,
+/// whatever its shape), then the fields, then their consistency.
+fn read<P: serde::de::DeserializeOwned>(text: &str) -> Result<Message<P>, EnvelopeError> {
+    let version: Version =
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    match version.v {
+        Some(VERSION) => {}
+        Some(found) => return Err(EnvelopeError::VersionSkew { found }),
+        None => return Err(EnvelopeError::Malformed("no version field \"v\"".into())),
+    }
+    let m: Message<P> =
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    m.consistent()?;
+    Ok(m)
+}
+
+impl Envelope {
+    /// Checks one envelope as the relay does before delivering it, the rows skipped unread.
+    pub fn check(text: &str) -> Result<Header, EnvelopeError> {
+        read(text)
     }
 
-    /// Checks one envelope ([`Envelope::check`]) and decodes it whole, rows included (as JSON
-    /// values: numbers beyond f64 are refused here).
+    /// Decodes one envelope whole, rows included (as JSON values: numbers beyond f64 are
+    /// refused here, unlike [`Envelope::check`]).
     pub fn decode(text: &str) -> Result<Envelope, EnvelopeError> {
-        Envelope::check(text)?;
-        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+        read(text)
     }
 
-    /// The envelope as delivered: one line of JSON.
+    /// The envelope as one line of JSON (for consumers that build envelopes; the relay itself
+    /// delivers PostgreSQL's text unchanged).
     pub fn encode(&self) -> String {
         // Serialising a struct of strings, numbers and JSON values cannot fail.
         serde_json::to_string(self).unwrap_or_default()

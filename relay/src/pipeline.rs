@@ -357,21 +357,16 @@ pub async fn run(
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::SeqCst);
                 let d = sink_backoff.next_delay();
-                if matches!(e, SinkError::Oversized { .. }) {
-                    error!("pipeline {p}: sink {}: {e}", stats.sink);
-                    stats.set_state("stuck");
-                } else {
-                    warn!(
-                        "pipeline {p}: sink {} failed a batch of {} (messages {}..{last}): {e}; reconnecting in {} ms (attempt {})",
-                        stats.sink,
-                        batch.len(),
-                        batch[0].seq,
-                        d.as_millis(),
-                        sink_backoff.attempts()
-                    );
-                    stats.set_state("backoff");
-                    sink.disconnect();
-                }
+                warn!(
+                    "pipeline {p}: sink {} failed a batch of {} (messages {}..{last}): {e}; reconnecting in {} ms (attempt {})",
+                    stats.sink,
+                    batch.len(),
+                    batch[0].seq,
+                    d.as_millis(),
+                    sink_backoff.attempts()
+                );
+                stats.set_state("backoff");
+                sink.disconnect();
                 stats.set_error(Some(e.to_string()));
                 stats
                     .backoff_ms

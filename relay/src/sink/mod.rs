@@ -225,7 +225,8 @@ impl Sink {
         }
     }
 
-    /// Delivers the batch; Ok only when the sink acknowledged every message of it, otherwise
+    /// Delivers the batch (whose messages fit `max_message_bytes`: the pipeline stops before
+    /// one that does not); Ok only when the sink acknowledged every message of it, otherwise
     /// how many of its first messages it did acknowledge. Waits for the sink at most
     /// `timeout` (per message for the webhook, which posts them one by one; per batch for
     /// the others).
@@ -234,19 +235,6 @@ impl Sink {
         batch: &[Message],
         timeout: std::time::Duration,
     ) -> Result<(), Partial> {
-        if let Some(limit) = self.max_message_bytes() {
-            if let Some(i) = batch.iter().position(|m| m.body.len() > limit) {
-                let m = &batch[i];
-                return Err(Partial {
-                    acked: 0,
-                    error: SinkError::Oversized {
-                        seq: m.seq,
-                        bytes: m.body.len(),
-                        limit,
-                    },
-                });
-            }
-        }
         match self {
             Sink::Stdout(s) => s.deliver(batch).map_err(Partial::from),
             Sink::Webhook(s) => s.deliver(batch, timeout).await,

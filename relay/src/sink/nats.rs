@@ -319,9 +319,15 @@ impl Nats {
                     if slot.is_none() {
                         answered += 1;
                     }
-                    let ack: serde_json::Value =
-                        serde_json::from_slice(&payload).unwrap_or_default();
-                    match ack.get("error") {
+                    // A PubAck without an error; anything else (an error, an answer that
+                    // is no JSON) refuses the message.
+                    let ack = serde_json::from_slice::<serde_json::Value>(&payload)
+                        .map_err(|e| format!("an answer that is no JSON ({e})"))
+                        .and_then(|a| match a.get("error") {
+                            Some(e) => Err(e.to_string()),
+                            None => Ok(()),
+                        });
+                    match ack.err() {
                         Some(e) => {
                             *slot = Some(false);
                             refused.get_or_insert(format!(
