@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value as Json};
 
-use crate::operator::{JoinKind, Operator, SemiMode};
+use crate::operator::{AggFunc, JoinKind, Operator, SemiMode};
 use crate::plan::{Differentiability, Maintenance, Plan};
 use crate::render::expr::render_expr;
 use crate::render::quote_ident;
@@ -91,7 +91,15 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            if root_algebraic {
+            if root_algebraic
+                && a.aggs
+                    .iter()
+                    .any(|c| matches!(c.func, AggFunc::Min | AggFunc::Max))
+            {
+                "algebraic: aux columns merged, O(|Δ|); MIN/MAX in place, a group rescanned \
+                 only when a deletion reaches its extreme"
+                    .into()
+            } else if root_algebraic {
                 "algebraic: aux columns merged, O(|Δ|)".into()
             } else {
                 "recompute the touched groups".into()

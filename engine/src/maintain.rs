@@ -3,9 +3,10 @@
 //! tests hold the maintenance strategies to: apply(full(before), delta) = full(after), and
 //! full(state) holds exactly the defining query's rows (INV-1; docs/CORRECTNESS.md §2).
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use crate::expr::eval::{eval, is_true, EvalError};
+use crate::expr::eval::{compare, eval, is_true, EvalError};
 use crate::operator::{AggFunc, EvalContext, Tables};
 use crate::plan::{Aux, Grouped, Maintenance, Plan};
 use crate::render::apply::user_expr;
@@ -44,9 +45,16 @@ pub fn full(plan: &Plan, tables: &Tables) -> Result<Storage, EvalError> {
     }
 }
 
-/// The rows of the delta relation (`delta_query_sql`) for a change window. Keyed plans:
-/// storage rows weighted ±1. Grouped plans: `keys ++ aux deltas`, weight 1.
-pub fn delta(plan: &Plan, after: &Tables, deltas: &Tables) -> Result<ZSet, EvalError> {
+/// The rows of the delta relation (`delta_query_sql`) for a change window, with `storage`
+/// the stream table's contents before it. Keyed plans: storage rows weighted ±1. Grouped
+/// plans: `keys ++ aux deltas`, weight 1, and with MIN/MAX kept in place the extremes'
+/// candidates (or rescanned values) and the rescan flag last.
+pub fn delta(
+    plan: &Plan,
+    storage: &Storage,
+    after: &Tables,
+    deltas: &Tables,
+) -> Result<ZSet, EvalError> {
     let ctx = EvalContext {
         current: after,
         deltas,
@@ -59,14 +67,141 @@ pub fn delta(plan: &Plan, after: &Tables, deltas: &Tables) -> Result<ZSet, EvalE
         }
         Maintenance::Grouped(g) => {
             let d = g.input.delta().map_err(unsupported)?.eval(ctx)?;
+            let extremes = has_extremes(g);
+            let stored = if extremes {
+                stored_groups(plan, g, storage)
+            } else {
+                BTreeMap::new()
+            };
+            let after_rows = if extremes {
+                Some(g.input.eval(EvalContext {
+                    current: after,
+                    deltas: &no_deltas(),
+                })?)
+            } else {
+                None
+            };
+            let deleted = deleted_extremes(g, &d)?;
             let mut out = ZSet::new();
-            for (mut key, values) in aux_groups(g, &d, false)? {
+            for (mut key, mut values) in aux_groups(g, &d, false)? {
+                if let Some(rows) = &after_rows {
+                    let old = stored.get(&key);
+                    let reached = g.aux.iter().enumerate().any(|(i, a)| {
+                        let Aux::Extreme(j) = a else { return false };
+                        let del = deleted.get(&key).map_or(&Value::Null, |v| &v[i]);
+                        let ext = old.map_or(&Value::Null, |o| &o[i]);
+                        !del.is_null()
+                            && (ext.is_null() || {
+                                let c = compare(del, ext);
+                                c == Some(Ordering::Equal) || c == Some(wanted(&g.aggs[*j].func))
+                            })
+                    });
+                    // A rescanned group takes its extremes from its rows after the change; one
+                    // with no row left keeps the candidates (its count deletes it).
+                    let rescanned = if reached {
+                        let group = group_rows(g, rows, &key)?;
+                        if group.is_empty() && !g.keys.is_empty() {
+                            false
+                        } else {
+                            let fresh = aux_groups(g, &group, true)?;
+                            let fresh = fresh.get(&key).cloned().unwrap_or_default();
+                            for (i, a) in g.aux.iter().enumerate() {
+                                if matches!(a, Aux::Extreme(_)) {
+                                    values[i] = fresh.get(i).cloned().unwrap_or(Value::Null);
+                                }
+                            }
+                            true
+                        }
+                    } else {
+                        false
+                    };
+                    values.push(Value::Bool(rescanned));
+                }
                 key.extend(values);
                 out.add(key, 1);
             }
             Ok(out)
         }
     }
+}
+
+/// Whether `g` keeps MIN/MAX in place.
+fn has_extremes(g: &Grouped) -> bool {
+    crate::render::apply::has_extremes(g)
+}
+
+/// The order an extreme wins by: `Less` for MIN, `Greater` for MAX.
+fn wanted(func: &AggFunc) -> Ordering {
+    if *func == AggFunc::Min {
+        Ordering::Less
+    } else {
+        Ordering::Greater
+    }
+}
+
+/// The winner of two values of an extreme (NULL loses, as in `least`/`greatest`).
+fn extreme_of(func: &AggFunc, a: &Value, b: &Value) -> Value {
+    match (a.is_null(), b.is_null()) {
+        (true, _) => b.clone(),
+        (_, true) => a.clone(),
+        _ if compare(b, a) == Some(wanted(func)) => b.clone(),
+        _ => a.clone(),
+    }
+}
+
+/// The aux values of each group the storage holds, by group key.
+fn stored_groups(plan: &Plan, g: &Grouped, storage: &Storage) -> BTreeMap<Row, Vec<Value>> {
+    let aux_start = plan.columns.len() + plan.hidden.len() - g.aux.len();
+    storage
+        .iter()
+        .map(|(row, _)| {
+            let key: Row = g.key_storage.iter().map(|p| row[*p].clone()).collect();
+            (key, row[aux_start..].to_vec())
+        })
+        .collect()
+}
+
+/// The rows of `input` in group `key` (keys compared NULL-safely).
+fn group_rows(g: &Grouped, input: &ZSet, key: &[Value]) -> Result<ZSet, EvalError> {
+    let mut out = ZSet::new();
+    for (row, w) in input.iter() {
+        let k = g
+            .keys
+            .iter()
+            .map(|e| eval(e, row))
+            .collect::<Result<Row, _>>()?;
+        if k == key {
+            out.add(row.clone(), w);
+        }
+    }
+    Ok(out)
+}
+
+/// Per group of delta `d`, at each aux position: for MIN/MAX kept in place, the extreme of the
+/// values deleted (negative weight, counted); NULL elsewhere.
+fn deleted_extremes(g: &Grouped, d: &ZSet) -> Result<BTreeMap<Row, Vec<Value>>, EvalError> {
+    let mut out: BTreeMap<Row, Vec<Value>> = BTreeMap::new();
+    for (row, w) in d.iter() {
+        if w >= 0 {
+            continue;
+        }
+        let key = g
+            .keys
+            .iter()
+            .map(|k| eval(k, row))
+            .collect::<Result<Row, _>>()?;
+        let entry = out
+            .entry(key)
+            .or_insert_with(|| vec![Value::Null; g.aux.len()]);
+        for (i, a) in g.aux.iter().enumerate() {
+            if let Aux::Extreme(j) = a {
+                if let Some(v) = counted_value(g, *j, row)? {
+                    entry[i] = extreme_of(&g.aggs[*j].func, &entry[i], &v);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Applies a delta (as produced by `delta`) to `storage`, as the MERGE/UPDATE statements do.
@@ -122,15 +257,16 @@ pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, Ev
         }
         Maintenance::Grouped(g) => {
             let nk = g.keys.len();
-            let key_pos: Vec<usize> = g.key_storage.clone();
-            let aux_start = plan.columns.len() + plan.hidden.len() - g.aux.len();
-            let mut groups: BTreeMap<Row, Vec<Value>> = BTreeMap::new();
-            for (row, _) in storage.iter() {
-                let key: Row = key_pos.iter().map(|p| row[*p].clone()).collect();
-                groups.insert(key, row[aux_start..].to_vec());
-            }
+            let extremes = has_extremes(g);
+            let mut groups = stored_groups(plan, g, storage);
             for (row, _) in delta.iter() {
                 let (key, d) = row.split_at(nk);
+                let (d, rescanned) = if extremes {
+                    let (d, flag) = d.split_at(d.len() - 1);
+                    (d, flag[0] == Value::Bool(true))
+                } else {
+                    (d, false)
+                };
                 if key
                     .iter()
                     .zip(&g.key_types)
@@ -142,7 +278,17 @@ pub fn apply(plan: &Plan, storage: &Storage, delta: &ZSet) -> Result<Storage, Ev
                     ));
                 }
                 let new = match groups.get(key) {
-                    Some(old) => add_aux(old, d)?,
+                    Some(old) => {
+                        let mut new = add_aux(g, old, d)?;
+                        if rescanned {
+                            for (i, a) in g.aux.iter().enumerate() {
+                                if matches!(a, Aux::Extreme(_)) {
+                                    new[i] = d[i].clone();
+                                }
+                            }
+                        }
+                        new
+                    }
                     None => d.to_vec(),
                 };
                 let count = match new.first() {
@@ -175,10 +321,16 @@ pub fn visible(plan: &Plan, storage: &Storage) -> ZSet {
     out
 }
 
-fn add_aux(old: &[Value], d: &[Value]) -> Result<Vec<Value>, EvalError> {
+/// Aux values combined: counts and sums add, extremes keep the winner.
+fn add_aux(g: &Grouped, old: &[Value], d: &[Value]) -> Result<Vec<Value>, EvalError> {
     old.iter()
         .zip(d)
-        .map(|(a, b)| match (a, b) {
+        .zip(&g.aux)
+        .map(|((a, b), aux)| match (a, b) {
+            _ if matches!(aux, Aux::Extreme(_)) => {
+                let Aux::Extreme(j) = aux else { unreachable!() };
+                Ok(extreme_of(&g.aggs[*j].func, a, b))
+            }
             (Value::Int(x), Value::Int(y)) => {
                 x.checked_add(*y).map(Value::Int).ok_or(EvalError::Overflow)
             }
@@ -220,6 +372,7 @@ fn aux_groups(
             .iter()
             .map(|a| match a {
                 Aux::SumOf(j) if is_float(g, *j) => Value::float(0.0),
+                Aux::Extreme(_) => Value::Null,
                 _ => Value::Int(0),
             })
             .collect()
@@ -239,7 +392,7 @@ fn aux_groups(
             .map(|a| aux_contribution(g, a, row, w))
             .collect::<Result<Vec<_>, _>>()?;
         let entry = groups.entry(key).or_insert_with(zero);
-        *entry = add_aux(entry, &contribution)?;
+        *entry = add_aux(g, entry, &contribution)?;
     }
     if g.keys.is_empty() && !positive {
         groups.entry(Vec::new()).or_insert_with(zero);
@@ -256,23 +409,33 @@ fn is_float(g: &Grouped, j: usize) -> bool {
     })
 }
 
+/// The value aggregate `j` counts for `row`: none when its FILTER fails or its argument is
+/// NULL (COUNT(*) counts 1).
+fn counted_value(g: &Grouped, j: usize, row: &Row) -> Result<Option<Value>, EvalError> {
+    let agg = &g.aggs[j];
+    if let Some(f) = &agg.filter {
+        if !is_true(&eval(f, row)?) {
+            return Ok(None);
+        }
+    }
+    match agg.args.first() {
+        Some(x) if agg.func != AggFunc::CountStar => {
+            let v = eval(x, row)?;
+            Ok((!v.is_null()).then_some(v))
+        }
+        _ => Ok(Some(Value::Int(1))),
+    }
+}
+
+/// What `row` with weight `w` adds to aux column `a`: its weight to counts, its value times
+/// its weight to sums; an inserted (w > 0) value is a candidate extreme.
 fn aux_contribution(g: &Grouped, a: &Aux, row: &Row, w: Weight) -> Result<Value, EvalError> {
-    let counted = |j: usize| -> Result<Option<Value>, EvalError> {
-        let agg = &g.aggs[j];
-        if let Some(f) = &agg.filter {
-            if !is_true(&eval(f, row)?) {
-                return Ok(None);
-            }
-        }
-        match agg.args.first() {
-            Some(x) if agg.func != AggFunc::CountStar => {
-                let v = eval(x, row)?;
-                Ok((!v.is_null()).then_some(v))
-            }
-            _ => Ok(Some(Value::Int(1))),
-        }
-    };
+    let counted = |j: usize| counted_value(g, j, row);
     Ok(match a {
+        Aux::Extreme(j) => match counted(*j)? {
+            Some(v) if w > 0 => v,
+            _ => Value::Null,
+        },
         Aux::Count => Value::Int(w),
         Aux::CountOf(j) => Value::Int(if counted(*j)?.is_some() { w } else { 0 }),
         Aux::SumOf(j) => match counted(*j)? {

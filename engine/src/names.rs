@@ -42,6 +42,22 @@ pub fn hidden_count_of(j: usize) -> String {
 pub fn hidden_sum(j: usize) -> String {
     format!("__pgt_sum_{j}")
 }
+/// The stored extreme of MIN/MAX aggregate `j` of a grouped plan.
+pub fn hidden_extreme(j: usize) -> String {
+    format!("__pgt_ext_{j}")
+}
+/// A grouped delta's flag: the group's extremes were rescanned (they replace the stored ones
+/// instead of being compared with them).
+pub const RESCAN: &str = "__pgt_rescan";
+/// The extreme among the values a grouped delta deletes, of MIN/MAX aggregate `j` (inside
+/// the delta statement only).
+pub fn deleted_extreme(j: usize) -> String {
+    format!("__pgt_dext_{j}")
+}
+/// The delta statement's CTE of per-group aux changes (when it rescans extremes).
+pub const GROUP_DELTA: &str = "__pgt_gd";
+/// The delta statement's CTE of the groups whose extremes are rescanned.
+pub const RESCANNED: &str = "__pgt_rescanned";
 /// Hidden group key `k` (a grouping expression not in the result).
 pub fn hidden_group(k: usize) -> String {
     format!("__pgt_grp_{k}")
@@ -160,6 +176,11 @@ mod tests {
             hidden_id(0),
             hidden_count_of(1),
             hidden_sum(2),
+            hidden_extreme(2),
+            RESCAN.into(),
+            deleted_extreme(2),
+            GROUP_DELTA.into(),
+            RESCANNED.into(),
             hidden_group(3),
             cte(4),
             delta_table(5, 10),

@@ -67,6 +67,11 @@ pub(crate) enum Aux {
     CountOf(usize),
     /// `__pgt_sum_j`: the sum of aggregate j's argument (0 when none).
     SumOf(usize),
+    /// `__pgt_ext_j`: the current value of MIN/MAX aggregate j (NULL when no row counts).
+    /// Not additive: a delta carries the extreme of the values it inserts, or, for a group
+    /// whose stored extreme a deleted value may have been (see `extreme_rule`), the value
+    /// rescanned from the group's rows after the change.
+    Extreme(usize),
 }
 
 /// Algebraic maintenance of `[Project] Aggregate(input)` (and of DISTINCT and bag results
@@ -267,7 +272,8 @@ fn delta_statement_size(plan: &Plan) -> Result<usize, EngineError> {
             },
         );
     }
-    Ok(crate::render::apply::delta_query_sql(plan, &sources)?.len())
+    let storage = crate::render::apply::RelName::new("public", "stream_table");
+    Ok(crate::render::apply::delta_query_sql(plan, &sources, &storage)?.len())
 }
 
 fn opaque(sql: &str, reason: Reason) -> Plan {
@@ -331,17 +337,44 @@ fn never_null_in(op: &Operator, key: &[usize]) -> bool {
         .any(|k| columns.get(*k).is_some_and(|c| !c.nullable))
 }
 
-fn algebraic(agg: &AggCall) -> bool {
-    !agg.distinct
+/// Whether MIN/MAX aggregate `agg` can be kept in place: its values are ordered the same way
+/// wherever they are compared (the stored extreme against a delta's), which holds for the
+/// types without a collation; text is ordered by a collation the storage column may not carry,
+/// so MIN/MAX over text recompute their touched groups. DISTINCT changes nothing for them.
+pub(crate) fn extreme_in_place(agg: &AggCall) -> bool {
+    use crate::types::TypeClass as T;
+    matches!(agg.func, AggFunc::Min | AggFunc::Max)
         && agg.order_by.is_empty()
-        && match agg.func {
-            AggFunc::CountStar | AggFunc::Count => true,
-            AggFunc::Sum | AggFunc::Avg => agg
-                .arg_type
-                .as_ref()
-                .is_some_and(SqlType::is_numeric_family),
-            _ => false,
-        }
+        && agg.args.len() == 1
+        && agg.arg_type.as_ref().is_some_and(|t| {
+            matches!(
+                t.class(),
+                T::Int2
+                    | T::Int4
+                    | T::Int8
+                    | T::Numeric
+                    | T::Float4
+                    | T::Float8
+                    | T::Date
+                    | T::Timestamp
+                    | T::Timestamptz
+            )
+        })
+        && agg.arg_type.as_ref() == Some(&agg.ty.ty)
+}
+
+fn algebraic(agg: &AggCall) -> bool {
+    extreme_in_place(agg)
+        || !agg.distinct
+            && agg.order_by.is_empty()
+            && match agg.func {
+                AggFunc::CountStar | AggFunc::Count => true,
+                AggFunc::Sum | AggFunc::Avg => agg
+                    .arg_type
+                    .as_ref()
+                    .is_some_and(SqlType::is_numeric_family),
+                _ => false,
+            }
 }
 
 /// Chooses the maintenance strategy and lays out the storage columns.
@@ -367,7 +400,8 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
         };
         return Ok(grouped_plan(op.clone(), user_cols, g));
     }
-    // [Project] Aggregate with only COUNT/SUM/AVG: aux columns, O(|Δ|) apply.
+    // [Project] Aggregate with only COUNT/SUM/AVG and MIN/MAX kept in place: aux columns,
+    // O(|Δ|) apply (MIN/MAX also rescan the groups whose extreme a deletion may have removed).
     if let Operator::Project(p) = &op {
         if let Operator::Aggregate(a) = p.input.as_ref() {
             if a.aggs.iter().all(algebraic) {
@@ -386,6 +420,7 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
                     match agg.func {
                         AggFunc::CountStar if agg.filter.is_none() => {}
                         AggFunc::CountStar | AggFunc::Count => aux.push(Aux::CountOf(j)),
+                        AggFunc::Min | AggFunc::Max => aux.push(Aux::Extreme(j)),
                         _ => {
                             aux.push(Aux::SumOf(j));
                             aux.push(Aux::CountOf(j));
@@ -502,6 +537,10 @@ pub(crate) fn aux_column(g: &Grouped, a: &Aux) -> OutputColumn {
                 &ColType::new(sum_result(&arg), false),
             )
         }
+        Aux::Extreme(j) => column(
+            &crate::names::hidden_extreme(*j),
+            &ColType::new(g.aggs[*j].ty.ty.clone(), true),
+        ),
     }
 }
 

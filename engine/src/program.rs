@@ -218,8 +218,8 @@ fn delta_program(plan: &Plan, input: &ProgramInput) -> Result<DeltaProgram, Engi
         Maintenance::Keyed { .. } | Maintenance::Bag { .. }
     );
     // The same query over no buffer rows gives the delta table its columns and types.
-    let shape = delta_query_sql(plan, &buffers(input, Some("false")))?;
-    let fill_sql = delta_query_sql(plan, &buffers(input, None))?;
+    let shape = delta_query_sql(plan, &buffers(input, Some("false")), &input.storage)?;
+    let fill_sql = delta_query_sql(plan, &buffers(input, None), &input.storage)?;
     let inserted = quote_ident(names::INSERTED);
     let w = quote_ident(names::WEIGHT);
     let (returning, counts) = if weighted {

@@ -207,6 +207,12 @@ impl<'a> SqlWriter<'a> {
         })
     }
 
+    /// Adds a CTE named `name` (a `names` constant, unquoted) after those collected so far:
+    /// a statement's own parts that later parts read more than once.
+    pub(crate) fn cte(&mut self, name: &str, sql: String) {
+        self.ctes.push((quote_ident(name), sql));
+    }
+
     /// Prefixes `body` with the collected CTEs.
     pub(crate) fn finish(self, body: &str) -> String {
         if self.ctes.is_empty() {

@@ -43,8 +43,12 @@ const CASES: &[(&str, &str)] = &[
         "SELECT g, count(*) AS n, sum(x) AS s FROM a GROUP BY g",
     ),
     (
-        "aggregate_recompute",
+        "aggregate_min_max_in_place",
         "SELECT g, max(x) AS m FROM a GROUP BY g",
+    ),
+    (
+        "aggregate_recompute",
+        "SELECT g, max(CAST(x AS text)) AS m FROM a GROUP BY g",
     ),
     ("scalar_aggregate", "SELECT count(*) AS n FROM a"),
     ("distinct", "SELECT DISTINCT g FROM a"),

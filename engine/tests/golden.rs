@@ -32,8 +32,16 @@ const CASES: &[(&str, &str)] = &[
         "SELECT count(*) AS n, sum(x) AS s FROM a",
     ),
     (
-        "aggregate_min_max_recompute",
+        "aggregate_min_max_in_place",
         "SELECT g, min(x) AS mn, max(x) AS mx FROM a GROUP BY g",
+    ),
+    (
+        "aggregate_scalar_min_in_place",
+        "SELECT min(x) AS mn, count(*) AS n FROM a",
+    ),
+    (
+        "aggregate_max_text_recompute",
+        "SELECT g, max(CAST(x AS text)) AS m FROM a GROUP BY g",
     ),
     (
         "aggregate_having",
@@ -105,7 +113,7 @@ fn render(sql: &str) -> String {
         "-- query: {sql}\n-- identity: {:?}\n-- full\n{}\n-- delta\n{}\n-- apply\n{}\n",
         p.identity,
         full_query_sql(&p).unwrap(),
-        delta_query_sql(&p, &sources).unwrap(),
+        delta_query_sql(&p, &sources, &RelName::new("public", "st")).unwrap(),
         apply.join(";\n")
     )
 }

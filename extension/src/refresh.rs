@@ -24,7 +24,7 @@ use crate::frontier::{self, Frontier};
 use crate::pgcatalog::PgCatalog;
 use crate::roles;
 use crate::settings::with_settings;
-use crate::storage::ApplyGuard;
+use crate::storage::{self, ApplyGuard};
 use crate::stream_table::{self, Layout, Mode, StreamTable};
 use crate::subscriptions;
 use cache::{DiffState, BOOL, INT8, OID, TEXT};
@@ -585,8 +585,12 @@ fn full_as_owner(
     count_deleted: bool,
 ) -> Result<(Outcome, Frontier), PgTrickleError> {
     let frontier_sql = frontier::capture_sql(buffers);
-    let sql = if st.storage_layout == Layout::Plan {
-        engine::full_statement(&plan_of(st)?, &storage_rel(st), &frontier_sql)?
+    let plan = match st.storage_layout {
+        Layout::Plan => Some(plan_of(st)?),
+        Layout::Query => None,
+    };
+    let sql = if let Some(plan) = &plan {
+        engine::full_statement(plan, &storage_rel(st), &frontier_sql)?
     } else {
         // The plain query result (FULL only): the extension's own statement.
         let ins = names::INSERTED;
@@ -606,6 +610,22 @@ fn full_as_owner(
     };
     let _guard = ApplyGuard::new();
     Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
+    // A storage made by a build that kept this query with other hidden columns is brought in
+    // line while it is empty (the statement above fills every hidden column of the plan).
+    let mut reason = reason;
+    if let Some(plan) = &plan {
+        if let Some(diff) = storage::hidden_difference(st.relid, plan)? {
+            storage::align_hidden(st.relid, &storage_rel(st), plan, &diff)?;
+            let changed = diff.to_string();
+            if reason.as_deref() != Some(changed.as_str()) {
+                pgrx::notice!("stream table {}: {changed}", st.qualified());
+            }
+            reason = Some(match reason {
+                Some(r) if r != changed => format!("{r}; {changed}"),
+                _ => changed,
+            });
+        }
+    }
     let (n, frontier) = run_with_frontier(&sql)?;
     let outcome = Outcome {
         action: Action::Full,
@@ -646,7 +666,12 @@ fn differential(
         let state = match cache::diff_state(st.id, &st.query, &st.search_path, &watched) {
             Some(state) => state,
             None => {
-                let state = Rc::new(build_diff_state(st, &src.oids, buffers, watched)?);
+                let plan = roles::restricted(|| plan_of(st))?;
+                // Storage made for other hidden columns: the FULL refresh changes it.
+                if let Some(diff) = storage::hidden_difference(st.relid, &plan)? {
+                    return Ok(Diff::MustRunFull(diff.to_string()));
+                }
+                let state = Rc::new(build_diff_state(st, &plan, &src.oids, buffers, watched)?);
                 cache::store_diff_state(st.id, state.clone());
                 state
             }
@@ -799,12 +824,13 @@ fn program_input(st: &StreamTable, sources: &[pg_sys::Oid], buffers: &[String]) 
 /// the storage table changed.
 fn build_diff_state(
     st: &StreamTable,
+    plan: &Plan,
     sources: &[pg_sys::Oid],
     buffers: &[String],
     watched: Vec<u32>,
 ) -> Result<DiffState, PgTrickleError> {
     let input = program_input(st, sources, buffers);
-    let program = roles::restricted(|| Ok(engine::program(&plan_of(st)?, &input)?))?;
+    let program = roles::restricted(|| Ok(engine::program(plan, &input)?))?;
     let Some(diff) = program.differential else {
         return Err(PgTrickleError::Internal(format!(
             "a differential refresh of {} whose plan has no differential program",

@@ -54,15 +54,16 @@ const PREFIX: &str = "__pgt_shadow_";
 /// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
 const MAX_IDENT: usize = 63;
 
-/// Set while this backend swaps a shadow in: the DDL event triggers leave the renames of the
-/// two storages to the swap (a rename of a source would otherwise be followed into the
-/// defining queries of the stream tables reading it). Process-local, so no SQL can set it.
+/// Set while this backend swaps a shadow in, or changes a storage's hidden columns itself
+/// (storage.rs): the DDL event triggers leave that DDL to the code doing it (a rename of a
+/// source would otherwise be followed into the defining queries of the stream tables reading
+/// it). Process-local, so no SQL can set it.
 static SWAPPING: AtomicBool = AtomicBool::new(false);
 
-struct Swapping(bool);
+pub(crate) struct Swapping(bool);
 
 impl Swapping {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Swapping(SWAPPING.swap(true, Ordering::Relaxed))
     }
 }

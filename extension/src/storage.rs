@@ -108,3 +108,120 @@ pub fn drop_temp(name: &str, kind: &str) -> Result<(), PgTrickleError> {
     }
     Ok(())
 }
+
+/// How a storage's hidden columns differ from those `plan` maintains: a build of pg_trickle
+/// that keeps a query with other hidden columns (MIN/MAX kept in place since 0.35.0, where
+/// they recomputed their groups before) finds storages created by an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenDifference {
+    /// Hidden columns of the storage the plan does not have.
+    pub drop: Vec<String>,
+    /// Hidden columns of the plan the storage does not have.
+    pub add: Vec<engine::OutputColumn>,
+}
+
+impl std::fmt::Display for HiddenDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let add: Vec<&str> = self.add.iter().map(|c| c.name.as_str()).collect();
+        write!(
+            f,
+            "this build of pg_trickle maintains its query with other hidden columns (adds [{}], \
+             drops [{}]): the storage was changed and refreshed in full",
+            add.join(", "),
+            self.drop.join(", ")
+        )
+    }
+}
+
+/// The difference between the hidden (`__pgt_`) columns of storage `relid` and `plan`'s, by
+/// name; `None` when they are the same.
+pub fn hidden_difference(
+    relid: pg_sys::Oid,
+    plan: &Plan,
+) -> Result<Option<HiddenDifference>, PgTrickleError> {
+    let have: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT coalesce(array_agg(attname::text ORDER BY attnum), '{}') \
+           FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 \
+            AND NOT attisdropped AND starts_with(attname::text, $2)",
+        &[relid.into(), engine::names::HIDDEN_PREFIX.into()],
+    )?
+    .unwrap_or_default();
+    let drop: Vec<String> = have
+        .iter()
+        .filter(|h| !plan.hidden.iter().any(|c| c.name == **h))
+        .cloned()
+        .collect();
+    let add: Vec<engine::OutputColumn> = plan
+        .hidden
+        .iter()
+        .filter(|c| !have.contains(&c.name))
+        .cloned()
+        .collect();
+    Ok((!drop.is_empty() || !add.is_empty()).then_some(HiddenDifference { drop, add }))
+}
+
+/// Brings the hidden columns of the emptied storage `relid` (named `table`) in line with
+/// `plan`: drops those it no longer maintains (with the indexes on them), adds the new ones,
+/// and creates the plan's identity index if none covers exactly its columns. The caller
+/// refreshes it in full at once. The DDL event triggers leave this DDL alone.
+pub fn align_hidden(
+    relid: pg_sys::Oid,
+    storage: &engine::RelName,
+    plan: &Plan,
+    diff: &HiddenDifference,
+) -> Result<(), PgTrickleError> {
+    let _own = crate::shadow::Swapping::new();
+    let ddl = engine::program::storage_ddl(plan, storage);
+    let strict = engine::program::unique_storage(plan);
+    let key: Vec<String> = match &plan.identity {
+        engine::Identity::Key { columns } => columns.clone(),
+        _ => Vec::new(),
+    };
+    let mut clauses: Vec<String> = diff
+        .drop
+        .iter()
+        .map(|c| format!("DROP COLUMN {}", quote_ident(c)))
+        .collect();
+    clauses.extend(diff.add.iter().map(|c| {
+        format!(
+            "ADD COLUMN {} {}{}",
+            quote_ident(&c.name),
+            c.type_name,
+            if strict && key.contains(&c.name) {
+                " NOT NULL"
+            } else {
+                ""
+            }
+        )
+    }));
+    Spi::run(&format!(
+        "ALTER TABLE {} {}",
+        storage.sql(),
+        clauses.join(", ")
+    ))?;
+    // The identity index: storage_ddl's statements after the CREATE TABLE.
+    let identity: Vec<String> = match &plan.identity {
+        engine::Identity::Key { columns } => columns.clone(),
+        engine::Identity::Multiplicity { .. } | engine::Identity::Bag => {
+            plan.columns.iter().map(|c| c.name.clone()).collect()
+        }
+        engine::Identity::Single | engine::Identity::None => Vec::new(),
+    };
+    if identity.is_empty() {
+        return Ok(());
+    }
+    let indexed = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = $1 \
+           AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a \
+                 WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) \
+             = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
+        &[relid.into(), identity.into()],
+    )?
+    .unwrap_or(false);
+    if !indexed {
+        for statement in ddl.iter().skip(1) {
+            Spi::run(statement)?;
+        }
+    }
+    Ok(())
+}

@@ -86,7 +86,7 @@ fn check_query(sql: &str, s: &Scenario) {
             "FULL refresh of {sql}\n{s:#?}"
         );
     }
-    let Ok(delta) = maintain::delta(&p, &s.after, &s.delta) else {
+    let Ok(delta) = maintain::delta(&p, &before, &s.after, &s.delta) else {
         return;
     };
     let applied = maintain::apply(&p, &before, &delta)

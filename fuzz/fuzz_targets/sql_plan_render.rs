@@ -90,7 +90,7 @@ fn render(sql: &str) -> Option<Vec<(&'static str, String)>> {
     let full = full_query_sql(&p).unwrap_or_else(|e| panic!("full_query_sql of {sql}: {e}"));
     let mut out = vec![("full query", full)];
     if p.is_differential() {
-        let delta = delta_query_sql(&p, &sources(&p))
+        let delta = delta_query_sql(&p, &sources(&p), &RelName::new("public", "st"))
             .unwrap_or_else(|e| panic!("delta_query_sql of differential {sql}: {e}"));
         out.push(("delta query", delta));
         let apply = apply_sql(

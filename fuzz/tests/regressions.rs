@@ -35,7 +35,7 @@ fn full_join_of_two_scalar_aggregates_keeps_both_padded_rows_incrementally() {
     after.get_mut(&schema::A).unwrap().add(a_row(3, 5), 1);
     let full_before = maintain::full(&p, &before).unwrap();
     let full_after = maintain::full(&p, &after).unwrap();
-    let d = maintain::delta(&p, &after, &delta).unwrap();
+    let d = maintain::delta(&p, &full_before, &after, &delta).unwrap();
     assert_eq!(maintain::apply(&p, &full_before, &d).unwrap(), full_after);
 }
 
@@ -55,7 +55,7 @@ fn emptied_numeric_sum_is_zero_by_value_but_not_by_representation() {
     let applied = maintain::apply(
         &p,
         &full_before,
-        &maintain::delta(&p, &after, &delta).unwrap(),
+        &maintain::delta(&p, &full_before, &after, &delta).unwrap(),
     )
     .unwrap();
     let full_after = maintain::full(&p, &after).unwrap();

@@ -231,6 +231,11 @@ const SINGLE: &[Family] = &[
     d("agg_bag", "SELECT k, count(*) AS cnt, sum(x) AS sx, avg(x) AS ax FROM n GROUP BY k"),
     d("distinct_bag", "SELECT DISTINCT s, y FROM m"),
     d("agg_bag_minmax", "SELECT s, min(y) AS mn, max(k) AS mx, count(*) AS cnt FROM m GROUP BY s HAVING max(y) > 0.5"),
+    // MIN/MAX kept in place (a group rescanned only when a deletion reaches its extreme): by a
+    // nullable key, with FILTER and under an expression; over a keyless table; scalar.
+    d("agg_minmax_in_place", "SELECT k, min(w) AS mn, max(w) AS mx, max(ts) FILTER (WHERE w > 3) AS mf, min(w) + 1 AS mw, count(*) AS cnt FROM b GROUP BY k"),
+    d("agg_minmax_bag", "SELECT k, min(y) AS mn, max(x) AS mx FROM m JOIN n USING (k) GROUP BY k"),
+    d("scalar_minmax", "SELECT min(v) AS mn, max(v) AS mx, max(id) FILTER (WHERE f) AS mf FROM a"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

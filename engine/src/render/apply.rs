@@ -89,7 +89,7 @@ pub fn full_query_sql(plan: &Plan) -> Result<String, EngineError> {
         Maintenance::Grouped(g) => {
             let mut w = SqlWriter::new(None);
             let input = g.input.render(&mut w)?;
-            let inner = aux_select(plan, g, &input);
+            let inner = aux_select(plan, g, &input, false);
             let gref = |n: &str| format!("{}.{}", quote_ident("g"), quote_ident(n));
             let mut cols = Vec::new();
             for (i, n) in plan.columns.iter().enumerate() {
@@ -113,8 +113,14 @@ pub fn full_query_sql(plan: &Plan) -> Result<String, EngineError> {
 
 /// (b) The consolidated delta of one change window. Keyed plans: storage rows with
 /// `__pgt_weight` (±1 after consolidation). Grouped plans: per group, the identity columns and
-/// the change of every aux column (`__pgt_count`, `__pgt_cnt_j`, `__pgt_sum_j`).
-pub fn delta_query_sql(plan: &Plan, sources: &DeltaSources) -> Result<String, EngineError> {
+/// the change of every aux column (`__pgt_count`, `__pgt_cnt_j`, `__pgt_sum_j`), and with
+/// MIN/MAX kept in place their new candidates and the rescan flag ([`extremes_delta`], which
+/// reads the stream table's storage `storage` as it is before the delta is applied).
+pub fn delta_query_sql(
+    plan: &Plan,
+    sources: &DeltaSources,
+    storage: &RelName,
+) -> Result<String, EngineError> {
     match &plan.maintenance {
         Maintenance::Opaque => Err(not_differentiable(plan)),
         // A bag's delta has the same shape: one row per distinct row, its weight the net
@@ -153,10 +159,253 @@ pub fn delta_query_sql(plan: &Plan, sources: &DeltaSources) -> Result<String, En
             let delta = g.input.delta()?;
             let mut w = SqlWriter::new(Some(sources));
             let f = delta.render(&mut w)?;
-            let body = aux_select(plan, g, &f);
+            if !has_extremes(g) {
+                let body = aux_select(plan, g, &f, false);
+                return Ok(w.finish(&body));
+            }
+            let body = extremes_delta(plan, g, &f, &mut w, storage)?;
             Ok(w.finish(&body))
         }
     }
+}
+
+/// Whether grouped plan `g` keeps MIN/MAX aggregates in place (`Aux::Extreme`).
+pub(crate) fn has_extremes(g: &Grouped) -> bool {
+    g.aux.iter().any(|a| matches!(a, Aux::Extreme(_)))
+}
+
+/// The SQL function that combines a stored extreme with a candidate (NULLs ignored), and the
+/// comparison under which a deleted value may have been the stored extreme.
+fn extreme_ops(func: &AggFunc) -> (&'static str, &'static str) {
+    if *func == AggFunc::Min {
+        ("least", "<=")
+    } else {
+        ("greatest", ">=")
+    }
+}
+
+/// The delta of a grouped plan with MIN/MAX kept in place. Delta rule, per group and MIN
+/// aggregate j (MAX mirrored), with m the stored minimum (NULL: no counted value, or no
+/// stored group), I the values the window inserts and D those it deletes (weights' signs,
+/// counted values only):
+/// - D empty, or min(D) > m: m is still in the group, so the new minimum is least(m, min(I)),
+///   computed by the apply without reading the sources;
+/// - otherwise (min(D) <= m, or m NULL while D is not empty — an unconsolidated window can
+///   delete and re-insert a value): the group is rescanned — its extremes are computed from
+///   its rows after the change, found through a semi join on the group key (the group-key
+///   index where there is one), once for all such groups.
+///
+/// So a group is read from the sources only when a deletion reached its extreme. The
+/// statement: CTE `GROUP_DELTA` (aux changes, candidates min(I), and min(D) per group),
+/// CTE `RESCANNED` (the groups whose stored extremes a deletion may have removed, found by
+/// joining the storage), and the delta rows, each with `RESCAN` true when its extremes were
+/// rescanned (then they replace the stored ones) — a rescanned group that has no row left has
+/// no rescanned value and is deleted by its count.
+fn extremes_delta(
+    plan: &Plan,
+    g: &Grouped,
+    delta: &Fragment,
+    w: &mut SqlWriter<'_>,
+    storage: &RelName,
+) -> Result<String, EngineError> {
+    let q = quote_ident;
+    let (d, t, r, s) = (q("d"), q("t"), q("r"), q("s"));
+    let gd = q(crate::names::GROUP_DELTA);
+    let rescanned = q(crate::names::RESCANNED);
+    let rescan = q(crate::names::RESCAN);
+    let key_names: Vec<String> = (0..g.keys.len()).map(|k| key_name(plan, g, k)).collect();
+    let keys: Vec<(&String, bool)> = key_names
+        .iter()
+        .zip(&g.key_types)
+        .map(|(n, kt)| (n, kt.nullable))
+        .collect();
+    w.cte(crate::names::GROUP_DELTA, aux_select(plan, g, delta, true));
+    // The groups a deletion may have taken the stored extreme from.
+    let reached: Vec<String> = g
+        .aux
+        .iter()
+        .filter_map(|a| match a {
+            Aux::Extreme(j) => {
+                let (_, cmp) = extreme_ops(&g.aggs[*j].func);
+                let ext = q(&aux_name(plan, g, a));
+                let del = q(&crate::names::deleted_extreme(*j));
+                Some(format!(
+                    "({d}.{del} IS NOT NULL AND ({t}.{ext} IS NULL OR {d}.{del} {cmp} {t}.{ext}))"
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    let dkeys: Vec<String> = key_names.iter().map(|k| format!("{d}.{}", q(k))).collect();
+    w.cte(
+        crate::names::RESCANNED,
+        format!(
+            "SELECT {} FROM {gd} AS {d} LEFT JOIN {} AS {t} ON {} WHERE {}",
+            dkeys.join(", "),
+            storage.sql(),
+            null_safe_on(&keys, "t", "d"),
+            reached.join(" OR ")
+        ),
+    );
+    // The rescanned groups' rows after the change.
+    let after = w.input(&g.input)?;
+    let key_sql = key_exprs(g);
+    let from = if g.keys.is_empty() {
+        format!(
+            "({}) AS {s} WHERE EXISTS (SELECT FROM {rescanned})",
+            after.sql
+        )
+    } else {
+        let nullable: Vec<usize> = (0..g.keys.len())
+            .filter(|k| g.key_types[*k].nullable)
+            .collect();
+        let names: Vec<String> = key_names.iter().map(|k| q(k)).collect();
+        let matched = format!(
+            "({}) IN (SELECT {} FROM {rescanned})",
+            key_sql.join(", "),
+            names.join(", ")
+        );
+        if nullable.is_empty() {
+            format!("({}) AS {s} WHERE {matched}", after.sql)
+        } else {
+            // Rows whose nullable keys are all non-NULL match by `=` (hash or index semi
+            // join); rows with a NULL key NULL-safely, a part skipped at once (one-time
+            // filter) unless a rescanned group has a NULL key. Disjoint parts.
+            let n = q("n");
+            let no_null: Vec<String> = nullable
+                .iter()
+                .map(|k| format!("({}) IS NOT NULL", key_sql[*k]))
+                .collect();
+            let some_null: Vec<String> = nullable
+                .iter()
+                .map(|k| format!("({}) IS NULL", key_sql[*k]))
+                .collect();
+            let any_null: Vec<String> = nullable
+                .iter()
+                .map(|k| format!("{n}.{} IS NULL", q(&key_names[*k])))
+                .collect();
+            let same: Vec<String> = key_sql
+                .iter()
+                .zip(&key_names)
+                .map(|(e, k)| format!("{n}.{} IS NOT DISTINCT FROM ({e})", q(k)))
+                .collect();
+            format!(
+                "(SELECT * FROM ({a}) AS {s} WHERE {} AND {matched} \
+                 UNION ALL SELECT * FROM ({a}) AS {s} WHERE ({}) \
+                 AND EXISTS (SELECT FROM {rescanned} AS {n} WHERE {}) \
+                 AND EXISTS (SELECT FROM {rescanned} AS {n} WHERE {})) AS {s}",
+                no_null.join(" AND "),
+                some_null.join(" OR "),
+                any_null.join(" OR "),
+                same.join(" AND "),
+                a = after.sql
+            )
+        }
+    };
+    let mut cols: Vec<String> = key_sql
+        .iter()
+        .zip(&key_names)
+        .map(|(e, k)| format!("{e} AS {}", q(k)))
+        .collect();
+    for a in &g.aux {
+        if let Aux::Extreme(j) = a {
+            cols.push(format!(
+                "{} AS {}",
+                extreme_agg(g, *j, after.weighted, Some(true)),
+                q(&aux_name(plan, g, a))
+            ));
+        }
+    }
+    cols.push(format!("TRUE AS {rescan}"));
+    let tail = if g.keys.is_empty() {
+        // No GROUP BY: one row even over no input, wanted only when the group is rescanned.
+        format!(" HAVING EXISTS (SELECT FROM {rescanned})")
+    } else {
+        format!(" GROUP BY {}", key_sql.join(", "))
+    };
+    let rescans = format!("SELECT {} FROM {from}{tail}", cols.join(", "));
+    let mut out: Vec<String> = dkeys
+        .iter()
+        .zip(&key_names)
+        .map(|(e, k)| format!("{e} AS {}", q(k)))
+        .collect();
+    for a in &g.aux {
+        let n = q(&aux_name(plan, g, a));
+        out.push(match a {
+            Aux::Extreme(_) => {
+                format!("CASE WHEN {r}.{rescan} THEN {r}.{n} ELSE {d}.{n} END AS {n}")
+            }
+            _ => format!("{d}.{n} AS {n}"),
+        });
+    }
+    out.push(format!("({r}.{rescan} IS NOT NULL) AS {rescan}"));
+    Ok(format!(
+        "SELECT {} FROM {gd} AS {d} LEFT JOIN ({rescans}) AS {r} ON {}",
+        out.join(", "),
+        null_safe_on(&keys, "r", "d")
+    ))
+}
+
+/// Key columns of aliases `a` and `b` equal, NULL-safely where a key may be NULL (written so
+/// that an index on `a`'s key can serve it: `=`, or `=` OR both NULL); TRUE without keys.
+fn null_safe_on(keys: &[(&String, bool)], a: &str, b: &str) -> String {
+    let (a, b) = (quote_ident(a), quote_ident(b));
+    let parts: Vec<String> = keys
+        .iter()
+        .map(|(n, nullable)| {
+            let n = quote_ident(n);
+            if *nullable {
+                format!("({a}.{n} = {b}.{n} OR ({a}.{n} IS NULL AND {b}.{n} IS NULL))")
+            } else {
+                format!("{a}.{n} = {b}.{n}")
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "TRUE".to_string()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
+/// The group keys of `g` over alias `"s"` (a bare integer cast: GROUP BY would read it as a
+/// column position).
+fn key_exprs(g: &Grouped) -> Vec<String> {
+    let r = |e: &Expr| render_expr(e, &|i| col_ref("s", i));
+    g.keys
+        .iter()
+        .enumerate()
+        .map(|(k, key)| match key {
+            Expr::Literal(Literal::Int(_) | Literal::Number(_)) => {
+                format!("CAST({} AS {})", r(key), g.key_types[k].ty.sql())
+            }
+            _ => r(key),
+        })
+        .collect()
+}
+
+/// MIN/MAX aggregate `j` over alias `"s"`: of the values counted (FILTER passed, not NULL);
+/// over a weighted input, of the rows inserted (`Some(true)`: weight > 0) or deleted
+/// (`Some(false)`: weight < 0); `None` for an unweighted input.
+fn extreme_agg(g: &Grouped, j: usize, weighted: bool, inserted: Option<bool>) -> String {
+    let agg = &g.aggs[j];
+    let r = |e: &Expr| render_expr(e, &|i| col_ref("s", i));
+    let arg = agg.args.first().map(r).unwrap_or_default();
+    let mut conds: Vec<String> = agg.filter.iter().map(r).collect();
+    if weighted {
+        let sign = if inserted == Some(false) { "<" } else { ">" };
+        conds.push(format!("{} {sign} 0", weight_ref("s")));
+    }
+    let filter = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" FILTER (WHERE {})", conds.join(" AND "))
+    };
+    format!(
+        "CAST({}({arg}){filter} AS {})",
+        agg.func.name(),
+        agg.ty.ty.sql()
+    )
 }
 
 /// (c) Statements applying the materialised delta `delta` (the rows of `delta_query_sql`) to
@@ -430,6 +679,7 @@ pub(crate) fn user_expr(g: &Grouped, i: usize) -> Expr {
             match agg.func {
                 AggFunc::CountStar if agg.filter.is_none() => aux_col(&Aux::Count),
                 AggFunc::CountStar | AggFunc::Count => cnt.clone(),
+                AggFunc::Min | AggFunc::Max => aux_col(&Aux::Extreme(j)),
                 AggFunc::Sum => when_empty(cast(aux_col(&Aux::SumOf(j)), &agg.ty.ty)),
                 _ => {
                     let float = agg.arg_type.as_ref().is_some_and(|t| {
@@ -471,21 +721,16 @@ fn user_sql(
     })
 }
 
-/// `SELECT keys AS <identity names>, aux… FROM (input) AS "s" GROUP BY keys`.
-fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment) -> String {
+/// `SELECT keys AS <identity names>, aux… FROM (input) AS "s" GROUP BY keys`; with
+/// `deleted`, also the extreme of the values deleted for every MIN/MAX kept in place (over
+/// a weighted delta).
+fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment, deleted: bool) -> String {
     let r = |e: &Expr| render_expr(e, &|i| col_ref("s", i));
     let w = weight_ref("s");
     let mut cols = Vec::new();
-    let mut group = Vec::new();
-    for (k, key) in g.keys.iter().enumerate() {
-        let sql = match key {
-            Expr::Literal(Literal::Int(_) | Literal::Number(_)) => {
-                format!("CAST({} AS {})", r(key), g.key_types[k].ty.sql())
-            }
-            _ => r(key),
-        };
+    let group = key_exprs(g);
+    for (k, sql) in group.iter().enumerate() {
         cols.push(format!("{sql} AS {}", quote_ident(&key_name(plan, g, k))));
-        group.push(sql);
     }
     for a in &g.aux {
         let name = quote_ident(&aux_name(plan, g, a));
@@ -521,8 +766,20 @@ fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment) -> String {
                 };
                 format!("CAST(COALESCE(SUM({term}){filter}, 0) AS {ty})")
             }
+            Aux::Extreme(j) => extreme_agg(g, *j, input.weighted, Some(true)),
         };
         cols.push(format!("{sql} AS {name}"));
+    }
+    if deleted {
+        for a in &g.aux {
+            if let Aux::Extreme(j) = a {
+                cols.push(format!(
+                    "{} AS {}",
+                    extreme_agg(g, *j, input.weighted, Some(false)),
+                    quote_ident(&crate::names::deleted_extreme(*j))
+                ));
+            }
+        }
     }
     let group_by = if group.is_empty() {
         String::new()
@@ -540,9 +797,21 @@ fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment) -> String {
 fn grouped_apply(plan: &Plan, g: &Grouped, storage: &RelName, delta: &RelName) -> Vec<String> {
     let (t, d) = (quote_ident("t"), quote_ident("d"));
     let col = |alias: &str, n: &str| format!("{}.{}", quote_ident(alias), quote_ident(n));
+    // The stored value after the delta: aux changes add; an extreme is replaced when its
+    // group was rescanned, and otherwise combined with the delta's candidate.
     let new_aux = |a: &Aux| {
         let n = aux_name(plan, g, a);
-        format!("({} + {})", col("t", &n), col("d", &n))
+        match a {
+            Aux::Extreme(j) => format!(
+                "CASE WHEN {} THEN {} ELSE {}({}, {}) END",
+                col("d", crate::names::RESCAN),
+                col("d", &n),
+                extreme_ops(&g.aggs[*j].func).0,
+                col("t", &n),
+                col("d", &n)
+            ),
+            _ => format!("({} + {})", col("t", &n), col("d", &n)),
+        }
     };
     let is_key_col = |i: usize| g.key_storage.contains(&i);
     let mut sets = Vec::new();

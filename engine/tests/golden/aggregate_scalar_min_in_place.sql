@@ -1,0 +1,10 @@
+-- query: SELECT min(x) AS mn, count(*) AS n FROM a
+-- identity: Single
+-- full
+SELECT "g"."__pgt_ext_0" AS "mn", "g"."__pgt_count" AS "n", "g"."__pgt_count" AS "__pgt_count", "g"."__pgt_ext_0" AS "__pgt_ext_0" FROM (SELECT count(*) AS "__pgt_count", CAST(min("s"."c1") AS int4) AS "__pgt_ext_0" FROM (SELECT "t"."k" AS "c0", "t"."x" AS "c1" FROM "public"."a" AS "t") AS "s") AS "g"
+-- delta
+WITH "__pgt_gd" AS (SELECT CAST(COALESCE(SUM("s"."__pgt_weight"), 0) AS int8) AS "__pgt_count", CAST(min("s"."c1") FILTER (WHERE "s"."__pgt_weight" > 0) AS int4) AS "__pgt_ext_0", CAST(min("s"."c1") FILTER (WHERE "s"."__pgt_weight" < 0) AS int4) AS "__pgt_dext_0" FROM (SELECT "d"."k" AS "c0", "d"."x" AS "c1", CAST(SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) AS int8) AS "__pgt_weight" FROM "pgtrickle_changes"."changes_16384" AS "d" WHERE (pg_visible_in_snapshot("__pgt_xid", $1) AND NOT pg_visible_in_snapshot("__pgt_xid", $2)) GROUP BY "d"."k", "d"."x" HAVING SUM(CASE WHEN "d"."__pgt_op" = 'I' THEN 1 ELSE -1 END) <> 0) AS "s"),
+"__pgt_rescanned" AS (SELECT  FROM "__pgt_gd" AS "d" LEFT JOIN "public"."st" AS "t" ON TRUE WHERE ("d"."__pgt_dext_0" IS NOT NULL AND ("t"."__pgt_ext_0" IS NULL OR "d"."__pgt_dext_0" <= "t"."__pgt_ext_0")))
+SELECT "d"."__pgt_count" AS "__pgt_count", CASE WHEN "r"."__pgt_rescan" THEN "r"."__pgt_ext_0" ELSE "d"."__pgt_ext_0" END AS "__pgt_ext_0", ("r"."__pgt_rescan" IS NOT NULL) AS "__pgt_rescan" FROM "__pgt_gd" AS "d" LEFT JOIN (SELECT CAST(min("s"."c1") AS int4) AS "__pgt_ext_0", TRUE AS "__pgt_rescan" FROM (SELECT "t"."k" AS "c0", "t"."x" AS "c1" FROM "public"."a" AS "t") AS "s" WHERE EXISTS (SELECT FROM "__pgt_rescanned") HAVING EXISTS (SELECT FROM "__pgt_rescanned")) AS "r" ON TRUE
+-- apply
+UPDATE "public"."st" AS "t" SET "mn" = CASE WHEN "d"."__pgt_rescan" THEN "d"."__pgt_ext_0" ELSE least("t"."__pgt_ext_0", "d"."__pgt_ext_0") END, "n" = ("t"."__pgt_count" + "d"."__pgt_count"), "__pgt_count" = ("t"."__pgt_count" + "d"."__pgt_count"), "__pgt_ext_0" = CASE WHEN "d"."__pgt_rescan" THEN "d"."__pgt_ext_0" ELSE least("t"."__pgt_ext_0", "d"."__pgt_ext_0") END FROM "__pgt_delta" AS "d"
