@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod cost;
 pub mod error;
 pub mod explain;
 pub mod expr;

@@ -477,17 +477,27 @@ CREATE FUNCTION pgtrickle.pgt_status()
 RETURNS TABLE (name text, refresh_mode text, effective_mode text, status text, schedule text,
                is_populated boolean, last_refresh_at timestamptz, staleness interval,
                consecutive_errors integer, last_error text, full_reason text,
-               scheduler_problem text)
+               scheduler_problem text, last_choice text)
 LANGUAGE sql VOLATILE AS $$
-    SELECT format('%I.%I', pgt_schema, pgt_name), refresh_mode, effective_mode, status,
-           schedule, is_populated, last_refresh_at, now() - last_refresh_at,
-           consecutive_errors, last_error, full_reason,
-           CASE WHEN status = 'ACTIVE' AND effective_mode <> 'IMMEDIATE'
-                THEN pgtrickle.scheduler_problem() END
-      FROM pgtrickle.pgt_stream_tables WHERE shadow_of IS NULL ORDER BY 1
+    SELECT format('%I.%I', s.pgt_schema, s.pgt_name), s.refresh_mode, s.effective_mode,
+           s.status, s.schedule, s.is_populated, s.last_refresh_at, now() - s.last_refresh_at,
+           s.consecutive_errors, s.last_error, s.full_reason,
+           CASE WHEN s.status = 'ACTIVE' AND s.effective_mode <> 'IMMEDIATE'
+                THEN pgtrickle.scheduler_problem() END,
+           (SELECT c.choice FROM (
+                (SELECT h.choice, h.start_time FROM pgtrickle.pgt_refresh_history h
+                  WHERE h.pgt_id = s.pgt_id AND h.status = 'COMPLETED' AND h.action = 'FULL'
+                    AND h.choice IS NOT NULL ORDER BY h.start_time DESC LIMIT 1)
+                UNION ALL
+                (SELECT h.choice, h.start_time FROM pgtrickle.pgt_refresh_history h
+                  WHERE h.pgt_id = s.pgt_id AND h.status = 'COMPLETED'
+                    AND h.action = 'DIFFERENTIAL' AND h.choice IS NOT NULL
+                  ORDER BY h.start_time DESC LIMIT 1)) c
+             ORDER BY c.start_time DESC LIMIT 1)
+      FROM pgtrickle.pgt_stream_tables s WHERE s.shadow_of IS NULL ORDER BY 1
 $$;
 COMMENT ON FUNCTION pgtrickle.pgt_status() IS
-    'One row per stream table: mode, status, last refresh, staleness, last error, and what keeps the scheduler from refreshing it';
+    'One row per stream table: mode, status, last refresh, staleness, last error, what keeps the scheduler from refreshing it, and the latest refresh-mode estimate';
 
 -- The id of the stream table a name resolves to. By schema and name, which a shadow build's
 -- swap keeps: the OID it changes, and a name resolved just before a swap committed would miss

@@ -101,8 +101,17 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
     rows_deleted    bigint,
     delta_rows      bigint,
     error_sqlstate  text,
-    error_message   text
+    error_message   text,
+    -- Change-buffer rows the refresh's window held (counted before a DIFFERENTIAL or an
+    -- AUTO-chosen FULL refresh of an incremental stream table), and AUTO's estimate of both
+    -- modes with what it chose (engine/src/cost.rs).
+    changes         bigint,
+    choice          text
 );
+-- AUTO's estimate reads a stream table's latest FULL and DIFFERENTIAL refreshes (never the
+-- NO_DATA rows a scheduler writes between them).
+CREATE INDEX pgt_refresh_history_cost_idx ON pgtrickle.pgt_refresh_history (pgt_id, action, start_time)
+    WHERE status = 'COMPLETED' AND action IN ('FULL', 'DIFFERENTIAL');
 -- Monitoring reads history by time alone; the pruner deletes by time.
 CREATE INDEX pgt_refresh_history_start_time_idx ON pgtrickle.pgt_refresh_history (start_time);
 CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);

@@ -13,6 +13,12 @@ pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static CDC_PAUSED: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pg_trickle.force_full_refresh`: every refresh runs FULL while set.
 pub static FORCE_FULL_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pg_trickle.auto_full_change_ratio`: pending changes, as a share of the sources' rows, above
+/// which an AUTO stream table without refresh history to compare refreshes FULL.
+pub static AUTO_FULL_CHANGE_RATIO: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+/// `pg_trickle.auto_cost_model`: AUTO stream tables choose DIFFERENTIAL or FULL before each
+/// refresh from their estimate (off: DIFFERENTIAL whenever the query allows it).
+pub static AUTO_COST_MODEL: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// `pg_trickle.scheduler_interval_ms`: how often each database's scheduler wakes up.
 pub static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -97,6 +103,30 @@ pub(crate) fn define() {
           records the reason in its history row.",
         &FORCE_FULL_REFRESH,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_trickle.auto_cost_model",
+        c"Lets AUTO stream tables refresh FULL when that is estimated to cost less.",
+        c"On: before each refresh with pending changes an AUTO stream table estimates both \
+          modes and runs the cheaper one, recording the estimate and the choice in its history \
+          (pgt_refresh_history.choice, pgt_status().last_choice). Off: AUTO refreshes \
+          DIFFERENTIAL whenever its query allows it; the estimate is still recorded.",
+        &AUTO_COST_MODEL,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"pg_trickle.auto_full_change_ratio",
+        c"Changes per source row above which AUTO refreshes FULL while it cannot compare costs.",
+        c"Before each refresh an AUTO stream table estimates both modes from its own history \
+          (FULL durations, DIFFERENTIAL cost per change at similar volumes) and runs the cheaper \
+          one; until its history has a DIFFERENTIAL refresh to compare, it refreshes FULL when \
+          the pending changes exceed this share of its sources' rows. See docs/SQL_REFERENCE.md, \"AUTO's choice\".",
+        &AUTO_FULL_CHANGE_RATIO,
+        0.0,
+        1.0,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -304,6 +334,14 @@ pub(crate) fn metrics_listen_address() -> String {
         .map(|s| s.to_string_lossy().trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+pub(crate) fn auto_cost_model() -> bool {
+    AUTO_COST_MODEL.get()
+}
+
+pub(crate) fn auto_full_change_ratio() -> f64 {
+    AUTO_FULL_CHANGE_RATIO.get()
 }
 
 pub(crate) fn force_full_refresh() -> bool {

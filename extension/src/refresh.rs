@@ -25,7 +25,7 @@ use crate::pgcatalog::PgCatalog;
 use crate::roles;
 use crate::settings::with_settings;
 use crate::storage::{self, ApplyGuard};
-use crate::stream_table::{self, Layout, Mode, StreamTable};
+use crate::stream_table::{self, Layout, Mode, RequestedMode, StreamTable};
 use crate::subscriptions;
 use cache::{DiffState, BOOL, INT8, OID, TEXT};
 
@@ -55,6 +55,10 @@ pub struct Outcome {
     pub rows_inserted: Option<i64>,
     pub rows_deleted: Option<i64>,
     pub delta_rows: Option<i64>,
+    /// Change-buffer rows in the window, when counted for the estimate.
+    pub changes: Option<i64>,
+    /// AUTO's estimate and what was chosen (engine/src/cost.rs).
+    pub choice: Option<String>,
 }
 
 /// Refreshes `st` (whose catalog row the caller holds FOR UPDATE) and records the frontier,
@@ -213,23 +217,37 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
                 // probe's snapshot consumed exactly what the previous frontier did plus nothing.
                 (no_data(), p.frontier, Vec::new())
             } else {
-                match differential(st, &src, &buffers, old, subscribed)? {
-                    Diff::Applied(o, f) => {
-                        // Only buffers this refresh consumed rows of can have become garbage.
-                        let changed: Vec<pg_sys::Oid> = src
-                            .oids
-                            .iter()
-                            .zip(&p.changed)
-                            .filter(|(_, c)| **c)
-                            .map(|(s, _)| *s)
-                            .collect();
-                        (o, f, changed)
-                    }
-                    Diff::MustRunFull(reason) => {
-                        let (o, f) = full(st, src.owner, &buffers, Some(reason), subscribed)?;
+                let est = estimate(st, &src, &buffers, old)?;
+                let (mut o, f, clean) = match est.as_ref().filter(|e| e.full_instead) {
+                    // AUTO: a FULL refresh is estimated to cost less than this window's delta.
+                    Some(e) => {
+                        let (o, f) =
+                            full(st, src.owner, &buffers, Some(e.choice.clone()), subscribed)?;
                         (o, f, everything)
                     }
+                    None => match differential(st, &src, &buffers, old, subscribed)? {
+                        Diff::Applied(o, f) => {
+                            // Only buffers this refresh consumed rows of can have become
+                            // garbage.
+                            let changed: Vec<pg_sys::Oid> = src
+                                .oids
+                                .iter()
+                                .zip(&p.changed)
+                                .filter(|(_, c)| **c)
+                                .map(|(s, _)| *s)
+                                .collect();
+                            (o, f, changed)
+                        }
+                        Diff::MustRunFull(reason) => {
+                            let (o, f) = full(st, src.owner, &buffers, Some(reason), subscribed)?;
+                            (o, f, everything)
+                        }
+                    },
+                };
+                if let Some(e) = est {
+                    (o.changes, o.choice) = (Some(e.changes), Some(e.choice));
                 }
+                (o, f, clean)
             }
         }
     };
@@ -255,6 +273,147 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
         (_, Some(old)) => cleanup_window(&to_clean, old)?,
     }
     Ok(outcome)
+}
+
+/// AUTO's estimate before a refresh with a non-empty change window (engine::cost), for a
+/// stream table maintained DIFFERENTIAL (`None` for IMMEDIATE ones): whether AUTO runs FULL
+/// instead, and the text the history records. A stream table whose mode is DIFFERENTIAL keeps
+/// it; the estimate is recorded with it.
+struct Chosen {
+    changes: i64,
+    full_instead: bool,
+    choice: String,
+}
+
+fn estimate(
+    st: &StreamTable,
+    src: &Sources,
+    buffers: &[String],
+    old: &Frontier,
+) -> Result<Option<Chosen>, PgTrickleError> {
+    if st.effective_mode != Mode::Differential || buffers.is_empty() {
+        return Ok(None);
+    }
+    // The sources' rows (statistics: reltuples lags behind bulk loads until ANALYZE, the live
+    // count behind the latest commits), the latest FULL durations and DIFFERENTIAL samples.
+    let history = cache::statement(
+        "SELECT (SELECT coalesce(sum(greatest(c.reltuples::float8, \
+                   coalesce(pg_stat_get_live_tuples(c.oid), 0)::float8)), 0) \
+                   FROM pg_catalog.pg_class c WHERE c.oid = ANY ($2::oid[])), \
+                (SELECT coalesce(array_agg(f.ms ORDER BY f.start_time DESC), '{}') FROM ( \
+                   SELECT h.start_time, extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
+                     FROM pgtrickle.pgt_refresh_history h WHERE h.pgt_id = $1 \
+                      AND h.status = 'COMPLETED' AND h.action = 'FULL' AND h.end_time IS NOT NULL \
+                    ORDER BY h.start_time DESC LIMIT $3) f), \
+                (SELECT coalesce(array_agg(d.changes ORDER BY d.start_time DESC), '{}') \
+                   || ARRAY[]::int8[] FROM ( \
+                   SELECT h.start_time, h.changes FROM pgtrickle.pgt_refresh_history h \
+                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' AND h.action = 'DIFFERENTIAL' \
+                      AND h.changes >= $4 AND h.end_time IS NOT NULL \
+                    ORDER BY h.start_time DESC LIMIT $3 * 4) d), \
+                (SELECT coalesce(array_agg(d.ms ORDER BY d.start_time DESC), '{}') FROM ( \
+                   SELECT h.start_time, extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
+                     FROM pgtrickle.pgt_refresh_history h \
+                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' AND h.action = 'DIFFERENTIAL' \
+                      AND h.changes >= $4 AND h.end_time IS NOT NULL \
+                    ORDER BY h.start_time DESC LIMIT $3 * 4) d)",
+        &[INT8, TEXT, INT8, INT8],
+    )?;
+    let oids: Vec<String> = src.oids.iter().map(|o| o.to_u32().to_string()).collect();
+    let samples = i64::try_from(engine::cost::SAMPLES).unwrap_or(5);
+    let (source_rows, full_ms, diff_changes, diff_ms) =
+        Spi::connect_mut(|client| -> Result<_, pgrx::spi::Error> {
+            let row = client
+                .update(
+                    &*history,
+                    None,
+                    &[
+                        st.id.into(),
+                        format!("{{{}}}", oids.join(",")).into(),
+                        samples.into(),
+                        engine::cost::MIN_SAMPLE_CHANGES.into(),
+                    ],
+                )?
+                .first();
+            Ok((
+                row.get::<f64>(1)?,
+                row.get::<Vec<f64>>(2)?,
+                row.get::<Vec<i64>>(3)?,
+                row.get::<Vec<f64>>(4)?,
+            ))
+        })?;
+    let source_rows = crate::error::required(source_rows, "sum of the sources' rows")?;
+    // The window's rows, counted through the buffers' xid index up to one more than the
+    // sources hold (beyond that FULL wins whatever the history says).
+    #[allow(clippy::cast_possible_truncation)]
+    let cap = (source_rows.max(1_000.0) as i64).saturating_add(1);
+    let window = window_params();
+    let op = names::BUFFER_OP;
+    let counts: Vec<String> = buffers
+        .iter()
+        .map(|b| {
+            format!(
+                "(SELECT count(*) FROM (SELECT FROM {b} WHERE {window} AND {op} IN ('I', 'D') \
+                 LIMIT $4) AS __pgt_w)"
+            )
+        })
+        .collect();
+    let count = cache::statement(
+        &format!("SELECT {}", counts.join(" + ")),
+        &[
+            FRONTIER_TYPES[0],
+            FRONTIER_TYPES[1],
+            FRONTIER_TYPES[2],
+            INT8,
+        ],
+    )?;
+    let [a, b, c] = frontier_args(old)?;
+    let changes = with_settings(&[(c"enable_seqscan", c"off")], || {
+        Ok(Spi::connect_mut(|client| {
+            client
+                .update(&*count, None, &[a, b, c, cap.into()])?
+                .first()
+                .get_one::<i64>()
+        })?)
+    })?;
+    let changes = crate::error::required(changes, "count of the change window")?;
+    let e = engine::cost::estimate(&engine::cost::CostInput {
+        changes,
+        source_rows,
+        full_ms: full_ms.unwrap_or_default(),
+        diff: diff_changes
+            .unwrap_or_default()
+            .into_iter()
+            .zip(diff_ms.unwrap_or_default())
+            .map(|(changes, ms)| engine::cost::DiffSample { changes, ms })
+            .collect(),
+        ratio: config::auto_full_change_ratio(),
+    });
+    let full = if e.full { "FULL" } else { "DIFFERENTIAL" };
+    let (full_instead, choice) = match st.refresh_mode {
+        RequestedMode::Auto if config::auto_cost_model() => {
+            (e.full, format!("AUTO chose {full}: {}", e.why))
+        }
+        RequestedMode::Auto => (
+            false,
+            format!(
+                "DIFFERENTIAL (pg_trickle.auto_cost_model is off; the estimate prefers {full}): {}",
+                e.why
+            ),
+        ),
+        _ => (
+            false,
+            format!(
+                "DIFFERENTIAL by its mode (AUTO would choose {full}): {}",
+                e.why
+            ),
+        ),
+    };
+    Ok(Some(Chosen {
+        changes,
+        full_instead,
+        choice,
+    }))
 }
 
 /// Deletes the consumed rows of the buffers a differential refresh read. Only rows of its
@@ -284,6 +443,8 @@ fn no_data() -> Outcome {
         rows_inserted: None,
         rows_deleted: None,
         delta_rows: Some(0),
+        changes: None,
+        choice: None,
     }
 }
 
@@ -633,6 +794,8 @@ fn full_as_owner(
         rows_inserted: Some(n),
         rows_deleted: deleted,
         delta_rows: None,
+        changes: None,
+        choice: None,
     };
     Ok((outcome, frontier))
 }
@@ -749,6 +912,8 @@ fn run_delta(state: &DiffState, old: &Frontier, count: bool) -> Result<Diff, PgT
         rows_inserted: inserted,
         rows_deleted: deleted,
         delta_rows: Some(delta_rows),
+        changes: None,
+        choice: None,
     };
     Ok(Diff::Applied(outcome, frontier))
 }
@@ -947,18 +1112,18 @@ fn record(
         Some(id) => (
             "UPDATE pgtrickle.pgt_refresh_history SET end_time = clock_timestamp(), \
              action = $1, status = 'COMPLETED', reason = $2, rows_inserted = $3, \
-             rows_deleted = $4, delta_rows = $5 WHERE refresh_id = $6",
+             rows_deleted = $4, delta_rows = $5, changes = $7, choice = $8 WHERE refresh_id = $6",
             id,
         ),
         None => (
             "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, start_time, end_time, action, \
-             status, reason, rows_inserted, rows_deleted, delta_rows) \
-             VALUES ($6, $7::timestamptz, clock_timestamp(), $1, 'COMPLETED', $2, $3, $4, $5) \
-             RETURNING refresh_id",
+             status, reason, rows_inserted, rows_deleted, delta_rows, changes, choice) \
+             VALUES ($6, $9::timestamptz, clock_timestamp(), $1, 'COMPLETED', $2, $3, $4, $5, \
+             $7, $8) RETURNING refresh_id",
             st.id,
         ),
     };
-    let mut types = vec![TEXT, TEXT, INT8, INT8, INT8, INT8];
+    let mut types = vec![TEXT, TEXT, INT8, INT8, INT8, INT8, INT8, TEXT];
     let mut args: Vec<pgrx::datum::DatumWithOid> = vec![
         outcome.action.as_sql().into(),
         outcome.reason.as_deref().into(),
@@ -966,6 +1131,8 @@ fn record(
         outcome.rows_deleted.into(),
         outcome.delta_rows.into(),
         last.into(),
+        outcome.changes.into(),
+        outcome.choice.as_deref().into(),
     ];
     if history.is_none() {
         types.push(TEXT);

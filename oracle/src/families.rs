@@ -234,7 +234,7 @@ const SINGLE: &[Family] = &[
     // MIN/MAX kept in place (a group rescanned only when a deletion reaches its extreme): by a
     // nullable key, with FILTER and under an expression; over a keyless table; scalar.
     d("agg_minmax_in_place", "SELECT k, min(w) AS mn, max(w) AS mx, max(ts) FILTER (WHERE w > 3) AS mf, min(w) + 1 AS mw, count(*) AS cnt FROM b GROUP BY k"),
-    d("agg_minmax_bag", "SELECT k, min(y) AS mn, max(x) AS mx FROM m JOIN n USING (k) GROUP BY k"),
+    d("agg_minmax_bag", "SELECT s, min(y) AS mn, max(k) AS mx, max(y) FILTER (WHERE k > 2) AS mf FROM m GROUP BY s"),
     d("scalar_minmax", "SELECT min(v) AS mn, max(v) AS mx, max(id) FILTER (WHERE f) AS mf FROM a"),
 ];
 
