@@ -12,9 +12,13 @@ CREATE TABLE bench.result (
   shape text NOT NULL,     -- query shape or statement
   n int NOT NULL,          -- source rows
   rate numeric,            -- changed fraction (refresh section)
-  kind text NOT NULL,      -- full | diff | plain | watched | immediate
+  kind text NOT NULL,      -- full | diff | auto | plain | watched | immediate
   ms float8 NOT NULL
 );
+
+-- How often each AUTO twin chose each mode.
+CREATE TABLE bench.auto_choice (shape text NOT NULL, n int NOT NULL, fulls bigint NOT NULL,
+                                diffs bigint NOT NULL);
 
 -- The six query shapes, in report order. `a` is the large table; `b` has n/100 rows (at
 -- least 100), `c` 50.
@@ -28,8 +32,8 @@ INSERT INTO bench.shape VALUES
    'SELECT b.region, count(*) AS n, sum(a.val) AS total FROM a JOIN b ON b.id = a.b_id GROUP BY b.region'),
   (6, '3-join+aggregate',
    'SELECT c.name, count(*) AS n, sum(a.val) AS total FROM a JOIN b ON b.id = a.b_id JOIN c ON c.id = b.c_id GROUP BY c.name'),
-  -- MIN/MAX recompute the touched groups; a group key that may be NULL (here an expression)
-  -- is matched NULL-safely, which PostgreSQL can neither hash nor index.
+  -- MIN/MAX are kept in place (a group is rescanned only when a deletion reaches its
+  -- extreme); the group key may be NULL (an expression, no index on it).
   (7, 'min/max, nullable key',
    'SELECT nullif(grp, 0) AS g, min(val) AS lo, max(val) AS hi FROM a GROUP BY nullif(grp, 0)');
 
@@ -52,7 +56,7 @@ DECLARE
 BEGIN
   SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
     FROM pg_attribute WHERE attrelid = st::regclass AND attnum > 0 AND NOT attisdropped
-     AND attname NOT LIKE '\_\_pgt\_%';
+     AND attname NOT LIKE '\_\_pgt\_%' AND attname NOT LIKE '\_\_ivm\_%';
   EXECUTE format('SELECT (SELECT count(*) FROM (SELECT %s FROM %s EXCEPT ALL (%s)) x)
                        + (SELECT count(*) FROM ((%s) EXCEPT ALL SELECT %s FROM %s) y)',
                  cols, st, query, query, cols, st) INTO n;
@@ -108,9 +112,10 @@ BEGIN
   END IF;
 END $$;
 
--- One shape at one size: a DIFFERENTIAL stream table and its FULL twin; for every rate and
--- repetition the same change, then the FULL twin's refresh, the DIFFERENTIAL refresh (which
--- so pays for cleaning the change buffer) and a refresh with no change.
+-- One shape at one size: a DIFFERENTIAL stream table, its FULL twin and its AUTO twin; for
+-- every rate and repetition the same change, then the FULL twin's refresh, the AUTO twin's
+-- (which chooses from its own history), the DIFFERENTIAL refresh (refreshed last, it pays for
+-- cleaning the change buffer) and a refresh with no change.
 CREATE PROCEDURE bench.refresh_suite(n int, shape_name text, rates numeric[], reps int)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -123,11 +128,14 @@ BEGIN
   SELECT query INTO STRICT q FROM bench.shape WHERE name = shape_name;
   PERFORM pgtrickle.create_stream_table('st_diff', q, refresh_mode => 'DIFFERENTIAL');
   PERFORM pgtrickle.create_stream_table('st_full', q, refresh_mode => 'FULL');
+  PERFORM pgtrickle.create_stream_table('st_auto', q, refresh_mode => 'AUTO');
   COMMIT;
   -- One unmeasured round first: the backend's caches warm up on it.
   CALL bench.change(n, rates[1]);
   COMMIT;
   PERFORM pgtrickle.refresh_stream_table('st_full');
+  COMMIT;
+  PERFORM pgtrickle.refresh_stream_table('st_auto');
   COMMIT;
   PERFORM pgtrickle.refresh_stream_table('st_diff');
   COMMIT;
@@ -140,6 +148,10 @@ BEGIN
       INSERT INTO bench.result VALUES ('refresh', shape_name, n, r, 'full', bench.since(t0));
       COMMIT;
       t0 := clock_timestamp();
+      PERFORM pgtrickle.refresh_stream_table('st_auto');
+      INSERT INTO bench.result VALUES ('refresh', shape_name, n, r, 'auto', bench.since(t0));
+      COMMIT;
+      t0 := clock_timestamp();
       PERFORM pgtrickle.refresh_stream_table('st_diff');
       INSERT INTO bench.result VALUES ('refresh', shape_name, n, r, 'diff', bench.since(t0));
       COMMIT;
@@ -149,11 +161,19 @@ BEGIN
       COMMIT;
     END LOOP;
   END LOOP;
-  bad := bench.differences('st_diff', q);
+  bad := bench.differences('st_diff', q) + bench.differences('st_auto', q);
   IF bad <> 0 THEN
-    RAISE EXCEPTION 'bench: % at % rows: the DIFFERENTIAL stream table differs from its query in % rows',
+    RAISE EXCEPTION 'bench: % at % rows: the DIFFERENTIAL or AUTO stream table differs from its query in % rows',
       shape_name, n, bad;
   END IF;
+  -- What AUTO chose, per rate (the history's latest refreshes, in run order).
+  INSERT INTO bench.auto_choice
+    SELECT shape_name, n, count(*) FILTER (WHERE h.action = 'FULL'),
+           count(*) FILTER (WHERE h.action = 'DIFFERENTIAL')
+      FROM pgtrickle.pgt_refresh_history h
+     WHERE h.pgt_id = (SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'st_auto')
+       AND h.choice IS NOT NULL;
+  PERFORM pgtrickle.drop_stream_table('st_auto');
   PERFORM pgtrickle.drop_stream_table('st_diff');
   PERFORM pgtrickle.drop_stream_table('st_full');
   COMMIT;
@@ -258,14 +278,18 @@ BEGIN
 END $$;
 
 -- IMMEDIATE: pgbench's accounts ⋈ branches (n accounts, one branch per 100,000) twice, one pair
--- unwatched and one pair read by an IMMEDIATE stream table; single-row updates of an account
--- balance and 1 % bulk updates (a range of n/100 accounts), alternating between the pairs.
--- Run once with the join itself and once with a per-branch aggregate over it.
-CREATE PROCEDURE bench.immediate_suite(n int, reps int, singles int, st_shape text)
+-- unwatched and one pair read by an IMMEDIATE stream table (with `peer`, a third pair read by a
+-- pg_ivm IMMV of the same query); single-row updates of an account balance and 1 % bulk
+-- updates (a range of n/100 accounts), rotating between the pairs. Run once with the join
+-- itself and once with a per-branch aggregate over it.
+CREATE PROCEDURE bench.immediate_suite(n int, reps int, singles int, st_shape text,
+                                       peer boolean DEFAULT false)
 LANGUAGE plpgsql AS $$
 DECLARE
   nbr int := greatest(n / 100000, 1);
   k int := n / 100;
+  kinds text[] := CASE WHEN peer THEN ARRAY['plain', 'imm', 'ivm'] ELSE ARRAY['plain', 'imm'] END;
+  nk int := CASE WHEN peer THEN 3 ELSE 2 END;
   q text;
   i int;
   j int;
@@ -273,11 +297,11 @@ DECLARE
   lo int;
   t0 timestamptz;
   s text;
-  tbl text;
+  kind text;
 BEGIN
   PERFORM setseed(0.75);
-  DROP TABLE IF EXISTS acc_plain, br_plain, acc_imm, br_imm;
-  FOREACH s IN ARRAY ARRAY['plain', 'imm'] LOOP
+  DROP TABLE IF EXISTS ivm_st, acc_plain, br_plain, acc_imm, br_imm, acc_ivm, br_ivm;
+  FOREACH s IN ARRAY kinds LOOP
     EXECUTE format('CREATE TABLE %I (bid int PRIMARY KEY, bbalance int NOT NULL, filler char(88))',
                    'br_' || s);
     EXECUTE format('INSERT INTO %I SELECT g, 0, '''' FROM generate_series(1, %s) g', 'br_' || s, nbr);
@@ -295,32 +319,42 @@ BEGIN
            'SELECT b.bid, count(*) AS n, sum(a.abalance) AS total FROM acc_imm a JOIN br_imm b ON b.bid = a.bid GROUP BY b.bid'
        END;
   PERFORM pgtrickle.create_stream_table('imm_st', q, refresh_mode => 'IMMEDIATE');
+  IF peer THEN
+    PERFORM pgivm.create_immv('ivm_st', replace(q, '_imm ', '_ivm '));
+  END IF;
   COMMIT;
   FOR i IN 0..singles LOOP   -- i = 0 warms up
     aid_ := 1 + floor(random() * n)::int;
-    FOR j IN 0..1 LOOP
-      IF (i + j) % 2 = 0 THEN
-        t0 := clock_timestamp();
+    FOR j IN 0..nk - 1 LOOP
+      kind := kinds[1 + (i + j) % nk];
+      t0 := clock_timestamp();
+      -- Static statements: plans cached as a prepared statement's would be.
+      IF kind = 'plain' THEN
         UPDATE acc_plain SET abalance = abalance + 1 WHERE aid = aid_;
-        IF i > 0 THEN INSERT INTO bench.result VALUES ('immediate', st_shape || ': single-row UPDATE', n, NULL, 'plain', bench.since(t0)); END IF;
-      ELSE
-        t0 := clock_timestamp();
+      ELSIF kind = 'imm' THEN
         UPDATE acc_imm SET abalance = abalance + 1 WHERE aid = aid_;
-        IF i > 0 THEN INSERT INTO bench.result VALUES ('immediate', st_shape || ': single-row UPDATE', n, NULL, 'immediate', bench.since(t0)); END IF;
+      ELSE
+        UPDATE acc_ivm SET abalance = abalance + 1 WHERE aid = aid_;
+      END IF;
+      IF i > 0 THEN
+        INSERT INTO bench.result VALUES ('immediate', st_shape || ': single-row UPDATE', n, NULL,
+          CASE kind WHEN 'plain' THEN 'plain' WHEN 'imm' THEN 'immediate' ELSE 'pg_ivm' END,
+          bench.since(t0));
       END IF;
       COMMIT;
     END LOOP;
   END LOOP;
   FOR i IN 0..reps LOOP
     lo := 1 + floor(random() * (n - k))::int;
-    FOR j IN 0..1 LOOP
-      tbl := CASE WHEN (i + j) % 2 = 0 THEN 'acc_plain' ELSE 'acc_imm' END;
+    FOR j IN 0..nk - 1 LOOP
+      kind := kinds[1 + (i + j) % nk];
       t0 := clock_timestamp();
       EXECUTE format('UPDATE %I SET abalance = abalance + 1 WHERE aid BETWEEN %s AND %s',
-                     tbl, lo, lo + k - 1);
+                     'acc_' || kind, lo, lo + k - 1);
       IF i > 0 THEN
         INSERT INTO bench.result VALUES ('immediate', st_shape || ': 1 % bulk UPDATE', n, NULL,
-          CASE tbl WHEN 'acc_plain' THEN 'plain' ELSE 'immediate' END, bench.since(t0));
+          CASE kind WHEN 'plain' THEN 'plain' WHEN 'imm' THEN 'immediate' ELSE 'pg_ivm' END,
+          bench.since(t0));
       END IF;
       COMMIT;
     END LOOP;
@@ -328,7 +362,10 @@ BEGIN
   IF bench.differences('imm_st', q) <> 0 THEN
     RAISE EXCEPTION 'bench: the IMMEDIATE stream table (%) differs from its query', st_shape;
   END IF;
+  IF peer AND bench.differences('ivm_st', replace(q, '_imm ', '_ivm ')) <> 0 THEN
+    RAISE EXCEPTION 'bench: the pg_ivm IMMV (%) differs from its query', st_shape;
+  END IF;
   PERFORM pgtrickle.drop_stream_table('imm_st');
-  DROP TABLE acc_plain, br_plain, acc_imm, br_imm;
+  DROP TABLE IF EXISTS ivm_st, acc_plain, br_plain, acc_imm, br_imm, acc_ivm, br_ivm;
   COMMIT;
 END $$;

@@ -91,11 +91,12 @@ diff_sql() {
     "$cols" "$1" "$2" "$2" "$cols" "$1"
 }
 
-# free_port — a port nothing listens on, from a range clear of ci/pg's clusters (54320…).
+# free_port — a port nothing listens on, from a range clear of ci/pg's clusters (15432…) and
+# of the ephemeral ports (32768…), which client connections in TIME-WAIT may hold.
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 20000))
+    p=$((20000 + RANDOM % 12000))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }

@@ -4,23 +4,24 @@
 //! caches and indexes no estimate sees).
 //!
 //! Rule, for `n` pending changes (buffer rows in the window, over every source):
-//! - FULL costs about what it cost lately: the median duration of the latest FULL refreshes
-//!   (at most [`SAMPLES`]);
-//! - DIFFERENTIAL costs `n` times a per-change cost taken from the latest DIFFERENTIAL
-//!   refreshes of a similar volume (within a factor of two of `n`); without one, from the
-//!   largest volume below `n` (per-change costs fall as volumes grow, so this guess leans to
-//!   DIFFERENTIAL, whose run then gives the volume its own sample), else from the smallest
-//!   volume above `n`;
-//! - the cheaper one runs. Without a FULL or a DIFFERENTIAL sample to compare, FULL runs when
-//!   `n` exceeds `ratio` (pg_trickle.auto_full_change_ratio) of the sources' rows and is at
-//!   least [`MIN_FULL_CHANGES`]: a smaller window costs a DIFFERENTIAL refresh little whatever
-//!   the sources' size (and an unknown size never decides).
+//! - with a DIFFERENTIAL refresh of a similar volume (within a factor of two of `n`) and a FULL
+//!   refresh in its history, it compares them: DIFFERENTIAL costs `n` times the median cost
+//!   per change of those refreshes (at most [`SAMPLES`]), FULL the median duration of the
+//!   latest FULL refreshes; the cheaper one runs;
+//! - otherwise (a volume it has not measured: per-change costs fall as volumes grow, so no
+//!   extrapolation is trusted) the share of changes decides: FULL when `n` exceeds `ratio`
+//!   (pg_trickle.auto_full_change_ratio) of the sources' rows and is at least
+//!   [`MIN_FULL_CHANGES`], DIFFERENTIAL below — whose run then measures that volume for the
+//!   next refreshes. An unknown source size never decides.
 //!
 //! A stream table whose mode is DIFFERENTIAL keeps it (it was asked for); the same estimate is
 //! reported with it.
 
 /// Fewer pending changes than this never make the share of changes choose FULL.
 pub const MIN_FULL_CHANGES: i64 = 1_000;
+
+/// `pg_trickle.auto_full_change_ratio`'s default.
+pub const DEFAULT_RATIO: f64 = 0.5;
 
 /// How many of the latest refreshes of each kind an estimate reads.
 pub const SAMPLES: usize = 5;
@@ -75,34 +76,20 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// The DIFFERENTIAL cost per change for a window of `n` changes, from `samples` (see the
-/// module comment), with the volume it was measured at.
+/// The DIFFERENTIAL cost per change for a window of `n` changes: the median over the latest
+/// samples within a factor of two of `n` (see the module comment), with the newest one's
+/// volume; `None` without such a sample.
 fn per_change(samples: &[DiffSample], n: i64) -> Option<(f64, i64)> {
-    let usable: Vec<&DiffSample> = samples
+    #[allow(clippy::cast_precision_loss)]
+    let near: Vec<&DiffSample> = samples
         .iter()
         .filter(|s| s.changes >= MIN_SAMPLE_CHANGES && s.ms >= 0.0)
-        .take(SAMPLES * 4)
-        .collect();
-    #[allow(clippy::cast_precision_loss)]
-    let cost = |s: &DiffSample| s.ms / s.changes as f64;
-    let near: Vec<&&DiffSample> = usable
-        .iter()
-        .filter(|s| s.changes * 2 >= n && s.changes <= n.saturating_mul(2))
+        .filter(|s| s.changes.saturating_mul(2) >= n && s.changes <= n.saturating_mul(2))
         .take(SAMPLES)
         .collect();
-    if !near.is_empty() {
-        let volume = near[0].changes;
-        return median(near.iter().map(|s| cost(s)).collect()).map(|c| (c, volume));
-    }
-    let below = usable
-        .iter()
-        .filter(|s| s.changes < n)
-        .max_by_key(|s| s.changes);
-    let above = usable
-        .iter()
-        .filter(|s| s.changes > n)
-        .min_by_key(|s| s.changes);
-    below.or(above).map(|s| (cost(s), s.changes))
+    let volume = near.first()?.changes;
+    #[allow(clippy::cast_precision_loss)]
+    median(near.iter().map(|s| s.ms / s.changes as f64).collect()).map(|c| (c, volume))
 }
 
 /// Formats a count with thousands separators (`12,345`).
@@ -159,11 +146,11 @@ pub fn estimate(input: &CostInput) -> Estimate {
                 ),
             }
         }
-        (f, d) => {
+        (f, _) => {
             let full = share.is_finite() && share > input.ratio && n >= MIN_FULL_CHANGES;
             Estimate {
                 full_ms: f,
-                diff_ms: d.map(|x| x.0),
+                diff_ms: None,
                 full,
                 why: format!(
                     "{volume}: no {} to compare, so the share of changes decides \
@@ -171,7 +158,7 @@ pub fn estimate(input: &CostInput) -> Estimate {
                     if f.is_none() {
                         "FULL refresh"
                     } else {
-                        "DIFFERENTIAL refresh of 50 changes or more"
+                        "DIFFERENTIAL refresh of a similar volume"
                     },
                     input.ratio,
                     count(MIN_FULL_CHANGES)
@@ -202,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn without_history_the_share_of_changes_decides() {
+    fn without_a_similar_volume_the_share_of_changes_decides() {
         assert!(!estimate(&input(5_000, &[], &[])).full);
         assert!(estimate(&input(20_000, &[], &[])).full);
         // A small window never, whatever its share.
@@ -211,13 +198,24 @@ mod tests {
             ..input(900, &[], &[])
         };
         assert!(!estimate(&small).full);
-        // A FULL sample alone does not decide either.
-        let e = estimate(&input(20_000, &[30.0], &[]));
+        // A FULL sample alone does not decide either, nor samples of other volumes.
+        let e = estimate(&input(20_000, &[30.0], &[(1_000, 5.0)]));
         assert!(e.full);
-        assert!(e.why.contains("auto_full_change_ratio"), "{}", e.why);
+        assert_eq!(e.diff_ms, None);
+        assert!(
+            e.why
+                .contains("no DIFFERENTIAL refresh of a similar volume"),
+            "{}",
+            e.why
+        );
         assert!(e
             .why
             .contains("20,000 changes (20.00 % of 100,000 source rows)"));
+        let e = estimate(&input(5_000, &[3.0], &[(1_000, 50.0)]));
+        assert!(
+            !e.full,
+            "below the ratio an unmeasured volume is tried: {e:?}"
+        );
         // Unknown source size: FULL only through the comparison.
         let unknown = CostInput {
             source_rows: 0.0,
@@ -233,35 +231,32 @@ mod tests {
     }
 
     #[test]
-    fn measured_costs_decide_when_both_modes_have_samples() {
-        // 5 µs per change at 1,000 changes, FULL 40 ms: 2,000 changes DIFFERENTIAL, 10,000 FULL.
+    fn measured_costs_decide_at_a_similar_volume() {
+        // 5 µs per change at about 1,000 changes, FULL 40 ms.
         let history = [(1_000, 5.0), (1_100, 5.5), (900, 4.5)];
         let e = estimate(&input(2_000, &[40.0, 38.0, 42.0], &history));
         assert!(!e.full, "{e:?}");
         assert_eq!(e.diff_ms, Some(10.0));
         assert_eq!(e.full_ms, Some(40.0));
-        let e = estimate(&input(10_000, &[40.0, 38.0, 42.0], &history));
-        assert!(e.full, "{e:?}");
         // Above the ratio but measured cheaper: DIFFERENTIAL.
         let e = estimate(&input(20_000, &[400.0], &[(20_000, 100.0)]));
         assert!(!e.full, "{e:?}");
+        // Below the ratio but measured dearer: FULL.
+        let e = estimate(&input(1_000, &[4.0], &[(1_000, 50.0)]));
+        assert!(e.full, "{e:?}");
+        assert!(e.why.contains("cost per change measured at 1,000 changes"));
     }
 
     #[test]
-    fn samples_of_a_similar_volume_are_preferred() {
-        // Small windows cost more per change (fixed costs); the 10,000-change sample is the
-        // one that tells what 12,000 changes cost.
+    fn only_samples_of_a_similar_volume_count() {
+        // Small windows cost more per change (fixed costs): only the 10,000-change sample
+        // tells what 12,000 changes cost.
         let history = [(100, 2.0), (10_000, 30.0), (1_000, 8.0)];
         let e = estimate(&input(12_000, &[40.0], &history));
         assert_eq!(e.diff_ms, Some(36.0));
         assert!(!e.full);
-        // Nothing near: the largest volume below; then the smallest above.
-        let e = estimate(&input(50_000, &[40.0], &[(100, 2.0), (1_000, 8.0)]));
-        assert_eq!(e.diff_ms, Some(400.0));
-        let e = estimate(&input(60, &[40.0], &[(1_000, 8.0), (5_000, 30.0)]));
-        assert!((e.diff_ms.unwrap() - 0.48).abs() < 1e-9);
         // Samples below MIN_SAMPLE_CHANGES are ignored.
-        let e = estimate(&input(20_000, &[40.0], &[(10, 100.0)]));
+        let e = estimate(&input(60, &[40.0], &[(40, 100.0)]));
         assert_eq!(e.diff_ms, None);
     }
 

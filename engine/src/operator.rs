@@ -343,6 +343,118 @@ pub(crate) fn restrict(
     })
 }
 
+/// `target` narrowed to the rows that can satisfy join condition `on` with a row of `driver`,
+/// when `driver` is bounded by the change window and `on` equates some of `driver`'s columns
+/// with output columns of `target` that are group keys of an aggregate in it (through
+/// projections of columns and filters): that aggregate's input is restricted to the driver's
+/// distinct values of those columns ([`restrict`]). PostgreSQL pushes no join key into a
+/// `GROUP BY` subquery, so `ΔL ⋈ Agg(R)` would aggregate all of R for a handful of delta rows
+/// (TPC-H Q17's `avg(l_quantity)` per part over all of lineitem). Every group keeps all its
+/// rows, so the groups that can match are unchanged and the join's result is the same; other
+/// targets are returned as they are. Column positions: `on` reads the left input then the
+/// right one; `driver_left` says which side `driver` is.
+pub(crate) fn narrow(
+    target: Operator,
+    driver: &Operator,
+    on: &crate::expr::Expr,
+    driver_left: bool,
+) -> Operator {
+    use crate::expr::{BinOp, Expr};
+    if !driver.is_delta_driven() || target.is_delta_driven() {
+        return target;
+    }
+    let la = if driver_left {
+        driver.arity()
+    } else {
+        target.arity()
+    };
+    let mut parts = Vec::new();
+    let mut stack = vec![on];
+    while let Some(e) = stack.pop() {
+        match e {
+            Expr::Binary {
+                op: BinOp::And,
+                left,
+                right,
+            } => {
+                stack.push(right);
+                stack.push(left);
+            }
+            Expr::Binary {
+                op: BinOp::Eq,
+                left,
+                right,
+            } => {
+                if let (Expr::Column(a), Expr::Column(b)) = (left.as_ref(), right.as_ref()) {
+                    let (l, r) = if a < b { (*a, *b) } else { (*b, *a) };
+                    if l < la && r >= la {
+                        // (driver column, target column)
+                        parts.push(if driver_left {
+                            (l, r - la)
+                        } else {
+                            (r - la, l)
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        return target;
+    }
+    let driver_cols = driver.columns();
+    let keys_set = Operator::Support(Support {
+        input: bx(Operator::Project(Project {
+            input: bx(Operator::Support(Support {
+                input: bx(driver.clone()),
+            })),
+            exprs: parts.iter().map(|(d, _)| Expr::Column(*d)).collect(),
+            types: parts.iter().map(|(d, _)| driver_cols[*d].clone()).collect(),
+        })),
+    });
+    let cols: Vec<usize> = parts.iter().map(|(_, t)| *t).collect();
+    narrowed(&target, &cols, keys_set).unwrap_or(target)
+}
+
+/// `op` with the input of the aggregate whose group keys its output columns `cols` are
+/// restricted to the rows whose keys are in `keys_set`; `None` when `cols` do not reach group
+/// keys through column projections and filters.
+fn narrowed(op: &Operator, cols: &[usize], keys_set: Operator) -> Option<Operator> {
+    use crate::expr::Expr;
+    match op {
+        Operator::Aggregate(a) if !a.keys.is_empty() && cols.iter().all(|c| *c < a.keys.len()) => {
+            let keys: Vec<Expr> = cols.iter().map(|c| a.keys[*c].clone()).collect();
+            let types: Vec<ColType> = cols.iter().map(|c| a.key_types[*c].clone()).collect();
+            Some(Operator::Aggregate(Aggregate {
+                input: bx(restrict((*a.input).clone(), &keys, &types, keys_set)),
+                keys: a.keys.clone(),
+                aggs: a.aggs.clone(),
+                key_types: a.key_types.clone(),
+            }))
+        }
+        Operator::Project(p) => {
+            let inner: Option<Vec<usize>> = cols
+                .iter()
+                .map(|c| match p.exprs.get(*c) {
+                    Some(Expr::Column(i)) => Some(*i),
+                    _ => None,
+                })
+                .collect();
+            Some(Operator::Project(Project {
+                input: bx(narrowed(&p.input, &inner?, keys_set)?),
+                exprs: p.exprs.clone(),
+                types: p.types.clone(),
+            }))
+        }
+        Operator::Filter(f) => Some(Operator::Filter(Filter {
+            input: bx(narrowed(&f.input, cols, keys_set)?),
+            predicate: f.predicate.clone(),
+        })),
+        _ => None,
+    }
+}
+
 /// `before(op)` restricted by `restrict_fn`: the pre-change state, computed as the
 /// consolidation of `after - delta` (docs/CORRECTNESS.md §2; no pre-state tables needed). Cost: one pass
 /// over the restricted post-change rows plus the restricted delta.

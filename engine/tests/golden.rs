@@ -44,6 +44,10 @@ const CASES: &[(&str, &str)] = &[
         "SELECT g, max(CAST(x AS text)) AS m FROM a GROUP BY g",
     ),
     (
+        "correlated_subquery_narrowed",
+        "SELECT k, x FROM a WHERE x >= (SELECT min(b.y) FROM b WHERE b.g = a.g)",
+    ),
+    (
         "aggregate_having",
         "SELECT g, count(*) AS n FROM a GROUP BY g HAVING count(*) > 1",
     ),

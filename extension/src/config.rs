@@ -14,8 +14,10 @@ pub static CDC_PAUSED: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pg_trickle.force_full_refresh`: every refresh runs FULL while set.
 pub static FORCE_FULL_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// `pg_trickle.auto_full_change_ratio`: pending changes, as a share of the sources' rows, above
-/// which an AUTO stream table without refresh history to compare refreshes FULL.
-pub static AUTO_FULL_CHANGE_RATIO: GucSetting<f64> = GucSetting::<f64>::new(0.1);
+/// which an AUTO stream table refreshes FULL when it has measured no DIFFERENTIAL refresh of a
+/// similar volume to compare.
+pub static AUTO_FULL_CHANGE_RATIO: GucSetting<f64> =
+    GucSetting::<f64>::new(engine::cost::DEFAULT_RATIO);
 /// `pg_trickle.auto_cost_model`: AUTO stream tables choose DIFFERENTIAL or FULL before each
 /// refresh from their estimate (off: DIFFERENTIAL whenever the query allows it).
 pub static AUTO_COST_MODEL: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -119,10 +121,11 @@ pub(crate) fn define() {
     GucRegistry::define_float_guc(
         c"pg_trickle.auto_full_change_ratio",
         c"Changes per source row above which AUTO refreshes FULL while it cannot compare costs.",
-        c"Before each refresh an AUTO stream table estimates both modes from its own history \
-          (FULL durations, DIFFERENTIAL cost per change at similar volumes) and runs the cheaper \
-          one; until its history has a DIFFERENTIAL refresh to compare, it refreshes FULL when \
-          the pending changes exceed this share of its sources' rows. See docs/SQL_REFERENCE.md, \"AUTO's choice\".",
+        c"Before each refresh an AUTO stream table compares both modes from its own history (FULL \
+          durations, DIFFERENTIAL cost per change at a similar volume) and runs the cheaper one; \
+          at a volume it has not measured, it refreshes FULL when the pending changes exceed this \
+          share of its sources' rows (and number 1,000 or more), DIFFERENTIAL otherwise. See \
+          docs/SQL_REFERENCE.md, \"AUTO's choice\".",
         &AUTO_FULL_CHANGE_RATIO,
         0.0,
         1.0,

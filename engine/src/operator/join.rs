@@ -8,7 +8,9 @@
 //!   (see `semi_join`). RIGHT is the mirror, FULL adds both padded anti joins. Cost: the
 //!   inner cost plus O(rows of A matching ΔB + |ΔA|) existence lookups.
 
-use super::{bx, ColType, EvalContext, Negate, Operator, Project, SemiJoin, SemiMode, UnionAll};
+use super::{
+    bx, narrow, ColType, EvalContext, Negate, Operator, Project, SemiJoin, SemiMode, UnionAll,
+};
 use crate::error::EngineError;
 use crate::expr::eval::{eval, is_true, EvalError};
 use crate::expr::Expr;
@@ -165,6 +167,9 @@ impl Join {
         }
         let (da, db) = (self.left.delta()?, self.right.delta()?);
         let (a, b) = ((*self.left).clone(), (*self.right).clone());
+        // An aggregate on the full side is computed for the delta's join keys only.
+        let b = narrow(b, &da, &self.on, true);
+        let a = narrow(a, &db, &self.on, false);
         Ok(Operator::UnionAll(UnionAll {
             inputs: vec![
                 Join::inner(da.clone(), b, self.on.clone()),

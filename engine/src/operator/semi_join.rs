@@ -10,7 +10,7 @@
 //! Cost: O(|ΔA| + |rows of A matching ΔB|) existence probes, each an index lookup in B plus
 //! a scan of ΔB.
 
-use super::{bx, EvalContext, Negate, Operator, UnionAll};
+use super::{bx, narrow, EvalContext, Negate, Operator, UnionAll};
 use crate::error::EngineError;
 use crate::expr::eval::{eval, is_true, EvalError};
 use crate::expr::Expr;
@@ -76,22 +76,28 @@ impl SemiJoin {
         }
         let (a, b) = ((*self.left).clone(), (*self.right).clone());
         let (da, db) = (a.delta()?, b.delta()?);
-        let b_before = Operator::UnionAll(UnionAll {
-            inputs: vec![
-                b.clone(),
-                Operator::Negate(Negate {
-                    input: bx(db.clone()),
-                }),
-            ],
-        });
-        let affected = self.with(a, db, SemiMode::Any);
+        // B's state before the change, B − ΔB; an aggregate in B is computed for the probing
+        // rows' keys only (`narrow`).
+        let b_before = |b: Operator| {
+            Operator::UnionAll(UnionAll {
+                inputs: vec![
+                    b,
+                    Operator::Negate(Negate {
+                        input: bx(db.clone()),
+                    }),
+                ],
+            })
+        };
+        let affected = self.with(a, db.clone(), SemiMode::Any);
+        let b_affected = narrow(b.clone(), &affected, &self.on, true);
+        let b_da = narrow(b, &da, &self.on, true);
         Ok(Operator::UnionAll(UnionAll {
             inputs: vec![
-                self.with(affected.clone(), b, self.mode),
+                self.with(affected.clone(), b_affected.clone(), self.mode),
                 Operator::Negate(Negate {
-                    input: bx(self.with(affected, b_before.clone(), self.mode)),
+                    input: bx(self.with(affected, b_before(b_affected), self.mode)),
                 }),
-                self.with(da, b_before, self.mode),
+                self.with(da, b_before(b_da), self.mode),
             ],
         }))
     }
