@@ -104,6 +104,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT SET search_path = pg_catalog, pg_tem
         WHEN reason LIKE 'a source table was truncated%' THEN 'source_truncated'
         WHEN reason LIKE 'change capture was paused%' THEN 'capture_paused'
         WHEN reason LIKE 'row-level security of %' THEN 'row_security'
+        WHEN reason LIKE 'AUTO chose FULL:%' THEN 'cost_estimate'
+        WHEN reason LIKE 'this build of pg_trickle maintains its query with other hidden columns%'
+            THEN 'storage_layout'
         WHEN reason LIKE 'the refresh mode changed to %' THEN 'mode_changed'
         WHEN reason LIKE 'the type of a column it reads changed%'
           OR reason LIKE 'a source was rewritten by ALTER TABLE%'
@@ -444,7 +447,8 @@ LANGUAGE sql VOLATILE AS $$
                 UNION ALL
                 (SELECT h.choice, h.start_time FROM pgtrickle.pgt_refresh_history h
                   WHERE h.pgt_id = s.pgt_id AND h.status = 'COMPLETED'
-                    AND h.action = 'DIFFERENTIAL' AND h.choice IS NOT NULL
+                    AND h.action IN ('DIFFERENTIAL', 'NO_DATA') AND h.changes IS NOT NULL
+                    AND h.choice IS NOT NULL
                   ORDER BY h.start_time DESC LIMIT 1)) c
              ORDER BY c.start_time DESC LIMIT 1)
       FROM pgtrickle.pgt_stream_tables s WHERE s.shadow_of IS NULL ORDER BY 1
@@ -1319,4 +1323,4 @@ AS 'MODULE_PATHNAME', 'release_outbox_lease_wrapper';
 -- the index its estimate reads the latest FULL and DIFFERENTIAL refreshes through.
 ALTER TABLE pgtrickle.pgt_refresh_history ADD COLUMN changes bigint, ADD COLUMN choice text;
 CREATE INDEX pgt_refresh_history_cost_idx ON pgtrickle.pgt_refresh_history (pgt_id, action, start_time)
-    WHERE status = 'COMPLETED' AND action IN ('FULL', 'DIFFERENTIAL');
+    WHERE status = 'COMPLETED' AND (action = 'FULL' OR changes IS NOT NULL);

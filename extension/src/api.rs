@@ -491,7 +491,8 @@ LANGUAGE sql VOLATILE AS $$
                 UNION ALL
                 (SELECT h.choice, h.start_time FROM pgtrickle.pgt_refresh_history h
                   WHERE h.pgt_id = s.pgt_id AND h.status = 'COMPLETED'
-                    AND h.action = 'DIFFERENTIAL' AND h.choice IS NOT NULL
+                    AND h.action IN ('DIFFERENTIAL', 'NO_DATA') AND h.changes IS NOT NULL
+                    AND h.choice IS NOT NULL
                   ORDER BY h.start_time DESC LIMIT 1)) c
              ORDER BY c.start_time DESC LIMIT 1)
       FROM pgtrickle.pgt_stream_tables s WHERE s.shadow_of IS NULL ORDER BY 1

@@ -108,10 +108,10 @@ CREATE TABLE pgtrickle.pgt_refresh_history (
     changes         bigint,
     choice          text
 );
--- AUTO's estimate reads a stream table's latest FULL and DIFFERENTIAL refreshes (never the
--- NO_DATA rows a scheduler writes between them).
+-- AUTO's estimate reads a stream table's latest FULL refreshes and the refreshes that counted
+-- their changes (never the NO_DATA rows of empty windows a scheduler writes between them).
 CREATE INDEX pgt_refresh_history_cost_idx ON pgtrickle.pgt_refresh_history (pgt_id, action, start_time)
-    WHERE status = 'COMPLETED' AND action IN ('FULL', 'DIFFERENTIAL');
+    WHERE status = 'COMPLETED' AND (action = 'FULL' OR changes IS NOT NULL);
 -- Monitoring reads history by time alone; the pruner deletes by time.
 CREATE INDEX pgt_refresh_history_start_time_idx ON pgtrickle.pgt_refresh_history (start_time);
 CREATE INDEX ON pgtrickle.pgt_refresh_history (pgt_id, start_time);

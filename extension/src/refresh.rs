@@ -295,7 +295,8 @@ fn estimate(
         return Ok(None);
     }
     // The sources' rows (statistics: reltuples lags behind bulk loads until ANALYZE, the live
-    // count behind the latest commits), the latest FULL durations and DIFFERENTIAL samples.
+    // count behind the latest commits), the latest FULL durations and DIFFERENTIAL samples (a
+    // delta that changed no row is recorded NO_DATA, with its count: it cost as much).
     let history = cache::statement(
         "SELECT (SELECT coalesce(sum(greatest(c.reltuples::float8, \
                    coalesce(pg_stat_get_live_tuples(c.oid), 0)::float8)), 0) \
@@ -308,13 +309,15 @@ fn estimate(
                 (SELECT coalesce(array_agg(d.changes ORDER BY d.start_time DESC), '{}') \
                    || ARRAY[]::int8[] FROM ( \
                    SELECT h.start_time, h.changes FROM pgtrickle.pgt_refresh_history h \
-                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' AND h.action = 'DIFFERENTIAL' \
+                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' \
+                      AND h.action IN ('DIFFERENTIAL', 'NO_DATA') \
                       AND h.changes >= $4 AND h.end_time IS NOT NULL \
                     ORDER BY h.start_time DESC LIMIT $3 * 4) d), \
                 (SELECT coalesce(array_agg(d.ms ORDER BY d.start_time DESC), '{}') FROM ( \
                    SELECT h.start_time, extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
                      FROM pgtrickle.pgt_refresh_history h \
-                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' AND h.action = 'DIFFERENTIAL' \
+                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' \
+                      AND h.action IN ('DIFFERENTIAL', 'NO_DATA') \
                       AND h.changes >= $4 AND h.end_time IS NOT NULL \
                     ORDER BY h.start_time DESC LIMIT $3 * 4) d)",
         &[INT8, TEXT, INT8, INT8],

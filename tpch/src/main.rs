@@ -3,8 +3,9 @@
 //! RF2 (deleted orders with their lineitems) and updates of customer, partsupp, orders and
 //! lineitem. Every query is created twice — AUTO (the mode a user gets) and a FULL twin — and
 //! after each cycle both are refreshed, timed, and checked against the query itself (EXCEPT ALL
-//! both ways). Prints one table: per query the mode AUTO chose, its rows, the FULL and the
-//! DIFFERENTIAL refresh of the same change and their ratio. `ci/tpch` wraps it.
+//! both ways). Prints one table: per query the mode AUTO resolved to, its rows, the FULL twin's
+//! and the AUTO stream table's refresh of the same change (DIFFERENTIAL, or FULL where AUTO's
+//! estimate chose it), their ratio and how often AUTO ran each mode. `ci/tpch` wraps it.
 
 mod data;
 mod queries;
@@ -96,7 +97,8 @@ fn name(i: usize) -> String {
     format!("q{:02}", i + 1)
 }
 
-/// Per query: its AUTO stream table's refresh and its FULL twin's, summed over the cycles.
+/// Per query: its AUTO stream table's refresh (DIFFERENTIAL or FULL, as AUTO chose) and its
+/// FULL twin's, summed over the cycles.
 #[derive(Default, Clone)]
 struct Timing {
     differential: Duration,
@@ -217,18 +219,30 @@ fn run(a: &Args) -> Result<bool, String> {
     }
     println!();
     println!(
-        "| query | AUTO mode | rows | FULL refresh (ms) | DIFFERENTIAL refresh (ms) | FULL / DIFF |"
+        "| query | AUTO mode | rows | FULL refresh (ms) | AUTO refresh (ms) | FULL / AUTO | AUTO ran |"
     );
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---|");
     let per_cycle = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(a.cycles);
     for (i, t) in timings.iter().enumerate() {
         let rows: i64 = c
             .query_one(&format!("SELECT count(*) FROM {}", name(i)), &[])
             .map_err(err("count"))?
             .get(0);
+        // What AUTO ran at each cycle (the refreshes that made an estimate; the others had
+        // an empty window or ran FULL for a reason of their own).
+        let ran: String = c
+            .query_one(
+                "SELECT format('DIFFERENTIAL %s, FULL %s', \
+                   count(*) FILTER (WHERE h.action <> 'FULL'), count(*) FILTER (WHERE h.action = 'FULL')) \
+                   FROM pgtrickle.pgt_refresh_history h JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+                  WHERE s.pgt_name = $1 AND h.choice IS NOT NULL",
+                &[&name(i)],
+            )
+            .map_err(err("choices"))?
+            .get(0);
         let (f, d) = (per_cycle(t.full), per_cycle(t.differential));
         println!(
-            "| Q{} | {} | {rows} | {f:.1} | {d:.1} | {:.1} |",
+            "| Q{} | {} | {rows} | {f:.1} | {d:.1} | {:.1} | {ran} |",
             i + 1,
             modes[i],
             f / d.max(0.001)
@@ -237,7 +251,7 @@ fn run(a: &Args) -> Result<bool, String> {
     let total_full: f64 = timings.iter().map(|t| per_cycle(t.full)).sum();
     let total_diff: f64 = timings.iter().map(|t| per_cycle(t.differential)).sum();
     println!(
-        "| all 22 | | | {total_full:.1} | {total_diff:.1} | {:.1} |",
+        "| all 22 | | | {total_full:.1} | {total_diff:.1} | {:.1} | |",
         total_full / total_diff.max(0.001)
     );
     println!();

@@ -76,28 +76,28 @@ impl SemiJoin {
         }
         let (a, b) = ((*self.left).clone(), (*self.right).clone());
         let (da, db) = (a.delta()?, b.delta()?);
-        // B's state before the change, B − ΔB; an aggregate in B is computed for the probing
-        // rows' keys only (`narrow`).
-        let b_before = |b: Operator| {
-            Operator::UnionAll(UnionAll {
-                inputs: vec![
-                    b,
-                    Operator::Negate(Negate {
-                        input: bx(db.clone()),
-                    }),
-                ],
-            })
-        };
-        let affected = self.with(a, db.clone(), SemiMode::Any);
-        let b_affected = narrow(b.clone(), &affected, &self.on, true);
-        let b_da = narrow(b, &da, &self.on, true);
+        let b_before = Operator::UnionAll(UnionAll {
+            inputs: vec![
+                b.clone(),
+                Operator::Negate(Negate {
+                    input: bx(db.clone()),
+                }),
+            ],
+        });
+        let affected = self.with(a, db, SemiMode::Any);
+        // Against B itself (unweighted: an EXISTS, which PostgreSQL turns into a join), an
+        // aggregate in B is computed for the probing rows' keys only (`narrow`). Against
+        // B − ΔB (weighted: a correlated sum per probing row) PostgreSQL already pushes the
+        // correlation into the aggregate's group key, and a narrowing set would be scanned
+        // once per row.
+        let b_affected = narrow(b, &affected, &self.on, true);
         Ok(Operator::UnionAll(UnionAll {
             inputs: vec![
-                self.with(affected.clone(), b_affected.clone(), self.mode),
+                self.with(affected.clone(), b_affected, self.mode),
                 Operator::Negate(Negate {
-                    input: bx(self.with(affected, b_before(b_affected), self.mode)),
+                    input: bx(self.with(affected, b_before.clone(), self.mode)),
                 }),
-                self.with(da, b_before(b_da), self.mode),
+                self.with(da, b_before, self.mode),
             ],
         }))
     }
