@@ -174,7 +174,7 @@ BEGIN
   -- What AUTO chose, per rate (the history's latest refreshes, in run order).
   INSERT INTO bench.auto_choice
     SELECT shape_name, n, count(*) FILTER (WHERE h.action = 'FULL'),
-           count(*) FILTER (WHERE h.action = 'DIFFERENTIAL')
+           count(*) FILTER (WHERE h.action <> 'FULL')
       FROM pgtrickle.pgt_refresh_history h
      WHERE h.pgt_id = (SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'st_auto')
        AND h.choice IS NOT NULL;

@@ -48,6 +48,18 @@ pub enum PgTrickleError {
     /// A reinitialisation that cannot rebuild the storage in place.
     #[error("stream table {name} cannot be reinitialised: {reason}")]
     CannotReinit { name: String, reason: String },
+    /// A hidden column this release no longer maintains cannot be dropped: objects depend on
+    /// it (a view over `SELECT *` of the stream table).
+    #[error(
+        "stream table {name} needs its hidden columns {columns} dropped (this release of \
+         pg_trickle maintains its query with other hidden columns), but {dependents} depend on \
+         them"
+    )]
+    HiddenColumnsInUse {
+        name: String,
+        columns: String,
+        dependents: String,
+    },
     /// A new defining query whose result does not fit the storage in place.
     #[error("stream table {name} cannot take the new query in place: {reason}")]
     QueryNotAlterable { name: String, reason: String },
@@ -177,6 +189,7 @@ impl PgTrickleError {
             | PgTrickleError::ReadDenied { .. } => "42501".into(),
             PgTrickleError::NeedsReinit { .. } => "55000".into(),
             PgTrickleError::CannotReinit { .. } => "0A000".into(),
+            PgTrickleError::HiddenColumnsInUse { .. } => "2BP01".into(),
             PgTrickleError::QueryNotAlterable { .. } => "0A000".into(),
             PgTrickleError::UnsupportedSource { .. } => "0A000".into(),
             PgTrickleError::ShadowBuildInProgress { .. } => "55006".into(),
@@ -228,6 +241,11 @@ impl PgTrickleError {
             PgTrickleError::CannotReinit { .. } => {
                 Some("Drop the stream table and create it again.".into())
             }
+            PgTrickleError::HiddenColumnsInUse { .. } => Some(
+                "Drop or redefine those objects without the __pgt_ columns (name the columns \
+                 instead of SELECT *), then refresh the stream table."
+                    .into(),
+            ),
             PgTrickleError::UnsupportedSource { .. } => {
                 Some("Stream tables read permanent user tables and other stream tables.".into())
             }

@@ -245,7 +245,11 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
                     },
                 };
                 if let Some(e) = est {
-                    (o.changes, o.choice) = (Some(e.changes), Some(e.choice));
+                    o.changes = Some(e.changes);
+                    // Not when the refresh had to run otherwise (a TRUNCATE in the window).
+                    if e.full_instead == (o.action == Action::Full) {
+                        o.choice = Some(e.choice);
+                    }
                 }
                 (o, f, clean)
             }
@@ -301,25 +305,22 @@ fn estimate(
         "SELECT (SELECT coalesce(sum(greatest(c.reltuples::float8, \
                    coalesce(pg_stat_get_live_tuples(c.oid), 0)::float8)), 0) \
                    FROM pg_catalog.pg_class c WHERE c.oid = ANY ($2::oid[])), \
-                (SELECT coalesce(array_agg(f.ms ORDER BY f.start_time DESC), '{}') FROM ( \
-                   SELECT h.start_time, extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
-                     FROM pgtrickle.pgt_refresh_history h WHERE h.pgt_id = $1 \
-                      AND h.status = 'COMPLETED' AND h.action = 'FULL' AND h.end_time IS NOT NULL \
-                    ORDER BY h.start_time DESC LIMIT $3) f), \
-                (SELECT coalesce(array_agg(d.changes ORDER BY d.start_time DESC), '{}') \
-                   || ARRAY[]::int8[] FROM ( \
-                   SELECT h.start_time, h.changes FROM pgtrickle.pgt_refresh_history h \
-                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' \
-                      AND h.action IN ('DIFFERENTIAL', 'NO_DATA') \
-                      AND h.changes >= $4 AND h.end_time IS NOT NULL \
-                    ORDER BY h.start_time DESC LIMIT $3 * 4) d), \
-                (SELECT coalesce(array_agg(d.ms ORDER BY d.start_time DESC), '{}') FROM ( \
-                   SELECT h.start_time, extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
-                     FROM pgtrickle.pgt_refresh_history h \
-                    WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' \
-                      AND h.action IN ('DIFFERENTIAL', 'NO_DATA') \
-                      AND h.changes >= $4 AND h.end_time IS NOT NULL \
-                    ORDER BY h.start_time DESC LIMIT $3 * 4) d)",
+                (SELECT coalesce(array_agg(f.ms ORDER BY f.start_time DESC, f.refresh_id DESC), '{}') \
+                   FROM (SELECT h.start_time, h.refresh_id, \
+                                extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
+                           FROM pgtrickle.pgt_refresh_history h WHERE h.pgt_id = $1 \
+                            AND h.status = 'COMPLETED' AND h.action = 'FULL' AND h.end_time IS NOT NULL \
+                          ORDER BY h.start_time DESC, h.refresh_id DESC LIMIT $3) f), \
+                d.changes, d.ms \
+           FROM (SELECT coalesce(array_agg(x.changes ORDER BY x.start_time DESC, x.refresh_id DESC), '{}') AS changes, \
+                        coalesce(array_agg(x.ms ORDER BY x.start_time DESC, x.refresh_id DESC), '{}') AS ms \
+                   FROM (SELECT h.start_time, h.refresh_id, h.changes, \
+                                extract(epoch FROM h.end_time - h.start_time)::float8 * 1000 AS ms \
+                           FROM pgtrickle.pgt_refresh_history h \
+                          WHERE h.pgt_id = $1 AND h.status = 'COMPLETED' \
+                            AND h.action IN ('DIFFERENTIAL', 'NO_DATA') \
+                            AND h.changes >= $4 AND h.end_time IS NOT NULL \
+                          ORDER BY h.start_time DESC, h.refresh_id DESC LIMIT $3 * 4) x) d",
         &[INT8, TEXT, INT8, INT8],
     )?;
     let oids: Vec<String> = src.oids.iter().map(|o| o.to_u32().to_string()).collect();
@@ -779,6 +780,16 @@ fn full_as_owner(
     let mut reason = reason;
     if let Some(plan) = &plan {
         if let Some(diff) = storage::hidden_difference(st.relid, plan)? {
+            if !storage::unique_indexes_fit(st.relid, plan, &diff.drop)? {
+                return Err(PgTrickleError::CannotReinit {
+                    name: st.qualified(),
+                    reason: format!(
+                        "{}, and a unique index of its storage is on other columns than its \
+                         rows' identity now",
+                        diff.what()
+                    ),
+                });
+            }
             storage::align_hidden(st.relid, &storage_rel(st), plan, &diff)?;
             let changed = diff.to_string();
             if reason.as_deref() != Some(changed.as_str()) {

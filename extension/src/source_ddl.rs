@@ -327,8 +327,24 @@ fn evaluate(
         ));
     }
     let planned = engine::plan(text, &PgCatalog);
+    // Hidden columns an earlier release made (a stream table not refreshed since the update)
+    // are brought in line by its next refresh, which runs FULL for it: here only its user
+    // columns are compared, with the hidden ones it has now.
+    let migrating = match (&planned, st.storage_layout) {
+        (Ok(p), Layout::Plan) => match crate::storage::hidden_difference(st.relid, p)? {
+            Some(h) => crate::storage::unique_indexes_fit(st.relid, p, &h.drop)?,
+            None => false,
+        },
+        _ => false,
+    };
     let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
         match &planned {
+            Ok(p) if migrating => p
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+                .chain(crate::storage::hidden_columns(st.relid)?)
+                .collect(),
             Ok(p) => p
                 .storage_columns()
                 .iter()
@@ -346,7 +362,7 @@ fn evaluate(
     if let Some(d) = definition::storage_difference(st.relid, &want, modifiers)? {
         return Ok(Err(d.to_string()));
     }
-    if let (Layout::Plan, Ok(p)) = (st.storage_layout, &planned) {
+    if let (Layout::Plan, Ok(p), false) = (st.storage_layout, &planned, migrating) {
         if let Some(d) = definition::identity_difference(st.relid, p)? {
             return Ok(Err(d.to_string()));
         }
@@ -536,6 +552,7 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
         with.mode,
         mode::plan_definition(with.query, &def, st.owner)?,
     )?;
+    let mut migrated = false;
     let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
         let plan = engine::plan(with.query, &PgCatalog).map_err(|e| {
             refused(format!(
@@ -543,6 +560,37 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
                  defining query: {e}"
             ))
         })?;
+        // Hidden columns the plan maintains differently (made by an earlier release, or the
+        // previous query's): once the user columns and the unique indexes fit, the emptied
+        // storage is brought in line before the comparison below (which refuses otherwise).
+        let hidden = match crate::storage::hidden_difference(st.relid, &plan)? {
+            Some(h) if crate::storage::unique_indexes_fit(st.relid, &plan, &h.drop)? => Some(h),
+            _ => None,
+        };
+        if let Some(hidden) = hidden {
+            let user: Vec<(String, String)> = plan
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+                .chain(crate::storage::hidden_columns(st.relid)?)
+                .collect();
+            if let Some(d @ ShapeDifference::Columns { .. }) =
+                definition::storage_difference(st.relid, &user, true)?
+            {
+                return Err(refused(d.to_string()));
+            }
+            {
+                let _guard = ApplyGuard::new();
+                Spi::run(&format!("TRUNCATE {}", st.qualified()))?;
+            }
+            crate::storage::align_hidden(
+                st.relid,
+                &engine::RelName::new(&st.schema, &st.name),
+                &plan,
+                &hidden,
+            )?;
+            migrated = true;
+        }
         if let Some(d) = definition::identity_difference(st.relid, &plan)? {
             return Err(refused(format!("{d} (drop and create it again)")));
         }
@@ -564,7 +612,7 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
     }
     let keep = with
         .keep_contents
-        .filter(|_| !matches!(difference, Some(ShapeDifference::Types(_))));
+        .filter(|_| !migrated && !matches!(difference, Some(ShapeDifference::Types(_))));
     if keep.is_none() {
         let _guard = ApplyGuard::new();
         Spi::run(&format!("TRUNCATE {}", st.qualified()))?;

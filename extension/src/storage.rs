@@ -120,15 +120,27 @@ pub struct HiddenDifference {
     pub add: Vec<engine::OutputColumn>,
 }
 
-impl std::fmt::Display for HiddenDifference {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl HiddenDifference {
+    /// `this build of pg_trickle maintains its query with other hidden columns (adds […],
+    /// drops […])`.
+    pub fn what(&self) -> String {
         let add: Vec<&str> = self.add.iter().map(|c| c.name.as_str()).collect();
-        write!(
-            f,
+        format!(
             "this build of pg_trickle maintains its query with other hidden columns (adds [{}], \
-             drops [{}]): the storage was changed and refreshed in full",
+             drops [{}])",
             add.join(", "),
             self.drop.join(", ")
+        )
+    }
+}
+
+/// The reason a refresh that brings the storage in line records.
+impl std::fmt::Display for HiddenDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the storage was changed and refreshed in full",
+            self.what()
         )
     }
 }
@@ -160,16 +172,36 @@ pub fn hidden_difference(
     Ok((!drop.is_empty() || !add.is_empty()).then_some(HiddenDifference { drop, add }))
 }
 
-/// Brings the hidden columns of the emptied storage `relid` (named `table`) in line with
-/// `plan`: drops those it no longer maintains (with the indexes on them), adds the new ones,
-/// and creates the plan's identity index if none covers exactly its columns. The caller
-/// refreshes it in full at once. The DDL event triggers leave this DDL alone.
+/// Brings the hidden columns of the emptied storage `relid` (named `storage`) in line with
+/// `plan`: drops those it no longer maintains (with the indexes on them; 2BP01 when other
+/// objects depend on them), adds the new ones after the others, and creates the plan's
+/// identity index unless one of exactly its columns exists. The caller refreshes it in full
+/// at once. The DDL event triggers leave this DDL alone.
 pub fn align_hidden(
     relid: pg_sys::Oid,
     storage: &engine::RelName,
     plan: &Plan,
     diff: &HiddenDifference,
 ) -> Result<(), PgTrickleError> {
+    // Objects that depend on a column to drop (views over `SELECT *` of the stream table):
+    // PostgreSQL would refuse the drop; say why and what to do instead.
+    if !diff.drop.is_empty() {
+        let dependents = Spi::get_one_with_args::<String>(
+            "SELECT string_agg(DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0), ', ') \
+               FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attribute a \
+                 ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+              WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                AND d.refobjid = $1 AND a.attname = ANY ($2::text[]) AND d.deptype = 'n'",
+            &[relid.into(), diff.drop.clone().into()],
+        )?;
+        if let Some(dependents) = dependents {
+            return Err(PgTrickleError::HiddenColumnsInUse {
+                name: storage.sql(),
+                columns: diff.drop.join(", "),
+                dependents,
+            });
+        }
+    }
     let _own = crate::shadow::Swapping::new();
     let ddl = engine::program::storage_ddl(plan, storage);
     let strict = engine::program::unique_storage(plan);
@@ -210,12 +242,15 @@ pub fn align_hidden(
     if identity.is_empty() {
         return Ok(());
     }
+    // An index of the identity's columns exactly, unique as the plan's would be, over plain
+    // columns and the whole table.
     let indexed = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = $1 \
+           AND i.indisunique = $3 AND i.indpred IS NULL AND i.indexprs IS NULL \
            AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_attribute a \
                  WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) \
              = (SELECT array_agg(x ORDER BY x) FROM unnest($2::text[]) x))",
-        &[relid.into(), identity.into()],
+        &[relid.into(), identity.into(), strict.into()],
     )?
     .unwrap_or(false);
     if !indexed {
@@ -224,4 +259,50 @@ pub fn align_hidden(
         }
     }
     Ok(())
+}
+
+/// The hidden (`__pgt_`) columns of storage `relid` as `(name, type)`, in column order.
+pub fn hidden_columns(relid: pg_sys::Oid) -> Result<Vec<(String, String)>, PgTrickleError> {
+    Ok(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT attname::text, pg_catalog.format_type(atttypid, atttypmod) \
+                   FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 \
+                    AND NOT attisdropped AND starts_with(attname::text, $2) ORDER BY attnum",
+                None,
+                &[relid.into(), engine::names::HIDDEN_PREFIX.into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    })?)
+}
+
+/// Whether the unique indexes of storage `relid` that survive dropping the hidden columns
+/// `drop` are all on exactly `plan`'s identity columns (so the storage can keep them when its
+/// hidden columns are brought in line with `plan`).
+pub fn unique_indexes_fit(
+    relid: pg_sys::Oid,
+    plan: &Plan,
+    drop: &[String],
+) -> Result<bool, PgTrickleError> {
+    let identity: Vec<String> = match &plan.identity {
+        engine::Identity::Key { columns } => columns.clone(),
+        _ => Vec::new(),
+    };
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT coalesce(bool_and(x.cols = (SELECT coalesce(array_agg(c ORDER BY c), '{}') \
+                                            FROM unnest($2::text[]) c)), true) \
+           FROM (SELECT array_agg(a.attname::text ORDER BY a.attname) AS cols \
+                   FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a \
+                     ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+                  WHERE i.indrelid = $1 AND i.indisunique GROUP BY i.indexrelid) x \
+          WHERE NOT (x.cols && $3::text[])",
+        &[relid.into(), identity.into(), drop.to_vec().into()],
+    )?
+    .unwrap_or(false))
 }
