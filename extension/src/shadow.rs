@@ -39,7 +39,6 @@
 //!
 //! Dropping the shadow's table cancels a build; dropping the stream table drops its shadow.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use engine::render::{qualified, quote_ident, quote_literal};
@@ -54,30 +53,11 @@ const PREFIX: &str = "__pgt_shadow_";
 /// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1).
 const MAX_IDENT: usize = 63;
 
-/// Set while this backend swaps a shadow in, or changes a storage's hidden columns itself
-/// (storage.rs): the DDL event triggers leave that DDL to the code doing it (a rename of a
-/// source would otherwise be followed into the defining queries of the stream tables reading
-/// it). Process-local, so no SQL can set it.
-static SWAPPING: AtomicBool = AtomicBool::new(false);
-
-pub(crate) struct Swapping(bool);
-
-impl Swapping {
-    pub(crate) fn new() -> Self {
-        Swapping(SWAPPING.swap(true, Ordering::Relaxed))
-    }
-}
-
-impl Drop for Swapping {
-    fn drop(&mut self) {
-        SWAPPING.store(self.0, Ordering::Relaxed);
-    }
-}
-
-/// Whether this backend is swapping a shadow build in (read by the DDL event triggers).
+/// Whether this backend is swapping a shadow build in, or otherwise altering a storage itself
+/// (read by the DDL event triggers; see `storage::OwnDdl`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn shadow_swap_in_progress() -> bool {
-    SWAPPING.load(Ordering::Relaxed)
+    crate::storage::own_ddl_in_progress()
 }
 
 /// The shadow storage name of stream table `name`: the prefix and the name, cut at a
@@ -679,7 +659,7 @@ fn swap(b: &Build) -> Result<(), PgTrickleError> {
     let counts = before.map(|(old_rows, new_rows)| (old_rows, new_rows + applied.0 - applied.1));
     let retired = format!("__pgt_retired_{}", live.id);
     {
-        let _aside = Swapping::new();
+        let _aside = crate::storage::OwnDdl::new();
         Spi::run(&format!(
             "ALTER TABLE {} RENAME TO {}",
             live.qualified(),

@@ -20,6 +20,32 @@ use pgrx::pg_sys::panic::ErrorReport;
 /// through only then. A process-local flag cannot be set from SQL, unlike a GUC.
 static APPLYING: AtomicBool = AtomicBool::new(false);
 
+/// Set while this backend alters a storage itself — a shadow build's swap (shadow.rs) or a
+/// change of hidden columns ([`align_hidden`]): the DDL event triggers leave that DDL to the
+/// code doing it (a rename of a source would otherwise be followed into the defining queries
+/// of the stream tables reading it). Process-local, so no SQL can set it.
+static OWN_DDL: AtomicBool = AtomicBool::new(false);
+
+/// Holds the "own DDL" flag for as long as it lives (also while unwinding).
+pub(crate) struct OwnDdl(bool);
+
+impl OwnDdl {
+    pub(crate) fn new() -> Self {
+        OwnDdl(OWN_DDL.swap(true, Ordering::Relaxed))
+    }
+}
+
+impl Drop for OwnDdl {
+    fn drop(&mut self) {
+        OWN_DDL.store(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Whether this backend is altering a storage itself ([`OwnDdl`]).
+pub(crate) fn own_ddl_in_progress() -> bool {
+    OWN_DDL.load(Ordering::Relaxed)
+}
+
 /// Holds the "applying" permission for as long as it lives (also while unwinding from an
 /// error, so the flag never stays set).
 pub struct ApplyGuard(bool);
@@ -202,7 +228,7 @@ pub fn align_hidden(
             });
         }
     }
-    let _own = crate::shadow::Swapping::new();
+    let _own = OwnDdl::new();
     let ddl = engine::program::storage_ddl(plan, storage);
     let strict = engine::program::unique_storage(plan);
     let key: Vec<String> = match &plan.identity {
