@@ -80,7 +80,6 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// samples within a factor of two of `n` (see the module comment), with the newest one's
 /// volume; `None` without such a sample.
 fn per_change(samples: &[DiffSample], n: i64) -> Option<(f64, i64)> {
-    #[allow(clippy::cast_precision_loss)]
     let near: Vec<&DiffSample> = samples
         .iter()
         .filter(|s| s.changes >= MIN_SAMPLE_CHANGES && s.ms >= 0.0)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::expr::eval::{compare, eval, is_true, EvalError};
 use crate::operator::{AggFunc, EvalContext, Tables};
 use crate::plan::{Aux, Grouped, Maintenance, Plan};
-use crate::render::apply::user_expr;
+use crate::render::apply::{has_extremes, user_expr};
 use crate::value::{Row, Value};
 use crate::zset::{Weight, ZSet};
 
@@ -125,11 +125,6 @@ pub fn delta(
     }
 }
 
-/// Whether `g` keeps MIN/MAX in place.
-fn has_extremes(g: &Grouped) -> bool {
-    crate::render::apply::has_extremes(g)
-}
-
 /// The order an extreme wins by: `Less` for MIN, `Greater` for MAX.
 fn wanted(func: &AggFunc) -> Ordering {
     if *func == AggFunc::Min {
@@ -161,15 +156,16 @@ fn stored_groups(plan: &Plan, g: &Grouped, storage: &Storage) -> BTreeMap<Row, V
         .collect()
 }
 
+/// The group key of `row` in `g`.
+fn group_key(g: &Grouped, row: &Row) -> Result<Row, EvalError> {
+    g.keys.iter().map(|k| eval(k, row)).collect()
+}
+
 /// The rows of `input` in group `key` (keys compared NULL-safely).
 fn group_rows(g: &Grouped, input: &ZSet, key: &[Value]) -> Result<ZSet, EvalError> {
     let mut out = ZSet::new();
     for (row, w) in input.iter() {
-        let k = g
-            .keys
-            .iter()
-            .map(|e| eval(e, row))
-            .collect::<Result<Row, _>>()?;
+        let k = group_key(g, row)?;
         if k == key {
             out.add(row.clone(), w);
         }
@@ -185,11 +181,7 @@ fn deleted_extremes(g: &Grouped, d: &ZSet) -> Result<BTreeMap<Row, Vec<Value>>, 
         if w >= 0 {
             continue;
         }
-        let key = g
-            .keys
-            .iter()
-            .map(|k| eval(k, row))
-            .collect::<Result<Row, _>>()?;
+        let key = group_key(g, row)?;
         let entry = out
             .entry(key)
             .or_insert_with(|| vec![Value::Null; g.aux.len()]);
@@ -326,17 +318,14 @@ fn add_aux(g: &Grouped, old: &[Value], d: &[Value]) -> Result<Vec<Value>, EvalEr
     old.iter()
         .zip(d)
         .zip(&g.aux)
-        .map(|((a, b), aux)| match (a, b) {
-            _ if matches!(aux, Aux::Extreme(_)) => {
-                let Aux::Extreme(j) = aux else { unreachable!() };
-                Ok(extreme_of(&g.aggs[*j].func, a, b))
-            }
-            (Value::Int(x), Value::Int(y)) => {
+        .map(|((a, b), aux)| match (aux, a, b) {
+            (Aux::Extreme(j), _, _) => Ok(extreme_of(&g.aggs[*j].func, a, b)),
+            (_, Value::Int(x), Value::Int(y)) => {
                 x.checked_add(*y).map(Value::Int).ok_or(EvalError::Overflow)
             }
-            (Value::Float(x), Value::Float(y)) => Ok(Value::float(x.get() + y.get())),
+            (_, Value::Float(x), Value::Float(y)) => Ok(Value::float(x.get() + y.get())),
             #[allow(clippy::cast_precision_loss)]
-            (Value::Float(x), Value::Int(y)) | (Value::Int(y), Value::Float(x)) => {
+            (_, Value::Float(x), Value::Int(y)) | (_, Value::Int(y), Value::Float(x)) => {
                 Ok(Value::float(x.get() + *y as f64))
             }
             _ => Err(EvalError::InvalidInput("aux column".into())),
@@ -381,11 +370,7 @@ fn aux_groups(
         groups.insert(Vec::new(), zero());
     }
     for (row, w) in input.iter() {
-        let key = g
-            .keys
-            .iter()
-            .map(|k| eval(k, row))
-            .collect::<Result<Row, _>>()?;
+        let key = group_key(g, row)?;
         let contribution = g
             .aux
             .iter()

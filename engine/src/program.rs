@@ -91,7 +91,7 @@ fn buffers(input: &ProgramInput, predicate: Option<&str>) -> DeltaSources {
 }
 
 /// The storage columns that identify a row of `plan` (indexed), empty when none do.
-fn identity_columns(plan: &Plan) -> Vec<&str> {
+pub fn identity_columns(plan: &Plan) -> Vec<&str> {
     match &plan.identity {
         Identity::Key { columns } => columns.iter().map(String::as_str).collect(),
         Identity::Multiplicity { .. } | Identity::Bag => {

@@ -279,16 +279,20 @@ fn refresh_inner(st: &StreamTable, history: Option<i64>) -> Result<Outcome, PgTr
     Ok(outcome)
 }
 
+/// What the estimate before a refresh decided.
+struct Chosen {
+    /// Change-buffer rows in the window (counted up to one more than the sources' rows).
+    changes: i64,
+    /// AUTO runs FULL instead of DIFFERENTIAL.
+    full_instead: bool,
+    /// The estimate and the choice, for the history.
+    choice: String,
+}
+
 /// AUTO's estimate before a refresh with a non-empty change window (engine::cost), for a
 /// stream table maintained DIFFERENTIAL (`None` for IMMEDIATE ones): whether AUTO runs FULL
 /// instead, and the text the history records. A stream table whose mode is DIFFERENTIAL keeps
 /// it; the estimate is recorded with it.
-struct Chosen {
-    changes: i64,
-    full_instead: bool,
-    choice: String,
-}
-
 fn estimate(
     st: &StreamTable,
     src: &Sources,
@@ -779,8 +783,10 @@ fn full_as_owner(
     // line while it is empty (the statement above fills every hidden column of the plan).
     let mut reason = reason;
     if let Some(plan) = &plan {
-        if let Some(diff) = storage::hidden_difference(st.relid, plan)? {
-            if !storage::unique_indexes_fit(st.relid, plan, &diff.drop)? {
+        let diff = match storage::hidden_layout(st.relid, plan)? {
+            storage::HiddenLayout::Same => None,
+            storage::HiddenLayout::Alignable(diff) => Some(diff),
+            storage::HiddenLayout::Conflicting(diff) => {
                 return Err(PgTrickleError::CannotReinit {
                     name: st.qualified(),
                     reason: format!(
@@ -788,8 +794,10 @@ fn full_as_owner(
                          rows' identity now",
                         diff.what()
                     ),
-                });
+                })
             }
+        };
+        if let Some(diff) = diff {
             storage::align_hidden(st.relid, &storage_rel(st), plan, &diff)?;
             let changed = diff.to_string();
             if reason.as_deref() != Some(changed.as_str()) {
@@ -845,8 +853,12 @@ fn differential(
             None => {
                 let plan = roles::restricted(|| plan_of(st))?;
                 // Storage made for other hidden columns: the FULL refresh changes it.
-                if let Some(diff) = storage::hidden_difference(st.relid, &plan)? {
-                    return Ok(Diff::MustRunFull(diff.to_string()));
+                match storage::hidden_layout(st.relid, &plan)? {
+                    storage::HiddenLayout::Same => {}
+                    storage::HiddenLayout::Alignable(diff)
+                    | storage::HiddenLayout::Conflicting(diff) => {
+                        return Ok(Diff::MustRunFull(diff.to_string()));
+                    }
                 }
                 let state = Rc::new(build_diff_state(st, &plan, &src.oids, buffers, watched)?);
                 cache::store_diff_state(st.id, state.clone());

@@ -331,20 +331,15 @@ fn evaluate(
     // are brought in line by its next refresh, which runs FULL for it: here only its user
     // columns are compared, with the hidden ones it has now.
     let migrating = match (&planned, st.storage_layout) {
-        (Ok(p), Layout::Plan) => match crate::storage::hidden_difference(st.relid, p)? {
-            Some(h) => crate::storage::unique_indexes_fit(st.relid, p, &h.drop)?,
-            None => false,
-        },
+        (Ok(p), Layout::Plan) => matches!(
+            crate::storage::hidden_layout(st.relid, p)?,
+            crate::storage::HiddenLayout::Alignable(_)
+        ),
         _ => false,
     };
     let want: Vec<(String, String)> = if st.storage_layout == Layout::Plan {
         match &planned {
-            Ok(p) if migrating => p
-                .columns
-                .iter()
-                .map(|c| (c.name.clone(), c.type_name.clone()))
-                .chain(crate::storage::hidden_columns(st.relid)?)
-                .collect(),
+            Ok(p) if migrating => crate::storage::user_columns_with_hidden_in_place(st.relid, p)?,
             Ok(p) => p
                 .storage_columns()
                 .iter()
@@ -563,17 +558,10 @@ fn rebuild(st: &StreamTable, with: &Rebuild<'_>) -> Result<(), PgTrickleError> {
         // Hidden columns the plan maintains differently (made by an earlier release, or the
         // previous query's): once the user columns and the unique indexes fit, the emptied
         // storage is brought in line before the comparison below (which refuses otherwise).
-        let hidden = match crate::storage::hidden_difference(st.relid, &plan)? {
-            Some(h) if crate::storage::unique_indexes_fit(st.relid, &plan, &h.drop)? => Some(h),
-            _ => None,
-        };
-        if let Some(hidden) = hidden {
-            let user: Vec<(String, String)> = plan
-                .columns
-                .iter()
-                .map(|c| (c.name.clone(), c.type_name.clone()))
-                .chain(crate::storage::hidden_columns(st.relid)?)
-                .collect();
+        if let crate::storage::HiddenLayout::Alignable(hidden) =
+            crate::storage::hidden_layout(st.relid, &plan)?
+        {
+            let user = crate::storage::user_columns_with_hidden_in_place(st.relid, &plan)?;
             if let Some(d @ ShapeDifference::Columns { .. }) =
                 definition::storage_difference(st.relid, &user, true)?
             {

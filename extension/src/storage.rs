@@ -171,19 +171,21 @@ impl std::fmt::Display for HiddenDifference {
     }
 }
 
-/// The difference between the hidden (`__pgt_`) columns of storage `relid` and `plan`'s, by
-/// name; `None` when they are the same.
-pub fn hidden_difference(
-    relid: pg_sys::Oid,
-    plan: &Plan,
-) -> Result<Option<HiddenDifference>, PgTrickleError> {
-    let have: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
-        "SELECT coalesce(array_agg(attname::text ORDER BY attnum), '{}') \
-           FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 \
-            AND NOT attisdropped AND starts_with(attname::text, $2)",
-        &[relid.into(), engine::names::HIDDEN_PREFIX.into()],
-    )?
-    .unwrap_or_default();
+/// How the hidden (`__pgt_`) columns of a storage stand against those a plan maintains.
+pub enum HiddenLayout {
+    /// The same names.
+    Same,
+    /// Others, which [`align_hidden`] can bring in line: the storage's unique indexes that
+    /// stay are on exactly the plan's row identity.
+    Alignable(HiddenDifference),
+    /// Others, and a unique index that would stay is on other columns than the plan's row
+    /// identity (the storage needs to be created again).
+    Conflicting(HiddenDifference),
+}
+
+/// How the hidden columns of storage `relid` stand against `plan`'s, by name.
+pub fn hidden_layout(relid: pg_sys::Oid, plan: &Plan) -> Result<HiddenLayout, PgTrickleError> {
+    let have: Vec<String> = hidden_columns(relid)?.into_iter().map(|(n, _)| n).collect();
     let drop: Vec<String> = have
         .iter()
         .filter(|h| !plan.hidden.iter().any(|c| c.name == **h))
@@ -195,7 +197,30 @@ pub fn hidden_difference(
         .filter(|c| !have.contains(&c.name))
         .cloned()
         .collect();
-    Ok((!drop.is_empty() || !add.is_empty()).then_some(HiddenDifference { drop, add }))
+    if drop.is_empty() && add.is_empty() {
+        return Ok(HiddenLayout::Same);
+    }
+    let fit = unique_indexes_fit(relid, plan, &drop)?;
+    let diff = HiddenDifference { drop, add };
+    Ok(if fit {
+        HiddenLayout::Alignable(diff)
+    } else {
+        HiddenLayout::Conflicting(diff)
+    })
+}
+
+/// `plan`'s user columns followed by the hidden columns storage `relid` has now, as
+/// `(name, type)`: what its storage must look like before [`align_hidden`].
+pub fn user_columns_with_hidden_in_place(
+    relid: pg_sys::Oid,
+    plan: &Plan,
+) -> Result<Vec<(String, String)>, PgTrickleError> {
+    Ok(plan
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.type_name.clone()))
+        .chain(hidden_columns(relid)?)
+        .collect())
 }
 
 /// Brings the hidden columns of the emptied storage `relid` (named `storage`) in line with
@@ -229,12 +254,8 @@ pub fn align_hidden(
         }
     }
     let _own = OwnDdl::new();
-    let ddl = engine::program::storage_ddl(plan, storage);
     let strict = engine::program::unique_storage(plan);
-    let key: Vec<String> = match &plan.identity {
-        engine::Identity::Key { columns } => columns.clone(),
-        _ => Vec::new(),
-    };
+    let identity = engine::program::identity_columns(plan);
     let mut clauses: Vec<String> = diff
         .drop
         .iter()
@@ -245,7 +266,7 @@ pub fn align_hidden(
             "ADD COLUMN {} {}{}",
             quote_ident(&c.name),
             c.type_name,
-            if strict && key.contains(&c.name) {
+            if strict && identity.contains(&c.name.as_str()) {
                 " NOT NULL"
             } else {
                 ""
@@ -257,14 +278,6 @@ pub fn align_hidden(
         storage.sql(),
         clauses.join(", ")
     ))?;
-    // The identity index: storage_ddl's statements after the CREATE TABLE.
-    let identity: Vec<String> = match &plan.identity {
-        engine::Identity::Key { columns } => columns.clone(),
-        engine::Identity::Multiplicity { .. } | engine::Identity::Bag => {
-            plan.columns.iter().map(|c| c.name.clone()).collect()
-        }
-        engine::Identity::Single | engine::Identity::None => Vec::new(),
-    };
     if identity.is_empty() {
         return Ok(());
     }
@@ -280,7 +293,8 @@ pub fn align_hidden(
     )?
     .unwrap_or(false);
     if !indexed {
-        for statement in ddl.iter().skip(1) {
+        // The identity index: storage_ddl's statements after the CREATE TABLE.
+        for statement in engine::program::storage_ddl(plan, storage).iter().skip(1) {
             Spi::run(statement)?;
         }
     }
@@ -288,7 +302,7 @@ pub fn align_hidden(
 }
 
 /// The hidden (`__pgt_`) columns of storage `relid` as `(name, type)`, in column order.
-pub fn hidden_columns(relid: pg_sys::Oid) -> Result<Vec<(String, String)>, PgTrickleError> {
+fn hidden_columns(relid: pg_sys::Oid) -> Result<Vec<(String, String)>, PgTrickleError> {
     Ok(Spi::connect(|client| {
         client
             .select(
@@ -309,16 +323,17 @@ pub fn hidden_columns(relid: pg_sys::Oid) -> Result<Vec<(String, String)>, PgTri
 }
 
 /// Whether the unique indexes of storage `relid` that survive dropping the hidden columns
-/// `drop` are all on exactly `plan`'s identity columns (so the storage can keep them when its
-/// hidden columns are brought in line with `plan`).
-pub fn unique_indexes_fit(
+/// `drop` are all on exactly `plan`'s identity columns, when its storage is unique on them
+/// (none may survive otherwise).
+fn unique_indexes_fit(
     relid: pg_sys::Oid,
     plan: &Plan,
     drop: &[String],
 ) -> Result<bool, PgTrickleError> {
-    let identity: Vec<String> = match &plan.identity {
-        engine::Identity::Key { columns } => columns.clone(),
-        _ => Vec::new(),
+    let identity: Vec<&str> = if engine::program::unique_storage(plan) {
+        engine::program::identity_columns(plan)
+    } else {
+        Vec::new()
     };
     Ok(Spi::get_one_with_args::<bool>(
         "SELECT coalesce(bool_and(x.cols = (SELECT coalesce(array_agg(c ORDER BY c), '{}') \

@@ -243,7 +243,7 @@ fn extremes_delta(
             "SELECT {} FROM {gd} AS {d} LEFT JOIN {} AS {t} ON {} WHERE {}",
             dkeys.join(", "),
             storage.sql(),
-            null_safe_on(&keys, "t", "d"),
+            key_match(&keys, "t", "d", true),
             reached.join(" OR ")
         ),
     );
@@ -311,7 +311,7 @@ fn extremes_delta(
         if let Aux::Extreme(j) = a {
             cols.push(format!(
                 "{} AS {}",
-                extreme_agg(g, *j, after.weighted, Some(true)),
+                extreme_agg(g, *j, after.weighted, false),
                 q(&aux_name(plan, g, a))
             ));
         }
@@ -342,19 +342,20 @@ fn extremes_delta(
     Ok(format!(
         "SELECT {} FROM {gd} AS {d} LEFT JOIN ({rescans}) AS {r} ON {}",
         out.join(", "),
-        null_safe_on(&keys, "r", "d")
+        key_match(&keys, "r", "d", true)
     ))
 }
 
-/// Key columns of aliases `a` and `b` equal, NULL-safely where a key may be NULL (written so
-/// that an index on `a`'s key can serve it: `=`, or `=` OR both NULL); TRUE without keys.
-fn null_safe_on(keys: &[(&String, bool)], a: &str, b: &str) -> String {
+/// Key columns of aliases `a` and `b` equal: with `null_safe`, nullable ones also when both are
+/// NULL, written `(a.k = b.k OR (a.k IS NULL AND b.k IS NULL))` so that an index on `a`'s key
+/// can still serve it (a BitmapOr), where `IS NOT DISTINCT FROM` could not; TRUE without keys.
+fn key_match(keys: &[(&String, bool)], a: &str, b: &str, null_safe: bool) -> String {
     let (a, b) = (quote_ident(a), quote_ident(b));
     let parts: Vec<String> = keys
         .iter()
         .map(|(n, nullable)| {
             let n = quote_ident(n);
-            if *nullable {
+            if *nullable && null_safe {
                 format!("({a}.{n} = {b}.{n} OR ({a}.{n} IS NULL AND {b}.{n} IS NULL))")
             } else {
                 format!("{a}.{n} = {b}.{n}")
@@ -385,15 +386,15 @@ fn key_exprs(g: &Grouped) -> Vec<String> {
 }
 
 /// MIN/MAX aggregate `j` over alias `"s"`: of the values counted (FILTER passed, not NULL);
-/// over a weighted input, of the rows inserted (`Some(true)`: weight > 0) or deleted
-/// (`Some(false)`: weight < 0); `None` for an unweighted input.
-fn extreme_agg(g: &Grouped, j: usize, weighted: bool, inserted: Option<bool>) -> String {
+/// over a `weighted` input, of the rows inserted (weight > 0), or with `deleted` of the rows
+/// deleted (weight < 0).
+fn extreme_agg(g: &Grouped, j: usize, weighted: bool, deleted: bool) -> String {
     let agg = &g.aggs[j];
     let r = |e: &Expr| render_expr(e, &|i| col_ref("s", i));
     let arg = agg.args.first().map(r).unwrap_or_default();
     let mut conds: Vec<String> = agg.filter.iter().map(r).collect();
     if weighted {
-        let sign = if inserted == Some(false) { "<" } else { ">" };
+        let sign = if deleted { "<" } else { ">" };
         conds.push(format!("{} {sign} 0", weight_ref("s")));
     }
     let filter = if conds.is_empty() {
@@ -620,23 +621,7 @@ impl KeyPart {
 
     /// The MERGE condition between storage `"t"` and delta `"d"` on the key columns.
     fn condition(self, keys: &[(&String, bool)]) -> String {
-        let (t, d) = (quote_ident("t"), quote_ident("d"));
-        let parts: Vec<String> = keys
-            .iter()
-            .map(|(n, nullable)| {
-                let n = quote_ident(n);
-                if *nullable && self == KeyPart::SomeNull {
-                    format!("({t}.{n} = {d}.{n} OR ({t}.{n} IS NULL AND {d}.{n} IS NULL))")
-                } else {
-                    format!("{t}.{n} = {d}.{n}")
-                }
-            })
-            .collect();
-        if parts.is_empty() {
-            "TRUE".to_string()
-        } else {
-            parts.join(" AND ")
-        }
+        key_match(keys, "t", "d", self == KeyPart::SomeNull)
     }
 }
 
@@ -766,7 +751,7 @@ fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment, deleted: bool) -> Stri
                 };
                 format!("CAST(COALESCE(SUM({term}){filter}, 0) AS {ty})")
             }
-            Aux::Extreme(j) => extreme_agg(g, *j, input.weighted, Some(true)),
+            Aux::Extreme(j) => extreme_agg(g, *j, input.weighted, false),
         };
         cols.push(format!("{sql} AS {name}"));
     }
@@ -775,7 +760,7 @@ fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment, deleted: bool) -> Stri
             if let Aux::Extreme(j) = a {
                 cols.push(format!(
                     "{} AS {}",
-                    extreme_agg(g, *j, input.weighted, Some(false)),
+                    extreme_agg(g, *j, input.weighted, true),
                     quote_ident(&crate::names::deleted_extreme(*j))
                 ));
             }
