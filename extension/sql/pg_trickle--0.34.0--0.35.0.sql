@@ -140,37 +140,36 @@ CREATE POLICY pgt_visible ON pgtrickle.pgt_refresh_stats FOR SELECT USING (
              WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_refresh_stats.pgt_id));
 
 -- Counts a refresh when its history row is written finished (inserted COMPLETED or FAILED,
--- or updated from RUNNING), in the refresh's own transaction.
+-- or updated from RUNNING), in the refresh's own transaction. One statement: the bucket is
+-- an expression (width_bucket counts the bounds <= secs; Prometheus buckets are "less than or
+-- equal", so a duration equal to a bound belongs to that bound's bucket), and the requested
+-- mode is read by the INSERT itself (no row when the stream table is gone: an orphaned row
+-- marked FAILED). It runs at every refresh, the idle ones included, so it is kept cheap.
 CREATE FUNCTION pgtrickle.count_refresh() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    secs double precision := greatest(coalesce(
-        extract(epoch FROM NEW.end_time - NEW.start_time)::double precision, 0), 0);
-    bounds double precision[] := pgtrickle.refresh_duration_bounds();
+    secs double precision;
+    bounds double precision[];
     slot integer;
-    first bigint[];
-    fb text := '';
-    requested text;
 BEGIN
     IF NEW.status NOT IN ('COMPLETED', 'FAILED')
        OR (TG_OP = 'UPDATE' AND OLD.status <> 'RUNNING') THEN
         RETURN NULL;
     END IF;
-    SELECT s.refresh_mode INTO requested FROM pgtrickle.pgt_stream_tables s
-     WHERE s.pgt_id = NEW.pgt_id;
-    IF NOT FOUND THEN
-        RETURN NULL;  -- the stream table is gone (an orphaned row marked FAILED)
-    END IF;
-    IF NEW.action = 'FULL' AND NEW.reason IS NOT NULL AND requested <> 'FULL' THEN
-        fb := coalesce(pgtrickle.fallback_class(NEW.reason), '');
-    END IF;
-    -- Prometheus buckets are "less than or equal": the first bound >= secs.
-    SELECT 1 + count(*) INTO slot FROM unnest(bounds) b WHERE b < secs;
-    first := array_fill(0::bigint, ARRAY[cardinality(bounds) + 1]);
-    first[slot] := 1;
+    secs := greatest(coalesce(
+        extract(epoch FROM NEW.end_time - NEW.start_time)::double precision, 0), 0);
+    bounds := pgtrickle.refresh_duration_bounds();
+    slot := 1 + width_bucket(secs, bounds) - (secs = ANY (bounds))::integer;
     INSERT INTO pgtrickle.pgt_refresh_stats AS r
            (pgt_id, action, status, fallback, refreshes, seconds_sum, buckets)
-    VALUES (NEW.pgt_id, coalesce(NEW.action, ''), NEW.status, fb, 1, secs, first)
+    SELECT NEW.pgt_id, coalesce(NEW.action, ''), NEW.status,
+           CASE WHEN NEW.action = 'FULL' AND NEW.reason IS NOT NULL AND s.refresh_mode <> 'FULL'
+                THEN coalesce(pgtrickle.fallback_class(NEW.reason), '') ELSE '' END,
+           1, secs,
+           array_fill(0::bigint, ARRAY[slot - 1]) || 1::bigint
+             || array_fill(0::bigint, ARRAY[cardinality(bounds) + 1 - slot])
+      FROM pgtrickle.pgt_stream_tables s
+     WHERE s.pgt_id = NEW.pgt_id
     ON CONFLICT (pgt_id, action, status, fallback) DO UPDATE
        SET refreshes = r.refreshes + 1, seconds_sum = r.seconds_sum + excluded.seconds_sum,
            buckets[slot] = r.buckets[slot] + 1;

@@ -94,37 +94,36 @@ CREATE POLICY pgt_visible ON pgtrickle.pgt_refresh_stats FOR SELECT USING (
              WHERE s.pgt_id OPERATOR(pg_catalog.=) pgt_refresh_stats.pgt_id));
 
 -- Counts a refresh when its history row is written finished (inserted COMPLETED or FAILED,
--- or updated from RUNNING), in the refresh's own transaction.
+-- or updated from RUNNING), in the refresh's own transaction. One statement: the bucket is
+-- an expression (width_bucket counts the bounds <= secs; Prometheus buckets are "less than or
+-- equal", so a duration equal to a bound belongs to that bound's bucket), and the requested
+-- mode is read by the INSERT itself (no row when the stream table is gone: an orphaned row
+-- marked FAILED). It runs at every refresh, the idle ones included, so it is kept cheap.
 CREATE FUNCTION pgtrickle.count_refresh() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    secs double precision := greatest(coalesce(
-        extract(epoch FROM NEW.end_time - NEW.start_time)::double precision, 0), 0);
-    bounds double precision[] := pgtrickle.refresh_duration_bounds();
+    secs double precision;
+    bounds double precision[];
     slot integer;
-    first bigint[];
-    fb text := '';
-    requested text;
 BEGIN
     IF NEW.status NOT IN ('COMPLETED', 'FAILED')
        OR (TG_OP = 'UPDATE' AND OLD.status <> 'RUNNING') THEN
         RETURN NULL;
     END IF;
-    SELECT s.refresh_mode INTO requested FROM pgtrickle.pgt_stream_tables s
-     WHERE s.pgt_id = NEW.pgt_id;
-    IF NOT FOUND THEN
-        RETURN NULL;  -- the stream table is gone (an orphaned row marked FAILED)
-    END IF;
-    IF NEW.action = 'FULL' AND NEW.reason IS NOT NULL AND requested <> 'FULL' THEN
-        fb := coalesce(pgtrickle.fallback_class(NEW.reason), '');
-    END IF;
-    -- Prometheus buckets are "less than or equal": the first bound >= secs.
-    SELECT 1 + count(*) INTO slot FROM unnest(bounds) b WHERE b < secs;
-    first := array_fill(0::bigint, ARRAY[cardinality(bounds) + 1]);
-    first[slot] := 1;
+    secs := greatest(coalesce(
+        extract(epoch FROM NEW.end_time - NEW.start_time)::double precision, 0), 0);
+    bounds := pgtrickle.refresh_duration_bounds();
+    slot := 1 + width_bucket(secs, bounds) - (secs = ANY (bounds))::integer;
     INSERT INTO pgtrickle.pgt_refresh_stats AS r
            (pgt_id, action, status, fallback, refreshes, seconds_sum, buckets)
-    VALUES (NEW.pgt_id, coalesce(NEW.action, ''), NEW.status, fb, 1, secs, first)
+    SELECT NEW.pgt_id, coalesce(NEW.action, ''), NEW.status,
+           CASE WHEN NEW.action = 'FULL' AND NEW.reason IS NOT NULL AND s.refresh_mode <> 'FULL'
+                THEN coalesce(pgtrickle.fallback_class(NEW.reason), '') ELSE '' END,
+           1, secs,
+           array_fill(0::bigint, ARRAY[slot - 1]) || 1::bigint
+             || array_fill(0::bigint, ARRAY[cardinality(bounds) + 1 - slot])
+      FROM pgtrickle.pgt_stream_tables s
+     WHERE s.pgt_id = NEW.pgt_id
     ON CONFLICT (pgt_id, action, status, fallback) DO UPDATE
        SET refreshes = r.refreshes + 1, seconds_sum = r.seconds_sum + excluded.seconds_sum,
            buckets[slot] = r.buckets[slot] + 1;
@@ -925,5 +924,97 @@ mod unit {
         assert_eq!(s.labels, vec![("state".into(), "used".into())]);
         assert!(s.cluster);
         assert!(sample_from_row("m".into(), vec!["x".into()], 1.0, "database").is_err());
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn stats(action: &str, status: &str, fallback: &str) -> (i64, Vec<i64>) {
+        Spi::connect(|c| {
+            let row = c
+                .select(
+                    &format!(
+                        "SELECT refreshes, buckets FROM pgtrickle.pgt_refresh_stats \
+                         WHERE action = '{action}' AND status = '{status}' \
+                         AND fallback = '{fallback}'"
+                    ),
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .first();
+            (
+                row.get::<i64>(1).unwrap().unwrap(),
+                row.get::<Vec<i64>>(2).unwrap().unwrap(),
+            )
+        })
+    }
+
+    /// The counting trigger: a duration equal to a bound falls into that bound's bucket (the
+    /// Prometheus `le`), one above the last bound into +Inf; only finished rows count, an
+    /// update counts only from RUNNING, and a FULL refresh of a stream table that asked for
+    /// another mode is a fallback of its reason's class.
+    #[pg_test]
+    fn count_refresh_places_durations_and_counts_finished_refreshes_once() {
+        Spi::run(
+            "INSERT INTO pgtrickle.pgt_stream_tables \
+             (pgt_id, pgt_relid, pgt_schema, pgt_name, defining_query, refresh_mode, \
+              effective_mode, storage_layout) OVERRIDING SYSTEM VALUE \
+             VALUES (7, 1, 'public', 'st', 'SELECT 1', 'AUTO', 'DIFFERENTIAL', 'query')",
+        )
+        .unwrap();
+        let t0 = "'2026-01-01 00:00:00+00'::timestamptz";
+        for secs in ["0", "0.001", "0.0011", "0.005", "200"] {
+            Spi::run(&format!(
+                "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, start_time, end_time, \
+                 action, status) VALUES (7, {t0}, {t0} + interval '{secs} s', 'NO_DATA', \
+                 'COMPLETED')"
+            ))
+            .unwrap();
+        }
+        let mut want = vec![0_i64; 16];
+        want[0] = 2; // 0 and 0.001 (le 0.001)
+        want[1] = 2; // 0.0011 and 0.005 (le 0.005)
+        want[15] = 1; // 200 (+Inf)
+        assert_eq!(stats("NO_DATA", "COMPLETED", ""), (5, want));
+
+        // RUNNING is not counted, its update to COMPLETED is, a later update is not.
+        Spi::run(
+            "INSERT INTO pgtrickle.pgt_refresh_history (refresh_id, pgt_id, status) \
+             OVERRIDING SYSTEM VALUE VALUES (1000, 7, 'RUNNING')",
+        )
+        .unwrap();
+        Spi::run(&format!(
+            "UPDATE pgtrickle.pgt_refresh_history SET status = 'COMPLETED', action = 'FULL', \
+             reason = 'pg_trickle.force_full_refresh is on', start_time = {t0}, \
+             end_time = {t0} + interval '0.02 s' WHERE refresh_id = 1000"
+        ))
+        .unwrap();
+        Spi::run(
+            "UPDATE pgtrickle.pgt_refresh_history SET status = 'FAILED' WHERE refresh_id = 1000",
+        )
+        .unwrap();
+        let mut want = vec![0_i64; 16];
+        want[3] = 1; // 0.02 (le 0.025)
+        assert_eq!(stats("FULL", "COMPLETED", "force_full_refresh"), (1, want));
+        let failed = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pgtrickle.pgt_refresh_stats WHERE status = 'FAILED'",
+        );
+        assert_eq!(failed, Ok(Some(0)));
+
+        // A history row of a stream table that is gone is not counted.
+        Spi::run(
+            "INSERT INTO pgtrickle.pgt_refresh_history (pgt_id, action, status, end_time) \
+             VALUES (8, 'FULL', 'FAILED', clock_timestamp())",
+        )
+        .unwrap();
+        let rows = Spi::get_one::<i64>(
+            "SELECT sum(refreshes)::int8 FROM pgtrickle.pgt_refresh_stats",
+        );
+        assert_eq!(rows, Ok(Some(6)));
     }
 }
