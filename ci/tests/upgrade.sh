@@ -123,6 +123,18 @@ expect_eq "SELECT extversion = pgtrickle.version(), extversion FROM pg_extension
 expect_eq "$catalog_sql" "$before
 tmpq|SELECT g FROM dim|AUTO|DIFFERENTIAL|plan|ACTIVE|1h|t|pg_catalog, public, pg_temp"
 expect_eq "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE search_path ~ 'pg_temp_[0-9]'" 0
+# Capture moved to the C trigger function: every source's four triggers call it, those of the
+# IMMEDIATE stream table's sources with 'maintain'; no 0.34 capture function is left.
+expect_eq "SELECT count(*), count(*) FILTER (WHERE t.tgfoid = 'pgtrickle.capture_changes()'::regprocedure),
+                  count(*) FILTER (WHERE t.tgnargs = 1 AND EXISTS (SELECT FROM pgtrickle.pgt_dependencies d
+                    JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                    WHERE d.source_relid = t.tgrelid AND s.effective_mode = 'IMMEDIATE'))
+                     = count(*) FILTER (WHERE EXISTS (SELECT FROM pgtrickle.pgt_dependencies d
+                    JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                    WHERE d.source_relid = t.tgrelid AND s.effective_mode = 'IMMEDIATE'))
+             FROM pg_trigger t WHERE t.tgname LIKE '\\_\\_pgt\\_capture\\_%'" \
+  "$(q -c "SELECT 4 * count(DISTINCT source_relid) FROM pgtrickle.pgt_dependencies")|$(q -c "SELECT 4 * count(DISTINCT source_relid) FROM pgtrickle.pgt_dependencies")|t"
+expect_eq "SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgtrickle_changes'::regnamespace" 0
 q -c "SELECT pgtrickle.drop_stream_table('tmpq')" >/dev/null
 expect_eq "SELECT count(*) FROM pgtrickle.pgt_stream_tables WHERE in_shadow_build OR shadow_of IS NOT NULL
              OR shadow_table_name IS NOT NULL" 0

@@ -86,7 +86,9 @@ pub const BUFFER_META: [&str; 3] = [BUFFER_SEQ, BUFFER_XID, BUFFER_OP];
 pub fn buffer_table(oid: u32) -> String {
     format!("changes_{oid}")
 }
-/// The capture trigger function of source table `oid` (in [`BUFFER_SCHEMA`]).
+/// The PL/pgSQL capture function of source table `oid` (in [`BUFFER_SCHEMA`]) that 0.34
+/// wrote; 0.35 captures with one C function and drops these (and the last-resort marker writer
+/// of the DDL event trigger still replaces one if a 0.34 source has it).
 pub fn capture_function(oid: u32) -> String {
     format!("capture_{oid}")
 }

@@ -700,8 +700,12 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
             -- Last resort: capture only that a write happened, so writes never fail; the
-            -- dependents wait for reinitialisation (which writes the capture anew).
-            IF to_regclass(format('pgtrickle_changes.%I', 'changes_' || src)) IS NOT NULL THEN
+            -- dependents wait for reinitialisation (which writes the capture anew). The
+            -- capture trigger (pgtrickle.capture_changes) does so by itself when its buffer
+            -- and source disagree; a source still captured by the PL/pgSQL function of 0.34
+            -- gets a function that only leaves the marker.
+            IF to_regclass(format('pgtrickle_changes.%I', 'changes_' || src)) IS NOT NULL
+               AND to_regprocedure(format('pgtrickle_changes.%I()', 'capture_' || src)) IS NOT NULL THEN
                 EXECUTE format($f$CREATE OR REPLACE FUNCTION pgtrickle_changes.%I() RETURNS trigger
                     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
                     $b$BEGIN INSERT INTO pgtrickle_changes.%I (__pgt_op) VALUES ('P'); RETURN NULL; END$b$ $f$,
@@ -1323,3 +1327,47 @@ AS 'MODULE_PATHNAME', 'release_outbox_lease_wrapper';
 ALTER TABLE pgtrickle.pgt_refresh_history ADD COLUMN changes bigint, ADD COLUMN choice text;
 CREATE INDEX pgt_refresh_history_cost_idx ON pgtrickle.pgt_refresh_history (pgt_id, action, start_time)
     WHERE status = 'COMPLETED' AND (action = 'FULL' OR changes IS NOT NULL);
+
+-- Change capture without PL/pgSQL: one C trigger function for every source (cdc.rs). Every
+-- captured source's four triggers are written anew for it, with argument 'maintain' where a
+-- dependent is IMMEDIATE, and its 0.34 capture function is dropped. The buffers keep their
+-- rows and columns: the new trigger writes the same rows.
+CREATE FUNCTION pgtrickle."capture_changes"() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'capture_changes_wrapper';
+REVOKE ALL ON FUNCTION pgtrickle.capture_changes() FROM PUBLIC;
+DO $upgrade$
+DECLARE
+    src oid;
+    args text;
+    t record;
+BEGIN
+    FOR src IN SELECT substr(c.relname, 9)::oid FROM pg_catalog.pg_class c
+                WHERE c.relnamespace = 'pgtrickle_changes'::regnamespace AND c.relkind = 'r'
+                  AND c.relname ~ '^changes_[0-9]+$'
+                  AND EXISTS (SELECT FROM pg_catalog.pg_class s
+                               WHERE s.oid = substr(c.relname, 9)::oid)
+    LOOP
+        args := CASE WHEN EXISTS (SELECT FROM pgtrickle.pgt_dependencies d
+                                    JOIN pgtrickle.pgt_stream_tables s USING (pgt_id)
+                                   WHERE d.source_relid = src
+                                     AND s.effective_mode = 'IMMEDIATE')
+                     THEN '''maintain''' ELSE '' END;
+        FOR t IN SELECT * FROM (VALUES
+                    ('__pgt_capture_ins', 'INSERT', 'REFERENCING NEW TABLE AS __pgt_new'),
+                    ('__pgt_capture_upd', 'UPDATE',
+                     'REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new'),
+                    ('__pgt_capture_del', 'DELETE', 'REFERENCING OLD TABLE AS __pgt_old'),
+                    ('__pgt_capture_trunc', 'TRUNCATE', '')) AS v(name, event, referencing)
+        LOOP
+            IF EXISTS (SELECT FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = src AND tgname = t.name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', t.name, src::regclass);
+            END IF;
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s %s FOR EACH STATEMENT '
+                           'EXECUTE FUNCTION pgtrickle.capture_changes(%s)',
+                           t.name, t.event, src::regclass, t.referencing, args);
+        END LOOP;
+        EXECUTE format('DROP FUNCTION IF EXISTS pgtrickle_changes.%I()', 'capture_' || src);
+    END LOOP;
+END
+$upgrade$;

@@ -115,7 +115,7 @@ pub fn ensure_capture(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgT
             captured.push(c.name);
         }
     }
-    install_triggers(source, &captured)
+    install_triggers(source)
 }
 
 /// Adds the buffer column capturing source column `c`, and records which source column it is.
@@ -272,8 +272,7 @@ pub fn reconcile(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
             )?;
         }
     }
-    let captured = buffer_columns(source)?;
-    install_triggers(source, &captured)
+    install_triggers(source)
 }
 
 /// The user columns a source's buffer captures, in buffer order.
@@ -372,43 +371,19 @@ pub fn grant_readers(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
     Ok(())
 }
 
-/// Re-creates the capture function of `source` for its current buffer columns and dependents
-/// (after a dependent changed mode or went away).
+/// Re-creates the capture triggers of `source` for its current dependents (after a dependent
+/// changed mode or went away).
 pub fn regenerate(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
-    let columns = buffer_columns(source)?;
-    install_triggers(source, &columns)
+    install_triggers(source)
 }
 
-/// (Re)creates the capture function and the four triggers on `source`. When some dependent
-/// is IMMEDIATE, the function also maintains those dependents inside the writing statement
-/// (INV-5: each maintenance locks the stream table's catalog row, serialising writers on its
-/// different sources; under REPEATABLE READ a writer whose snapshot predates another's
-/// maintenance gets 40001 from that lock instead of computing a delta on stale state).
-fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTrickleError> {
-    let buffer = buffer_name(source);
-    let func = capture_function_name(source);
-    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    let (target, from_new, from_old) = if cols.is_empty() {
-        (names::BUFFER_OP.to_string(), String::new(), String::new())
-    } else {
-        (
-            format!("{}, {}", names::BUFFER_OP, cols.join(", ")),
-            format!(
-                ", {}",
-                cols.iter()
-                    .map(|c| format!("n.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            format!(
-                ", {}",
-                cols.iter()
-                    .map(|c| format!("o.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    };
+/// (Re)creates the four capture triggers on `source` ([`capture_changes`]). When some dependent
+/// is IMMEDIATE, they also maintain those dependents inside the writing statement (INV-5: each
+/// maintenance locks the stream table's catalog row, serialising writers on its different
+/// sources; under REPEATABLE READ a writer whose snapshot predates another's maintenance gets
+/// 40001 from that lock instead of computing a delta on stale state). The trigger copies the
+/// columns the buffer has, so the buffer is brought in line with the source first.
+fn install_triggers(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
     let has_immediate = Spi::get_one::<bool>(&format!(
         "SELECT EXISTS (SELECT 1 FROM pgtrickle.pgt_dependencies d \
          JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
@@ -416,50 +391,11 @@ fn install_triggers(source: pg_sys::Oid, columns: &[String]) -> Result<(), PgTri
         source.to_u32()
     ))?
     .unwrap_or(false);
-    // The catalog is read again at run time, so a dependent dropped with DROP TABLE (without
-    // regenerating this function) is simply no longer found.
-    let maintain = if has_immediate {
-        format!(
-            "FOR st IN SELECT s.pgt_relid FROM pgtrickle.pgt_dependencies d \
-               JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
-               WHERE d.source_relid = {} AND s.effective_mode = 'IMMEDIATE' \
-                 AND s.status = 'ACTIVE' ORDER BY s.pgt_id \
-             LOOP PERFORM pgtrickle.refresh_stream_table(st::regclass::text); END LOOP;",
-            source.to_u32()
-        )
+    let args = if has_immediate {
+        quote_literal(MAINTAIN_ARG)
     } else {
         String::new()
     };
-    // SECURITY DEFINER: writers need no privilege on the buffer (not usable by PUBLIC). The
-    // GUCs are read with missing_ok so a backend that somehow lacks the library still captures.
-    // While capture is paused, IMMEDIATE dependents are not maintained either; the marker
-    // makes their next maintenance FULL.
-    let (op, new_rows, old_rows) = (names::BUFFER_OP, names::NEW_ROWS, names::OLD_ROWS);
-    Spi::run(&format!(
-        r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgt$
-DECLARE
-  st oid;
-BEGIN
-  IF coalesce(current_setting('pg_trickle.cdc_paused', true), 'off')::boolean
-     OR NOT coalesce(current_setting('pg_trickle.enabled', true), 'on')::boolean THEN
-    INSERT INTO {buffer} ({op}) VALUES ('P');
-    RETURN NULL;
-  ELSIF TG_OP = 'INSERT' THEN
-    INSERT INTO {buffer} ({target}) SELECT 'I'{from_new} FROM {new_rows} n;
-  ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO {buffer} ({target})
-      SELECT 'D'{from_old} FROM {old_rows} o UNION ALL SELECT 'I'{from_new} FROM {new_rows} n;
-  ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO {buffer} ({target}) SELECT 'D'{from_old} FROM {old_rows} o;
-  ELSE
-    INSERT INTO {buffer} ({op}) VALUES ('T');
-  END IF;
-  {maintain}
-  RETURN NULL;
-END
-$pgt$"#
-    ))?;
     let rel = format!("{}::regclass", source.to_u32());
     let table = Spi::get_one::<String>(&format!("SELECT {rel}::text"))?.ok_or_else(|| {
         PgTrickleError::Internal(format!("relation {} vanished", source.to_u32()))
@@ -468,10 +404,360 @@ $pgt$"#
         drop_trigger(source, name, &table)?;
         Spi::run(&format!(
             "CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} \
-             FOR EACH STATEMENT EXECUTE FUNCTION {func}()"
+             FOR EACH STATEMENT EXECUTE FUNCTION pgtrickle.capture_changes({args})"
         ))?;
     }
+    // The PL/pgSQL capture function of a source captured by 0.34 is no longer called.
+    drop_legacy_function(source)
+}
+
+/// Drops the per-source PL/pgSQL capture function of 0.34, if `source` has one.
+fn drop_legacy_function(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    let func = format!("{}()", capture_function_name(source));
+    let has_func = Spi::get_one::<bool>(&format!(
+        "SELECT to_regprocedure({}) IS NOT NULL",
+        quote_literal(&func)
+    ))?
+    .unwrap_or(false);
+    if has_func {
+        Spi::run(&format!("DROP FUNCTION {func}"))?;
+    }
     Ok(())
+}
+
+/// The argument of the capture triggers of a source that has IMMEDIATE dependents: after
+/// capturing, the trigger maintains them.
+const MAINTAIN_ARG: &str = "maintain";
+
+/// How many buffer rows [`capture_changes`] hands to the table access method at once (as
+/// `COPY` does: one WAL record and one page lock per page rather than per row).
+const CAPTURE_BATCH: usize = 1000;
+
+unsafe extern "C-unwind" {
+    /// `nextval()` without the privilege check (commands/sequence.c). Writers have no
+    /// privilege on pg_trickle's sequence; the capture numbers their rows on pg_trickle's
+    /// behalf, as the SECURITY DEFINER capture function of 0.34 did.
+    #[link_name = "nextval_internal"]
+    fn nextval_internal_c(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+}
+
+/// [`nextval_internal_c`] behind pgrx's guard (an ERROR in it becomes a Rust panic, as for
+/// every `pg_sys` function).
+unsafe fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64 {
+    // SAFETY: a plain C call with value arguments; the guard turns its longjmp into a panic.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal_c(relid, check_permissions)) }
+}
+
+extension_sql!(
+    r#"
+-- Only pg_trickle attaches the capture trigger (as the extension's owner); a trigger function
+-- is never called directly.
+REVOKE ALL ON FUNCTION pgtrickle.capture_changes() FROM PUBLIC;
+"#,
+    name = "capture_changes_grants",
+    requires = [capture_changes]
+);
+
+/// The capture trigger of every source: `AFTER INSERT | UPDATE | DELETE | TRUNCATE … FOR EACH
+/// STATEMENT` with transition tables, attached by [`install_triggers`]. It copies the
+/// statement's old rows as `D` and new rows as `I` into the source's buffer, reading the
+/// transition tables directly and inserting in batches through the table access method (no
+/// SQL statement, no PL/pgSQL, no per-row sequence call): every row of one statement carries
+/// the same `__pgt_seq` and the writer's top-level xid, which is all the frontier needs
+/// (frontier.rs: a refresh consumes its own transaction's rows whole statements at a time).
+///
+/// Buffer columns are matched to source columns by name and type; the source-DDL handling
+/// (`reconcile`) keeps them equal. If they ever differ, or capture is paused or disabled, the
+/// statement leaves one `P` marker (its dependents' next refresh is FULL) rather than failing
+/// the user's write (INV-8). With argument `maintain`, the source's IMMEDIATE dependents are
+/// then refreshed, as pg_trickle's owner, in the writing statement (INV-5).
+#[pg_trigger]
+fn capture_changes<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, PgTrickleError> {
+    let bad = |e: pgrx::trigger_support::PgTriggerError| PgTrickleError::Internal(e.to_string());
+    let data = trigger.trigger_data();
+    let event = data.tg_event;
+    if event & pg_sys::TRIGGER_EVENT_ROW != 0 || event & pg_sys::TRIGGER_EVENT_TIMINGMASK != 0 {
+        return Err(PgTrickleError::Internal(
+            "pgtrickle.capture_changes() must be an AFTER … FOR EACH STATEMENT trigger".into(),
+        ));
+    }
+    let source = trigger.relid().map_err(bad)?;
+    let maintain = trigger
+        .extra_args()
+        .map_err(bad)?
+        .iter()
+        .any(|a| a == MAINTAIN_ARG);
+    // SAFETY: called by the trigger manager with its TriggerData: the relation and the
+    // transition tuplestores stay valid for the call.
+    let outcome = unsafe {
+        let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
+        let tables: Vec<(u8, *mut pg_sys::Tuplestorestate)> = match op {
+            pg_sys::TRIGGER_EVENT_INSERT => vec![(b'I', data.tg_newtable)],
+            pg_sys::TRIGGER_EVENT_DELETE => vec![(b'D', data.tg_oldtable)],
+            pg_sys::TRIGGER_EVENT_UPDATE => {
+                vec![(b'D', data.tg_oldtable), (b'I', data.tg_newtable)]
+            }
+            _ => Vec::new(),
+        };
+        let paused = crate::config::CDC_PAUSED.get() || !crate::config::ENABLED.get();
+        write_buffer(source, (*data.tg_relation).rd_att, op, &tables, paused)
+    };
+    // A failing capture must not pass silently: the error fails the writing statement.
+    if let Err(e) = outcome {
+        pgrx::pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+    }
+    if maintain {
+        maintain_immediate(source)?;
+    }
+    Ok(None)
+}
+
+/// Refreshes the IMMEDIATE dependents of `source` in pg_trickle's order (by id), as the
+/// extension's owner. The catalog is read at every statement, so a dependent dropped with
+/// `DROP TABLE` (without rewriting the triggers) is simply not found.
+fn maintain_immediate(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    crate::roles::as_extension(|| {
+        let names: Vec<String> = Spi::connect(|client| {
+            client
+                .select(
+                    &format!(
+                        "SELECT s.pgt_relid::regclass::text FROM pgtrickle.pgt_dependencies d \
+                         JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+                         WHERE d.source_relid = {} AND s.effective_mode = 'IMMEDIATE' \
+                           AND s.status = 'ACTIVE' ORDER BY s.pgt_id",
+                        source.to_u32()
+                    ),
+                    None,
+                    &[],
+                )?
+                .filter_map(|r| r.get::<String>(1).transpose())
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })?;
+        for name in names {
+            Spi::run(&format!(
+                "SELECT pgtrickle.refresh_stream_table({})",
+                quote_literal(&name)
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+/// The OID of `name` in pg_trickle's buffer schema, or an error naming the invariant.
+unsafe fn buffer_schema_relation(name: &str) -> Result<pg_sys::Oid, PgTrickleError> {
+    // SAFETY: the caller passes valid pointers (see the function doc).
+    unsafe {
+        let schema = std::ffi::CString::new(names::BUFFER_SCHEMA)
+            .map_err(|_| PgTrickleError::Internal("schema name contains a NUL byte".into()))?;
+        let rel = std::ffi::CString::new(name)
+            .map_err(|_| PgTrickleError::Internal("relation name contains a NUL byte".into()))?;
+        let ns = pg_sys::get_namespace_oid(schema.as_ptr(), false);
+        let oid = pg_sys::get_relname_relid(rel.as_ptr(), ns);
+        if oid == pg_sys::InvalidOid {
+            return Err(PgTrickleError::Internal(format!(
+                "{}.{name} is missing: a capture trigger exists only together with its source's \
+                 change buffer and pg_trickle's change sequence",
+                names::BUFFER_SCHEMA
+            )));
+        }
+        Ok(oid)
+    }
+}
+
+/// For each buffer column (after the three bookkeeping columns), the index of the source
+/// column it captures; `None` when some buffer column has no source column of its name and
+/// type (the buffer and the source disagree, see [`capture_changes`]). Dropped buffer columns
+/// map to `usize::MAX` (stored NULL).
+unsafe fn column_map(buffer: pg_sys::TupleDesc, source: pg_sys::TupleDesc) -> Option<Vec<usize>> {
+    // SAFETY: the caller passes valid pointers (see the function doc).
+    unsafe {
+        let battrs = (*buffer).attrs.as_slice((*buffer).natts as usize);
+        let sattrs = (*source).attrs.as_slice((*source).natts as usize);
+        let meta_ok = names::BUFFER_META.iter().enumerate().all(|(i, m)| {
+            battrs
+                .get(i)
+                .is_some_and(|a| pg_sys::name_data_to_str(&a.attname) == *m)
+        });
+        if !meta_ok {
+            return None;
+        }
+        let mut map = Vec::with_capacity(battrs.len() - names::BUFFER_META.len());
+        for b in &battrs[names::BUFFER_META.len()..] {
+            if b.attisdropped {
+                map.push(usize::MAX);
+                continue;
+            }
+            let name = pg_sys::name_data_to_str(&b.attname);
+            let found = sattrs.iter().position(|s| {
+                !s.attisdropped
+                    && s.atttypid == b.atttypid
+                    && pg_sys::name_data_to_str(&s.attname) == name
+            })?;
+            map.push(found);
+        }
+        Some(map)
+    }
+}
+
+/// Writes one statement's capture into the buffer of `source`: the rows of `tables` (op
+/// letter, transition tuplestore in the source's row type `source_desc`), or a single `T`
+/// (TRUNCATE, `op`) or `P` (`paused`, or buffer and source disagree) row.
+unsafe fn write_buffer(
+    source: pg_sys::Oid,
+    source_desc: pg_sys::TupleDesc,
+    op: u32,
+    tables: &[(u8, *mut pg_sys::Tuplestorestate)],
+    paused: bool,
+) -> Result<(), PgTrickleError> {
+    // SAFETY: the caller passes valid pointers (see the function doc).
+    unsafe {
+        let buffer_oid = buffer_schema_relation(&names::buffer_table(source.to_u32()))?;
+        let sequence = buffer_schema_relation(names::BUFFER_SEQUENCE)?;
+        let rel = pg_sys::table_open(buffer_oid, pg_sys::RowExclusiveLock as i32);
+        let seq = nextval_internal(sequence, false);
+        let xid = pg_sys::GetTopFullTransactionId().value;
+        let map = column_map((*rel).rd_att, source_desc);
+        let marker = if paused || map.is_none() {
+            Some(b'P')
+        } else if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
+            Some(b'T')
+        } else {
+            None
+        };
+
+        let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
+            .cast::<pg_sys::ResultRelInfo>();
+        (*rri).type_ = pg_sys::NodeTag::T_ResultRelInfo;
+        pg_sys::InitResultRelInfo(rri, rel, 1, std::ptr::null_mut(), 0);
+        pg_sys::ExecOpenIndices(rri, false);
+        let estate = pg_sys::CreateExecutorState();
+        let bistate = pg_sys::GetBulkInsertState();
+        let cid = pg_sys::GetCurrentCommandId(true);
+        let natts = (*(*rel).rd_att).natts as usize;
+        let mut slots: Vec<*mut pg_sys::TupleTableSlot> = Vec::new();
+        let mut used = 0usize;
+
+        // Stores one buffer row into the next free slot (its values copied into the slot's own
+        // memory, so the source row may be released), flushing a full batch first.
+        let mut put = |letter: u8, row: Option<(*mut pg_sys::TupleTableSlot, &[usize])>| {
+            if used == CAPTURE_BATCH {
+                flush(rel, rri, estate, bistate, cid, &slots[..used]);
+                used = 0;
+            }
+            if used == slots.len() {
+                slots.push(pg_sys::table_slot_create(rel, std::ptr::null_mut()));
+            }
+            let slot = slots[used];
+            pg_sys::ExecClearTuple(slot);
+            let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+            let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+            values[0] = pg_sys::Datum::from(seq);
+            values[1] = pg_sys::Datum::from(xid);
+            values[2] = pg_sys::Datum::from(letter as i8);
+            nulls[..3].fill(false);
+            nulls[3..].fill(true);
+            if let Some((src, map)) = row {
+                let svalues = (*src).tts_values;
+                let snulls = (*src).tts_isnull;
+                for (k, &from) in map.iter().enumerate() {
+                    if from != usize::MAX {
+                        values[3 + k] = *svalues.add(from);
+                        nulls[3 + k] = *snulls.add(from);
+                    }
+                }
+            }
+            pg_sys::ExecStoreVirtualTuple(slot);
+            // ExecMaterializeSlot, an inline function of the C headers.
+            if let Some(materialize) = (*(*slot).tts_ops).materialize {
+                materialize(slot);
+            }
+            used += 1;
+        };
+
+        match (marker, &map) {
+            (Some(letter), _) => put(letter, None),
+            (None, Some(map)) => {
+                let src =
+                    pg_sys::MakeSingleTupleTableSlot(source_desc, &pg_sys::TTSOpsMinimalTuple);
+                let snatts = (*source_desc).natts;
+                for &(letter, store) in tables {
+                    if store.is_null() {
+                        return Err(PgTrickleError::Internal(
+                            "a capture trigger fired without its transition table".into(),
+                        ));
+                    }
+                    // A read pointer of its own: other AFTER triggers of the statement read the
+                    // same tuplestore.
+                    let ptr = pg_sys::tuplestore_alloc_read_pointer(
+                        store,
+                        pg_sys::EXEC_FLAG_REWIND as i32,
+                    );
+                    pg_sys::tuplestore_select_read_pointer(store, ptr);
+                    pg_sys::tuplestore_rescan(store);
+                    while pg_sys::tuplestore_gettupleslot(store, true, false, src) {
+                        if snatts > 0 {
+                            pg_sys::slot_getsomeattrs_int(src, snatts);
+                        }
+                        put(letter, Some((src, map)));
+                    }
+                }
+                pg_sys::ExecDropSingleTupleTableSlot(src);
+            }
+            (None, None) => unreachable!("no marker only when the columns line up"),
+        }
+        flush(rel, rri, estate, bistate, cid, &slots[..used]);
+        for slot in slots {
+            pg_sys::ExecDropSingleTupleTableSlot(slot);
+        }
+        pg_sys::FreeBulkInsertState(bistate);
+        pg_sys::table_finish_bulk_insert(rel, 0);
+        pg_sys::ExecCloseIndices(rri);
+        pg_sys::FreeExecutorState(estate);
+        pg_sys::table_close(rel, pg_sys::NoLock as i32);
+        // The rows are visible to what the transaction runs next (IMMEDIATE maintenance reads them
+        // in this trigger), as after an INSERT statement.
+        pg_sys::CommandCounterIncrement();
+        Ok(())
+    }
+}
+
+/// Inserts a batch of buffer rows and their index entries.
+unsafe fn flush(
+    rel: pg_sys::Relation,
+    rri: *mut pg_sys::ResultRelInfo,
+    estate: *mut pg_sys::EState,
+    bistate: pg_sys::BulkInsertState,
+    cid: pg_sys::CommandId,
+    slots: &[*mut pg_sys::TupleTableSlot],
+) {
+    // SAFETY: the caller passes valid pointers (see the function doc).
+    unsafe {
+        if slots.is_empty() {
+            return;
+        }
+        pg_sys::table_multi_insert(
+            rel,
+            slots.as_ptr().cast_mut(),
+            slots.len() as i32,
+            cid,
+            0,
+            bistate,
+        );
+        for &slot in slots {
+            pg_sys::ExecInsertIndexTuples(
+                rri,
+                slot,
+                estate,
+                false,
+                false,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            pg_sys::ExecClearTuple(slot);
+        }
+    }
 }
 
 /// Removes capture from `source` (its last dependent is gone): triggers, function, buffer.
@@ -485,15 +771,7 @@ pub fn drop_capture(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
             drop_trigger(source, name, &table)?;
         }
     }
-    let func = format!("{}()", capture_function_name(source));
-    let has_func = Spi::get_one::<bool>(&format!(
-        "SELECT to_regprocedure({}) IS NOT NULL",
-        quote_literal(&func)
-    ))?
-    .unwrap_or(false);
-    if has_func {
-        Spi::run(&format!("DROP FUNCTION {func}"))?;
-    }
+    drop_legacy_function(source)?;
     let buffer = buffer_name(source);
     let has_buffer = buffer_exists(source)?;
     if has_buffer {
@@ -596,7 +874,7 @@ mod tests {
 
     fn buffer_rows(source: pg_sys::Oid, cols: &str) -> Vec<String> {
         let sql = format!(
-            "SELECT concat_ws('|', __pgt_op, {cols}) FROM {} ORDER BY __pgt_seq",
+            "SELECT concat_ws('|', __pgt_op, {cols}) FROM {} ORDER BY __pgt_seq, ctid",
             buffer_name(source)
         );
         Spi::connect(|c| {
@@ -621,6 +899,140 @@ mod tests {
         assert_eq!(rows, ["I|1|a", "I|2|b", "D|1|a", "I|1|c", "D|2|b", "T"]);
         // Only the columns dependents use are captured.
         assert_eq!(buffer_columns(src).unwrap(), ["id", "select"]);
+    }
+
+    /// One statement's rows share one sequence number and the writer's xid; a later
+    /// statement's rows have a higher number (all the frontier needs). Batches larger than
+    /// the trigger's reach the buffer and its index whole.
+    #[pg_test]
+    fn a_statement_is_numbered_once_and_written_whole() {
+        Spi::run("CREATE TABLE t (id int, v text)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into(), "v".into()]).unwrap();
+        Spi::run("INSERT INTO t SELECT g, g::text FROM generate_series(1, 2500) g").unwrap();
+        Spi::run("UPDATE t SET v = 'x' WHERE id <= 10").unwrap();
+        let buffer = buffer_name(src);
+        let per_statement = Spi::connect(|c| {
+            c.select(
+                &format!(
+                    "SELECT count(*)::int8, count(DISTINCT __pgt_op)::int8 FROM {buffer} \
+                     WHERE __pgt_xid = pg_current_xact_id() GROUP BY __pgt_seq ORDER BY __pgt_seq"
+                ),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get::<i64>(1).unwrap().unwrap(),
+                    r.get::<i64>(2).unwrap().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+        });
+        assert_eq!(per_statement, [(2500, 1), (20, 2)]);
+        Spi::run("SET LOCAL enable_seqscan = off").unwrap();
+        Spi::run("SET LOCAL enable_bitmapscan = off").unwrap();
+        let through_index = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM {buffer} WHERE __pgt_xid >= pg_current_xact_id()"
+        ));
+        assert_eq!(through_index, Ok(Some(2520)));
+        let sums = Spi::get_one::<String>(&format!(
+            "SELECT string_agg(o || s, ',' ORDER BY o) FROM (SELECT __pgt_op::text AS o, \
+             sum(id) AS s FROM {buffer} WHERE v = id::text GROUP BY 1) AS x"
+        ));
+        assert_eq!(sums, Ok(Some("D55,I3126250".to_string())));
+    }
+
+    /// Values stored out of line in the source (TOAST) are copied, not referenced; NULLs stay
+    /// NULL; a source column the buffer does not capture is skipped; dropped columns on
+    /// either side are skipped.
+    #[pg_test]
+    fn capture_copies_toasted_values_and_skips_dropped_columns() {
+        Spi::run("CREATE TABLE t (gone int, id int, big text, other int)").unwrap();
+        Spi::run("ALTER TABLE t DROP COLUMN gone").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["big".into(), "id".into()]).unwrap();
+        Spi::run(
+            "INSERT INTO t VALUES (1, (SELECT string_agg(md5(g::text), '') FROM \
+             generate_series(1, 20000) g), 5), (2, NULL, 6)",
+        )
+        .unwrap();
+        Spi::run("DELETE FROM t WHERE id = 1").unwrap();
+        let rows = Spi::connect(|c| {
+            c.select(
+                &format!(
+                    "SELECT __pgt_op::text || id || ':' || coalesce(length(big)::text, 'null') \
+                     || ':' || coalesce(md5(big), '') FROM {} ORDER BY __pgt_seq, ctid",
+                    buffer_name(src)
+                ),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| r.get::<String>(1).unwrap().unwrap())
+            .collect::<Vec<_>>()
+        });
+        let md5 = Spi::get_one::<String>(
+            "SELECT md5(string_agg(md5(g::text), '')) FROM generate_series(1, 20000) g",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                format!("I1:640000:{md5}"),
+                "I2:null:".to_string(),
+                format!("D1:640000:{md5}")
+            ]
+        );
+    }
+
+    /// When the buffer and its source disagree (a buffer column of another type than the
+    /// source column of its name), the write still succeeds and leaves a `P` marker, which
+    /// makes the dependents' next refresh FULL (INV-8).
+    #[pg_test]
+    fn a_buffer_out_of_line_with_its_source_leaves_a_marker_not_an_error() {
+        Spi::run("CREATE TABLE t (id int, v int)").unwrap();
+        let src = oid_of("t");
+        ensure_capture(src, &["id".into(), "v".into()]).unwrap();
+        Spi::run(&format!(
+            "ALTER TABLE {} ALTER COLUMN v TYPE bigint",
+            buffer_name(src)
+        ))
+        .unwrap();
+        Spi::run("INSERT INTO t VALUES (1, 2), (3, 4)").unwrap();
+        assert_eq!(buffer_rows(src, "id, v"), ["P"]);
+    }
+
+    /// Other statement triggers with transition tables read the same tuplestores: the capture
+    /// reads them through a pointer of its own, whatever the firing order. A partitioned
+    /// source's rows arrive in the parent's row type, whichever partition they went to.
+    #[pg_test]
+    fn capture_shares_transition_tables_and_reads_partitioned_sources() {
+        Spi::run("CREATE TABLE p (k int, v text) PARTITION BY LIST (k)").unwrap();
+        Spi::run("CREATE TABLE p1 (v text, k int)").unwrap();
+        Spi::run("ALTER TABLE p ATTACH PARTITION p1 FOR VALUES IN (1)").unwrap();
+        Spi::run("CREATE TABLE p2 PARTITION OF p FOR VALUES IN (2)").unwrap();
+        Spi::run("CREATE TABLE seen (n int8)").unwrap();
+        Spi::run(
+            "CREATE FUNCTION count_new() RETURNS trigger LANGUAGE plpgsql AS \
+             $$BEGIN INSERT INTO seen SELECT count(*) FROM nt; RETURN NULL; END$$",
+        )
+        .unwrap();
+        let src = oid_of("p");
+        for name in ["a_first", "z_last"] {
+            Spi::run(&format!(
+                "CREATE TRIGGER {name} AFTER INSERT ON p REFERENCING NEW TABLE AS nt \
+                 FOR EACH STATEMENT EXECUTE FUNCTION count_new()"
+            ))
+            .unwrap();
+        }
+        ensure_capture(src, &["v".into(), "k".into()]).unwrap();
+        Spi::run("INSERT INTO p VALUES (1, 'a'), (2, 'b'), (1, 'c')").unwrap();
+        assert_eq!(buffer_rows(src, "k, v"), ["I|1|a", "I|2|b", "I|1|c"]);
+        let seen = Spi::get_one::<String>("SELECT string_agg(n::text, ',') FROM seen");
+        assert_eq!(seen, Ok(Some("3,3".to_string())));
     }
 
     #[pg_test]

@@ -1012,9 +1012,8 @@ mod tests {
              VALUES (8, 'FULL', 'FAILED', clock_timestamp())",
         )
         .unwrap();
-        let rows = Spi::get_one::<i64>(
-            "SELECT sum(refreshes)::int8 FROM pgtrickle.pgt_refresh_stats",
-        );
+        let rows =
+            Spi::get_one::<i64>("SELECT sum(refreshes)::int8 FROM pgtrickle.pgt_refresh_stats");
         assert_eq!(rows, Ok(Some(6)));
     }
 }

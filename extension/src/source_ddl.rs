@@ -742,8 +742,12 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
             -- Last resort: capture only that a write happened, so writes never fail; the
-            -- dependents wait for reinitialisation (which writes the capture anew).
-            IF to_regclass(format('pgtrickle_changes.%I', 'changes_' || src)) IS NOT NULL THEN
+            -- dependents wait for reinitialisation (which writes the capture anew). The
+            -- capture trigger (pgtrickle.capture_changes) does so by itself when its buffer
+            -- and source disagree; a source still captured by the PL/pgSQL function of 0.34
+            -- gets a function that only leaves the marker.
+            IF to_regclass(format('pgtrickle_changes.%I', 'changes_' || src)) IS NOT NULL
+               AND to_regprocedure(format('pgtrickle_changes.%I()', 'capture_' || src)) IS NOT NULL THEN
                 EXECUTE format($f$CREATE OR REPLACE FUNCTION pgtrickle_changes.%I() RETURNS trigger
                     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS
                     $b$BEGIN INSERT INTO pgtrickle_changes.%I (__pgt_op) VALUES ('P'); RETURN NULL; END$b$ $f$,
