@@ -515,31 +515,39 @@ fn capture_changes<'a>(
 }
 
 /// Refreshes the IMMEDIATE dependents of `source` in pg_trickle's order (by id), as the
-/// extension's owner. The catalog is read at every statement, so a dependent dropped with
-/// `DROP TABLE` (without rewriting the triggers) is simply not found.
+/// extension's owner, as `refresh_stream_table` would (a dependent waiting for
+/// reinitialisation is reinitialised). The catalog is read at every statement, by a statement
+/// prepared once per session, so a dependent dropped with `DROP TABLE` (without rewriting the
+/// triggers) is simply not found.
 fn maintain_immediate(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
+    use crate::refresh::cache;
+    use crate::stream_table::{self, Status};
     crate::roles::as_extension(|| {
-        let names: Vec<String> = Spi::connect(|client| {
+        let stmt = cache::statement(
+            "SELECT s.pgt_id FROM pgtrickle.pgt_dependencies d \
+             JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
+             WHERE d.source_relid = $1 AND s.effective_mode = 'IMMEDIATE' \
+               AND s.status = 'ACTIVE' ORDER BY s.pgt_id",
+            &[cache::OID],
+        )?;
+        let ids: Vec<i64> = Spi::connect(|client| {
             client
-                .select(
-                    &format!(
-                        "SELECT s.pgt_relid::regclass::text FROM pgtrickle.pgt_dependencies d \
-                         JOIN pgtrickle.pgt_stream_tables s USING (pgt_id) \
-                         WHERE d.source_relid = {} AND s.effective_mode = 'IMMEDIATE' \
-                           AND s.status = 'ACTIVE' ORDER BY s.pgt_id",
-                        source.to_u32()
-                    ),
-                    None,
-                    &[],
-                )?
-                .filter_map(|r| r.get::<String>(1).transpose())
-                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+                .select(&*stmt, None, &[source.into()])?
+                .map(|r| required(r.get::<i64>(1)?, "pgt_stream_tables.pgt_id"))
+                .collect::<Result<Vec<_>, PgTrickleError>>()
         })?;
-        for name in names {
-            Spi::run(&format!(
-                "SELECT pgtrickle.refresh_stream_table({})",
-                quote_literal(&name)
-            ))?;
+        for id in ids {
+            crate::settings::with_standard_strings(|| {
+                // Locked now; gone if it was dropped since the query above.
+                let Some(st) = stream_table::find_by_id(id, true)? else {
+                    return Ok(());
+                };
+                if st.status == Status::NeedsReinit {
+                    crate::source_ddl::reinitialise(&st)
+                } else {
+                    crate::refresh::refresh(&st, None).map(|_| ())
+                }
+            })?;
         }
         Ok(())
     })
