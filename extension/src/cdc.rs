@@ -470,7 +470,8 @@ REVOKE ALL ON FUNCTION pgtrickle.capture_changes() FROM PUBLIC;
 /// (`reconcile`) keeps them equal. If they ever differ, or capture is paused or disabled, the
 /// statement leaves one `P` marker (its dependents' next refresh is FULL) rather than failing
 /// the user's write (INV-8). With argument `maintain`, the source's IMMEDIATE dependents are
-/// then refreshed, as pg_trickle's owner, in the writing statement (INV-5).
+/// then refreshed, as pg_trickle's owner, in the writing statement (INV-5), except while
+/// capture is paused.
 #[pg_trigger]
 fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
@@ -489,6 +490,9 @@ fn capture_changes<'a>(
         .map_err(bad)?
         .iter()
         .any(|a| a == MAINTAIN_ARG);
+    // While capture is paused (or pg_trickle disabled), IMMEDIATE dependents are not
+    // maintained either: the marker makes their next maintenance FULL.
+    let paused = crate::config::CDC_PAUSED.get() || !crate::config::ENABLED.get();
     // SAFETY: called by the trigger manager with its TriggerData: the relation and the
     // transition tuplestores stay valid for the call.
     let outcome = unsafe {
@@ -501,14 +505,13 @@ fn capture_changes<'a>(
             }
             _ => Vec::new(),
         };
-        let paused = crate::config::CDC_PAUSED.get() || !crate::config::ENABLED.get();
         write_buffer(source, (*data.tg_relation).rd_att, op, &tables, paused)
     };
     // A failing capture must not pass silently: the error fails the writing statement.
     if let Err(e) = outcome {
         pgrx::pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
     }
-    if maintain {
+    if maintain && !paused {
         maintain_immediate(source)?;
     }
     Ok(None)
