@@ -21,7 +21,7 @@ pub mod union_all;
 
 use std::collections::BTreeMap;
 
-pub use aggregate::{AggCall, AggFunc, Aggregate};
+pub use aggregate::{AggCall, AggFunc, Aggregate, SortKey};
 pub use consolidate::Consolidate;
 pub use delta_scan::DeltaScan;
 pub use distinct::Distinct;

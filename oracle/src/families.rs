@@ -236,6 +236,10 @@ const SINGLE: &[Family] = &[
     d("agg_minmax_in_place", "SELECT k, min(w) AS mn, max(w) AS mx, max(ts) FILTER (WHERE w > 3) AS mf, min(w) + 1 AS mw, count(*) AS cnt FROM b GROUP BY k"),
     d("agg_minmax_bag", "SELECT s, min(y) AS mn, max(k) AS mx, max(y) FILTER (WHERE k > 2) AS mf FROM m GROUP BY s"),
     d("scalar_minmax", "SELECT min(v) AS mn, max(v) AS mx, max(id) FILTER (WHERE f) AS mf FROM a"),
+    // ORDER BY inside aggregates with explicit NULLS placement and direction (recomputed
+    // groups must keep the query's element order); over a keyless table, duplicates included.
+    d("agg_ordered_nulls", "SELECT k, array_agg(v ORDER BY v NULLS FIRST, id) AS a1, array_agg(t ORDER BY t DESC NULLS LAST, id) AS a2, string_agg(t, ',' ORDER BY v DESC NULLS LAST, id DESC) AS s FROM a GROUP BY k"),
+    d("agg_ordered_bag", "SELECT s, array_agg(y ORDER BY y NULLS FIRST) AS ay, array_agg(k ORDER BY k DESC NULLS LAST) AS ak FROM m GROUP BY s"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

@@ -56,6 +56,38 @@ impl AggFunc {
     }
 }
 
+/// One key of an ORDER BY inside an aggregate call: its expression, direction and NULLS
+/// placement (`None`: PostgreSQL's default, NULLS LAST ascending and NULLS FIRST descending).
+/// The placement is kept as written: dropping an explicit `NULLS FIRST` would order an
+/// `array_agg` differently from the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    pub expr: Expr,
+    pub desc: bool,
+    pub nulls_first: Option<bool>,
+}
+
+impl SortKey {
+    /// The key with its expression rewritten by `f`.
+    pub fn map(&self, f: impl Fn(&Expr) -> Expr) -> SortKey {
+        SortKey {
+            expr: f(&self.expr),
+            ..self.clone()
+        }
+    }
+
+    /// ` DESC`, ` NULLS FIRST`, … as written after the rendered expression.
+    pub fn options_sql(&self) -> String {
+        let dir = if self.desc { " DESC" } else { "" };
+        let nulls = match self.nulls_first {
+            Some(true) => " NULLS FIRST",
+            Some(false) => " NULLS LAST",
+            None => "",
+        };
+        format!("{dir}{nulls}")
+    }
+}
+
 /// One aggregate call: `func([DISTINCT] args [ORDER BY …]) [FILTER (WHERE filter)]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggCall {
@@ -63,8 +95,8 @@ pub struct AggCall {
     pub args: Vec<Expr>,
     pub distinct: bool,
     pub filter: Option<Expr>,
-    /// `(expression, descending)` pairs of an ORDER BY inside the call.
-    pub order_by: Vec<(Expr, bool)>,
+    /// The ORDER BY inside the call.
+    pub order_by: Vec<SortKey>,
     /// The type of the first argument, if any.
     pub arg_type: Option<SqlType>,
     /// The result type.
@@ -397,7 +429,7 @@ pub(crate) fn render_agg(agg: &AggCall, weighted: bool) -> String {
         let items: Vec<String> = agg
             .order_by
             .iter()
-            .map(|(e, desc)| format!("{}{}", r(e), if *desc { " DESC" } else { "" }))
+            .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
             .collect();
         format!(" ORDER BY {}", items.join(", "))
     };

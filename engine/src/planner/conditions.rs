@@ -448,7 +448,7 @@ fn shift_call(call: &AggCall, la: usize) -> Option<AggCall> {
         && call
             .order_by
             .iter()
-            .all(|(o, _)| all_columns_at_least(o, la));
+            .all(|k| all_columns_at_least(&k.expr, la));
     if !inner {
         return None;
     }
@@ -456,7 +456,7 @@ fn shift_call(call: &AggCall, la: usize) -> Option<AggCall> {
     Some(AggCall {
         args: call.args.iter().map(down).collect(),
         filter: call.filter.as_ref().map(down),
-        order_by: call.order_by.iter().map(|(o, d)| (down(o), *d)).collect(),
+        order_by: call.order_by.iter().map(|k| k.map(down)).collect(),
         ..call.clone()
     })
 }
@@ -877,7 +877,7 @@ impl Planner<'_> {
                 for c in &calls {
                     c.args.iter().for_each(&mut note);
                     c.filter.iter().for_each(&mut note);
-                    c.order_by.iter().for_each(|(e, _)| note(e));
+                    c.order_by.iter().for_each(|k| note(&k.expr));
                 }
                 if calls.is_empty() {
                     note(&value);
@@ -923,7 +923,7 @@ impl Planner<'_> {
                     .map(|c| AggCall {
                         args: c.args.iter().map(to_j).collect(),
                         filter: c.filter.as_ref().map(to_j),
-                        order_by: c.order_by.iter().map(|(e, d)| (to_j(e), *d)).collect(),
+                        order_by: c.order_by.iter().map(|k| k.map(&to_j)).collect(),
                         ..c.clone()
                     })
                     .collect::<Vec<_>>();

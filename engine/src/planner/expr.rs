@@ -10,7 +10,7 @@ use super::{fold, object_name, Planner};
 use crate::catalog::{Volatility, NON_REPEATABLE_FUNCTIONS};
 use crate::error::{EngineError, Reason};
 use crate::expr::{BinOp, Expr, Literal};
-use crate::operator::{AggCall, AggFunc, ColType};
+use crate::operator::{AggCall, AggFunc, ColType, SortKey};
 use crate::types::{arithmetic_result, avg_result, common_type, sum_result, SqlType, TypeClass};
 
 use crate::names::OUTER_KEY_PREFIX as OUTER_KEY;
@@ -21,7 +21,7 @@ pub const AGG_BASE: usize = 1 << 40;
 pub(crate) type Typed = (Expr, ColType);
 
 /// Arguments of a call: values, `*`, DISTINCT, and ORDER BY items `(expr, descending)`.
-type CallArgs = (Vec<Typed>, bool, bool, Vec<(Expr, bool)>);
+type CallArgs = (Vec<Typed>, bool, bool, Vec<SortKey>);
 
 fn bool_ty(nullable: bool) -> ColType {
     ColType::new(SqlType::bool(), nullable)
@@ -496,9 +496,20 @@ impl Planner<'_> {
                         ast::FunctionArgumentClause::OrderBy(items) => {
                             for item in items {
                                 let (x, _) = self.expr(&item.expr, scope, aggs)?;
-                                let desc =
-                                    matches!(item.options.sort, Some(ast::OrderBySort::Desc));
-                                order.push((x, desc));
+                                let desc = match &item.options.sort {
+                                    None | Some(ast::OrderBySort::Asc) => false,
+                                    Some(ast::OrderBySort::Desc) => true,
+                                    Some(ast::OrderBySort::Using(op)) => {
+                                        return Err(unsupported(&format!(
+                                            "ORDER BY … USING {op} inside an aggregate"
+                                        )))
+                                    }
+                                };
+                                order.push(SortKey {
+                                    expr: x,
+                                    desc,
+                                    nulls_first: item.options.nulls_first,
+                                });
                             }
                         }
                         other => return Err(unsupported(&format!("function clause {other}"))),
