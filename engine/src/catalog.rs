@@ -66,6 +66,65 @@ pub struct FunctionInfo {
     pub return_type: Option<String>,
 }
 
+/// The kind of an aggregate function (`pg_aggregate.aggkind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateKind {
+    /// `agg(args)`.
+    Normal,
+    /// `agg(direct args) WITHIN GROUP (ORDER BY …)`: `percentile_cont`, `mode`, ….
+    OrderedSet,
+    /// An ordered-set aggregate whose direct arguments are a hypothetical row: `rank(…)
+    /// WITHIN GROUP (ORDER BY …)`, ….
+    Hypothetical,
+}
+
+/// PostgreSQL's built-in aggregates by name, with their kind.
+pub fn builtin_aggregate_kind(name: &str) -> Option<AggregateKind> {
+    match name {
+        "avg"
+        | "bit_and"
+        | "bit_or"
+        | "bit_xor"
+        | "bool_and"
+        | "bool_or"
+        | "count"
+        | "every"
+        | "max"
+        | "min"
+        | "sum"
+        | "string_agg"
+        | "array_agg"
+        | "json_agg"
+        | "jsonb_agg"
+        | "json_object_agg"
+        | "jsonb_object_agg"
+        | "xmlagg"
+        | "range_agg"
+        | "range_intersect_agg"
+        | "corr"
+        | "covar_pop"
+        | "covar_samp"
+        | "regr_avgx"
+        | "regr_avgy"
+        | "regr_count"
+        | "regr_intercept"
+        | "regr_r2"
+        | "regr_slope"
+        | "regr_sxx"
+        | "regr_sxy"
+        | "regr_syy"
+        | "stddev"
+        | "stddev_pop"
+        | "stddev_samp"
+        | "variance"
+        | "var_pop"
+        | "var_samp" => Some(AggregateKind::Normal),
+        "percentile_cont" | "percentile_disc" | "mode" => Some(AggregateKind::OrderedSet),
+        "rank" | "dense_rank" | "percent_rank" | "cume_dist" => Some(AggregateKind::Hypothetical),
+        _ => None,
+    }
+}
+
 /// Name resolution for the planner.
 pub trait Catalog {
     /// Resolves a table by optional schema and name (search_path applies when `schema` is
@@ -76,6 +135,17 @@ pub trait Catalog {
     /// PostgreSQL built-ins; the extension may answer from `pg_proc` instead.
     fn function(&self, name: &str, arg_types: &[SqlType]) -> Option<FunctionInfo> {
         builtin_function(name, arg_types)
+    }
+
+    /// Whether `name` (in `schema`, or else visible on the search_path; both case-folded) is
+    /// an aggregate function, and of which kind. The default knows PostgreSQL's built-in
+    /// aggregates; the extension asks `pg_aggregate`, so user-defined aggregates are
+    /// aggregates too (and never mistaken for scalar functions).
+    fn aggregate_kind(&self, schema: Option<&str>, name: &str) -> Option<AggregateKind> {
+        match schema {
+            None | Some("pg_catalog") => builtin_aggregate_kind(name),
+            Some(_) => None,
+        }
     }
 
     /// The type PostgreSQL gives the scalar expression `sql` (its column references written

@@ -29,7 +29,9 @@ pub mod types;
 pub mod value;
 pub mod zset;
 
-pub use catalog::{Catalog, ColumnInfo, FunctionInfo, MemoryCatalog, TableInfo, Volatility};
+pub use catalog::{
+    AggregateKind, Catalog, ColumnInfo, FunctionInfo, MemoryCatalog, TableInfo, Volatility,
+};
 pub use error::{EngineError, Reason};
 pub use explain::{explain, explain_stream_table, Annotations, ExplainFormat};
 pub use operator::{ColType, EvalContext, Operator, Tables};

@@ -148,6 +148,14 @@ impl Catalog for Remembered<'_> {
         self.inner.function(name, arg_types)
     }
 
+    fn aggregate_kind(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+    ) -> Option<crate::catalog::AggregateKind> {
+        self.inner.aggregate_kind(schema, name)
+    }
+
     fn expression_type(&self, sql: &str) -> Option<String> {
         if let Some(found) = self.types.borrow().get(sql) {
             return found.clone();

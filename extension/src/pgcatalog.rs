@@ -2,7 +2,7 @@
 //! keys and unique indexes, resolved with the session's search_path like PostgreSQL does.
 
 use engine::render::quote_literal;
-use engine::{Catalog, ColumnInfo, TableInfo};
+use engine::{AggregateKind, Catalog, ColumnInfo, TableInfo};
 use pgrx::prelude::*;
 
 /// Reads `pg_catalog` through SPI. Lookups that fail are reported as "no such table": the
@@ -117,6 +117,35 @@ impl Catalog for PgCatalog {
         crate::txn::attempt(|| result_type(&format!("SELECT {sql}")))
             .ok()
             .flatten()
+    }
+
+    /// `pg_aggregate`'s kind of an aggregate named `name`: in `schema`, or else one the
+    /// search_path makes visible (built-in and user-defined alike).
+    fn aggregate_kind(&self, schema: Option<&str>, name: &str) -> Option<AggregateKind> {
+        let place = match schema {
+            Some(s) => format!(
+                "p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = {})",
+                quote_literal(s)
+            ),
+            None => "pg_catalog.pg_function_is_visible(p.oid)".to_string(),
+        };
+        let kind = rows(
+            &format!(
+                "SELECT a.aggkind::text FROM pg_catalog.pg_aggregate a \
+                 JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid \
+                 WHERE p.proname = {} AND {place} LIMIT 1",
+                quote_literal(name)
+            ),
+            |r| text(r, 1),
+        )
+        .into_iter()
+        .next()?;
+        match kind.as_str() {
+            "n" => Some(AggregateKind::Normal),
+            "o" => Some(AggregateKind::OrderedSet),
+            "h" => Some(AggregateKind::Hypothetical),
+            _ => None,
+        }
     }
 
     fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<TableInfo> {

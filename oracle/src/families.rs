@@ -240,6 +240,14 @@ const SINGLE: &[Family] = &[
     // groups must keep the query's element order); over a keyless table, duplicates included.
     d("agg_ordered_nulls", "SELECT k, array_agg(v ORDER BY v NULLS FIRST, id) AS a1, array_agg(t ORDER BY t DESC NULLS LAST, id) AS a2, string_agg(t, ',' ORDER BY v DESC NULLS LAST, id DESC) AS s FROM a GROUP BY k"),
     d("agg_ordered_bag", "SELECT s, array_agg(y ORDER BY y NULLS FIRST) AS ay, array_agg(k ORDER BY k DESC NULLS LAST) AS ak FROM m GROUP BY s"),
+    // Aggregates without a rule of the engine's own (statistical, ordered-set, hypothetical-
+    // set): the touched groups are recomputed; over a keyless table each row counts as often as
+    // it occurs. Floating-point results are rounded: PostgreSQL's float accumulation depends on
+    // the order it reads rows in.
+    d("agg_statistical", "SELECT k, regr_count(w, id) AS rc, round(corr(w, id)::numeric, 6) AS c, round(regr_slope(w, id)::numeric, 6) AS rs FROM b GROUP BY k"),
+    d("agg_ordered_set", "SELECT k, percentile_cont(0.5) WITHIN GROUP (ORDER BY w) AS med, percentile_disc(0.25) WITHIN GROUP (ORDER BY ts DESC) AS q, mode() WITHIN GROUP (ORDER BY w) AS mo, rank(5) WITHIN GROUP (ORDER BY w) AS r FROM b GROUP BY k"),
+    d("agg_ordered_set_bag", "SELECT s, percentile_disc(0.5) WITHIN GROUP (ORDER BY y) AS md, regr_count(y, k) AS rc FROM m GROUP BY s"),
+    d("scalar_ordered_set", "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS med, regr_count(v, id) AS rc FROM a"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

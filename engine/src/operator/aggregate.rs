@@ -34,8 +34,11 @@ pub enum AggFunc {
     Max,
     BoolAnd,
     BoolOr,
+    /// Any other aggregate, maintained by recomputing the groups a change touches.
     Other {
         name: String,
+        /// The schema it was named with (a user-defined aggregate outside the search_path).
+        schema: Option<String>,
         /// Whether duplicates cannot change the result (bit_and, every…).
         duplicate_insensitive: bool,
     },
@@ -95,8 +98,12 @@ pub struct AggCall {
     pub args: Vec<Expr>,
     pub distinct: bool,
     pub filter: Option<Expr>,
-    /// The ORDER BY inside the call.
+    /// The ORDER BY inside the call, or, with `within_group`, the ordered-set aggregate's
+    /// `WITHIN GROUP (ORDER BY …)` (its aggregated arguments; `args` are then the direct
+    /// arguments, such as `percentile_cont`'s fraction).
     pub order_by: Vec<SortKey>,
+    /// An ordered-set aggregate: `func(args) WITHIN GROUP (ORDER BY order_by)`.
+    pub within_group: bool,
     /// The type of the first argument, if any.
     pub arg_type: Option<SqlType>,
     /// The result type.
@@ -434,9 +441,26 @@ pub(crate) fn render_agg(agg: &AggCall, weighted: bool) -> String {
         format!(" ORDER BY {}", items.join(", "))
     };
     let name = match &agg.func {
+        AggFunc::Other {
+            name,
+            schema: Some(schema),
+            ..
+        } => format!("{}.{}", quote_ident(schema), quote_ident(name)),
         AggFunc::Other { name, .. } => quote_ident(name),
         f => f.name().to_string(),
     };
+    if agg.within_group {
+        let keys: Vec<String> = agg
+            .order_by
+            .iter()
+            .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
+            .collect();
+        return format!(
+            "{name}({args}) WITHIN GROUP (ORDER BY {}){}",
+            keys.join(", "),
+            filter_clause(None)
+        );
+    }
     format!(
         "{name}({}{args}{order}){}",
         if agg.distinct { "DISTINCT " } else { "" },

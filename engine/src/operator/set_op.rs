@@ -78,6 +78,7 @@ impl SetOp {
             distinct: false,
             filter: Some(Expr::binary(BinOp::Eq, Expr::Column(n), Expr::int(tag))),
             order_by: vec![],
+            within_group: false,
             arg_type: None,
             ty: count_ty.clone(),
         };

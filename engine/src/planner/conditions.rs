@@ -1129,6 +1129,7 @@ fn single_value(
         distinct: false,
         filter: None,
         order_by: Vec::new(),
+        within_group: false,
         arg_type: Some(ty.ty.clone()),
         ty: ColType::new(ty.ty.clone(), true),
     };

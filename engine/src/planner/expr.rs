@@ -7,13 +7,14 @@ use sqlparser::ast;
 
 use super::scope::Scope;
 use super::{fold, object_name, Planner};
-use crate::catalog::{Volatility, NON_REPEATABLE_FUNCTIONS};
+use crate::catalog::{AggregateKind, Volatility, NON_REPEATABLE_FUNCTIONS};
 use crate::error::{EngineError, Reason};
 use crate::expr::{BinOp, Expr, Literal};
 use crate::operator::{AggCall, AggFunc, ColType, SortKey};
 use crate::types::{arithmetic_result, avg_result, common_type, sum_result, SqlType, TypeClass};
 
 use crate::names::OUTER_KEY_PREFIX as OUTER_KEY;
+use crate::render::quote_ident;
 
 /// Aggregate placeholders are `Column(AGG_BASE + j)` until the GROUP BY rewrite.
 pub const AGG_BASE: usize = 1 << 40;
@@ -496,20 +497,7 @@ impl Planner<'_> {
                         ast::FunctionArgumentClause::OrderBy(items) => {
                             for item in items {
                                 let (x, _) = self.expr(&item.expr, scope, aggs)?;
-                                let desc = match &item.options.sort {
-                                    None | Some(ast::OrderBySort::Asc) => false,
-                                    Some(ast::OrderBySort::Desc) => true,
-                                    Some(ast::OrderBySort::Using(op)) => {
-                                        return Err(unsupported(&format!(
-                                            "ORDER BY … USING {op} inside an aggregate"
-                                        )))
-                                    }
-                                };
-                                order.push(SortKey {
-                                    expr: x,
-                                    desc,
-                                    nulls_first: item.options.nulls_first,
-                                });
+                                order.push(sort_key(x, &item.options)?);
                             }
                         }
                         other => return Err(unsupported(&format!("function clause {other}"))),
@@ -527,10 +515,10 @@ impl Planner<'_> {
         aggs: &mut Option<&mut Vec<AggCall>>,
     ) -> Result<Typed, EngineError> {
         let parts = object_name(&f.name)?;
-        let name = match parts.as_slice() {
-            [n] => n.clone(),
-            [schema, n] if schema == "pg_catalog" => n.clone(),
-            // A function in a schema of its own (user-defined): PostgreSQL evaluates it.
+        let (schema, name) = match parts.as_slice() {
+            [n] => (None, n.clone()),
+            [schema, n] if schema == "pg_catalog" => (None, n.clone()),
+            [schema, n] => (Some(schema.clone()), n.clone()),
             _ => return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs),
         };
         if f.over.is_some() {
@@ -538,13 +526,51 @@ impl Planner<'_> {
                 name,
             }));
         }
+        // An aggregate the engine has no rule of its own for (a statistical or ordered-set
+        // aggregate, a user-defined one): its groups are recomputed. Asked of the catalog,
+        // so that no aggregate is ever taken for a scalar function of each row.
+        let kind = self.catalog.aggregate_kind(schema.as_deref(), &name);
         if !f.within_group.is_empty() {
-            return Err(EngineError::NotDifferentiable(
-                Reason::UnsupportedAggregate { name },
-            ));
+            return match kind {
+                Some(AggregateKind::OrderedSet | AggregateKind::Hypothetical) => {
+                    let func = AggFunc::Other {
+                        name: name.clone(),
+                        schema,
+                        duplicate_insensitive: false,
+                    };
+                    self.aggregate(func, name, f, scope, aggs)
+                }
+                _ => Err(EngineError::NotDifferentiable(
+                    Reason::UnsupportedAggregate { name },
+                )),
+            };
         }
-        if let Some(func) = aggregate_func(&name) {
-            return self.aggregate(func, name, f, scope, aggs);
+        if schema.is_none() {
+            if let Some(func) = aggregate_func(&name) {
+                return self.aggregate(func, name, f, scope, aggs);
+            }
+        }
+        match kind {
+            Some(AggregateKind::Normal) => {
+                let func = AggFunc::Other {
+                    name: name.clone(),
+                    schema,
+                    duplicate_insensitive: false,
+                };
+                return self.aggregate(func, name, f, scope, aggs);
+            }
+            // An ordered-set aggregate without WITHIN GROUP: PostgreSQL's own error, at the
+            // FULL refresh.
+            Some(_) => {
+                return Err(EngineError::NotDifferentiable(
+                    Reason::UnsupportedAggregate { name },
+                ))
+            }
+            None if schema.is_some() => {
+                // A function in a schema of its own (user-defined): PostgreSQL evaluates it.
+                return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs);
+            }
+            None => {}
         }
         if f.filter.is_some() {
             return Err(EngineError::InvalidDefiningQuery {
@@ -648,12 +674,25 @@ impl Planner<'_> {
             Ok((args, filter))
         });
         self.deferred = deferred;
-        let ((args, star, distinct, order_by), filter) = planned?;
-        let arg_type = args.first().map(|a| a.1.ty.clone());
+        let ((args, star, distinct, mut order_by), filter) = planned?;
+        // An ordered-set aggregate's WITHIN GROUP keys are its aggregated arguments.
+        let within_group = !f.within_group.is_empty();
+        let mut key_types = Vec::new();
+        for item in &f.within_group {
+            let (x, t) = self.expr(&item.expr, scope, &mut none)?;
+            order_by.push(sort_key(x, &item.options)?);
+            key_types.push(t.ty);
+        }
+        let arg_type = if within_group {
+            key_types.first().cloned()
+        } else {
+            args.first().map(|a| a.1.ty.clone())
+        };
         let func = match func {
             AggFunc::Count if star => AggFunc::CountStar,
             AggFunc::Other {
                 name,
+                schema,
                 duplicate_insensitive,
             } => {
                 if ORDER_SENSITIVE.contains(&name.as_str()) && order_by.is_empty() {
@@ -663,6 +702,7 @@ impl Planner<'_> {
                 }
                 AggFunc::Other {
                     name,
+                    schema,
                     duplicate_insensitive,
                 }
             }
@@ -675,9 +715,42 @@ impl Planner<'_> {
             AggFunc::Avg => ColType::new(avg_result(&arg), true),
             AggFunc::Min | AggFunc::Max => ColType::new(arg.clone(), true),
             AggFunc::BoolAnd | AggFunc::BoolOr => ColType::new(SqlType::bool(), true),
-            AggFunc::Other { name, .. } => ColType::new(other_aggregate_type(name, &arg), true),
+            AggFunc::Other {
+                name, schema: None, ..
+            } if !within_group && aggregate_func(name).is_some() => {
+                ColType::new(other_aggregate_type(name, &arg), true)
+            }
+            // Any other aggregate is typed by PostgreSQL: the call over typed NULLs.
+            AggFunc::Other { name, schema, .. } => {
+                let cast = |t: &SqlType| format!("CAST(NULL AS {})", t.sql());
+                let direct: Vec<String> = args.iter().map(|a| cast(&a.1.ty)).collect();
+                let qualified = match schema {
+                    Some(s) => format!("{}.{}", quote_ident(s), quote_ident(name)),
+                    None => quote_ident(name),
+                };
+                let probe = if within_group {
+                    let keys: Vec<String> = key_types.iter().map(cast).collect();
+                    format!(
+                        "{qualified}({}) WITHIN GROUP (ORDER BY {})",
+                        direct.join(", "),
+                        keys.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{qualified}({}{})",
+                        if distinct { "DISTINCT " } else { "" },
+                        direct.join(", ")
+                    )
+                };
+                let Some(t) = self.catalog.expression_type(&probe) else {
+                    return Err(EngineError::NotDifferentiable(
+                        Reason::UnsupportedAggregate { name: name.clone() },
+                    ));
+                };
+                ColType::new(SqlType::new(&t), true)
+            }
         };
-        if func != AggFunc::CountStar && args.is_empty() {
+        if func != AggFunc::CountStar && args.is_empty() && !within_group {
             return Err(EngineError::UndefinedFunction {
                 name: format!("{name}()"),
             });
@@ -688,6 +761,7 @@ impl Planner<'_> {
             distinct,
             filter,
             order_by,
+            within_group,
             arg_type,
             ty: ty.clone(),
         };
@@ -705,6 +779,25 @@ impl Planner<'_> {
     }
 }
 
+/// A key of an ORDER BY inside an aggregate call (or of its WITHIN GROUP), with its direction
+/// and NULLS placement as written. An ordering by operator (`USING >`) is not rendered.
+fn sort_key(expr: Expr, options: &ast::OrderByOptions) -> Result<SortKey, EngineError> {
+    let desc = match &options.sort {
+        None | Some(ast::OrderBySort::Asc) => false,
+        Some(ast::OrderBySort::Desc) => true,
+        Some(ast::OrderBySort::Using(op)) => {
+            return Err(unsupported(&format!(
+                "ORDER BY … USING {op} inside an aggregate"
+            )))
+        }
+    };
+    Ok(SortKey {
+        expr,
+        desc,
+        nulls_first: options.nulls_first,
+    })
+}
+
 /// Aggregates whose result depends on input order unless they have ORDER BY inside.
 const ORDER_SENSITIVE: &[&str] = &[
     "string_agg",
@@ -720,6 +813,7 @@ pub(crate) fn aggregate_func(name: &str) -> Option<AggFunc> {
     let other = |dup: bool| {
         Some(AggFunc::Other {
             name: name.to_string(),
+            schema: None,
             duplicate_insensitive: dup,
         })
     };
