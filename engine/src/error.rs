@@ -40,8 +40,9 @@ pub enum Reason {
     TypeWithoutEquality { column: String, type_name: String },
     /// `DISTINCT ON (…)`.
     DistinctOn,
-    /// `GROUPING SETS`, `ROLLUP`, `CUBE`.
-    GroupingSets,
+    /// A form of `GROUPING SETS`, `ROLLUP` or `CUBE` the planner does not expand (`detail`
+    /// says which).
+    GroupingSets { detail: String },
     /// `LATERAL` subqueries or set-returning functions in `FROM`.
     LateralOrTableFunction,
     /// A construct of the SQL grammar the differential engine does not model yet.
@@ -90,7 +91,7 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::DistinctOn => f.write_str("DISTINCT ON"),
-            Reason::GroupingSets => f.write_str("GROUPING SETS, ROLLUP and CUBE"),
+            Reason::GroupingSets { detail } => write!(f, "GROUPING SETS, ROLLUP or CUBE with {detail}"),
             Reason::LateralOrTableFunction => {
                 f.write_str("LATERAL subqueries and functions in FROM")
             }

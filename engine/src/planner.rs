@@ -7,6 +7,7 @@
 
 mod conditions;
 pub mod expr;
+mod grouping;
 mod passthrough;
 pub mod scope;
 pub mod select;
@@ -53,6 +54,8 @@ pub(crate) struct Planner<'a> {
     /// The left sides of `x IN (…)` rewritten as counts, planned in the outer query
     /// (`names::outer_key`).
     pub(crate) outer_keys: Vec<expr::Typed>,
+    /// While one branch of a grouping-sets query is planned: its set (`grouping`).
+    pub(crate) grouping_branch: Option<grouping::Branch>,
 }
 
 /// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
@@ -233,6 +236,7 @@ impl<'a> Planner<'a> {
             scalars: Vec::new(),
             deferred: None,
             outer_keys: Vec::new(),
+            grouping_branch: None,
         }
     }
 
@@ -262,7 +266,7 @@ impl<'a> Planner<'a> {
 
     fn set_expr(&mut self, body: &ast::SetExpr) -> Result<Planned, EngineError> {
         match body {
-            ast::SetExpr::Select(s) => self.select(s),
+            ast::SetExpr::Select(s) => self.select_grouped(s),
             ast::SetExpr::Query(q) => self.query(q),
             ast::SetExpr::SetOperation {
                 left,

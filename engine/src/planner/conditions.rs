@@ -105,6 +105,13 @@ fn quantified(e: &ast::Expr) -> bool {
         if matches!(right.as_ref(), ast::Expr::Subquery(_)))
 }
 
+impl Nested {
+    /// An EXISTS, IN or quantified comparison over a subquery.
+    pub(crate) fn has_subquery_predicate(&self) -> bool {
+        self.predicates
+    }
+}
+
 impl Visitor for Nested {
     type Break = ();
 
@@ -923,7 +930,7 @@ impl Planner<'_> {
                     .map(|c| AggCall {
                         args: c.args.iter().map(to_j).collect(),
                         filter: c.filter.as_ref().map(to_j),
-                        order_by: c.order_by.iter().map(|k| k.map(&to_j)).collect(),
+                        order_by: c.order_by.iter().map(|k| k.map(to_j)).collect(),
                         ..c.clone()
                     })
                     .collect::<Vec<_>>();

@@ -17,7 +17,9 @@ use sqlparser::ast::{self, VisitMut, VisitorMut};
 use super::expr::{aggregate_func, Typed};
 use super::scope::Scope;
 use super::{fold, object_name, Planner};
-use crate::catalog::{builtin_function, Volatility, NON_REPEATABLE_FUNCTIONS};
+use crate::catalog::{
+    builtin_aggregate_kind, builtin_function, Volatility, NON_REPEATABLE_FUNCTIONS,
+};
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
 use crate::operator::{AggCall, ColType};
@@ -51,13 +53,31 @@ impl Holes<'_, '_, '_, '_, '_> {
 }
 
 /// Whether `f` is an aggregate or window call (planned by the engine, not passed through).
+/// Built-in aggregates and any call with FILTER or WITHIN GROUP are recognised by name and
+/// form; a user-defined aggregate only through the catalog ([`Planner::is_catalog_aggregate`]).
 pub(crate) fn is_aggregate_call(f: &ast::Function) -> bool {
     f.over.is_some()
+        || f.filter.is_some()
+        || !f.within_group.is_empty()
         || match object_name(&f.name).as_deref() {
-            Ok([n]) => aggregate_func(n).is_some(),
-            Ok([s, n]) if s == "pg_catalog" => aggregate_func(n).is_some(),
+            Ok([n]) => aggregate_func(n).is_some() || builtin_aggregate_kind(n).is_some(),
+            Ok([s, n]) if s == "pg_catalog" => {
+                aggregate_func(n).is_some() || builtin_aggregate_kind(n).is_some()
+            }
             _ => false,
         }
+}
+
+impl Planner<'_> {
+    /// Whether the catalog knows `f` as an aggregate (user-defined ones included).
+    pub(crate) fn is_catalog_aggregate(&self, f: &ast::Function) -> bool {
+        is_aggregate_call(f)
+            || match object_name(&f.name).as_deref() {
+                Ok([n]) => self.catalog.aggregate_kind(None, n).is_some(),
+                Ok([s, n]) => self.catalog.aggregate_kind(Some(s), n).is_some(),
+                _ => false,
+            }
+    }
 }
 
 /// Refuses a call of a function the engine knows not to be repeatable between refreshes.
@@ -89,7 +109,7 @@ impl VisitorMut for Holes<'_, '_, '_, '_, '_> {
     fn pre_visit_expr(&mut self, e: &mut ast::Expr) -> ControlFlow<EngineError> {
         match e {
             ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => self.fill(e),
-            ast::Expr::Function(f) if is_aggregate_call(f) => self.fill(e),
+            ast::Expr::Function(f) if self.planner.is_catalog_aggregate(f) => self.fill(e),
             ast::Expr::Function(f) => match check_repeatable(f) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(err) => ControlFlow::Break(err),

@@ -28,7 +28,7 @@ fn unsupported(construct: &str) -> EngineError {
     })
 }
 
-fn output_name(e: &ast::Expr) -> String {
+pub(crate) fn output_name(e: &ast::Expr) -> String {
     match e {
         ast::Expr::Identifier(id) => fold(id),
         ast::Expr::CompoundIdentifier(ids) => ids.last().map(fold).unwrap_or_default(),
@@ -67,8 +67,18 @@ impl Planner<'_> {
         {
             return Err(unsupported("this SELECT clause"));
         }
+        let branch = self.grouping_branch.take();
         let (mut op, rels) = self.from(&s.from)?;
         let scope = self.scope_of(rels);
+        // One branch of a grouping-sets query: its left-out grouping expressions are NULL.
+        let nulled;
+        let s = match &branch {
+            Some(b) => {
+                nulled = self.null_left_out(s, b, &scope)?;
+                &nulled
+            }
+            None => s,
+        };
         let marks = self.scalars.len();
         let outer_deferred = self.deferred.take();
         let mut base = None;
@@ -92,7 +102,12 @@ impl Planner<'_> {
             {
                 exprs
             }
-            _ => return Err(EngineError::NotDifferentiable(Reason::GroupingSets)),
+            // Grouping sets reach here only in forms `grouping` does not expand.
+            _ => {
+                return Err(EngineError::NotDifferentiable(Reason::GroupingSets {
+                    detail: "this GROUP BY form".to_string(),
+                }))
+            }
         };
         let projection: Vec<ast::SelectItem> = s
             .projection

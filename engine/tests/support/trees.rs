@@ -234,6 +234,7 @@ pub fn build(r: &Recipe) -> Operator {
                         distinct: *f == 6,
                         filter: (c % 3 == 0).then(|| Expr::binary(BinOp::Gt, arg, Expr::int(0))),
                         order_by: vec![],
+                        within_group: false,
                         arg_type: Some(SqlType::int4()),
                         func,
                         ty,
