@@ -1328,7 +1328,7 @@ ALTER TABLE pgtrickle.pgt_refresh_history ADD COLUMN changes bigint, ADD COLUMN 
 CREATE INDEX pgt_refresh_history_cost_idx ON pgtrickle.pgt_refresh_history (pgt_id, action, start_time)
     WHERE status = 'COMPLETED' AND (action = 'FULL' OR changes IS NOT NULL);
 
--- Change capture without PL/pgSQL: one C trigger function for every source (cdc.rs). Every
+-- Change capture without PL/pgSQL: one C trigger function for every source (capture.rs). Every
 -- captured source's four triggers are written anew for it, with argument 'maintain' where a
 -- dependent is IMMEDIATE, and its 0.34 capture function is dropped. The buffers keep their
 -- rows and columns: the new trigger writes the same rows.

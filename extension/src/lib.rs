@@ -5,6 +5,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod capture;
 mod catalog;
 mod cdc;
 mod config;

@@ -244,14 +244,14 @@ const SINGLE: &[Family] = &[
     // set): the touched groups are recomputed; over a keyless table each row counts as often as
     // it occurs. Floating-point results are rounded: PostgreSQL's float accumulation depends on
     // the order it reads rows in.
-    d("agg_statistical", "SELECT k, regr_count(w, id) AS rc, round(corr(w, id)::numeric, 6) AS c, round(regr_slope(w, id)::numeric, 6) AS rs FROM b GROUP BY k"),
+    d("agg_statistical", "SELECT k, regr_count(w, id) AS rc, round(corr(w, id)::numeric, 6) AS cr, round(regr_slope(w, id)::numeric, 6) AS rs FROM b GROUP BY k"),
     d("agg_ordered_set", "SELECT k, percentile_cont(0.5) WITHIN GROUP (ORDER BY w) AS med, percentile_disc(0.25) WITHIN GROUP (ORDER BY ts DESC) AS q, mode() WITHIN GROUP (ORDER BY w) AS mo, rank(5) WITHIN GROUP (ORDER BY w) AS r FROM b GROUP BY k"),
     d("agg_ordered_set_bag", "SELECT s, percentile_disc(0.5) WITHIN GROUP (ORDER BY y) AS md, regr_count(y, k) AS rc FROM m GROUP BY s"),
     d("scalar_ordered_set", "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS med, regr_count(v, id) AS rc FROM a"),
     // Grouping sets: one GROUP BY per set, keys left out NULL, GROUPING() constant per set.
-    d("agg_rollup", "SELECT k, f, count(*) AS n, sum(v) AS sv, grouping(k, f) AS g FROM a GROUP BY ROLLUP (k, f)"),
-    d("agg_cube_having", "SELECT k, w % 3 AS r, count(*) AS n, max(ts) AS mt FROM b GROUP BY CUBE (k, w % 3) HAVING count(*) > 1"),
-    d("agg_grouping_sets_bag", "SELECT s, k, count(*) AS n, sum(y) AS sy, grouping(s) AS gs FROM m GROUP BY GROUPING SETS ((s), (k), ())"),
+    d("agg_rollup", "SELECT k, f, count(*) AS cnt, sum(v) AS sv, grouping(k, f) AS g FROM a GROUP BY ROLLUP (k, f)"),
+    d("agg_cube_having", "SELECT k, w % 3 AS r, count(*) AS cnt, max(ts) AS mt FROM b GROUP BY CUBE (k, w % 3) HAVING count(*) > 1"),
+    d("agg_grouping_sets_bag", "SELECT s, k, count(*) AS cnt, sum(y) AS sy, grouping(s) AS gs FROM m GROUP BY GROUPING SETS ((s), (k), ())"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

@@ -1,12 +1,11 @@
--- pg_trickle oracle fixture: group single, agg_ordered_bag Mismatch
--- status: OPEN (fails until the bug is fixed; not in the default rerun). When fixed, move it from oracle/regressions/open/ to oracle/regressions/: ci/test reruns those and they must pass.
--- found by: ci/oracle --seed 7 --case 4; shrunk from 106 to 2 steps
--- failure: oracle: diff_agg_ordered_bag differs from its query: 1 extra rows, 1 missing rows (P0001)
--- replayed in a fresh database: fails the same way
+-- pg_trickle oracle fixture: ORDER BY … NULLS FIRST inside an aggregate is dropped
+-- status: FIXED (the NULLS placement of an ORDER BY inside an aggregate call is rendered as
+-- written, engine SortKey); ci/test reruns it and it must pass.
+-- found by: ci/oracle --seed 7 --case 4 on a build that drops the placement (a mutation check
+-- of the fix); shrunk from 106 to 2 steps.
+-- failure: oracle: diff_agg_ordered_bag differs from its query: 1 extra rows, 1 missing rows
+-- (P0001): the recomputed group of array_agg(y ORDER BY y NULLS FIRST) put its NULL last.
 -- replay: ci/oracle --replay <this file>, or psql -v ON_ERROR_STOP=1 -f <this file> in an empty database of a server that preloads pg_trickle
--- steps:
---   Write(Insert { table: m, rows: [[Some(0), Some(5), Some(2)], [Some(0), None, Some(2)]] })
---   Write(Insert { table: a, rows: [[Some(1), Some(0), Some(0), Some(0), Some(0)]] })
 CREATE EXTENSION pg_trickle;
 CREATE TABLE a (id int PRIMARY KEY, k int, v numeric, t text, f boolean);
 CREATE TABLE b (id int PRIMARY KEY, k int, w bigint, ts timestamp);
