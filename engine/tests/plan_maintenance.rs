@@ -62,6 +62,7 @@ pub const QUERIES: &[&str] = &[
     // Grouping sets: the UNION ALL of one GROUP BY per set, left-out keys NULL.
     "SELECT g, x, count(*) AS n, sum(x) AS s, GROUPING(g, x) AS gb FROM a GROUP BY ROLLUP (g, x)",
     "SELECT v, w, count(*) AS n FROM d GROUP BY CUBE (v, w) HAVING count(*) > 1",
+    "SELECT DISTINCT g, count(*) AS n FROM a GROUP BY ROLLUP (g)",
     "SELECT a.g, b.y, count(*) AS n, max(a.x) AS m FROM a JOIN b ON a.g = b.g GROUP BY GROUPING SETS ((a.g), (b.y), ())",
     "SELECT a.x, count(DISTINCT b.y) AS n FROM a JOIN b ON a.g = b.g GROUP BY a.x",
     "SELECT k FROM a WHERE COALESCE(x, 0) BETWEEN 1 AND 2 AND g IS NOT NULL",

@@ -4,8 +4,8 @@
 //! bit mask of the arguments left out of the set (the first argument the most significant
 //! bit).
 //!
-//! Delta rule: the result is `Q₁ ⊎ … ⊎ Qₙ` (one grouped query per set), and `UNION ALL` is
-//! linear, so `Δ(Q₁ ⊎ … ⊎ Qₙ) = ΔQ₁ ⊎ … ⊎ ΔQₙ`: each branch is an ordinary grouped query,
+//! Delta rule: the result is `Q₁ ⊎ … ⊎ Qₙ` (one grouped query per set; `SELECT DISTINCT`
+//! applies once, over the union), and `UNION ALL` is linear, so `Δ(Q₁ ⊎ … ⊎ Qₙ) = ΔQ₁ ⊎ … ⊎ ΔQₙ`: each branch is an ordinary grouped query,
 //! maintained as one (its touched groups), and the stream table holds the bag of all their
 //! rows (two sets can yield equal rows: `ROLLUP (a)` over a NULL `a` gives the group of NULL
 //! and the grand total the same key).
@@ -27,7 +27,7 @@ use super::conditions::{item_expr, nested};
 use super::scope::Scope;
 use super::{object_name, Planned, Planner};
 use crate::error::{EngineError, Reason};
-use crate::operator::{Operator, UnionAll};
+use crate::operator::{bx, Distinct, Operator, UnionAll};
 
 /// The most grouping sets one `GROUP BY` may expand to (`CUBE` of six expressions).
 pub(crate) const MAX_GROUPING_SETS: usize = 64;
@@ -231,9 +231,17 @@ impl Planner<'_> {
                 all.push(e.clone());
             }
         }
+        // DISTINCT applies to the whole result, across sets (the group of a NULL key and a
+        // subtotal can be equal rows): not per branch, but once over their UNION ALL.
+        let distinct = match &s.distinct {
+            None => false,
+            Some(ast::Distinct::Distinct) => true,
+            Some(_) => return Err(refused("DISTINCT ON")),
+        };
         let mut branches: Vec<Planned> = Vec::new();
         for kept in sets {
             let mut branch = s.clone();
+            branch.distinct = None;
             branch.group_by = ast::GroupByExpr::Expressions(kept.clone(), Vec::new());
             self.grouping_branch = Some(Branch {
                 all: all.clone(),
@@ -247,9 +255,14 @@ impl Planner<'_> {
             .first()
             .map(|b| b.names.clone())
             .ok_or_else(|| EngineError::internal("grouping sets without a set"))?;
-        let op = Operator::UnionAll(UnionAll {
+        let union = Operator::UnionAll(UnionAll {
             inputs: branches.into_iter().map(|b| b.op).collect(),
         });
+        let op = if distinct {
+            Operator::Distinct(Distinct { input: bx(union) })
+        } else {
+            union
+        };
         Ok(Planned { op, names })
     }
 
