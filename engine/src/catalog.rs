@@ -78,6 +78,34 @@ pub enum AggregateKind {
     Hypothetical,
 }
 
+/// PostgreSQL's common built-in set-returning functions.
+pub fn builtin_set_returning(name: &str) -> bool {
+    matches!(
+        name,
+        "unnest"
+            | "generate_series"
+            | "generate_subscripts"
+            | "json_array_elements"
+            | "json_array_elements_text"
+            | "jsonb_array_elements"
+            | "jsonb_array_elements_text"
+            | "json_each"
+            | "json_each_text"
+            | "jsonb_each"
+            | "jsonb_each_text"
+            | "json_object_keys"
+            | "jsonb_object_keys"
+            | "json_populate_recordset"
+            | "jsonb_populate_recordset"
+            | "json_to_recordset"
+            | "jsonb_to_recordset"
+            | "jsonb_path_query"
+            | "regexp_matches"
+            | "regexp_split_to_table"
+            | "string_to_table"
+    )
+}
+
 /// PostgreSQL's built-in aggregates by name, with their kind.
 pub fn builtin_aggregate_kind(name: &str) -> Option<AggregateKind> {
     match name {
@@ -135,6 +163,13 @@ pub trait Catalog {
     /// PostgreSQL built-ins; the extension may answer from `pg_proc` instead.
     fn function(&self, name: &str, arg_types: &[SqlType]) -> Option<FunctionInfo> {
         builtin_function(name, arg_types)
+    }
+
+    /// Whether a function named `name` (in `schema`, or else visible on the search_path)
+    /// returns a set. The default knows PostgreSQL's common set-returning functions; the
+    /// extension asks `pg_proc` (any overload returning a set counts).
+    fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
+        matches!(schema, None | Some("pg_catalog")) && builtin_set_returning(name)
     }
 
     /// Whether `name` (in `schema`, or else visible on the search_path; both case-folded) is

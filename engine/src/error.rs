@@ -45,6 +45,9 @@ pub enum Reason {
     GroupingSets { detail: String },
     /// `LATERAL` subqueries or set-returning functions in `FROM`.
     LateralOrTableFunction,
+    /// A set-returning function outside `FROM` (`SELECT id, unnest(arr) …`): it returns
+    /// several rows per input row, so the input's key is no key of the result.
+    SetReturningFunction { name: String },
     /// A construct of the SQL grammar the differential engine does not model yet.
     Construct { construct: String },
 }
@@ -95,6 +98,10 @@ impl fmt::Display for Reason {
             Reason::LateralOrTableFunction => {
                 f.write_str("LATERAL subqueries and functions in FROM")
             }
+            Reason::SetReturningFunction { name } => write!(
+                f,
+                "set-returning function {name}() outside FROM (it returns several rows per row)"
+            ),
             Reason::Construct { construct } => write!(f, "{construct}"),
         }
     }

@@ -159,6 +159,10 @@ impl Catalog for Remembered<'_> {
         self.inner.aggregate_kind(schema, name)
     }
 
+    fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
+        self.inner.is_set_returning(schema, name)
+    }
+
     fn expression_type(&self, sql: &str) -> Option<String> {
         if let Some(found) = self.types.borrow().get(sql) {
             return found.clone();

@@ -29,6 +29,7 @@ fn name_of(r: &Reason) -> &'static str {
         Reason::DistinctOn => "DistinctOn",
         Reason::GroupingSets { .. } => "GroupingSets",
         Reason::LateralOrTableFunction => "LateralOrTableFunction",
+        Reason::SetReturningFunction { .. } => "SetReturningFunction",
         Reason::Construct { .. } => "Construct",
     }
 }
@@ -50,6 +51,7 @@ const ALL: &[&str] = &[
     "DistinctOn",
     "GroupingSets",
     "LateralOrTableFunction",
+    "SetReturningFunction",
     "Construct",
 ];
 
@@ -125,6 +127,10 @@ pub fn cases() -> Vec<(&'static str, String)> {
         (
             "LateralOrTableFunction",
             "SELECT k FROM generate_series(1, 3) AS k".into(),
+        ),
+        (
+            "SetReturningFunction",
+            "SELECT k, unnest(ARRAY[x, g]) AS u FROM a".into(),
         ),
         ("Construct", "SELECT k FROM a TABLESAMPLE BERNOULLI (50)".into()),
     ]

@@ -148,6 +148,29 @@ impl Catalog for PgCatalog {
         }
     }
 
+    /// Whether some function named `name` (in `schema`, or else visible on the search_path)
+    /// returns a set (`pg_proc.proretset`).
+    fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
+        let place = match schema {
+            Some(s) => format!(
+                "p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = {})",
+                quote_literal(s)
+            ),
+            None => "pg_catalog.pg_function_is_visible(p.oid)".to_string(),
+        };
+        rows(
+            &format!(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.proname = {} \
+                 AND p.proretset AND {place})",
+                quote_literal(name)
+            ),
+            |r| r.get::<bool>(1).ok().flatten(),
+        )
+        .into_iter()
+        .next()
+        .unwrap_or(false)
+    }
+
     fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<TableInfo> {
         // Names arrive case-folded; quote them so PostgreSQL resolves exactly that name.
         let quoted = match schema {

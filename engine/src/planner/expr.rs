@@ -526,6 +526,11 @@ impl Planner<'_> {
                 name,
             }));
         }
+        if self.catalog.is_set_returning(schema.as_deref(), &name) {
+            return Err(EngineError::NotDifferentiable(
+                Reason::SetReturningFunction { name },
+            ));
+        }
         // An aggregate the engine has no rule of its own for (a statistical or ordered-set
         // aggregate, a user-defined one): its groups are recomputed. Asked of the catalog,
         // so that no aggregate is ever taken for a scalar function of each row.

@@ -69,6 +69,15 @@ pub(crate) fn is_aggregate_call(f: &ast::Function) -> bool {
 }
 
 impl Planner<'_> {
+    /// The name of `f` when the catalog knows it as a set-returning function.
+    pub(crate) fn set_returning(&self, f: &ast::Function) -> Option<String> {
+        match object_name(&f.name).as_deref() {
+            Ok([n]) => self.catalog.is_set_returning(None, n).then(|| n.clone()),
+            Ok([s, n]) => self.catalog.is_set_returning(Some(s), n).then(|| n.clone()),
+            _ => None,
+        }
+    }
+
     /// Whether the catalog knows `f` as an aggregate (user-defined ones included).
     pub(crate) fn is_catalog_aggregate(&self, f: &ast::Function) -> bool {
         is_aggregate_call(f)
@@ -111,7 +120,12 @@ impl VisitorMut for Holes<'_, '_, '_, '_, '_> {
             ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => self.fill(e),
             ast::Expr::Function(f) if self.planner.is_catalog_aggregate(f) => self.fill(e),
             ast::Expr::Function(f) => match check_repeatable(f) {
-                Ok(()) => ControlFlow::Continue(()),
+                Ok(()) => match self.planner.set_returning(f) {
+                    Some(name) => ControlFlow::Break(EngineError::NotDifferentiable(
+                        Reason::SetReturningFunction { name },
+                    )),
+                    None => ControlFlow::Continue(()),
+                },
                 Err(err) => ControlFlow::Break(err),
             },
             // A scalar subquery is planned (decorrelated) and becomes a hole like a column.
