@@ -124,6 +124,9 @@ struct Remembered<'a> {
     /// By (schema, name) as asked.
     tables: RefCell<BTreeMap<TableName, Option<TableInfo>>>,
     types: RefCell<BTreeMap<String, Option<String>>>,
+    /// Function kinds by (schema, name) as asked: aggregate kind, set-returning.
+    aggregates: RefCell<BTreeMap<TableName, Option<crate::catalog::AggregateKind>>>,
+    set_returning: RefCell<BTreeMap<TableName, bool>>,
 }
 
 impl<'a> Remembered<'a> {
@@ -132,6 +135,8 @@ impl<'a> Remembered<'a> {
             inner,
             tables: RefCell::new(BTreeMap::new()),
             types: RefCell::new(BTreeMap::new()),
+            aggregates: RefCell::new(BTreeMap::new()),
+            set_returning: RefCell::new(BTreeMap::new()),
         }
     }
 }
@@ -156,11 +161,23 @@ impl Catalog for Remembered<'_> {
         schema: Option<&str>,
         name: &str,
     ) -> Option<crate::catalog::AggregateKind> {
-        self.inner.aggregate_kind(schema, name)
+        let key = (schema.map(str::to_string), name.to_string());
+        if let Some(found) = self.aggregates.borrow().get(&key) {
+            return *found;
+        }
+        let found = self.inner.aggregate_kind(schema, name);
+        self.aggregates.borrow_mut().insert(key, found);
+        found
     }
 
     fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
-        self.inner.is_set_returning(schema, name)
+        let key = (schema.map(str::to_string), name.to_string());
+        if let Some(found) = self.set_returning.borrow().get(&key) {
+            return *found;
+        }
+        let found = self.inner.is_set_returning(schema, name);
+        self.set_returning.borrow_mut().insert(key, found);
+        found
     }
 
     fn expression_type(&self, sql: &str) -> Option<String> {

@@ -354,6 +354,7 @@ impl TreeGen<'_, '_> {
             distinct,
             filter,
             order_by: vec![],
+            within_group: false,
             arg_type,
             ty,
         })
