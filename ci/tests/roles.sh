@@ -134,6 +134,19 @@ grep -qF 'permission denied for table shared.items' <<<"$out" || die "want the t
 checks=$((checks + 1))
 eventually 60 "SET ROLE alice; SELECT status || ' ' || (last_error LIKE '%permission denied for table shared.items%') FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'items_a'" "ERROR true"
 eventually 30 "SET ROLE alice; SELECT error_sqlstate FROM pgtrickle.get_refresh_history('app.items_a', 1)" 42501
+# IMMEDIATE: the same revoked privilege fails the writing statement with 42501 and the
+# message, raised by the capture trigger as the refresh raised it (not as an internal error).
+q <<'SQL' >/dev/null
+SET ROLE dave;
+CREATE TABLE shared.imm (id int PRIMARY KEY, v int NOT NULL);
+GRANT SELECT ON shared.imm TO alice;
+SQL
+as alice "SELECT pgtrickle.create_stream_table('app.imm', 'SELECT id, v FROM shared.imm', refresh_mode => 'IMMEDIATE')" >/dev/null
+q -c "SET ROLE dave" -c "REVOKE SELECT ON shared.imm FROM alice" >/dev/null
+as_error dave 42501 "INSERT INTO shared.imm VALUES (1, 1)"
+out=$(q -c "SET ROLE dave" -c "INSERT INTO shared.imm VALUES (1, 1)" 2>&1 || true)
+grep -qF 'permission denied for table shared.imm' <<<"$out" || die "want the table in the IMMEDIATE error, got: $out"
+checks=$((checks + 1))
 # carol's stream table on the same source is unaffected.
 q -c "SET ROLE carol" -c "SELECT pgtrickle.refresh_stream_table('app.items_s')" >/dev/null
 expect_eq "$(diff_sql app.items_s 'SELECT id, secret FROM shared.items')" 0

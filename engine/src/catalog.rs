@@ -78,8 +78,24 @@ pub enum AggregateKind {
     Hypothetical,
 }
 
+/// What the planner must know of a function name before it plans a call: whether it is an
+/// aggregate (and of which kind) and whether it returns a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FunctionKind {
+    pub aggregate: Option<AggregateKind>,
+    pub set_returning: bool,
+}
+
+/// The kind of a built-in function by name (see [`Catalog::function_kind`]).
+pub fn builtin_function_kind(name: &str) -> FunctionKind {
+    FunctionKind {
+        aggregate: builtin_aggregate_kind(name),
+        set_returning: builtin_set_returning(name),
+    }
+}
+
 /// PostgreSQL's common built-in set-returning functions.
-pub fn builtin_set_returning(name: &str) -> bool {
+fn builtin_set_returning(name: &str) -> bool {
     matches!(
         name,
         "unnest"
@@ -107,7 +123,7 @@ pub fn builtin_set_returning(name: &str) -> bool {
 }
 
 /// PostgreSQL's built-in aggregates by name, with their kind.
-pub fn builtin_aggregate_kind(name: &str) -> Option<AggregateKind> {
+fn builtin_aggregate_kind(name: &str) -> Option<AggregateKind> {
     match name {
         "avg"
         | "bit_and"
@@ -165,21 +181,15 @@ pub trait Catalog {
         builtin_function(name, arg_types)
     }
 
-    /// Whether a function named `name` (in `schema`, or else visible on the search_path)
-    /// returns a set. The default knows PostgreSQL's common set-returning functions; the
-    /// extension asks `pg_proc` (any overload returning a set counts).
-    fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
-        matches!(schema, None | Some("pg_catalog")) && builtin_set_returning(name)
-    }
-
-    /// Whether `name` (in `schema`, or else visible on the search_path; both case-folded) is
-    /// an aggregate function, and of which kind. The default knows PostgreSQL's built-in
-    /// aggregates; the extension asks `pg_aggregate`, so user-defined aggregates are
-    /// aggregates too (and never mistaken for scalar functions).
-    fn aggregate_kind(&self, schema: Option<&str>, name: &str) -> Option<AggregateKind> {
+    /// What functions named `name` (in `schema`, or else visible on the search_path; both
+    /// case-folded, `pg_catalog` given as `None`) are: an aggregate of which kind, a
+    /// set-returning function (any overload returning a set counts). The default knows
+    /// PostgreSQL's built-ins; the extension asks `pg_proc` and `pg_aggregate`, so
+    /// user-defined aggregates are aggregates too, never taken for scalar functions.
+    fn function_kind(&self, schema: Option<&str>, name: &str) -> FunctionKind {
         match schema {
-            None | Some("pg_catalog") => builtin_aggregate_kind(name),
-            Some(_) => None,
+            None => builtin_function_kind(name),
+            Some(_) => FunctionKind::default(),
         }
     }
 

@@ -30,7 +30,8 @@ pub mod value;
 pub mod zset;
 
 pub use catalog::{
-    AggregateKind, Catalog, ColumnInfo, FunctionInfo, MemoryCatalog, TableInfo, Volatility,
+    AggregateKind, Catalog, ColumnInfo, FunctionInfo, FunctionKind, MemoryCatalog, TableInfo,
+    Volatility,
 };
 pub use error::{EngineError, Reason};
 pub use explain::{explain, explain_stream_table, Annotations, ExplainFormat};

@@ -19,7 +19,7 @@ use sqlparser::ast;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::catalog::{Catalog, TableInfo};
+use crate::catalog::{Catalog, FunctionKind, TableInfo};
 use crate::error::{EngineError, Reason};
 use crate::operator::scan::ScanColumn;
 use crate::operator::{
@@ -116,17 +116,30 @@ pub(crate) struct Tree {
 /// A table name as the planner asks for it: optional schema, name.
 type TableName = (Option<String>, String);
 
-/// The catalog both planning passes share: each table and each expression type is looked up
-/// once per plan (the extension answers with SPI and parse analysis), the second pass seeing
-/// exactly what the first saw.
+/// The catalog both planning passes share: each table, expression type and function name is
+/// looked up once per plan (the extension answers with SPI and parse analysis), the second
+/// pass seeing exactly what the first saw.
 struct Remembered<'a> {
     inner: &'a dyn Catalog,
     /// By (schema, name) as asked.
     tables: RefCell<BTreeMap<TableName, Option<TableInfo>>>,
     types: RefCell<BTreeMap<String, Option<String>>>,
-    /// Function kinds by (schema, name) as asked: aggregate kind, set-returning.
-    aggregates: RefCell<BTreeMap<TableName, Option<crate::catalog::AggregateKind>>>,
-    set_returning: RefCell<BTreeMap<TableName, bool>>,
+    /// By (schema, name) as asked.
+    functions: RefCell<BTreeMap<TableName, FunctionKind>>,
+}
+
+/// The answer remembered under `key` in `cache`, or `ask`'s, remembered.
+fn remember<K: Ord, V: Clone>(
+    cache: &RefCell<BTreeMap<K, V>>,
+    key: K,
+    ask: impl FnOnce() -> V,
+) -> V {
+    if let Some(found) = cache.borrow().get(&key) {
+        return found.clone();
+    }
+    let found = ask();
+    cache.borrow_mut().insert(key, found.clone());
+    found
 }
 
 impl<'a> Remembered<'a> {
@@ -135,8 +148,7 @@ impl<'a> Remembered<'a> {
             inner,
             tables: RefCell::new(BTreeMap::new()),
             types: RefCell::new(BTreeMap::new()),
-            aggregates: RefCell::new(BTreeMap::new()),
-            set_returning: RefCell::new(BTreeMap::new()),
+            functions: RefCell::new(BTreeMap::new()),
         }
     }
 }
@@ -144,51 +156,24 @@ impl<'a> Remembered<'a> {
 impl Catalog for Remembered<'_> {
     fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<TableInfo> {
         let key = (schema.map(str::to_string), name.to_string());
-        if let Some(found) = self.tables.borrow().get(&key) {
-            return found.clone();
-        }
-        let found = self.inner.resolve_table(schema, name);
-        self.tables.borrow_mut().insert(key, found.clone());
-        found
+        remember(&self.tables, key, || self.inner.resolve_table(schema, name))
     }
 
     fn function(&self, name: &str, arg_types: &[SqlType]) -> Option<crate::catalog::FunctionInfo> {
         self.inner.function(name, arg_types)
     }
 
-    fn aggregate_kind(
-        &self,
-        schema: Option<&str>,
-        name: &str,
-    ) -> Option<crate::catalog::AggregateKind> {
+    fn function_kind(&self, schema: Option<&str>, name: &str) -> FunctionKind {
         let key = (schema.map(str::to_string), name.to_string());
-        if let Some(found) = self.aggregates.borrow().get(&key) {
-            return *found;
-        }
-        let found = self.inner.aggregate_kind(schema, name);
-        self.aggregates.borrow_mut().insert(key, found);
-        found
-    }
-
-    fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
-        let key = (schema.map(str::to_string), name.to_string());
-        if let Some(found) = self.set_returning.borrow().get(&key) {
-            return *found;
-        }
-        let found = self.inner.is_set_returning(schema, name);
-        self.set_returning.borrow_mut().insert(key, found);
-        found
+        remember(&self.functions, key, || {
+            self.inner.function_kind(schema, name)
+        })
     }
 
     fn expression_type(&self, sql: &str) -> Option<String> {
-        if let Some(found) = self.types.borrow().get(sql) {
-            return found.clone();
-        }
-        let found = self.inner.expression_type(sql);
-        self.types
-            .borrow_mut()
-            .insert(sql.to_string(), found.clone());
-        found
+        remember(&self.types, sql.to_string(), || {
+            self.inner.expression_type(sql)
+        })
     }
 
     fn has_equality(&self, ty: &SqlType) -> bool {

@@ -16,18 +16,18 @@ use crate::error::{required, PgTrickleError};
 const CAPTURE_BATCH: usize = 1000;
 
 unsafe extern "C-unwind" {
-    /// `nextval()` without the privilege check (commands/sequence.c). Writers have no
-    /// privilege on pg_trickle's sequence; the capture numbers their rows on pg_trickle's
-    /// behalf, as the SECURITY DEFINER capture function of 0.34 did.
-    #[link_name = "nextval_internal"]
-    fn nextval_internal_c(relid: pg_sys::Oid, check_permissions: bool) -> i64;
+    /// `nextval()` without the privilege check (commands/sequence.c).
+    fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
 }
 
-/// [`nextval_internal_c`] behind pgrx's guard (an ERROR in it becomes a Rust panic, as for
-/// every `pg_sys` function).
-unsafe fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64 {
-    // SAFETY: a plain C call with value arguments; the guard turns its longjmp into a panic.
-    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal_c(relid, check_permissions)) }
+/// The next value of sequence `relid`, without the caller's privilege check: writers have
+/// none on pg_trickle's sequence, and the capture numbers their rows on pg_trickle's behalf
+/// (as the SECURITY DEFINER capture function of 0.34 did). Behind pgrx's guard, an ERROR in
+/// it becomes a Rust panic, as for every `pg_sys` function.
+fn next_value(relid: pg_sys::Oid) -> i64 {
+    // SAFETY: a plain C call with value arguments (an existing sequence's OID, looked up in
+    // this statement); the guard turns its longjmp into a panic.
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| nextval_internal(relid, false)) }
 }
 
 extension_sql!(
@@ -57,7 +57,17 @@ REVOKE ALL ON FUNCTION pgtrickle.capture_changes() FROM PUBLIC;
 #[pg_trigger]
 fn capture_changes<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
-) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, PgTrickleError> {
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByRust>>, PgHeapTupleError> {
+    // Raised here rather than returned: pgrx reports a trigger's Err as an internal error
+    // (XX000), which would hide the SQLSTATE of a failing IMMEDIATE maintenance.
+    if let Err(e) = capture(trigger) {
+        pgrx::pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+    }
+    Ok(None)
+}
+
+/// The body of [`capture_changes`].
+fn capture(trigger: &pgrx::PgTrigger<'_>) -> Result<(), PgTrickleError> {
     let bad = |e: pgrx::trigger_support::PgTriggerError| PgTrickleError::Internal(e.to_string());
     let data = trigger.trigger_data();
     let event = data.tg_event;
@@ -77,26 +87,20 @@ fn capture_changes<'a>(
     let paused = crate::config::CDC_PAUSED.get() || !crate::config::ENABLED.get();
     // SAFETY: called by the trigger manager with its TriggerData: the relation and the
     // transition tuplestores stay valid for the call.
-    let outcome = unsafe {
+    unsafe {
         let op = event & pg_sys::TRIGGER_EVENT_OPMASK;
-        let tables: Vec<(u8, *mut pg_sys::Tuplestorestate)> = match op {
-            pg_sys::TRIGGER_EVENT_INSERT => vec![(b'I', data.tg_newtable)],
-            pg_sys::TRIGGER_EVENT_DELETE => vec![(b'D', data.tg_oldtable)],
-            pg_sys::TRIGGER_EVENT_UPDATE => {
-                vec![(b'D', data.tg_oldtable), (b'I', data.tg_newtable)]
-            }
-            _ => Vec::new(),
+        let tables: &[(u8, *mut pg_sys::Tuplestorestate)] = match op {
+            pg_sys::TRIGGER_EVENT_INSERT => &[(b'I', data.tg_newtable)],
+            pg_sys::TRIGGER_EVENT_DELETE => &[(b'D', data.tg_oldtable)],
+            pg_sys::TRIGGER_EVENT_UPDATE => &[(b'D', data.tg_oldtable), (b'I', data.tg_newtable)],
+            _ => &[],
         };
-        write_buffer(source, (*data.tg_relation).rd_att, op, &tables, paused)
-    };
-    // A failing capture must not pass silently: the error fails the writing statement.
-    if let Err(e) = outcome {
-        pgrx::pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+        write_buffer(source, (*data.tg_relation).rd_att, op, tables, paused)?;
     }
     if maintain && !paused {
         maintain_immediate(source)?;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Refreshes the IMMEDIATE dependents of `source` in pg_trickle's order (by id), as the
@@ -138,25 +142,31 @@ fn maintain_immediate(source: pg_sys::Oid) -> Result<(), PgTrickleError> {
     })
 }
 
-/// The OID of `name` in pg_trickle's buffer schema, or an error naming the invariant.
-unsafe fn buffer_schema_relation(name: &str) -> Result<pg_sys::Oid, PgTrickleError> {
-    // SAFETY: the caller passes valid pointers (see the function doc).
-    unsafe {
-        let schema = std::ffi::CString::new(names::BUFFER_SCHEMA)
-            .map_err(|_| PgTrickleError::Internal("schema name contains a NUL byte".into()))?;
+/// The OIDs of `names` in pg_trickle's buffer schema (one lookup of the schema), or an error
+/// naming the invariant.
+fn buffer_schema_relations<const N: usize>(
+    names: [&str; N],
+) -> Result<[pg_sys::Oid; N], PgTrickleError> {
+    let schema = std::ffi::CString::new(names::BUFFER_SCHEMA)
+        .map_err(|_| PgTrickleError::Internal("schema name contains a NUL byte".into()))?;
+    // SAFETY: syscache lookups by NUL-terminated name; a missing schema is an ERROR
+    // (missing_ok false), a missing relation InvalidOid.
+    let ns = unsafe { pg_sys::get_namespace_oid(schema.as_ptr(), false) };
+    let mut oids = [pg_sys::InvalidOid; N];
+    for (oid, name) in oids.iter_mut().zip(names) {
         let rel = std::ffi::CString::new(name)
             .map_err(|_| PgTrickleError::Internal("relation name contains a NUL byte".into()))?;
-        let ns = pg_sys::get_namespace_oid(schema.as_ptr(), false);
-        let oid = pg_sys::get_relname_relid(rel.as_ptr(), ns);
-        if oid == pg_sys::InvalidOid {
+        // SAFETY: as above.
+        *oid = unsafe { pg_sys::get_relname_relid(rel.as_ptr(), ns) };
+        if *oid == pg_sys::InvalidOid {
             return Err(PgTrickleError::Internal(format!(
                 "{}.{name} is missing: a capture trigger exists only together with its source's \
                  change buffer and pg_trickle's change sequence",
                 names::BUFFER_SCHEMA
             )));
         }
-        Ok(oid)
     }
+    Ok(oids)
 }
 
 /// For each buffer column (after the three bookkeeping columns), the index of the source
@@ -204,21 +214,14 @@ unsafe fn write_buffer(
     tables: &[(u8, *mut pg_sys::Tuplestorestate)],
     paused: bool,
 ) -> Result<(), PgTrickleError> {
-    // SAFETY: the caller passes valid pointers (see the function doc).
+    let buffer = names::buffer_table(source.to_u32());
+    let [buffer_oid, sequence] = buffer_schema_relations([&buffer, names::BUFFER_SEQUENCE])?;
+    let seq = next_value(sequence);
+    // SAFETY: the caller passes the trigger's valid descriptor and tuplestores.
     unsafe {
-        let buffer_oid = buffer_schema_relation(&names::buffer_table(source.to_u32()))?;
-        let sequence = buffer_schema_relation(names::BUFFER_SEQUENCE)?;
         let rel = pg_sys::table_open(buffer_oid, pg_sys::RowExclusiveLock as i32);
-        let seq = nextval_internal(sequence, false);
         let xid = pg_sys::GetTopFullTransactionId().value;
-        let map = column_map((*rel).rd_att, source_desc);
-        let marker = if paused || map.is_none() {
-            Some(b'P')
-        } else if op == pg_sys::TRIGGER_EVENT_TRUNCATE {
-            Some(b'T')
-        } else {
-            None
-        };
+        let map = column_map((*rel).rd_att, source_desc).filter(|_| !paused);
 
         let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
             .cast::<pg_sys::ResultRelInfo>();
@@ -269,9 +272,12 @@ unsafe fn write_buffer(
             used += 1;
         };
 
-        match (marker, &map) {
-            (Some(letter), _) => put(letter, None),
-            (None, Some(map)) => {
+        // What the statement leaves: a marker row (`P`: paused, or the buffer disagrees with
+        // its source; `T`: TRUNCATE), or its rows through the column map.
+        match &map {
+            None => put(b'P', None),
+            Some(_) if op == pg_sys::TRIGGER_EVENT_TRUNCATE => put(b'T', None),
+            Some(map) => {
                 let src =
                     pg_sys::MakeSingleTupleTableSlot(source_desc, &pg_sys::TTSOpsMinimalTuple);
                 let snatts = (*source_desc).natts;
@@ -298,7 +304,6 @@ unsafe fn write_buffer(
                 }
                 pg_sys::ExecDropSingleTupleTableSlot(src);
             }
-            (None, None) => unreachable!("no marker only when the columns line up"),
         }
         flush(rel, rri, estate, bistate, cid, &slots[..used]);
         for slot in slots {

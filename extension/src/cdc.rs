@@ -622,6 +622,9 @@ mod tests {
         Spi::run("ALTER TABLE t DROP COLUMN gone").unwrap();
         let src = oid_of("t");
         ensure_capture(src, &["big".into(), "id".into()]).unwrap();
+        let buffer = buffer_name(src);
+        Spi::run(&format!("ALTER TABLE {buffer} ADD COLUMN dropped int")).unwrap();
+        Spi::run(&format!("ALTER TABLE {buffer} DROP COLUMN dropped")).unwrap();
         Spi::run(
             "INSERT INTO t VALUES (1, (SELECT string_agg(md5(g::text), '') FROM \
              generate_series(1, 20000) g), 5), (2, NULL, 6)",
@@ -632,8 +635,7 @@ mod tests {
             c.select(
                 &format!(
                     "SELECT __pgt_op::text || id || ':' || coalesce(length(big)::text, 'null') \
-                     || ':' || coalesce(md5(big), '') FROM {} ORDER BY __pgt_seq, ctid",
-                    buffer_name(src)
+                     || ':' || coalesce(md5(big), '') FROM {buffer} ORDER BY __pgt_seq, ctid"
                 ),
                 None,
                 &[],

@@ -2,7 +2,7 @@
 //! keys and unique indexes, resolved with the session's search_path like PostgreSQL does.
 
 use engine::render::quote_literal;
-use engine::{AggregateKind, Catalog, ColumnInfo, TableInfo};
+use engine::{AggregateKind, Catalog, ColumnInfo, FunctionKind, TableInfo};
 use pgrx::prelude::*;
 
 /// Reads `pg_catalog` through SPI. Lookups that fail are reported as "no such table": the
@@ -119,9 +119,10 @@ impl Catalog for PgCatalog {
             .flatten()
     }
 
-    /// `pg_aggregate`'s kind of an aggregate named `name`: in `schema`, or else one the
-    /// search_path makes visible (built-in and user-defined alike).
-    fn aggregate_kind(&self, schema: Option<&str>, name: &str) -> Option<AggregateKind> {
+    /// `pg_aggregate`'s kind and `pg_proc.proretset` of the functions named `name`: in
+    /// `schema`, or else those the search_path makes visible (built-in and user-defined
+    /// alike), in one statement.
+    fn function_kind(&self, schema: Option<&str>, name: &str) -> FunctionKind {
         let place = match schema {
             Some(s) => format!(
                 "p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = {})",
@@ -129,46 +130,28 @@ impl Catalog for PgCatalog {
             ),
             None => "pg_catalog.pg_function_is_visible(p.oid)".to_string(),
         };
-        let kind = rows(
+        let found = rows(
             &format!(
-                "SELECT a.aggkind::text FROM pg_catalog.pg_aggregate a \
-                 JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid \
-                 WHERE p.proname = {} AND {place} LIMIT 1",
+                "SELECT (SELECT min(a.aggkind::text) FROM pg_catalog.pg_aggregate a \
+                         WHERE a.aggfnoid = ANY (array_agg(p.oid))), \
+                        coalesce(bool_or(p.proretset), false) \
+                   FROM pg_catalog.pg_proc p WHERE p.proname = {} AND {place}",
                 quote_literal(name)
             ),
-            |r| text(r, 1),
-        )
-        .into_iter()
-        .next()?;
-        match kind.as_str() {
-            "n" => Some(AggregateKind::Normal),
-            "o" => Some(AggregateKind::OrderedSet),
-            "h" => Some(AggregateKind::Hypothetical),
-            _ => None,
+            |r| Some((text(r, 1), r.get::<bool>(2).ok().flatten().unwrap_or(false))),
+        );
+        let Some((aggkind, set_returning)) = found.into_iter().next() else {
+            return FunctionKind::default();
+        };
+        FunctionKind {
+            aggregate: match aggkind.as_deref() {
+                Some("n") => Some(AggregateKind::Normal),
+                Some("o") => Some(AggregateKind::OrderedSet),
+                Some("h") => Some(AggregateKind::Hypothetical),
+                _ => None,
+            },
+            set_returning,
         }
-    }
-
-    /// Whether some function named `name` (in `schema`, or else visible on the search_path)
-    /// returns a set (`pg_proc.proretset`).
-    fn is_set_returning(&self, schema: Option<&str>, name: &str) -> bool {
-        let place = match schema {
-            Some(s) => format!(
-                "p.pronamespace = (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = {})",
-                quote_literal(s)
-            ),
-            None => "pg_catalog.pg_function_is_visible(p.oid)".to_string(),
-        };
-        rows(
-            &format!(
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_proc p WHERE p.proname = {} \
-                 AND p.proretset AND {place})",
-                quote_literal(name)
-            ),
-            |r| r.get::<bool>(1).ok().flatten(),
-        )
-        .into_iter()
-        .next()
-        .unwrap_or(false)
     }
 
     fn resolve_table(&self, schema: Option<&str>, name: &str) -> Option<TableInfo> {

@@ -57,6 +57,20 @@ impl AggFunc {
             AggFunc::Other { name, .. } => name,
         }
     }
+
+    /// The function as SQL names it in a call: quoted, and schema-qualified when the query
+    /// qualified it.
+    pub fn sql_name(&self) -> String {
+        match self {
+            AggFunc::Other {
+                name,
+                schema: Some(schema),
+                ..
+            } => format!("{}.{}", quote_ident(schema), quote_ident(name)),
+            AggFunc::Other { name, .. } => quote_ident(name),
+            f => f.name().to_string(),
+        }
+    }
 }
 
 /// One key of an ORDER BY inside an aggregate call: its expression, direction and NULLS
@@ -430,37 +444,24 @@ pub(crate) fn render_agg(agg: &AggCall, weighted: bool) -> String {
     } else {
         agg.args.iter().map(&r).collect::<Vec<_>>().join(", ")
     };
-    let order = if agg.order_by.is_empty() {
-        String::new()
-    } else {
-        let items: Vec<String> = agg
-            .order_by
-            .iter()
-            .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
-            .collect();
-        format!(" ORDER BY {}", items.join(", "))
-    };
-    let name = match &agg.func {
-        AggFunc::Other {
-            name,
-            schema: Some(schema),
-            ..
-        } => format!("{}.{}", quote_ident(schema), quote_ident(name)),
-        AggFunc::Other { name, .. } => quote_ident(name),
-        f => f.name().to_string(),
-    };
+    let keys: Vec<String> = agg
+        .order_by
+        .iter()
+        .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
+        .collect();
+    let name = agg.func.sql_name();
     if agg.within_group {
-        let keys: Vec<String> = agg
-            .order_by
-            .iter()
-            .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
-            .collect();
         return format!(
             "{name}({args}) WITHIN GROUP (ORDER BY {}){}",
             keys.join(", "),
             filter_clause(None)
         );
     }
+    let order = if keys.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", keys.join(", "))
+    };
     format!(
         "{name}({}{args}{order}){}",
         if agg.distinct { "DISTINCT " } else { "" },

@@ -159,7 +159,7 @@ impl Visitor for Nested {
 }
 
 /// An expression written in SQL (the rewrites below build their pieces this way).
-fn sql_expr(text: &str) -> Option<ast::Expr> {
+pub(crate) fn sql_expr(text: &str) -> Option<ast::Expr> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())

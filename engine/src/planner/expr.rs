@@ -5,6 +5,7 @@
 
 use sqlparser::ast;
 
+use super::passthrough::call_name;
 use super::scope::Scope;
 use super::{fold, object_name, Planner};
 use crate::catalog::{AggregateKind, Volatility, NON_REPEATABLE_FUNCTIONS};
@@ -14,7 +15,6 @@ use crate::operator::{AggCall, AggFunc, ColType, SortKey};
 use crate::types::{arithmetic_result, avg_result, common_type, sum_result, SqlType, TypeClass};
 
 use crate::names::OUTER_KEY_PREFIX as OUTER_KEY;
-use crate::render::quote_ident;
 
 /// Aggregate placeholders are `Column(AGG_BASE + j)` until the GROUP BY rewrite.
 pub const AGG_BASE: usize = 1 << 40;
@@ -514,19 +514,19 @@ impl Planner<'_> {
         scope: &Scope,
         aggs: &mut Option<&mut Vec<AggCall>>,
     ) -> Result<Typed, EngineError> {
-        let parts = object_name(&f.name)?;
-        let (schema, name) = match parts.as_slice() {
-            [n] => (None, n.clone()),
-            [schema, n] if schema == "pg_catalog" => (None, n.clone()),
-            [schema, n] => (Some(schema.clone()), n.clone()),
-            _ => return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs),
+        // A malformed name is reported as such; a name of three parts or more goes to
+        // PostgreSQL as it is.
+        object_name(&f.name)?;
+        let Some((schema, name)) = call_name(f) else {
+            return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs);
         };
         if f.over.is_some() {
             return Err(EngineError::NotDifferentiable(Reason::WindowFunction {
                 name,
             }));
         }
-        if self.catalog.is_set_returning(schema.as_deref(), &name) {
+        let kind = self.catalog.function_kind(schema.as_deref(), &name);
+        if kind.set_returning {
             return Err(EngineError::NotDifferentiable(
                 Reason::SetReturningFunction { name },
             ));
@@ -534,7 +534,7 @@ impl Planner<'_> {
         // An aggregate the engine has no rule of its own for (a statistical or ordered-set
         // aggregate, a user-defined one): its groups are recomputed. Asked of the catalog,
         // so that no aggregate is ever taken for a scalar function of each row.
-        let kind = self.catalog.aggregate_kind(schema.as_deref(), &name);
+        let kind = kind.aggregate;
         if !f.within_group.is_empty() {
             return match kind {
                 Some(AggregateKind::OrderedSet | AggregateKind::Hypothetical) => {
@@ -726,13 +726,10 @@ impl Planner<'_> {
                 ColType::new(other_aggregate_type(name, &arg), true)
             }
             // Any other aggregate is typed by PostgreSQL: the call over typed NULLs.
-            AggFunc::Other { name, schema, .. } => {
+            AggFunc::Other { name, .. } => {
                 let cast = |t: &SqlType| format!("CAST(NULL AS {})", t.sql());
                 let direct: Vec<String> = args.iter().map(|a| cast(&a.1.ty)).collect();
-                let qualified = match schema {
-                    Some(s) => format!("{}.{}", quote_ident(s), quote_ident(name)),
-                    None => quote_ident(name),
-                };
+                let qualified = func.sql_name();
                 let probe = if within_group {
                     let keys: Vec<String> = key_types.iter().map(cast).collect();
                     format!(

@@ -19,15 +19,12 @@
 
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{self, VisitMut, VisitorMut};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
-
-use super::conditions::{item_expr, nested};
+use super::conditions::{item_expr, nested, sql_expr};
 use super::scope::Scope;
 use super::{object_name, Planned, Planner};
 use crate::error::{EngineError, Reason};
 use crate::operator::{bx, Distinct, Operator, UnionAll};
+use sqlparser::ast::{self, VisitMut, VisitorMut};
 
 /// The most grouping sets one `GROUP BY` may expand to (`CUBE` of six expressions).
 pub(crate) const MAX_GROUPING_SETS: usize = 64;
@@ -211,15 +208,16 @@ impl Planner<'_> {
             .filter_map(item_expr)
             .chain(s.having.iter())
             .collect();
-        if list_and_having.iter().any(|e| {
-            let n = nested(e);
-            !n.scalars.is_empty() || n.has_subquery_predicate()
-        }) {
+        let found: Vec<_> = list_and_having.iter().map(|e| nested(e)).collect();
+        if found
+            .iter()
+            .any(|n| !n.scalars.is_empty() || n.has_subquery_predicate())
+        {
             return Err(refused(
                 "a subquery in the select list or HAVING of grouping sets",
             ));
         }
-        let aggregates = list_and_having.iter().any(|e| nested(e).aggregate);
+        let aggregates = found.iter().any(|n| n.aggregate);
         if !aggregates && s.having.is_none() && sets.iter().any(Vec::is_empty) {
             return Err(refused(
                 "an empty grouping set in a query without aggregates",
@@ -233,15 +231,14 @@ impl Planner<'_> {
         }
         // DISTINCT applies to the whole result, across sets (the group of a NULL key and a
         // subtotal can be equal rows): not per branch, but once over their UNION ALL.
-        let distinct = match &s.distinct {
-            None => false,
-            Some(ast::Distinct::Distinct) => true,
-            Some(_) => return Err(refused("DISTINCT ON")),
-        };
+        // (DISTINCT ON stays on the branches, which refuse it.)
+        let distinct = matches!(s.distinct, Some(ast::Distinct::Distinct));
         let mut branches: Vec<Planned> = Vec::new();
         for kept in sets {
             let mut branch = s.clone();
-            branch.distinct = None;
+            if distinct {
+                branch.distinct = None;
+            }
             branch.group_by = ast::GroupByExpr::Expressions(kept.clone(), Vec::new());
             self.grouping_branch = Some(Branch {
                 all: all.clone(),
@@ -278,10 +275,8 @@ impl Planner<'_> {
         for key in branch.all.iter().filter(|k| !branch.kept.contains(k)) {
             let (_, ty) = self.expr(key, scope, &mut None)?;
             let sql = format!("CAST(NULL AS {})", ty.ty.sql());
-            let null = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&sql)
-                .and_then(|mut p| p.parse_expr())
-                .map_err(|e| EngineError::internal(format!("typed NULL {sql}: {e}")))?;
+            let null = sql_expr(&sql)
+                .ok_or_else(|| EngineError::internal(format!("typed NULL {sql} does not parse")))?;
             nulls.push((key.clone(), null));
         }
         let mut out = s.clone();

@@ -14,11 +14,11 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{self, VisitMut, VisitorMut};
 
-use super::expr::{aggregate_func, Typed};
+use super::expr::Typed;
 use super::scope::Scope;
 use super::{fold, object_name, Planner};
 use crate::catalog::{
-    builtin_aggregate_kind, builtin_function, Volatility, NON_REPEATABLE_FUNCTIONS,
+    builtin_function, builtin_function_kind, FunctionKind, Volatility, NON_REPEATABLE_FUNCTIONS,
 };
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
@@ -52,6 +52,17 @@ impl Holes<'_, '_, '_, '_, '_> {
     }
 }
 
+/// The (schema, name) a call names, case-folded, with `pg_catalog` given as no schema; `None`
+/// for a name of more than two parts.
+pub(crate) fn call_name(f: &ast::Function) -> Option<(Option<String>, String)> {
+    match object_name(&f.name).ok()?.as_slice() {
+        [n] => Some((None, n.clone())),
+        [s, n] if s == "pg_catalog" => Some((None, n.clone())),
+        [s, n] => Some((Some(s.clone()), n.clone())),
+        _ => None,
+    }
+}
+
 /// Whether `f` is an aggregate or window call (planned by the engine, not passed through).
 /// Built-in aggregates and any call with FILTER or WITHIN GROUP are recognised by name and
 /// form; a user-defined aggregate only through the catalog ([`Planner::is_catalog_aggregate`]).
@@ -59,33 +70,21 @@ pub(crate) fn is_aggregate_call(f: &ast::Function) -> bool {
     f.over.is_some()
         || f.filter.is_some()
         || !f.within_group.is_empty()
-        || match object_name(&f.name).as_deref() {
-            Ok([n]) => aggregate_func(n).is_some() || builtin_aggregate_kind(n).is_some(),
-            Ok([s, n]) if s == "pg_catalog" => {
-                aggregate_func(n).is_some() || builtin_aggregate_kind(n).is_some()
-            }
-            _ => false,
-        }
+        || call_name(f)
+            .is_some_and(|(s, n)| s.is_none() && builtin_function_kind(&n).aggregate.is_some())
 }
 
 impl Planner<'_> {
-    /// The name of `f` when the catalog knows it as a set-returning function.
-    pub(crate) fn set_returning(&self, f: &ast::Function) -> Option<String> {
-        match object_name(&f.name).as_deref() {
-            Ok([n]) => self.catalog.is_set_returning(None, n).then(|| n.clone()),
-            Ok([s, n]) => self.catalog.is_set_returning(Some(s), n).then(|| n.clone()),
-            _ => None,
-        }
+    /// What the catalog says of the function `f` calls.
+    pub(crate) fn kind_of(&self, f: &ast::Function) -> FunctionKind {
+        call_name(f)
+            .map(|(s, n)| self.catalog.function_kind(s.as_deref(), &n))
+            .unwrap_or_default()
     }
 
     /// Whether the catalog knows `f` as an aggregate (user-defined ones included).
     pub(crate) fn is_catalog_aggregate(&self, f: &ast::Function) -> bool {
-        is_aggregate_call(f)
-            || match object_name(&f.name).as_deref() {
-                Ok([n]) => self.catalog.aggregate_kind(None, n).is_some(),
-                Ok([s, n]) => self.catalog.aggregate_kind(Some(s), n).is_some(),
-                _ => false,
-            }
+        is_aggregate_call(f) || self.kind_of(f).aggregate.is_some()
     }
 }
 
@@ -120,12 +119,12 @@ impl VisitorMut for Holes<'_, '_, '_, '_, '_> {
             ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => self.fill(e),
             ast::Expr::Function(f) if self.planner.is_catalog_aggregate(f) => self.fill(e),
             ast::Expr::Function(f) => match check_repeatable(f) {
-                Ok(()) => match self.planner.set_returning(f) {
-                    Some(name) => ControlFlow::Break(EngineError::NotDifferentiable(
-                        Reason::SetReturningFunction { name },
-                    )),
-                    None => ControlFlow::Continue(()),
-                },
+                Ok(()) if self.planner.kind_of(f).set_returning => ControlFlow::Break(
+                    EngineError::NotDifferentiable(Reason::SetReturningFunction {
+                        name: call_name(f).map(|(_, n)| n).unwrap_or_default(),
+                    }),
+                ),
+                Ok(()) => ControlFlow::Continue(()),
                 Err(err) => ControlFlow::Break(err),
             },
             // A scalar subquery is planned (decorrelated) and becomes a hole like a column.
