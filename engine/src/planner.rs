@@ -58,6 +58,17 @@ pub(crate) struct Planner<'a> {
     pub(crate) grouping_branch: Option<grouping::Branch>,
 }
 
+/// The (schema, name) a call names, case-folded, with `pg_catalog` given as no schema; `None`
+/// for a name of more than two parts.
+pub(crate) fn call_name(f: &ast::Function) -> Option<(Option<String>, String)> {
+    match object_name(&f.name).ok()?.as_slice() {
+        [n] => Some((None, n.clone())),
+        [s, n] if s == "pg_catalog" => Some((None, n.clone())),
+        [s, n] => Some((Some(s.clone()), n.clone())),
+        _ => None,
+    }
+}
+
 /// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
 pub(crate) fn fold(id: &ast::Ident) -> String {
     if id.quote_style.is_some() {

@@ -5,9 +5,8 @@
 
 use sqlparser::ast;
 
-use super::passthrough::call_name;
 use super::scope::Scope;
-use super::{fold, object_name, Planner};
+use super::{call_name, fold, object_name, Planner};
 use crate::catalog::{AggregateKind, Volatility, NON_REPEATABLE_FUNCTIONS};
 use crate::error::{EngineError, Reason};
 use crate::expr::{BinOp, Expr, Literal};

@@ -16,7 +16,7 @@ use sqlparser::ast::{self, VisitMut, VisitorMut};
 
 use super::expr::Typed;
 use super::scope::Scope;
-use super::{fold, object_name, Planner};
+use super::{call_name, fold, Planner};
 use crate::catalog::{
     builtin_function, builtin_function_kind, FunctionKind, Volatility, NON_REPEATABLE_FUNCTIONS,
 };
@@ -49,17 +49,6 @@ impl Holes<'_, '_, '_, '_, '_> {
             }
             Err(err) => ControlFlow::Break(err),
         }
-    }
-}
-
-/// The (schema, name) a call names, case-folded, with `pg_catalog` given as no schema; `None`
-/// for a name of more than two parts.
-pub(crate) fn call_name(f: &ast::Function) -> Option<(Option<String>, String)> {
-    match object_name(&f.name).ok()?.as_slice() {
-        [n] => Some((None, n.clone())),
-        [s, n] if s == "pg_catalog" => Some((None, n.clone())),
-        [s, n] => Some((Some(s.clone()), n.clone())),
-        _ => None,
     }
 }
 
