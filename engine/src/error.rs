@@ -15,8 +15,8 @@ pub enum Reason {
     NotImmutable { what: String },
     /// `LIMIT`, `OFFSET` or `FETCH FIRST`.
     LimitOrOffset,
-    /// A window function (`… OVER (…)`).
-    WindowFunction { name: String },
+    /// A window function call of a form the engine does not maintain (`detail` says which).
+    WindowFunction { name: String, detail: String },
     /// `WITH RECURSIVE`.
     RecursiveCte,
     /// An aggregate the engine does not know how to maintain.
@@ -38,8 +38,8 @@ pub enum Reason {
     /// A column whose type has no equality operator (json, xml, point…), so deltas cannot be
     /// consolidated.
     TypeWithoutEquality { column: String, type_name: String },
-    /// `DISTINCT ON (…)`.
-    DistinctOn,
+    /// A form of `DISTINCT ON (…)` the planner does not maintain (`detail` says which).
+    DistinctOn { detail: String },
     /// A form of `GROUPING SETS`, `ROLLUP` or `CUBE` the planner does not expand (`detail`
     /// says which).
     GroupingSets { detail: String },
@@ -64,7 +64,9 @@ impl fmt::Display for Reason {
                 "{what}; differential maintenance needs IMMUTABLE functions and operators"
             ),
             Reason::LimitOrOffset => f.write_str("LIMIT, OFFSET and FETCH are not supported"),
-            Reason::WindowFunction { name } => write!(f, "window function {name}()"),
+            Reason::WindowFunction { name, detail } => {
+                write!(f, "window function {name}() with {detail}")
+            }
             Reason::RecursiveCte => f.write_str("recursive common table expression"),
             Reason::UnsupportedAggregate { name } => {
                 write!(f, "aggregate {name}() cannot be maintained incrementally")
@@ -93,7 +95,7 @@ impl fmt::Display for Reason {
                     "column \"{column}\" has type {type_name}, which has no equality"
                 )
             }
-            Reason::DistinctOn => f.write_str("DISTINCT ON"),
+            Reason::DistinctOn { detail } => write!(f, "DISTINCT ON with {detail}"),
             Reason::GroupingSets { detail } => write!(f, "GROUPING SETS, ROLLUP or CUBE with {detail}"),
             Reason::LateralOrTableFunction => {
                 f.write_str("LATERAL subqueries and functions in FROM")

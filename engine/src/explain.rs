@@ -120,6 +120,46 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
         ),
         Operator::Negate(_) | Operator::Repeat(_) => (String::new(), "linear".into()),
         Operator::Consolidate(_) | Operator::Support(_) => (String::new(), "delta helper".into()),
+        Operator::Window(w) => (
+            format!(
+                "{}{}",
+                w.calls
+                    .iter()
+                    .map(|c| {
+                        let name = match &c.func {
+                            crate::operator::WindowFunc::Aggregate(a) => a.func.name().to_string(),
+                            f => f.sql_name().to_string(),
+                        };
+                        if c.order_by.is_empty() {
+                            name
+                        } else {
+                            format!(
+                                "{name} (ORDER BY {})",
+                                c.order_by
+                                    .iter()
+                                    .map(|k| format!("{}{}", e(&k.expr), k.options_sql()))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if w.partition_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " PARTITION BY {}",
+                        w.partition_by.iter().map(e).collect::<Vec<_>>().join(", ")
+                    )
+                }
+            ),
+            if w.partition_by.is_empty() {
+                "recompute the whole input (one partition), O(|A|)".into()
+            } else {
+                "recompute the touched partitions".into()
+            },
+        ),
     };
     let child_algebraic = root_algebraic && matches!(op, Operator::Project(_));
     Node {

@@ -18,6 +18,7 @@ pub mod semi_join;
 pub mod set_op;
 pub mod support;
 pub mod union_all;
+pub mod window;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +36,7 @@ pub use semi_join::{SemiJoin, SemiMode};
 pub use set_op::{SetOp, SetOpKind};
 pub use support::Support;
 pub use union_all::UnionAll;
+pub use window::{Frame, FrameBound, FrameUnits, Window, WindowCall, WindowFunc};
 
 use crate::error::EngineError;
 use crate::expr::eval::EvalError;
@@ -83,6 +85,7 @@ pub enum Operator {
     Repeat(Repeat),
     Consolidate(Consolidate),
     Support(Support),
+    Window(Window),
 }
 
 impl Operator {
@@ -103,6 +106,7 @@ impl Operator {
             Operator::Repeat(o) => o.input.columns(),
             Operator::Consolidate(o) => o.input.columns(),
             Operator::Support(o) => o.input.columns(),
+            Operator::Window(o) => o.columns(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Operator {
             Operator::Repeat(o) => vec![&o.input],
             Operator::Consolidate(o) => vec![&o.input],
             Operator::Support(o) => vec![&o.input],
+            Operator::Window(o) => vec![&o.input],
         }
     }
 
@@ -146,6 +151,7 @@ impl Operator {
             Operator::Repeat(_) => "Repeat",
             Operator::Consolidate(_) => "Consolidate",
             Operator::Support(_) => "Support",
+            Operator::Window(_) => "Window",
         }
     }
 
@@ -166,6 +172,7 @@ impl Operator {
             Operator::Repeat(o) => o.eval(ctx),
             Operator::Consolidate(o) => o.eval(ctx),
             Operator::Support(o) => o.eval(ctx),
+            Operator::Window(o) => o.eval(ctx),
         }
     }
 
@@ -185,6 +192,7 @@ impl Operator {
             Operator::SetOp(o) => o.delta(),
             Operator::Repeat(o) => o.delta(),
             Operator::Consolidate(o) => o.delta(),
+            Operator::Window(o) => o.delta(),
             Operator::DeltaScan(_) | Operator::Support(_) => Err(EngineError::internal(format!(
                 "{} appears only in delta plans and has no delta itself",
                 self.name()
@@ -210,6 +218,7 @@ impl Operator {
             Operator::Repeat(o) => o.render(w),
             Operator::Consolidate(o) => o.render(w),
             Operator::Support(o) => o.render(w),
+            Operator::Window(o) => o.render(w),
         }
     }
 
@@ -237,7 +246,8 @@ impl Operator {
             | Operator::Negate(_)
             | Operator::Repeat(_)
             | Operator::Consolidate(_)
-            | Operator::Support(_) => self.children().iter().all(|c| c.is_delta_driven()),
+            | Operator::Support(_)
+            | Operator::Window(_) => self.children().iter().all(|c| c.is_delta_driven()),
         }
     }
 

@@ -323,6 +323,8 @@ pub(crate) fn unique_key(op: &Operator, tables: &BTreeMap<u32, TableInfo>) -> Op
             Some(l)
         }
         Operator::SemiJoin(s) => unique_key(&s.left, tables),
+        // A window appends columns to every row of its input.
+        Operator::Window(w) => unique_key(&w.input, tables),
         Operator::Aggregate(a) => Some((0..a.keys.len()).collect()),
         Operator::Distinct(d) => Some((0..d.input.arity()).collect()),
         Operator::SetOp(s) if !s.all => Some((0..s.left.arity()).collect()),

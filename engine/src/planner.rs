@@ -11,6 +11,7 @@ mod grouping;
 mod passthrough;
 pub mod scope;
 pub mod select;
+pub mod window;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,6 +57,13 @@ pub(crate) struct Planner<'a> {
     pub(crate) outer_keys: Vec<expr::Typed>,
     /// While one branch of a grouping-sets query is planned: its set (`grouping`).
     pub(crate) grouping_branch: Option<grouping::Branch>,
+    /// The window calls of the select list being planned (`Some` only while it is).
+    pub(crate) windows: Option<Vec<window::PendingWindow>>,
+    /// The `WINDOW name AS (…)` clause of the SELECT whose select list is being planned.
+    pub(crate) named_windows: Vec<ast::NamedWindowDefinition>,
+    /// The ORDER BY of the query whose body is the SELECT about to be planned (what
+    /// `DISTINCT ON` keeps the first row of).
+    pub(crate) query_order: Option<Vec<ast::OrderByExpr>>,
 }
 
 /// The (schema, name) a call names, case-folded, with `pg_catalog` given as no schema; `None`
@@ -254,6 +262,9 @@ impl<'a> Planner<'a> {
             deferred: None,
             outer_keys: Vec::new(),
             grouping_branch: None,
+            windows: None,
+            named_windows: Vec::new(),
+            query_order: None,
         }
     }
 
@@ -276,6 +287,16 @@ impl<'a> Planner<'a> {
                 self.ctes.push((fold(&cte.alias.name), planned));
             }
         }
+        self.query_order = match (q.body.as_ref(), &q.order_by) {
+            (
+                ast::SetExpr::Select(_),
+                Some(ast::OrderBy {
+                    kind: ast::OrderByKind::Expressions(items),
+                    ..
+                }),
+            ) => Some(items.clone()),
+            _ => None,
+        };
         let result = self.set_expr(&q.body);
         self.ctes.truncate(depth);
         result

@@ -107,6 +107,19 @@ pub const QUERIES: &[&str] = &[
     // Subqueries in an inner join's ON.
     "SELECT a.k, b.k AS bk FROM a JOIN b ON a.g = b.g AND b.y > (SELECT avg(z) FROM c)",
     "SELECT a.k, b.k AS bk, c.k AS ck FROM a JOIN b ON a.g = b.g AND b.y >= (SELECT min(d.v) FROM d WHERE d.w = a.x) JOIN c ON c.z = b.y",
+    // Window functions: the touched partitions recomputed; ties broken by the input's columns.
+    "SELECT k, g, x, row_number() OVER (PARTITION BY g ORDER BY x DESC) AS rn, rank() OVER (PARTITION BY g ORDER BY x) AS r, dense_rank() OVER (PARTITION BY g ORDER BY x) AS dr FROM a",
+    "SELECT k, x, sum(x) OVER (PARTITION BY g ORDER BY x) AS running, count(*) OVER (PARTITION BY g) AS n, max(x) OVER (PARTITION BY g ORDER BY k ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS framed FROM a",
+    "SELECT k, lag(x) OVER (PARTITION BY g ORDER BY k) AS prev, lead(x, 2, -1) OVER (PARTITION BY g ORDER BY k) AS next2, first_value(x) OVER (PARTITION BY g ORDER BY x NULLS FIRST) AS fv, last_value(x) OVER (PARTITION BY g ORDER BY k ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS lv FROM a",
+    "SELECT k, x, row_number() OVER (ORDER BY x, k) AS pos, percent_rank() OVER (ORDER BY x) AS pr, cume_dist() OVER (ORDER BY x) AS cd, ntile(3) OVER (ORDER BY k) AS t FROM a",
+    "SELECT v, w, row_number() OVER (PARTITION BY v ORDER BY w) AS rn, sum(w) OVER (PARTITION BY v ORDER BY w GROUPS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s FROM d",
+    "SELECT t.g, t.k, t.x FROM (SELECT g, k, x, row_number() OVER (PARTITION BY g ORDER BY x DESC, k) AS rn FROM a) AS t WHERE t.rn <= 2",
+    "SELECT g, sum(x) AS s, rank() OVER (ORDER BY sum(x) DESC) AS r FROM a GROUP BY g",
+    "SELECT a.k, b.y, nth_value(b.y, 2) OVER (PARTITION BY a.g ORDER BY b.k ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS second FROM a JOIN b ON a.g = b.g",
+    // DISTINCT ON: one more window, row_number() = 1.
+    "SELECT DISTINCT ON (g) g, k, x FROM a ORDER BY g, x DESC",
+    "SELECT DISTINCT ON (v) v, w FROM d ORDER BY v, w NULLS FIRST",
+    "SELECT DISTINCT ON (a.g) a.g, b.y FROM a JOIN b ON a.g = b.g ORDER BY a.g, b.y, b.k",
 ];
 
 fn sources() -> DeltaSources {

@@ -26,7 +26,7 @@ fn name_of(r: &Reason) -> &'static str {
         Reason::DeltaTooLarge { .. } => "DeltaTooLarge",
         Reason::TooManyTables { .. } => "TooManyTables",
         Reason::TypeWithoutEquality { .. } => "TypeWithoutEquality",
-        Reason::DistinctOn => "DistinctOn",
+        Reason::DistinctOn { .. } => "DistinctOn",
         Reason::GroupingSets { .. } => "GroupingSets",
         Reason::LateralOrTableFunction => "LateralOrTableFunction",
         Reason::SetReturningFunction { .. } => "SetReturningFunction",
@@ -87,7 +87,7 @@ pub fn cases() -> Vec<(&'static str, String)> {
         ("LimitOrOffset", "SELECT k FROM a ORDER BY k LIMIT 3".into()),
         (
             "WindowFunction",
-            "SELECT k, row_number() OVER (ORDER BY k) AS n FROM a".into(),
+            "SELECT k, last_value(x) OVER (ORDER BY g) AS n FROM a".into(),
         ),
         (
             "RecursiveCte",
@@ -119,7 +119,10 @@ pub fn cases() -> Vec<(&'static str, String)> {
         ),
         ("TooManyTables", wide_join(24)),
         ("TypeWithoutEquality", "SELECT id, body FROM docs".into()),
-        ("DistinctOn", "SELECT DISTINCT ON (g) g, x FROM a".into()),
+        (
+            "DistinctOn",
+            "SELECT DISTINCT ON (g) g, count(*) AS n FROM a GROUP BY ROLLUP (g)".into(),
+        ),
         (
             "GroupingSets",
             "SELECT g, count(*) AS n FROM a GROUP BY CUBE (g, x, k, g + 1, x + 1, k + 1, g + 2)".into(),

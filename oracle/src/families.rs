@@ -110,6 +110,7 @@ pub static GROUPS: &[Group] = &[
     Group { name: "mixed3", tables: &[&A, &N, &M], families: MIXED3 },
     Group { name: "single", tables: &[&A, &B, &N, &M], families: SINGLE },
     Group { name: "dag", tables: &[&A, &B, &N], families: DAG },
+    Group { name: "window", tables: &[&A, &B, &N, &M], families: WINDOW },
 ];
 
 /// Two keyed tables: inner, non-equi and outer joins, aggregates over joins, semi/anti
@@ -252,6 +253,30 @@ const SINGLE: &[Family] = &[
     d("agg_rollup", "SELECT k, f, count(*) AS cnt, sum(v) AS sv, grouping(k, f) AS g FROM a GROUP BY ROLLUP (k, f)"),
     d("agg_cube_having", "SELECT k, w % 3 AS r, count(*) AS cnt, max(ts) AS mt FROM b GROUP BY CUBE (k, w % 3) HAVING count(*) > 1"),
     d("agg_grouping_sets_bag", "SELECT s, k, count(*) AS cnt, sum(y) AS sy, grouping(s) AS gs FROM m GROUP BY GROUPING SETS ((s), (k), ())"),
+];
+
+/// Window functions and DISTINCT ON: the partitions a change touches are recomputed. A
+/// function that numbers rows or picks one (`row_number`, `lag`, a ROWS frame, DISTINCT ON) is
+/// ordered here by a total order (ending in a key), so that the query run as it is agrees
+/// with the stream table, which breaks ties by the input's columns; the rank family and RANGE
+/// frames keep their ties. Partitions empty out under churn, and a NULL key is a partition.
+#[rustfmt::skip]
+const WINDOW: &[Family] = &[
+    d("win_rank_ties", "SELECT id, k, v, rank() OVER (PARTITION BY k ORDER BY v DESC NULLS LAST) AS rk, dense_rank() OVER (PARTITION BY k ORDER BY v) AS dr, percent_rank() OVER (PARTITION BY k ORDER BY t) AS pr, cume_dist() OVER (PARTITION BY k ORDER BY t NULLS FIRST) AS cd FROM a"),
+    // Ties in the ORDER BY, the key projected away: the rows visible do not depend on which
+    // tied row gets which number, but the stored rows (keyed by the hidden id) do, so two
+    // terms of a delta numbering ties differently would show as duplicated or missing numbers.
+    d("win_ties_hidden_key", "SELECT x.k, x.v, x.rn, x.lv FROM (SELECT k, v, row_number() OVER (PARTITION BY k ORDER BY v) AS rn, lag(v) OVER (PARTITION BY k ORDER BY v) AS lv FROM a) AS x"),
+    d("win_top3_per_key", "SELECT x.k, x.id, x.v, x.rn FROM (SELECT id, k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC NULLS LAST, id) AS rn FROM a) AS x WHERE x.rn <= 3"),
+    d("win_frames", "SELECT id, k, sum(v) OVER (PARTITION BY k ORDER BY id) AS run, count(*) OVER (PARTITION BY k) AS cnt, avg(v) OVER (PARTITION BY k ORDER BY v) AS peers_avg, max(t) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING) AS mt, sum(w) OVER (PARTITION BY k ORDER BY w GROUPS BETWEEN 1 PRECEDING AND CURRENT ROW) AS gs FROM (SELECT a.id, a.k, a.v, a.t, a.id % 4 AS w FROM a) AS y"),
+    d("win_offsets", "SELECT id, lag(v) OVER (PARTITION BY k ORDER BY id) AS pv, lead(t, 2, 'none') OVER (PARTITION BY k ORDER BY id) AS nt, first_value(id) OVER (PARTITION BY k ORDER BY v NULLS FIRST, id) AS fv, last_value(id) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS lv, nth_value(v, 2) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS nv, ntile(3) OVER (PARTITION BY k ORDER BY id) AS tile FROM a"),
+    d("win_whole_input", "SELECT id, w, row_number() OVER (ORDER BY w, id) AS pos, sum(w) OVER () AS total, rank() OVER (ORDER BY ts) AS rk FROM b WHERE w > 5"),
+    d("win_over_agg", "SELECT k, count(*) AS cnt, sum(x) AS sx, rank() OVER (ORDER BY count(*) DESC) AS rk, lag(sum(x)) OVER (ORDER BY k) AS prev FROM n GROUP BY k"),
+    d("win_bag", "SELECT k, y, s, row_number() OVER (PARTITION BY k ORDER BY y, s) AS rn, sum(y) OVER (PARTITION BY k) AS sy, dense_rank() OVER (PARTITION BY s ORDER BY k) AS dr FROM m"),
+    d("win_join", "SELECT a.id AS aid, b.id AS bid, row_number() OVER (PARTITION BY a.k ORDER BY b.w, b.id, a.id) AS rn, sum(b.w) OVER (PARTITION BY a.id) AS sw FROM a JOIN b ON a.k = b.k"),
+    d("distinct_on", "SELECT DISTINCT ON (k) k, id, v FROM a ORDER BY k, v DESC NULLS LAST, id"),
+    d("distinct_on_bag", "SELECT DISTINCT ON (k) k, y, s FROM m ORDER BY k, y, s"),
+    d("distinct_on_join", "SELECT DISTINCT ON (a.k) a.k, b.id AS bid, b.ts FROM a JOIN b ON a.k = b.k ORDER BY a.k, b.ts DESC, b.id"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

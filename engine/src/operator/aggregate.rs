@@ -124,7 +124,25 @@ pub struct AggCall {
     pub ty: ColType,
 }
 
+/// Aggregates whose result depends on input order unless they have ORDER BY inside.
+pub const ORDER_SENSITIVE: &[&str] = &[
+    "string_agg",
+    "array_agg",
+    "json_agg",
+    "jsonb_agg",
+    "xmlagg",
+    "json_object_agg",
+    "jsonb_object_agg",
+];
+
 impl AggCall {
+    /// Whether the result depends on the order of the input rows: an aggregate that
+    /// collects them (`array_agg`…) without an ORDER BY of its own.
+    pub fn order_sensitive(&self) -> bool {
+        self.order_by.is_empty()
+            && matches!(&self.func, AggFunc::Other { name, .. } if ORDER_SENSITIVE.contains(&name.as_str()))
+    }
+
     /// Whether the result ignores how many times a row occurs.
     fn duplicate_insensitive(&self) -> bool {
         self.distinct
@@ -150,7 +168,7 @@ impl AggCall {
         }
     }
 
-    fn compute(&self, rows: &[(&Row, Weight)]) -> Result<Value, EvalError> {
+    pub(crate) fn compute(&self, rows: &[(&Row, Weight)]) -> Result<Value, EvalError> {
         let mut values: Vec<(Value, Weight)> = Vec::new();
         let mut count_star: i64 = 0;
         for (row, w) in rows {

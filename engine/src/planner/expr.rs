@@ -21,7 +21,7 @@ pub const AGG_BASE: usize = 1 << 40;
 pub(crate) type Typed = (Expr, ColType);
 
 /// Arguments of a call: values, `*`, DISTINCT, and ORDER BY items `(expr, descending)`.
-type CallArgs = (Vec<Typed>, bool, bool, Vec<SortKey>);
+pub(crate) type CallArgs = (Vec<Typed>, bool, bool, Vec<SortKey>);
 
 fn bool_ty(nullable: bool) -> ColType {
     ColType::new(SqlType::bool(), nullable)
@@ -464,7 +464,7 @@ impl Planner<'_> {
         ))
     }
 
-    fn args(
+    pub(crate) fn args(
         &mut self,
         f: &ast::Function,
         scope: &Scope,
@@ -520,9 +520,7 @@ impl Planner<'_> {
             return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs);
         };
         if f.over.is_some() {
-            return Err(EngineError::NotDifferentiable(Reason::WindowFunction {
-                name,
-            }));
+            return self.window_call(f, schema, name, scope, aggs);
         }
         let kind = self.catalog.function_kind(schema.as_deref(), &name);
         if kind.set_returning {
@@ -651,7 +649,7 @@ impl Planner<'_> {
         Ok((Expr::Func { name, args: exprs }, ColType::new(ty, true)))
     }
 
-    fn aggregate(
+    pub(crate) fn aggregate(
         &mut self,
         func: AggFunc,
         name: String,
@@ -699,7 +697,9 @@ impl Planner<'_> {
                 schema,
                 duplicate_insensitive,
             } => {
-                if ORDER_SENSITIVE.contains(&name.as_str()) && order_by.is_empty() {
+                if crate::operator::aggregate::ORDER_SENSITIVE.contains(&name.as_str())
+                    && order_by.is_empty()
+                {
                     return Err(EngineError::NotDifferentiable(
                         Reason::OrderSensitiveAggregate { name },
                     ));
@@ -798,17 +798,6 @@ fn sort_key(expr: Expr, options: &ast::OrderByOptions) -> Result<SortKey, Engine
         nulls_first: options.nulls_first,
     })
 }
-
-/// Aggregates whose result depends on input order unless they have ORDER BY inside.
-const ORDER_SENSITIVE: &[&str] = &[
-    "string_agg",
-    "array_agg",
-    "json_agg",
-    "jsonb_agg",
-    "xmlagg",
-    "json_object_agg",
-    "jsonb_object_agg",
-];
 
 pub(crate) fn aggregate_func(name: &str) -> Option<AggFunc> {
     let other = |dup: bool| {

@@ -15,6 +15,7 @@ use super::conditions::{
 };
 use super::expr::AGG_BASE;
 use super::scope::{Scope, ScopeRel};
+use super::window::{first_per_partition, place_windows, WIN_BASE};
 use super::{fold, object_name, rename, Planned, Planner};
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
@@ -54,20 +55,22 @@ pub(crate) fn output_name(e: &ast::Expr) -> String {
 
 impl Planner<'_> {
     pub(crate) fn select(&mut self, s: &ast::Select) -> Result<Planned, EngineError> {
-        if matches!(s.distinct, Some(ast::Distinct::On(_))) {
-            return Err(EngineError::NotDifferentiable(Reason::DistinctOn));
-        }
+        let query_order = self.query_order.take().unwrap_or_default();
         if s.top.is_some()
             || s.into.is_some()
             || !s.lateral_views.is_empty()
             || s.prewhere.is_some()
             || s.qualify.is_some()
-            || !s.named_window.is_empty()
             || !s.connect_by.is_empty()
         {
             return Err(unsupported("this SELECT clause"));
         }
         let branch = self.grouping_branch.take();
+        if branch.is_some() && matches!(s.distinct, Some(ast::Distinct::On(_))) {
+            return Err(EngineError::NotDifferentiable(Reason::DistinctOn {
+                detail: "grouping sets".to_string(),
+            }));
+        }
         let (mut op, rels) = self.from(&s.from)?;
         let scope = self.scope_of(rels);
         // One branch of a grouping-sets query: its left-out grouping expressions are NULL.
@@ -143,9 +146,26 @@ impl Planner<'_> {
         }
         let mut aggs: Vec<AggCall> = Vec::new();
         let mut items: Vec<(Expr, ColType, String)> = Vec::new();
-        for item in &projection {
-            self.select_item(item, &scope, &mut aggs, &mut items)?;
+        // Window calls are collected from the select list only.
+        let outer_named = std::mem::replace(&mut self.named_windows, s.named_window.clone());
+        let outer_windows = self.windows.replace(Vec::new());
+        let listed = projection
+            .iter()
+            .try_for_each(|item| self.select_item(item, &scope, &mut aggs, &mut items));
+        let windows = std::mem::replace(&mut self.windows, outer_windows).unwrap_or_default();
+        self.named_windows = outer_named;
+        listed?;
+        if !windows.is_empty() && branch.is_some() {
+            return Err(EngineError::NotDifferentiable(Reason::GroupingSets {
+                detail: "window functions".to_string(),
+            }));
         }
+        let distinct_on = match &s.distinct {
+            Some(ast::Distinct::On(exprs)) => {
+                Some(self.distinct_on_keys(exprs, &query_order, &scope, &mut aggs, &items)?)
+            }
+            _ => None,
+        };
         let mut having = having_expr
             .as_ref()
             .map(|h| self.expr(h, &scope, &mut Some(&mut aggs)))
@@ -153,6 +173,7 @@ impl Planner<'_> {
         let deferred = std::mem::replace(&mut self.deferred, outer_deferred)
             .map(|d| d.list)
             .unwrap_or_default();
+        let mut grouped_by: Option<Vec<Expr>> = None;
         if aggregate_query || !aggs.is_empty() {
             let mut keys: Vec<(Expr, ColType)> = Vec::new();
             for g in group_exprs {
@@ -202,6 +223,25 @@ impl Planner<'_> {
                     predicate: pred,
                 });
             }
+            grouped_by = Some(key_exprs);
+        }
+        // Window functions see the groups (after HAVING); DISTINCT ON is one more window.
+        let rewrite = |e: &Expr| match &grouped_by {
+            Some(keys) => post_aggregate(e, keys),
+            None => Ok(e.clone()),
+        };
+        let mut placed = Vec::new();
+        if !windows.is_empty() {
+            let (windowed, at) = self.windowed(op, windows, &rewrite)?;
+            op = windowed;
+            placed = at;
+            for item in &mut items {
+                item.0 = place_windows(&item.0, &placed);
+            }
+        }
+        if let Some((keys, order)) = distinct_on {
+            let rewrite = |e: &Expr| rewrite(e).map(|x| place_windows(&x, &placed));
+            op = first_per_partition(op, keys, order, &rewrite)?;
         }
         self.scalars.truncate(marks);
         let names: Vec<String> = items.iter().map(|i| i.2.clone()).collect();
@@ -497,7 +537,7 @@ fn contains_agg(e: &Expr) -> bool {
     let mut found = false;
     e.visit(&mut |x| {
         if let Expr::Column(c) = x {
-            found |= *c >= AGG_BASE;
+            found |= (AGG_BASE..WIN_BASE).contains(c);
         }
     });
     found
@@ -547,6 +587,8 @@ fn post_aggregate(e: &Expr, keys: &[Expr]) -> Result<Expr, EngineError> {
             return Some(Expr::Column(i));
         }
         match x {
+            // A window call, placed after the aggregate.
+            Expr::Column(c) if *c >= WIN_BASE => Some(x.clone()),
             Expr::Column(c) if *c >= AGG_BASE => Some(Expr::Column(keys.len() + (c - AGG_BASE))),
             // A deferred scalar subquery's value, joined after the aggregate.
             Expr::Column(c) if (SQ_BASE..AGG_BASE).contains(c) => Some(x.clone()),
