@@ -13,8 +13,9 @@ pub enum Reason {
     /// Something PostgreSQL does not consider IMMUTABLE (a STABLE or VOLATILE function or
     /// operator, `CURRENT_DATE`, …), as the extension's check of the analysed query names it.
     NotImmutable { what: String },
-    /// `LIMIT`, `OFFSET` or `FETCH FIRST`.
-    LimitOrOffset,
+    /// A form of `LIMIT`, `OFFSET` or `FETCH FIRST` the planner does not maintain (`detail`
+    /// says which).
+    LimitOrOffset { detail: String },
     /// A window function call of a form the engine does not maintain (`detail` says which).
     WindowFunction { name: String, detail: String },
     /// `WITH RECURSIVE`.
@@ -63,7 +64,7 @@ impl fmt::Display for Reason {
                 f,
                 "{what}; differential maintenance needs IMMUTABLE functions and operators"
             ),
-            Reason::LimitOrOffset => f.write_str("LIMIT, OFFSET and FETCH are not supported"),
+            Reason::LimitOrOffset { detail } => write!(f, "LIMIT, OFFSET or FETCH with {detail}"),
             Reason::WindowFunction { name, detail } => {
                 write!(f, "window function {name}() with {detail}")
             }

@@ -120,6 +120,30 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
         ),
         Operator::Negate(_) | Operator::Repeat(_) => (String::new(), "linear".into()),
         Operator::Consolidate(_) | Operator::Support(_) => (String::new(), "delta helper".into()),
+        Operator::TopK(t) => (
+            format!(
+                "ORDER BY {} LIMIT {}{}{}",
+                t.order_by
+                    .iter()
+                    .map(|k| format!("{}{}", e(&k.expr), k.options_sql()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.limit,
+                if t.widen_by.is_some() {
+                    " + inserted"
+                } else {
+                    ""
+                },
+                if t.offset > 0 {
+                    format!(" OFFSET {}", t.offset)
+                } else {
+                    String::new()
+                }
+            ),
+            "keep the boundary: the top rows before and after, both read from the top \
+             offset + limit + inserted rows"
+                .into(),
+        ),
         Operator::Window(w) => (
             format!(
                 "{}{}",

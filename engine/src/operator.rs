@@ -17,6 +17,7 @@ pub mod scan;
 pub mod semi_join;
 pub mod set_op;
 pub mod support;
+pub mod top_k;
 pub mod union_all;
 pub mod window;
 
@@ -35,6 +36,7 @@ pub use scan::{Scan, TableRef};
 pub use semi_join::{SemiJoin, SemiMode};
 pub use set_op::{SetOp, SetOpKind};
 pub use support::Support;
+pub use top_k::TopK;
 pub use union_all::UnionAll;
 pub use window::{Frame, FrameBound, FrameUnits, Window, WindowCall, WindowFunc};
 
@@ -86,6 +88,7 @@ pub enum Operator {
     Consolidate(Consolidate),
     Support(Support),
     Window(Window),
+    TopK(TopK),
 }
 
 impl Operator {
@@ -107,6 +110,7 @@ impl Operator {
             Operator::Consolidate(o) => o.input.columns(),
             Operator::Support(o) => o.input.columns(),
             Operator::Window(o) => o.columns(),
+            Operator::TopK(o) => o.columns(),
         }
     }
 
@@ -131,6 +135,11 @@ impl Operator {
             Operator::Consolidate(o) => vec![&o.input],
             Operator::Support(o) => vec![&o.input],
             Operator::Window(o) => vec![&o.input],
+            Operator::TopK(o) => {
+                let mut c = vec![o.input.as_ref()];
+                c.extend(o.widen_by.as_deref());
+                c
+            }
         }
     }
 
@@ -152,6 +161,7 @@ impl Operator {
             Operator::Consolidate(_) => "Consolidate",
             Operator::Support(_) => "Support",
             Operator::Window(_) => "Window",
+            Operator::TopK(_) => "TopK",
         }
     }
 
@@ -173,6 +183,7 @@ impl Operator {
             Operator::Consolidate(o) => o.eval(ctx),
             Operator::Support(o) => o.eval(ctx),
             Operator::Window(o) => o.eval(ctx),
+            Operator::TopK(o) => o.eval(ctx),
         }
     }
 
@@ -193,6 +204,7 @@ impl Operator {
             Operator::Repeat(o) => o.delta(),
             Operator::Consolidate(o) => o.delta(),
             Operator::Window(o) => o.delta(),
+            Operator::TopK(o) => o.delta(),
             Operator::DeltaScan(_) | Operator::Support(_) => Err(EngineError::internal(format!(
                 "{} appears only in delta plans and has no delta itself",
                 self.name()
@@ -219,6 +231,7 @@ impl Operator {
             Operator::Consolidate(o) => o.render(w),
             Operator::Support(o) => o.render(w),
             Operator::Window(o) => o.render(w),
+            Operator::TopK(o) => o.render(w),
         }
     }
 
@@ -239,6 +252,8 @@ impl Operator {
             }
             Operator::UnionAll(o) => o.inputs.iter().all(|i| i.is_delta_driven()),
             Operator::SetOp(_) => false,
+            // At most offset + limit rows (plus the change window's insertions).
+            Operator::TopK(_) => true,
             Operator::Aggregate(o) => !o.keys.is_empty() && o.input.is_delta_driven(),
             Operator::Filter(_)
             | Operator::Project(_)

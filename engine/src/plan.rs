@@ -325,6 +325,7 @@ pub(crate) fn unique_key(op: &Operator, tables: &BTreeMap<u32, TableInfo>) -> Op
         Operator::SemiJoin(s) => unique_key(&s.left, tables),
         // A window appends columns to every row of its input.
         Operator::Window(w) => unique_key(&w.input, tables),
+        Operator::TopK(t) => unique_key(&t.input, tables),
         Operator::Aggregate(a) => Some((0..a.keys.len()).collect()),
         Operator::Distinct(d) => Some((0..d.input.arity()).collect()),
         Operator::SetOp(s) if !s.all => Some((0..s.left.arity()).collect()),

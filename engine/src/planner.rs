@@ -64,6 +64,8 @@ pub(crate) struct Planner<'a> {
     /// The ORDER BY of the query whose body is the SELECT about to be planned (what
     /// `DISTINCT ON` keeps the first row of).
     pub(crate) query_order: Option<Vec<ast::OrderByExpr>>,
+    /// The `(offset, limit)` of the query whose body is the SELECT about to be planned.
+    pub(crate) query_limit: Option<(i64, i64)>,
 }
 
 /// The (schema, name) a call names, case-folded, with `pg_catalog` given as no schema; `None`
@@ -232,6 +234,7 @@ fn resolve_unknown_outputs(mut planned: Planned) -> Planned {
         match op {
             Operator::Project(p) => Some(p),
             Operator::Distinct(d) => top_projection(&mut d.input),
+            Operator::TopK(t) => top_projection(&mut t.input),
             _ => None,
         }
     }
@@ -265,13 +268,12 @@ impl<'a> Planner<'a> {
             windows: None,
             named_windows: Vec::new(),
             query_order: None,
+            query_limit: None,
         }
     }
 
     pub(crate) fn query(&mut self, q: &ast::Query) -> Result<Planned, EngineError> {
-        if q.limit_clause.is_some() || q.fetch.is_some() {
-            return Err(EngineError::NotDifferentiable(Reason::LimitOrOffset));
-        }
+        let top = window::limit_of(q)?;
         if !q.locks.is_empty() || q.for_clause.is_some() || !q.pipe_operators.is_empty() {
             return Err(unsupported("FOR UPDATE/SHARE and pipe operators"));
         }
@@ -287,17 +289,25 @@ impl<'a> Planner<'a> {
                 self.ctes.push((fold(&cte.alias.name), planned));
             }
         }
-        self.query_order = match (q.body.as_ref(), &q.order_by) {
-            (
-                ast::SetExpr::Select(_),
-                Some(ast::OrderBy {
-                    kind: ast::OrderByKind::Expressions(items),
-                    ..
-                }),
-            ) => Some(items.clone()),
-            _ => None,
+        let order = match &q.order_by {
+            Some(ast::OrderBy {
+                kind: ast::OrderByKind::Expressions(items),
+                ..
+            }) => items.clone(),
+            Some(_) => return Err(unsupported("ORDER BY ALL")),
+            None => Vec::new(),
         };
-        let result = self.set_expr(&q.body);
+        let select_body = matches!(q.body.as_ref(), ast::SetExpr::Select(_));
+        // A SELECT body applies its ORDER BY (DISTINCT ON) and LIMIT itself; any other body's
+        // LIMIT orders its output columns.
+        self.query_order = select_body.then(|| order.clone());
+        self.query_limit = if select_body { top } else { None };
+        let result = self.set_expr(&q.body).and_then(|planned| match top {
+            Some((offset, limit)) if !select_body => {
+                window::top_of_output(planned, &order, offset, limit)
+            }
+            _ => Ok(planned),
+        });
         self.ctes.truncate(depth);
         result
     }

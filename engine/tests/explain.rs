@@ -60,7 +60,12 @@ const CASES: &[(&str, &str)] = &[
         "scalar_subquery",
         "SELECT k, x FROM a WHERE x > (SELECT avg(y) FROM b)",
     ),
-    ("full_fallback", "SELECT k FROM a ORDER BY k LIMIT 2"),
+    (
+        "window",
+        "SELECT k, row_number() OVER (PARTITION BY g ORDER BY x DESC) AS rn FROM a",
+    ),
+    ("top_k", "SELECT k, x FROM a ORDER BY x DESC, k LIMIT 3"),
+    ("full_fallback", "SELECT k FROM a ORDER BY k OFFSET 2"),
 ];
 
 fn notes(name: &str, p: &engine::Plan) -> Annotations {

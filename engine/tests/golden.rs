@@ -57,6 +57,11 @@ const CASES: &[(&str, &str)] = &[
         "SELECT DISTINCT a.x, b.y FROM a JOIN b ON a.g = b.g",
     ),
     ("union_all_bag", "SELECT v FROM d UNION ALL SELECT x FROM a"),
+    (
+        "window_partitions",
+        "SELECT k, g, row_number() OVER (PARTITION BY g ORDER BY x DESC) AS rn, sum(x) OVER (PARTITION BY g) AS s FROM a",
+    ),
+    ("top_k", "SELECT k, x FROM a ORDER BY x DESC, k LIMIT 3"),
     ("union", "SELECT v FROM d UNION SELECT y FROM b"),
     (
         "left_join",

@@ -107,6 +107,11 @@ pub const QUERIES: &[&str] = &[
     // Subqueries in an inner join's ON.
     "SELECT a.k, b.k AS bk FROM a JOIN b ON a.g = b.g AND b.y > (SELECT avg(z) FROM c)",
     "SELECT a.k, b.k AS bk, c.k AS ck FROM a JOIN b ON a.g = b.g AND b.y >= (SELECT min(d.v) FROM d WHERE d.w = a.x) JOIN c ON c.z = b.y",
+];
+
+/// Queries whose result depends on an order (window functions, DISTINCT ON, ORDER BY …
+/// LIMIT): also checked on their own, so that each gets many scenarios.
+pub const ORDERED_QUERIES: &[&str] = &[
     // Window functions: the touched partitions recomputed; ties broken by the input's columns.
     "SELECT k, g, x, row_number() OVER (PARTITION BY g ORDER BY x DESC) AS rn, rank() OVER (PARTITION BY g ORDER BY x) AS r, dense_rank() OVER (PARTITION BY g ORDER BY x) AS dr FROM a",
     "SELECT k, x, sum(x) OVER (PARTITION BY g ORDER BY x) AS running, count(*) OVER (PARTITION BY g) AS n, max(x) OVER (PARTITION BY g ORDER BY k ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS framed FROM a",
@@ -120,7 +125,22 @@ pub const QUERIES: &[&str] = &[
     "SELECT DISTINCT ON (g) g, k, x FROM a ORDER BY g, x DESC",
     "SELECT DISTINCT ON (v) v, w FROM d ORDER BY v, w NULLS FIRST",
     "SELECT DISTINCT ON (a.g) a.g, b.y FROM a JOIN b ON a.g = b.g ORDER BY a.g, b.y, b.k",
+    // ORDER BY … LIMIT: the top rows before and after, read from the top limit + inserted.
+    "SELECT k, x FROM a ORDER BY x DESC NULLS LAST, k LIMIT 3",
+    "SELECT k, x FROM a ORDER BY x LIMIT 2 OFFSET 1",
+    "SELECT g, sum(x) AS s, count(*) AS n FROM a GROUP BY g ORDER BY s DESC LIMIT 2",
+    "SELECT v, w FROM d ORDER BY v, w NULLS FIRST LIMIT 3",
+    "SELECT DISTINCT x FROM a ORDER BY x LIMIT 2",
+    "SELECT v FROM d UNION ALL SELECT x FROM a ORDER BY 1 DESC LIMIT 4",
+    "SELECT a.k, b.y FROM a JOIN b ON a.g = b.g ORDER BY b.y, a.k LIMIT 3",
+    "SELECT k, g FROM a ORDER BY g OFFSET 1 ROWS FETCH FIRST 2 ROWS ONLY",
+    "SELECT DISTINCT ON (g) g, k FROM a ORDER BY g, x, k LIMIT 2",
+    "SELECT t.k, t.x FROM (SELECT k, x FROM a ORDER BY x LIMIT 3) AS t WHERE t.x > 0",
 ];
+
+fn all_queries() -> Vec<&'static str> {
+    QUERIES.iter().chain(ORDERED_QUERIES).copied().collect()
+}
 
 fn sources() -> DeltaSources {
     let mut s = DeltaSources::new();
@@ -174,8 +194,13 @@ proptest! {
     #![proptest_config(db::config("proptest-regressions/plan_maintenance.txt"))]
 
     #[test]
-    fn incremental_maintenance_equals_full_refresh(q in 0..QUERIES.len(), s in db::scenario()) {
-        check(QUERIES[q], &s)?;
+    fn incremental_maintenance_equals_full_refresh(q in 0..QUERIES.len() + ORDERED_QUERIES.len(), s in db::scenario()) {
+        check(all_queries()[q], &s)?;
+    }
+
+    #[test]
+    fn ordered_queries_maintained_equal_full_refresh(q in 0..ORDERED_QUERIES.len(), s in db::scenario()) {
+        check(ORDERED_QUERIES[q], &s)?;
     }
 }
 
@@ -195,7 +220,7 @@ fn parse_every_query() {
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
     let cat = db::catalog();
-    for sql in QUERIES {
+    for sql in all_queries() {
         let p = plan(sql, &cat).unwrap();
         let full = full_query_sql(&p).unwrap();
         let delta = delta_query_sql(&p, &sources(), &RelName::new("public", "st")).unwrap();

@@ -50,8 +50,8 @@ fn unsupported_constructs_are_not_differentiable_with_a_typed_reason() {
         Reason::VolatileFunction { .. }
     ));
     assert!(matches!(
-        reason("SELECT k FROM a ORDER BY k LIMIT 3"),
-        Reason::LimitOrOffset
+        reason("SELECT k FROM a ORDER BY k OFFSET 3"),
+        Reason::LimitOrOffset { .. }
     ));
     assert!(matches!(
         reason("SELECT k, last_value(x) OVER (ORDER BY g) AS n FROM a"),
@@ -120,7 +120,7 @@ fn tablesample_is_not_differentiable_and_never_dropped() {
 
 #[test]
 fn not_differentiable_reasons_read_not_differentiable() {
-    let r = reason("SELECT k FROM a LIMIT 1");
+    let r = reason("SELECT k FROM a OFFSET 1");
     assert!(r.to_string().starts_with("not differentiable: "), "{r}");
     assert_eq!(EngineError::NotDifferentiable(r).sqlstate(), "0A000");
 }
@@ -222,7 +222,7 @@ fn explain_marks_differential_operators_and_full_fallbacks() {
     let json: serde_json::Value = serde_json::from_str(&explain(&p, ExplainFormat::Json)).unwrap();
     assert_eq!(json[0]["Plan"]["Node Type"], "Project");
     assert!(explain(&p, ExplainFormat::Dot).starts_with("digraph"));
-    let full = plan("SELECT k FROM a LIMIT 2", &cat).unwrap();
+    let full = plan("SELECT k FROM a OFFSET 2", &cat).unwrap();
     let text = explain(&full, ExplainFormat::Text);
     assert!(text.contains("FULL: not differentiable: LIMIT"), "{text}");
 }

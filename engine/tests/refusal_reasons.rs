@@ -16,7 +16,7 @@ fn name_of(r: &Reason) -> &'static str {
     match r {
         Reason::VolatileFunction { .. } => "VolatileFunction",
         Reason::NotImmutable { .. } => "NotImmutable",
-        Reason::LimitOrOffset => "LimitOrOffset",
+        Reason::LimitOrOffset { .. } => "LimitOrOffset",
         Reason::WindowFunction { .. } => "WindowFunction",
         Reason::RecursiveCte => "RecursiveCte",
         Reason::UnsupportedAggregate { .. } => "UnsupportedAggregate",
@@ -84,7 +84,7 @@ fn wide_join(n: usize) -> String {
 pub fn cases() -> Vec<(&'static str, String)> {
     vec![
         ("VolatileFunction", "SELECT k, random() AS r FROM a".into()),
-        ("LimitOrOffset", "SELECT k FROM a ORDER BY k LIMIT 3".into()),
+        ("LimitOrOffset", "SELECT k FROM a ORDER BY k OFFSET 3".into()),
         (
             "WindowFunction",
             "SELECT k, last_value(x) OVER (ORDER BY g) AS n FROM a".into(),

@@ -255,7 +255,8 @@ const SINGLE: &[Family] = &[
     d("agg_grouping_sets_bag", "SELECT s, k, count(*) AS cnt, sum(y) AS sy, grouping(s) AS gs FROM m GROUP BY GROUPING SETS ((s), (k), ())"),
 ];
 
-/// Window functions and DISTINCT ON: the partitions a change touches are recomputed. A
+/// Window functions, DISTINCT ON and ORDER BY … LIMIT: the partitions a change touches are
+/// recomputed, the top rows re-read from the top limit + inserted. A
 /// function that numbers rows or picks one (`row_number`, `lag`, a ROWS frame, DISTINCT ON) is
 /// ordered here by a total order (ending in a key), so that the query run as it is agrees
 /// with the stream table, which breaks ties by the input's columns; the rank family and RANGE
@@ -277,6 +278,17 @@ const WINDOW: &[Family] = &[
     d("distinct_on", "SELECT DISTINCT ON (k) k, id, v FROM a ORDER BY k, v DESC NULLS LAST, id"),
     d("distinct_on_bag", "SELECT DISTINCT ON (k) k, y, s FROM m ORDER BY k, y, s"),
     d("distinct_on_join", "SELECT DISTINCT ON (a.k) a.k, b.id AS bid, b.ts FROM a JOIN b ON a.k = b.k ORDER BY a.k, b.ts DESC, b.id"),
+    // ORDER BY … LIMIT: deletes of the boundary row, inserts that push rows out, OFFSET,
+    // fewer rows than the limit, ties at the boundary (visible only through the key).
+    d("topk", "SELECT id, k, v FROM a ORDER BY v DESC NULLS LAST, id LIMIT 5"),
+    d("topk_offset", "SELECT id, w FROM b ORDER BY w NULLS FIRST, id LIMIT 4 OFFSET 3"),
+    d("topk_ties", "SELECT v FROM a ORDER BY v LIMIT 4"),
+    d("topk_agg", "SELECT k, count(*) AS cnt, sum(x) AS sx FROM n GROUP BY k ORDER BY cnt DESC, k LIMIT 3"),
+    d("topk_bag", "SELECT k, y, s FROM m ORDER BY y DESC, s, k LIMIT 5"),
+    d("topk_distinct", "SELECT DISTINCT k FROM b ORDER BY k NULLS FIRST LIMIT 3"),
+    d("topk_join", "SELECT a.id AS aid, b.id AS bid, b.w FROM a JOIN b ON a.k = b.k ORDER BY b.w DESC, a.id, b.id FETCH FIRST 6 ROWS ONLY"),
+    d("topk_union", "SELECT k FROM n UNION ALL SELECT k FROM b ORDER BY 1 DESC LIMIT 5"),
+    d("topk_in_subquery", "SELECT x.id, x.v FROM (SELECT id, v FROM a ORDER BY v, id LIMIT 5) AS x WHERE x.v > 0"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

@@ -31,7 +31,6 @@ use crate::error::EngineError;
 use crate::expr::eval::{compare, eval, EvalError};
 use crate::expr::Expr;
 use crate::render::{col_ref, expr::render_expr, quote_ident, select_cols, Fragment, SqlWriter};
-use crate::types::TypeClass;
 use crate::value::{Row, Value};
 use crate::zset::ZSet;
 
@@ -228,7 +227,7 @@ pub struct Window {
 }
 
 /// Compares two values as `ORDER BY … [DESC] [NULLS FIRST|LAST]` does.
-fn compare_key(a: &Value, b: &Value, key: &SortKey) -> Ordering {
+pub(crate) fn compare_key(a: &Value, b: &Value, key: &SortKey) -> Ordering {
     let nulls_first = key.nulls_first.unwrap_or(key.desc);
     match (a.is_null(), b.is_null()) {
         (true, true) => Ordering::Equal,
@@ -564,20 +563,6 @@ impl Window {
         }))
     }
 
-    /// The tie-breaking keys of a `tie_broken` call: every input column, in a type's own
-    /// order where it has a known one and by its text form otherwise (every type has one).
-    fn tie_breakers(&self) -> Vec<String> {
-        self.input
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(i, c)| match c.ty.class() {
-                TypeClass::Other => format!("CAST({} AS text) COLLATE \"C\"", col_ref("s", i)),
-                _ => col_ref("s", i),
-            })
-            .collect()
-    }
-
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
         let input = w.input(&self.input)?;
         let s = quote_ident("s");
@@ -601,7 +586,7 @@ impl Window {
             let keys: Vec<String> = self.partition_by.iter().map(&r).collect();
             format!("PARTITION BY {}", keys.join(", "))
         };
-        let ties = self.tie_breakers();
+        let ties = super::top_k::tie_breakers(&self.input.columns());
         let mut cols = select_cols("s", arity, 0);
         for (j, call) in self.calls.iter().enumerate() {
             let ordered = !call.order_by.is_empty();

@@ -20,7 +20,8 @@ use super::{fold, object_name, rename, Planned, Planner};
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
 use crate::operator::{
-    bx, AggCall, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project,
+    bx, AggCall, Aggregate, ColType, Distinct, Filter, Join, JoinKind, Operator, Project, SortKey,
+    TopK,
 };
 
 fn unsupported(construct: &str) -> EngineError {
@@ -56,6 +57,7 @@ pub(crate) fn output_name(e: &ast::Expr) -> String {
 impl Planner<'_> {
     pub(crate) fn select(&mut self, s: &ast::Select) -> Result<Planned, EngineError> {
         let query_order = self.query_order.take().unwrap_or_default();
+        let query_limit = self.query_limit.take();
         if s.top.is_some()
             || s.into.is_some()
             || !s.lateral_views.is_empty()
@@ -66,6 +68,11 @@ impl Planner<'_> {
             return Err(unsupported("this SELECT clause"));
         }
         let branch = self.grouping_branch.take();
+        if branch.is_some() && query_limit.is_some() {
+            return Err(EngineError::NotDifferentiable(Reason::LimitOrOffset {
+                detail: "grouping sets".to_string(),
+            }));
+        }
         if branch.is_some() && matches!(s.distinct, Some(ast::Distinct::On(_))) {
             return Err(EngineError::NotDifferentiable(Reason::DistinctOn {
                 detail: "grouping sets".to_string(),
@@ -166,6 +173,10 @@ impl Planner<'_> {
             }
             _ => None,
         };
+        let top_order = match query_limit {
+            Some(_) => Some(self.order_keys(&query_order, &scope, &mut aggs, &items, "LIMIT")?),
+            None => None,
+        };
         let mut having = having_expr
             .as_ref()
             .map(|h| self.expr(h, &scope, &mut Some(&mut aggs)))
@@ -239,9 +250,40 @@ impl Planner<'_> {
                 item.0 = place_windows(&item.0, &placed);
             }
         }
+        let rewrite = |e: &Expr| rewrite(e).map(|x| place_windows(&x, &placed));
         if let Some((keys, order)) = distinct_on {
-            let rewrite = |e: &Expr| rewrite(e).map(|x| place_windows(&x, &placed));
             op = first_per_partition(op, keys, order, &rewrite)?;
+        }
+        let distinct = matches!(s.distinct, Some(ast::Distinct::Distinct));
+        let rewrite_key = |k: &SortKey| -> Result<SortKey, EngineError> {
+            Ok(SortKey {
+                expr: rewrite(&k.expr)?,
+                ..k.clone()
+            })
+        };
+        let top = match (query_limit, top_order) {
+            (Some((offset, limit)), Some(order)) => {
+                let order: Vec<SortKey> =
+                    order.iter().map(rewrite_key).collect::<Result<_, _>>()?;
+                Some((offset, limit, order))
+            }
+            _ => None,
+        };
+        // ORDER BY … LIMIT: over the rows before the select list, or, with DISTINCT, over its
+        // output (whose columns ORDER BY must name).
+        let mut top_after = None;
+        if let Some((offset, limit, order)) = top {
+            if distinct {
+                top_after = Some((offset, limit, order));
+            } else {
+                op = Operator::TopK(TopK {
+                    input: bx(op),
+                    order_by: order,
+                    offset,
+                    limit,
+                    widen_by: None,
+                });
+            }
         }
         self.scalars.truncate(marks);
         let names: Vec<String> = items.iter().map(|i| i.2.clone()).collect();
@@ -250,8 +292,37 @@ impl Planner<'_> {
             exprs: items.iter().map(|i| i.0.clone()).collect(),
             types: items.iter().map(|i| i.1.clone()).collect(),
         });
-        if matches!(s.distinct, Some(ast::Distinct::Distinct)) {
+        if distinct {
             op = Operator::Distinct(Distinct { input: bx(op) });
+        }
+        if let Some((offset, limit, order)) = top_after {
+            let exprs = match &op {
+                Operator::Distinct(d) => match d.input.as_ref() {
+                    Operator::Project(p) => p.exprs.clone(),
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let mut keys = Vec::new();
+            for k in order {
+                let Some(position) = exprs.iter().position(|e| *e == k.expr) else {
+                    return Err(EngineError::NotDifferentiable(Reason::LimitOrOffset {
+                        detail: "SELECT DISTINCT ordered by an expression outside its select list"
+                            .to_string(),
+                    }));
+                };
+                keys.push(SortKey {
+                    expr: Expr::Column(position),
+                    ..k
+                });
+            }
+            op = Operator::TopK(TopK {
+                input: bx(op),
+                order_by: keys,
+                offset,
+                limit,
+                widen_by: None,
+            });
         }
         Ok(Planned { op, names })
     }

@@ -27,7 +27,7 @@ use crate::catalog::AggregateKind;
 use crate::error::{EngineError, Reason};
 use crate::expr::{BinOp, Expr};
 use crate::operator::{
-    bx, AggCall, AggFunc, ColType, Filter, Frame, FrameBound, FrameUnits, Operator, SortKey,
+    bx, AggCall, AggFunc, ColType, Filter, Frame, FrameBound, FrameUnits, Operator, SortKey, TopK,
     Window, WindowCall, WindowFunc,
 };
 use crate::types::{common_type, SqlType};
@@ -558,27 +558,11 @@ impl Planner<'_> {
         for e in exprs {
             keys.push(self.output_or_input(e, scope, aggs, items)?);
         }
-        let mut sort = Vec::new();
-        for o in order {
-            let (x, _) = self.output_or_input(&o.expr, scope, aggs, items)?;
-            if keys.iter().any(|k| k.0 == x) {
-                continue;
-            }
-            let desc = match &o.options.sort {
-                None | Some(ast::OrderBySort::Asc) => false,
-                Some(ast::OrderBySort::Desc) => true,
-                Some(ast::OrderBySort::Using(_)) => {
-                    return Err(EngineError::NotDifferentiable(Reason::DistinctOn {
-                        detail: "ORDER BY … USING".to_string(),
-                    }))
-                }
-            };
-            sort.push(SortKey {
-                expr: x,
-                desc,
-                nulls_first: o.options.nulls_first,
-            });
-        }
+        let sort: Vec<SortKey> = self
+            .order_keys(order, scope, aggs, items, "DISTINCT ON")?
+            .into_iter()
+            .filter(|k| !keys.iter().any(|d| d.0 == k.expr))
+            .collect();
         if keys
             .iter()
             .map(|k| &k.0)
@@ -590,6 +574,24 @@ impl Planner<'_> {
             }));
         }
         Ok((keys, sort))
+    }
+
+    /// The query's ORDER BY as keys over the rows the select list reads (output columns by
+    /// position or name, as PostgreSQL resolves them, or expressions of the input).
+    pub(crate) fn order_keys(
+        &mut self,
+        order: &[ast::OrderByExpr],
+        scope: &Scope,
+        aggs: &mut Vec<AggCall>,
+        items: &[(Expr, ColType, String)],
+        what: &str,
+    ) -> Result<Vec<SortKey>, EngineError> {
+        let mut keys = Vec::new();
+        for o in order {
+            let (x, _) = self.output_or_input(&o.expr, scope, aggs, items)?;
+            keys.push(sort_key(x, &o.options, what)?);
+        }
+        Ok(keys)
     }
 
     fn output_or_input(
@@ -622,6 +624,129 @@ impl Planner<'_> {
         }
         self.expr(e, scope, &mut Some(aggs))
     }
+}
+
+fn limit_refused(detail: &str) -> EngineError {
+    EngineError::NotDifferentiable(Reason::LimitOrOffset {
+        detail: detail.to_string(),
+    })
+}
+
+/// A LIMIT or OFFSET count: a non-negative integer constant.
+fn count(e: &ast::Expr) -> Result<i64, EngineError> {
+    if let ast::Expr::Value(v) = e {
+        if let ast::Value::Number(n, _) = &v.value {
+            if let Ok(k) = n.parse::<i64>() {
+                if k >= 0 {
+                    return Ok(k);
+                }
+            }
+        }
+    }
+    Err(limit_refused(
+        "a count that is not a non-negative integer constant",
+    ))
+}
+
+/// The `(offset, limit)` of a query's `LIMIT … OFFSET …` or `OFFSET … FETCH FIRST … ROWS
+/// ONLY`; `None` without either (or with `LIMIT ALL` and no OFFSET).
+pub(crate) fn limit_of(q: &ast::Query) -> Result<Option<(i64, i64)>, EngineError> {
+    let (limit, offset) = match &q.limit_clause {
+        None => (None, None),
+        Some(ast::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return Err(limit_refused("BY"));
+            }
+            (limit.clone(), offset.as_ref().map(|o| o.value.clone()))
+        }
+        Some(ast::LimitClause::OffsetCommaLimit { offset, limit }) => {
+            (Some(limit.clone()), Some(offset.clone()))
+        }
+    };
+    let limit =
+        match (&q.fetch, limit) {
+            (Some(_), Some(_)) => return Err(limit_refused("both LIMIT and FETCH")),
+            (Some(f), None) => {
+                if f.with_ties || f.percent {
+                    return Err(limit_refused("WITH TIES or PERCENT"));
+                }
+                Some(f.quantity.clone().unwrap_or_else(|| {
+                    ast::Expr::Value(ast::Value::Number("1".into(), false).into())
+                }))
+            }
+            (None, l) => l,
+        };
+    // `LIMIT ALL` / `LIMIT NULL`: no limit.
+    let limit =
+        limit.filter(|l| !matches!(l, ast::Expr::Value(v) if matches!(v.value, ast::Value::Null)));
+    let offset = offset.as_ref().map(count).transpose()?.unwrap_or(0);
+    match limit {
+        Some(l) => Ok(Some((offset, count(&l)?))),
+        None if offset > 0 => Err(limit_refused("an OFFSET but no LIMIT")),
+        None => Ok(None),
+    }
+}
+
+/// `planned` (a set operation, a parenthesised query…) under `ORDER BY order LIMIT limit
+/// OFFSET offset`, each ORDER BY item an output column's position or name.
+pub(crate) fn top_of_output(
+    planned: super::Planned,
+    order: &[ast::OrderByExpr],
+    offset: i64,
+    limit: i64,
+) -> Result<super::Planned, EngineError> {
+    let mut keys = Vec::new();
+    for o in order {
+        let position = match &o.expr {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => n.parse::<usize>().ok().and_then(|p| p.checked_sub(1)),
+                _ => None,
+            },
+            ast::Expr::Identifier(id) => {
+                let name = super::fold(id);
+                planned.names.iter().position(|n| *n == name)
+            }
+            _ => None,
+        };
+        let Some(position) = position.filter(|p| *p < planned.names.len()) else {
+            return Err(limit_refused(
+                "an ORDER BY item that is not an output column",
+            ));
+        };
+        keys.push(sort_key(Expr::Column(position), &o.options, "LIMIT")?);
+    }
+    Ok(super::Planned {
+        op: Operator::TopK(TopK {
+            input: bx(planned.op),
+            order_by: keys,
+            offset,
+            limit,
+            widen_by: None,
+        }),
+        names: planned.names,
+    })
+}
+
+/// An ORDER BY key with its direction and NULLS placement; `USING` is refused.
+fn sort_key(expr: Expr, options: &ast::OrderByOptions, what: &str) -> Result<SortKey, EngineError> {
+    let desc = match &options.sort {
+        None | Some(ast::OrderBySort::Asc) => false,
+        Some(ast::OrderBySort::Desc) => true,
+        Some(ast::OrderBySort::Using(_)) => {
+            return Err(EngineError::NotDifferentiable(Reason::Construct {
+                construct: format!("ORDER BY … USING with {what}"),
+            }))
+        }
+    };
+    Ok(SortKey {
+        expr,
+        desc,
+        nulls_first: options.nulls_first,
+    })
 }
 
 /// Replaces window placeholders in `e` by the expressions `windowed` placed them at.
