@@ -208,3 +208,16 @@ pub const QUERIES: [&str; 22] = [
                 AND NOT EXISTS (SELECT * FROM orders WHERE o_custkey = c_custkey)) AS custsale
       GROUP BY cntrycode",
 ];
+
+/// The queries of the 22 that end in `ORDER BY … LIMIT n`, with it kept: (query number, the
+/// specification's ORDER BY and LIMIT). Maintained by keeping the boundary of the top rows.
+pub const TOP_QUERIES: [(usize, &str); 5] = [
+    (
+        2,
+        "ORDER BY s_acctbal DESC, n_name, s_name, p_partkey LIMIT 100",
+    ),
+    (3, "ORDER BY revenue DESC, o_orderdate LIMIT 10"),
+    (10, "ORDER BY revenue DESC LIMIT 20"),
+    (18, "ORDER BY o_totalprice DESC, o_orderdate LIMIT 100"),
+    (21, "ORDER BY numwait DESC, s_name LIMIT 100"),
+];

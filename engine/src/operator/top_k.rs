@@ -7,13 +7,14 @@
 //!
 //! Delta rule (keep the boundary): with L = offset + limit and d the rows the change window
 //! inserts (its positive weight),
-//! Δ TopK(A) = TopK(A) − TopK(consolidate(Top_{L+d}(A) − ΔA)).
+//! Δ TopK(A) = TopK(Top_{L+d}(A)) − TopK(consolidate(Top_{L+d}(A) − ΔA)),
+//! where TopK(Top_{L+d}(A)) = TopK(A) because the top L + d rows hold the top L.
 //! The before state's top L is read from the after state's top L + d: a row ranked r after the
 //! change was ranked at least r − d before it (at most d inserted rows were ahead of it), so
 //! every row of the before state's top L that is still in A is in the after state's top L + d;
 //! the rows the change deleted come back from −ΔA, the rows it inserted leave with it. Cost:
-//! two top-N reads of A — O(L + d) rows through an index on the keys, one sorted pass without
-//! one — never a recomputation of anything the top rows do not need. When nothing in the top
+//! one top-N read of A, materialised — O(L + d) rows through an index on the keys, one sorted
+//! pass without one (A itself recomputed when it is an aggregate: nothing it does not need). When nothing in the top
 //! L + d changes, both terms are equal and the delta is empty.
 
 use std::cmp::Ordering;
@@ -94,13 +95,17 @@ impl TopK {
     pub fn delta(&self) -> Result<Operator, EngineError> {
         let input = (*self.input).clone();
         let di = input.delta()?;
-        let after = Operator::TopK(self.clone());
+        // The top L + d rows of A, read once (materialised): both terms take theirs from it.
         let slice = Operator::TopK(TopK {
             input: bx(input),
             order_by: self.order_by.clone(),
             offset: 0,
             limit: self.offset.saturating_add(self.limit),
             widen_by: Some(bx(di.clone())),
+        });
+        let after = Operator::TopK(TopK {
+            input: bx(slice.clone()),
+            ..self.clone()
         });
         let before = Operator::TopK(TopK {
             input: bx(Operator::Consolidate(Consolidate {
