@@ -202,6 +202,15 @@ pub trait Catalog {
         None
     }
 
+    /// The columns (name, type as SQL text) PostgreSQL gives the FROM item `sql` (a function
+    /// call over `CAST(NULL AS type)` arguments, with its alias), or `None` when this catalog
+    /// cannot tell (the planner then refuses the item). The extension answers with PostgreSQL's
+    /// parse analysis of `SELECT * FROM sql`.
+    fn relation_columns(&self, sql: &str) -> Option<Vec<(String, String)>> {
+        let _ = sql;
+        None
+    }
+
     /// Whether values of `ty` can be compared for equality, which maintaining a column of it
     /// differentially needs (rows are matched by value). The default decides by the type's
     /// name; the extension asks PostgreSQL's type cache, which also sees through domains,

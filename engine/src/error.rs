@@ -44,10 +44,13 @@ pub enum Reason {
     /// A form of `GROUPING SETS`, `ROLLUP` or `CUBE` the planner does not expand (`detail`
     /// says which).
     GroupingSets { detail: String },
-    /// `LATERAL` subqueries or set-returning functions in `FROM`.
+    /// A `LATERAL` subquery, or a set-returning function in `FROM` that reads no column of
+    /// the relations to its left (constant rows) or is joined in another way than `CROSS
+    /// JOIN`, `JOIN … ON` or `LEFT JOIN … ON true`.
     LateralOrTableFunction,
-    /// A set-returning function outside `FROM` (`SELECT id, unnest(arr) …`): it returns
-    /// several rows per input row, so the input's key is no key of the result.
+    /// A set-returning function of the select list in a form that is no flat map: a second
+    /// one (PostgreSQL runs them in lockstep), one returning a record, one inside another's
+    /// arguments or outside the select list.
     SetReturningFunction { name: String },
     /// A construct of the SQL grammar the differential engine does not model yet.
     Construct { construct: String },
@@ -99,11 +102,11 @@ impl fmt::Display for Reason {
             Reason::DistinctOn { detail } => write!(f, "DISTINCT ON with {detail}"),
             Reason::GroupingSets { detail } => write!(f, "GROUPING SETS, ROLLUP or CUBE with {detail}"),
             Reason::LateralOrTableFunction => {
-                f.write_str("LATERAL subqueries and functions in FROM")
+                f.write_str("a LATERAL subquery, or a function in FROM that reads no column to its left or is joined other than by CROSS JOIN, JOIN … ON or LEFT JOIN … ON true")
             }
             Reason::SetReturningFunction { name } => write!(
                 f,
-                "set-returning function {name}() outside FROM (it returns several rows per row)"
+                "set-returning function {name}() in this position (one per select list, returning no record)"
             ),
             Reason::Construct { construct } => write!(f, "{construct}"),
         }

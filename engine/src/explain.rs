@@ -120,6 +120,20 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
         ),
         Operator::Negate(_) | Operator::Repeat(_) => (String::new(), "linear".into()),
         Operator::Consolidate(_) | Operator::Support(_) => (String::new(), "delta helper".into()),
+        Operator::FlatMap(f) => (
+            format!(
+                "{}{}({}){}",
+                if f.outer {
+                    "LEFT JOIN LATERAL "
+                } else {
+                    "LATERAL "
+                },
+                f.name,
+                f.args.iter().map(e).collect::<Vec<_>>().join(", "),
+                if f.ordinality { " WITH ORDINALITY" } else { "" }
+            ),
+            "linear: each changed row expanded again, O(|Δ|)".into(),
+        ),
         Operator::TopK(t) => (
             format!(
                 "ORDER BY {} LIMIT {}{}{}",

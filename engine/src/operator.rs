@@ -9,6 +9,7 @@ pub mod consolidate;
 pub mod delta_scan;
 pub mod distinct;
 pub mod filter;
+pub mod flat_map;
 pub mod join;
 pub mod negate;
 pub mod project;
@@ -28,6 +29,7 @@ pub use consolidate::Consolidate;
 pub use delta_scan::DeltaScan;
 pub use distinct::Distinct;
 pub use filter::Filter;
+pub use flat_map::FlatMap;
 pub use join::{Join, JoinKind};
 pub use negate::Negate;
 pub use project::Project;
@@ -89,6 +91,7 @@ pub enum Operator {
     Support(Support),
     Window(Window),
     TopK(TopK),
+    FlatMap(FlatMap),
 }
 
 impl Operator {
@@ -111,6 +114,7 @@ impl Operator {
             Operator::Support(o) => o.input.columns(),
             Operator::Window(o) => o.columns(),
             Operator::TopK(o) => o.columns(),
+            Operator::FlatMap(o) => o.columns(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Operator {
             Operator::Consolidate(o) => vec![&o.input],
             Operator::Support(o) => vec![&o.input],
             Operator::Window(o) => vec![&o.input],
+            Operator::FlatMap(o) => vec![&o.input],
             Operator::TopK(o) => {
                 let mut c = vec![o.input.as_ref()];
                 c.extend(o.widen_by.as_deref());
@@ -162,6 +167,7 @@ impl Operator {
             Operator::Support(_) => "Support",
             Operator::Window(_) => "Window",
             Operator::TopK(_) => "TopK",
+            Operator::FlatMap(_) => "FlatMap",
         }
     }
 
@@ -184,6 +190,7 @@ impl Operator {
             Operator::Support(o) => o.eval(ctx),
             Operator::Window(o) => o.eval(ctx),
             Operator::TopK(o) => o.eval(ctx),
+            Operator::FlatMap(o) => o.eval(ctx),
         }
     }
 
@@ -205,6 +212,7 @@ impl Operator {
             Operator::Consolidate(o) => o.delta(),
             Operator::Window(o) => o.delta(),
             Operator::TopK(o) => o.delta(),
+            Operator::FlatMap(o) => o.delta(),
             Operator::DeltaScan(_) | Operator::Support(_) => Err(EngineError::internal(format!(
                 "{} appears only in delta plans and has no delta itself",
                 self.name()
@@ -232,6 +240,7 @@ impl Operator {
             Operator::Support(o) => o.render(w),
             Operator::Window(o) => o.render(w),
             Operator::TopK(o) => o.render(w),
+            Operator::FlatMap(o) => o.render(w),
         }
     }
 
@@ -262,7 +271,8 @@ impl Operator {
             | Operator::Repeat(_)
             | Operator::Consolidate(_)
             | Operator::Support(_)
-            | Operator::Window(_) => self.children().iter().all(|c| c.is_delta_driven()),
+            | Operator::Window(_)
+            | Operator::FlatMap(_) => self.children().iter().all(|c| c.is_delta_driven()),
         }
     }
 

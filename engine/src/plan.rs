@@ -326,6 +326,12 @@ pub(crate) fn unique_key(op: &Operator, tables: &BTreeMap<u32, TableInfo>) -> Op
         // A window appends columns to every row of its input.
         Operator::Window(w) => unique_key(&w.input, tables),
         Operator::TopK(t) => unique_key(&t.input, tables),
+        // WITH ORDINALITY numbers each input row's results: with the input's key, a key.
+        Operator::FlatMap(f) if f.ordinality => {
+            let mut key = unique_key(&f.input, tables)?;
+            key.push(f.input.arity() + f.types.len() - 1);
+            Some(key)
+        }
         Operator::Aggregate(a) => Some((0..a.keys.len()).collect()),
         Operator::Distinct(d) => Some((0..d.input.arity()).collect()),
         Operator::SetOp(s) if !s.all => Some((0..s.left.arity()).collect()),

@@ -8,6 +8,7 @@
 mod conditions;
 pub mod expr;
 mod grouping;
+mod lateral;
 mod passthrough;
 pub mod scope;
 pub mod select;
@@ -59,6 +60,8 @@ pub(crate) struct Planner<'a> {
     pub(crate) grouping_branch: Option<grouping::Branch>,
     /// The window calls of the select list being planned (`Some` only while it is).
     pub(crate) windows: Option<Vec<window::PendingWindow>>,
+    /// The set-returning calls of the select list being planned (`Some` only while it is).
+    pub(crate) srfs: Option<Vec<lateral::PendingSrf>>,
     /// The `WINDOW name AS (…)` clause of the SELECT whose select list is being planned.
     pub(crate) named_windows: Vec<ast::NamedWindowDefinition>,
     /// The ORDER BY of the query whose body is the SELECT about to be planned (what
@@ -147,6 +150,8 @@ struct Remembered<'a> {
     types: RefCell<BTreeMap<String, Option<String>>>,
     /// By (schema, name) as asked.
     functions: RefCell<BTreeMap<TableName, FunctionKind>>,
+    /// By the FROM item's text.
+    relations: RefCell<BTreeMap<String, Option<Vec<(String, String)>>>>,
 }
 
 /// The answer remembered under `key` in `cache`, or `ask`'s, remembered.
@@ -170,6 +175,7 @@ impl<'a> Remembered<'a> {
             tables: RefCell::new(BTreeMap::new()),
             types: RefCell::new(BTreeMap::new()),
             functions: RefCell::new(BTreeMap::new()),
+            relations: RefCell::new(BTreeMap::new()),
         }
     }
 }
@@ -194,6 +200,12 @@ impl Catalog for Remembered<'_> {
     fn expression_type(&self, sql: &str) -> Option<String> {
         remember(&self.types, sql.to_string(), || {
             self.inner.expression_type(sql)
+        })
+    }
+
+    fn relation_columns(&self, sql: &str) -> Option<Vec<(String, String)>> {
+        remember(&self.relations, sql.to_string(), || {
+            self.inner.relation_columns(sql)
         })
     }
 
@@ -266,6 +278,7 @@ impl<'a> Planner<'a> {
             outer_keys: Vec::new(),
             grouping_branch: None,
             windows: None,
+            srfs: None,
             named_windows: Vec::new(),
             query_order: None,
             query_limit: None,

@@ -136,6 +136,13 @@ pub const ORDERED_QUERIES: &[&str] = &[
     "SELECT k, g FROM a ORDER BY g OFFSET 1 ROWS FETCH FIRST 2 ROWS ONLY",
     "SELECT DISTINCT ON (g) g, k FROM a ORDER BY g, x, k LIMIT 2",
     "SELECT t.k, t.x FROM (SELECT k, x FROM a ORDER BY x LIMIT 3) AS t WHERE t.x > 0",
+    // Set-returning functions: each changed row expanded again (linear).
+    "SELECT a.k, s FROM a, generate_series(1, a.x) AS s",
+    "SELECT a.k, t.n, t.o FROM a CROSS JOIN LATERAL generate_series(a.g, 3) WITH ORDINALITY AS t(n, o)",
+    "SELECT a.k, s FROM a LEFT JOIN LATERAL generate_series(1, a.x) AS s ON true",
+    "SELECT d.v, s FROM d, generate_series(d.w, d.v) AS s",
+    "SELECT k, generate_series(1, x) AS n FROM a",
+    "SELECT a.g, count(*) AS n, sum(s) AS total FROM a JOIN LATERAL generate_series(1, a.x) AS s ON s > 1 GROUP BY a.g",
 ];
 
 fn all_queries() -> Vec<&'static str> {

@@ -109,7 +109,43 @@ fn result_type(query: &str) -> Option<String> {
     }
 }
 
+/// The output columns (name, type) of `query`, a SELECT PostgreSQL analyses.
+fn result_columns(query: &str) -> Option<Vec<(String, String)>> {
+    let query = crate::definition::analysed(query).ok()?;
+    // SAFETY: as in `result_type`: the target list of an analysed SELECT holds TargetEntry
+    // nodes with an expression and (for `SELECT *`) a palloc'd column name, read and copied
+    // out at once.
+    unsafe {
+        let targets = pgrx::PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+        let mut out = Vec::new();
+        for entry in targets.iter_ptr() {
+            if entry.is_null() || (*entry).resname.is_null() {
+                return None;
+            }
+            let expr = (*entry).expr.cast::<pg_sys::Node>();
+            let name = std::ffi::CStr::from_ptr((*entry).resname)
+                .to_string_lossy()
+                .into_owned();
+            let ty =
+                pg_sys::format_type_with_typemod(pg_sys::exprType(expr), pg_sys::exprTypmod(expr));
+            out.push((
+                name,
+                std::ffi::CStr::from_ptr(ty).to_string_lossy().into_owned(),
+            ));
+        }
+        Some(out)
+    }
+}
+
 impl Catalog for PgCatalog {
+    /// PostgreSQL's parse analysis of `SELECT * FROM sql`, in a subtransaction (a FROM item it
+    /// does not accept has no columns, and the planner refuses it).
+    fn relation_columns(&self, sql: &str) -> Option<Vec<(String, String)>> {
+        crate::txn::attempt(|| result_columns(&format!("SELECT * FROM {sql}")))
+            .ok()
+            .flatten()
+    }
+
     /// PostgreSQL's parse analysis of `SELECT sql`, in a subtransaction: an expression the
     /// engine printed in a form PostgreSQL does not accept has no type (the engine then
     /// refuses it) instead of failing the statement.

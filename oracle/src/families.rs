@@ -111,6 +111,7 @@ pub static GROUPS: &[Group] = &[
     Group { name: "single", tables: &[&A, &B, &N, &M], families: SINGLE },
     Group { name: "dag", tables: &[&A, &B, &N], families: DAG },
     Group { name: "window", tables: &[&A, &B, &N, &M], families: WINDOW },
+    Group { name: "lateral", tables: &[&A, &B, &N, &M], families: LATERAL },
 ];
 
 /// Two keyed tables: inner, non-equi and outer joins, aggregates over joins, semi/anti
@@ -289,6 +290,21 @@ const WINDOW: &[Family] = &[
     d("topk_join", "SELECT a.id AS aid, b.id AS bid, b.w FROM a JOIN b ON a.k = b.k ORDER BY b.w DESC, a.id, b.id FETCH FIRST 6 ROWS ONLY"),
     d("topk_union", "SELECT k FROM n UNION ALL SELECT k FROM b ORDER BY 1 DESC LIMIT 5"),
     d("topk_in_subquery", "SELECT x.id, x.v FROM (SELECT id, v FROM a ORDER BY v, id LIMIT 5) AS x WHERE x.v > 0"),
+];
+
+/// Set-returning functions, in FROM after the relations they read and in the select list:
+/// each changed row expanded again. Calls returning no rows (NULL or empty arguments), LEFT
+/// JOIN … ON true padding, WITH ORDINALITY keys, bags and aggregates over the expansion.
+#[rustfmt::skip]
+const LATERAL: &[Family] = &[
+    d("lat_unnest", "SELECT a.id, u.e FROM a, unnest(ARRAY[a.k, a.id % 3]) AS u(e)"),
+    d("lat_series_outer", "SELECT b.id, g.x, g.o FROM b LEFT JOIN LATERAL generate_series(1, b.w % 4) WITH ORDINALITY AS g(x, o) ON true"),
+    d("lat_jsonb_each", "SELECT a.id, e.key, e.value FROM a CROSS JOIN LATERAL jsonb_each(('{\"k\": ' || a.k::text || ', \"v\": ' || a.v::text || '}')::jsonb) AS e"),
+    d("lat_agg_bag", "SELECT u.e, count(*) AS cnt, sum(n.x) AS sx FROM n, unnest(ARRAY[n.k, n.x]) AS u(e) GROUP BY u.e"),
+    d("lat_on", "SELECT m.k, m.s, q FROM m JOIN LATERAL generate_series(0, m.k) AS q ON q > 1"),
+    d("srf_select_list", "SELECT id, generate_series(1, k) AS s FROM a"),
+    d("srf_regexp", "SELECT id, regexp_matches(t, '[a-z]', 'g') AS mt FROM a WHERE f"),
+    d("srf_split", "SELECT s, regexp_split_to_table(s || ',' || k::text, ',') AS part FROM m"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

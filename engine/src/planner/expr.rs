@@ -524,9 +524,7 @@ impl Planner<'_> {
         }
         let kind = self.catalog.function_kind(schema.as_deref(), &name);
         if kind.set_returning {
-            return Err(EngineError::NotDifferentiable(
-                Reason::SetReturningFunction { name },
-            ));
+            return self.select_list_srf(f, schema, name, scope, aggs);
         }
         // An aggregate the engine has no rule of its own for (a statistical or ordered-set
         // aggregate, a user-defined one): its groups are recomputed. Asked of the catalog,

@@ -14,6 +14,7 @@ use super::conditions::{
     SQ_BASE,
 };
 use super::expr::AGG_BASE;
+use super::lateral::{expand_srf, place_srf, table_function};
 use super::scope::{Scope, ScopeRel};
 use super::window::{first_per_partition, place_windows, WIN_BASE};
 use super::{fold, object_name, rename, Planned, Planner};
@@ -156,11 +157,18 @@ impl Planner<'_> {
         // Window calls are collected from the select list only.
         let outer_named = std::mem::replace(&mut self.named_windows, s.named_window.clone());
         let outer_windows = self.windows.replace(Vec::new());
+        let outer_srfs = self.srfs.replace(Vec::new());
         let listed = projection
             .iter()
             .try_for_each(|item| self.select_item(item, &scope, &mut aggs, &mut items));
         let windows = std::mem::replace(&mut self.windows, outer_windows).unwrap_or_default();
         self.named_windows = outer_named;
+        let srfs = std::mem::replace(&mut self.srfs, outer_srfs).unwrap_or_default();
+        if !srfs.is_empty() && branch.is_some() {
+            return Err(EngineError::NotDifferentiable(Reason::GroupingSets {
+                detail: "set-returning functions".to_string(),
+            }));
+        }
         listed?;
         if !windows.is_empty() && branch.is_some() {
             return Err(EngineError::NotDifferentiable(Reason::GroupingSets {
@@ -251,6 +259,21 @@ impl Planner<'_> {
             }
         }
         let rewrite = |e: &Expr| rewrite(e).map(|x| place_windows(&x, &placed));
+        // A set-returning call of the select list: after the windows, before DISTINCT ON,
+        // ORDER BY and LIMIT, which see its rows.
+        let (expanded, srf_value) = expand_srf(op, srfs, &rewrite)?;
+        op = expanded;
+        let rewrite = |e: &Expr| {
+            rewrite(e).map(|x| match &srf_value {
+                Some(v) => place_srf(&x, v),
+                None => x,
+            })
+        };
+        if let Some(v) = &srf_value {
+            for item in &mut items {
+                item.0 = place_srf(&item.0, v);
+            }
+        }
         if let Some((keys, order)) = distinct_on {
             op = first_per_partition(op, keys, order, &rewrite)?;
         }
@@ -419,6 +442,18 @@ impl Planner<'_> {
     ) -> Result<(Operator, Vec<ScopeRel>), EngineError> {
         let mut acc: Option<(Operator, Vec<ScopeRel>)> = None;
         for twj in from {
+            if let Some(tf) = table_function(&twj.relation) {
+                let tf = tf?;
+                let (Some((left, mut lrels)), true) = (acc.take(), twj.joins.is_empty()) else {
+                    return Err(EngineError::NotDifferentiable(
+                        Reason::LateralOrTableFunction,
+                    ));
+                };
+                let (op, rel) = self.flat_map(left, &lrels, &tf, false)?;
+                lrels.push(rel);
+                acc = Some((op, lrels));
+                continue;
+            }
             let (op, rels) = self.table_with_joins(twj)?;
             acc = Some(match acc {
                 None => (op, rels),
@@ -447,6 +482,36 @@ impl Planner<'_> {
     ) -> Result<(Operator, Vec<ScopeRel>), EngineError> {
         let (mut op, mut rels) = self.factor(&twj.relation)?;
         for join in &twj.joins {
+            if let Some(tf) = table_function(&join.relation) {
+                let tf = tf?;
+                use ast::JoinOperator as J;
+                let always = |c: &ast::JoinConstraint| {
+                    matches!(c, ast::JoinConstraint::On(ast::Expr::Value(v))
+                        if matches!(v.value, ast::Value::Boolean(true)))
+                };
+                let (outer, on) = match &join.join_operator {
+                    J::CrossJoin(ast::JoinConstraint::None) => (false, None),
+                    J::Join(ast::JoinConstraint::On(e)) | J::Inner(ast::JoinConstraint::On(e)) => {
+                        (false, Some(e))
+                    }
+                    J::Left(c) | J::LeftOuter(c) if always(c) => (true, None),
+                    _ => {
+                        return Err(EngineError::NotDifferentiable(
+                            Reason::LateralOrTableFunction,
+                        ))
+                    }
+                };
+                let (flat, rel) = self.flat_map(op, &rels, &tf, outer)?;
+                op = flat;
+                rels.push(rel);
+                if let Some(e) = on {
+                    let scope = self.scope_of(rels.clone());
+                    let mut parts = Vec::new();
+                    conjuncts(e, &mut parts);
+                    op = self.where_conjuncts(op, &scope, &parts)?;
+                }
+                continue;
+            }
             let (right, rrels) = self.factor(&join.relation)?;
             let la = op.arity();
             let left_rels = rels.len();
