@@ -169,6 +169,9 @@ fn builtin_aggregate_kind(name: &str) -> Option<AggregateKind> {
     }
 }
 
+/// Columns of a relation as (name, type as SQL text).
+pub type Columns = Vec<(String, String)>;
+
 /// Name resolution for the planner.
 pub trait Catalog {
     /// Resolves a table by optional schema and name (search_path applies when `schema` is
@@ -206,7 +209,7 @@ pub trait Catalog {
     /// call over `CAST(NULL AS type)` arguments, with its alias), or `None` when this catalog
     /// cannot tell (the planner then refuses the item). The extension answers with PostgreSQL's
     /// parse analysis of `SELECT * FROM sql`.
-    fn relation_columns(&self, sql: &str) -> Option<Vec<(String, String)>> {
+    fn relation_columns(&self, sql: &str) -> Option<Columns> {
         let _ = sql;
         None
     }

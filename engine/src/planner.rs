@@ -151,7 +151,7 @@ struct Remembered<'a> {
     /// By (schema, name) as asked.
     functions: RefCell<BTreeMap<TableName, FunctionKind>>,
     /// By the FROM item's text.
-    relations: RefCell<BTreeMap<String, Option<Vec<(String, String)>>>>,
+    relations: RefCell<BTreeMap<String, Option<crate::catalog::Columns>>>,
 }
 
 /// The answer remembered under `key` in `cache`, or `ask`'s, remembered.
@@ -203,7 +203,7 @@ impl Catalog for Remembered<'_> {
         })
     }
 
-    fn relation_columns(&self, sql: &str) -> Option<Vec<(String, String)>> {
+    fn relation_columns(&self, sql: &str) -> Option<crate::catalog::Columns> {
         remember(&self.relations, sql.to_string(), || {
             self.inner.relation_columns(sql)
         })
