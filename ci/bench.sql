@@ -40,7 +40,16 @@ INSERT INTO bench.shape VALUES
    'SELECT nullif(grp, 0) AS g, min(val) AS lo, max(val) AS hi FROM a GROUP BY nullif(grp, 0)'),
   -- Distinct values (ids): a deletion takes a group's extreme about 2 times in 100.
   (8, 'min/max, distinct values',
-   'SELECT grp, min(id) AS lo, max(id) AS hi FROM a GROUP BY grp');
+   'SELECT grp, min(id) AS lo, max(id) AS hi FROM a GROUP BY grp'),
+  -- The rows of the partitions a change touches are renumbered (b_id is indexed).
+  (9, 'window top-3 per key',
+   'SELECT x.b_id, x.id, x.val FROM (SELECT b_id, id, val, row_number() OVER (PARTITION BY b_id ORDER BY val DESC, id) AS rn FROM a) AS x WHERE x.rn <= 3'),
+  -- The latest rows: every insertion enters the top, deletions there bring older rows in.
+  (10, 'top-10 (ORDER BY … LIMIT)',
+   'SELECT id, b_id, val FROM a ORDER BY id DESC LIMIT 10'),
+  -- Each changed row expanded again; a keyless result (a bag).
+  (11, 'LATERAL unnest',
+   'SELECT a.id, u.x FROM a, unnest(ARRAY[a.val, a.grp]) AS u(x)');
 
 CREATE FUNCTION bench.since(t0 timestamptz) RETURNS float8 LANGUAGE sql AS
 $$ SELECT extract(epoch FROM clock_timestamp() - t0)::float8 * 1000 $$;

@@ -423,6 +423,11 @@ fn aux_contribution(g: &Grouped, a: &Aux, row: &Row, w: Weight) -> Result<Value,
         },
         Aux::Count => Value::Int(w),
         Aux::CountOf(j) => Value::Int(if counted(*j)?.is_some() { w } else { 0 }),
+        Aux::TrueOf(j) => Value::Int(if counted(*j)? == Some(Value::Bool(true)) {
+            w
+        } else {
+            0
+        }),
         Aux::SumOf(j) => match counted(*j)? {
             Some(Value::Int(x)) => Value::Int(x.checked_mul(w).ok_or(EvalError::Overflow)?),
             #[allow(clippy::cast_precision_loss)]

@@ -38,6 +38,10 @@ pub fn hidden_id(i: usize) -> String {
 pub fn hidden_count_of(j: usize) -> String {
     format!("__pgt_cnt_{j}")
 }
+/// Hidden count of the TRUE values of `bool_and` / `bool_or` aggregate `j`.
+pub fn hidden_true_of(j: usize) -> String {
+    format!("__pgt_true_{j}")
+}
 /// Hidden sum of aggregate `j`.
 pub fn hidden_sum(j: usize) -> String {
     format!("__pgt_sum_{j}")

@@ -67,6 +67,10 @@ pub(crate) enum Aux {
     CountOf(usize),
     /// `__pgt_sum_j`: the sum of aggregate j's argument (0 when none).
     SumOf(usize),
+    /// `__pgt_true_j`: the rows counted by `bool_and` / `bool_or` aggregate j whose value is
+    /// TRUE. With `CountOf(j)`: `bool_and` is `true_j = cnt_j`, `bool_or` is `true_j > 0`
+    /// (NULL when `cnt_j` is 0) — both additive, so a deletion needs no rescan.
+    TrueOf(usize),
     /// `__pgt_ext_j`: the current value of MIN/MAX aggregate j (NULL when no row counts).
     /// Not additive: a delta carries the extreme of the values it inserts, or, for a group
     /// whose stored extreme a deleted value may have been (see `extreme_rule`), the value
@@ -377,7 +381,7 @@ fn algebraic(agg: &AggCall) -> bool {
         || !agg.distinct
             && agg.order_by.is_empty()
             && match agg.func {
-                AggFunc::CountStar | AggFunc::Count => true,
+                AggFunc::CountStar | AggFunc::Count | AggFunc::BoolAnd | AggFunc::BoolOr => true,
                 AggFunc::Sum | AggFunc::Avg => agg
                     .arg_type
                     .as_ref()
@@ -430,6 +434,10 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
                         AggFunc::CountStar if agg.filter.is_none() => {}
                         AggFunc::CountStar | AggFunc::Count => aux.push(Aux::CountOf(j)),
                         AggFunc::Min | AggFunc::Max => aux.push(Aux::Extreme(j)),
+                        AggFunc::BoolAnd | AggFunc::BoolOr => {
+                            aux.push(Aux::CountOf(j));
+                            aux.push(Aux::TrueOf(j));
+                        }
                         _ => {
                             aux.push(Aux::SumOf(j));
                             aux.push(Aux::CountOf(j));
@@ -539,6 +547,7 @@ pub(crate) fn aux_column(g: &Grouped, a: &Aux) -> OutputColumn {
     match a {
         Aux::Count => column(crate::names::COUNT, &int8),
         Aux::CountOf(j) => column(&crate::names::hidden_count_of(*j), &int8),
+        Aux::TrueOf(j) => column(&crate::names::hidden_true_of(*j), &int8),
         Aux::SumOf(j) => {
             let arg = g.aggs[*j].arg_type.clone().unwrap_or_else(SqlType::numeric);
             column(

@@ -109,6 +109,14 @@ pub const QUERIES: &[&str] = &[
     "SELECT a.k, b.k AS bk, c.k AS ck FROM a JOIN b ON a.g = b.g AND b.y >= (SELECT min(d.v) FROM d WHERE d.w = a.x) JOIN c ON c.z = b.y",
 ];
 
+/// `bool_and` / `bool_or` kept in place (counts of the values and of the TRUE ones): also
+/// checked on their own.
+pub const BOOL_QUERIES: &[&str] = &[
+    "SELECT g, bool_and(x > 1) AS ba, bool_or(x > 2) FILTER (WHERE k > 1) AS bo, count(*) AS n FROM a GROUP BY g",
+    "SELECT bool_and(x > 0) AS ba, bool_or(DISTINCT x IS NULL) AS bo FROM a",
+    "SELECT v, bool_or(w > v) AS bo, bool_and(w IS NOT NULL) AS ba FROM d GROUP BY v",
+];
+
 /// Queries whose result depends on an order (window functions, DISTINCT ON, ORDER BY …
 /// LIMIT): also checked on their own, so that each gets many scenarios.
 pub const ORDERED_QUERIES: &[&str] = &[
@@ -146,7 +154,12 @@ pub const ORDERED_QUERIES: &[&str] = &[
 ];
 
 fn all_queries() -> Vec<&'static str> {
-    QUERIES.iter().chain(ORDERED_QUERIES).copied().collect()
+    QUERIES
+        .iter()
+        .chain(ORDERED_QUERIES)
+        .chain(BOOL_QUERIES)
+        .copied()
+        .collect()
 }
 
 fn sources() -> DeltaSources {
@@ -201,8 +214,13 @@ proptest! {
     #![proptest_config(db::config("proptest-regressions/plan_maintenance.txt"))]
 
     #[test]
-    fn incremental_maintenance_equals_full_refresh(q in 0..QUERIES.len() + ORDERED_QUERIES.len(), s in db::scenario()) {
+    fn incremental_maintenance_equals_full_refresh(q in 0..QUERIES.len() + ORDERED_QUERIES.len() + BOOL_QUERIES.len(), s in db::scenario()) {
         check(all_queries()[q], &s)?;
+    }
+
+    #[test]
+    fn bool_aggregates_in_place_equal_full_refresh(q in 0..BOOL_QUERIES.len(), s in db::scenario()) {
+        check(BOOL_QUERIES[q], &s)?;
     }
 
     #[test]

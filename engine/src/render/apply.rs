@@ -665,6 +665,14 @@ pub(crate) fn user_expr(g: &Grouped, i: usize) -> Expr {
                 AggFunc::CountStar if agg.filter.is_none() => aux_col(&Aux::Count),
                 AggFunc::CountStar | AggFunc::Count => cnt.clone(),
                 AggFunc::Min | AggFunc::Max => aux_col(&Aux::Extreme(j)),
+                AggFunc::BoolAnd | AggFunc::BoolOr => {
+                    let trues = aux_col(&Aux::TrueOf(j));
+                    when_empty(if agg.func == AggFunc::BoolAnd {
+                        Expr::binary(BinOp::Eq, trues, cnt.clone())
+                    } else {
+                        Expr::binary(BinOp::Gt, trues, Expr::int(0))
+                    })
+                }
                 AggFunc::Sum => when_empty(cast(aux_col(&Aux::SumOf(j)), &agg.ty.ty)),
                 _ => {
                     let float = agg.arg_type.as_ref().is_some_and(|t| {
@@ -722,11 +730,16 @@ fn aux_select(plan: &Plan, g: &Grouped, input: &Fragment, deleted: bool) -> Stri
         let sql = match a {
             Aux::Count if input.weighted => format!("CAST(COALESCE(SUM({w}), 0) AS int8)"),
             Aux::Count => "count(*)".to_string(),
-            Aux::CountOf(j) => {
+            Aux::CountOf(j) | Aux::TrueOf(j) => {
                 let agg = &g.aggs[*j];
                 let mut conds: Vec<String> = agg.filter.iter().map(r).collect();
                 if agg.func != AggFunc::CountStar {
-                    conds.extend(agg.args.first().map(|x| format!("({} IS NOT NULL)", r(x))));
+                    let test = if matches!(a, Aux::TrueOf(_)) {
+                        "IS TRUE"
+                    } else {
+                        "IS NOT NULL"
+                    };
+                    conds.extend(agg.args.first().map(|x| format!("({} {test})", r(x))));
                 }
                 let filter = format!(" FILTER (WHERE {})", conds.join(" AND "));
                 if input.weighted {
