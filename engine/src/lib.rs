@@ -18,6 +18,7 @@ pub mod cost;
 pub mod error;
 pub mod explain;
 pub mod expr;
+mod keys;
 pub mod maintain;
 pub mod names;
 pub mod operator;

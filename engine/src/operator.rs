@@ -12,6 +12,7 @@ pub mod filter;
 pub mod flat_map;
 pub mod join;
 pub mod negate;
+pub mod ordering;
 pub mod project;
 pub mod repeat;
 pub mod scan;

@@ -19,14 +19,13 @@
 
 use std::cmp::Ordering;
 
-use super::window::compare_key;
+use super::ordering::{compare_key, tie_breakers};
 use super::{bx, ColType, Consolidate, EvalContext, Negate, Operator, SortKey, UnionAll};
 use crate::error::EngineError;
 use crate::expr::eval::{eval, EvalError};
 use crate::render::{
     col_name, col_ref, expr::render_expr, quote_ident, select_cols, weight_ref, Fragment, SqlWriter,
 };
-use crate::types::TypeClass;
 use crate::value::Row;
 use crate::zset::ZSet;
 
@@ -179,18 +178,4 @@ impl TopK {
             weighted: false,
         })
     }
-}
-
-/// Every column of a row of `columns` as an ORDER BY key over alias `"s"`: in its type's own
-/// order where it has a known one, by its text form otherwise (every type has one). The
-/// tie-breaking order of `Window` and `TopK`.
-pub(crate) fn tie_breakers(columns: &[ColType]) -> Vec<String> {
-    columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match c.ty.class() {
-            TypeClass::Other => format!("CAST({} AS text) COLLATE \"C\"", col_ref("s", i)),
-            _ => col_ref("s", i),
-        })
-        .collect()
 }

@@ -23,12 +23,13 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use super::ordering::{compare_key, tie_breakers};
 use super::{
     before_state, bx, restrict, AggCall, ColType, EvalContext, Negate, Operator, Project, SemiJoin,
     SemiMode, SortKey, Support, UnionAll,
 };
 use crate::error::EngineError;
-use crate::expr::eval::{compare, eval, EvalError};
+use crate::expr::eval::{eval, EvalError};
 use crate::expr::Expr;
 use crate::render::{col_ref, expr::render_expr, quote_ident, select_cols, Fragment, SqlWriter};
 use crate::value::{Row, Value};
@@ -224,36 +225,6 @@ pub struct Window {
     pub partition_by: Vec<Expr>,
     pub partition_types: Vec<ColType>,
     pub calls: Vec<WindowCall>,
-}
-
-/// Compares two values as `ORDER BY … [DESC] [NULLS FIRST|LAST]` does.
-pub(crate) fn compare_key(a: &Value, b: &Value, key: &SortKey) -> Ordering {
-    let nulls_first = key.nulls_first.unwrap_or(key.desc);
-    match (a.is_null(), b.is_null()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => {
-            if nulls_first {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            }
-        }
-        (false, true) => {
-            if nulls_first {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            }
-        }
-        (false, false) => {
-            let o = compare(a, b).unwrap_or_else(|| a.cmp(b));
-            if key.desc {
-                o.reverse()
-            } else {
-                o
-            }
-        }
-    }
 }
 
 /// The peer group of every row of a sorted partition: rows tying in every ORDER BY value
@@ -586,7 +557,7 @@ impl Window {
             let keys: Vec<String> = self.partition_by.iter().map(&r).collect();
             format!("PARTITION BY {}", keys.join(", "))
         };
-        let ties = super::top_k::tie_breakers(&self.input.columns());
+        let ties = tie_breakers(&self.input.columns());
         let mut cols = select_cols("s", arity, 0);
         for (j, call) in self.calls.iter().enumerate() {
             let ordered = !call.order_by.is_empty();

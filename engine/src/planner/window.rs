@@ -456,7 +456,7 @@ impl Planner<'_> {
                 .filter(|c| c.tie_broken(!c.order_by.is_empty()))
                 .collect();
             if let Some(other) = numbered.iter().find(|c| c.order_by != numbered[0].order_by) {
-                if crate::plan::unique_key(&op, &self.tables).is_none() {
+                if crate::keys::unique_key(&op, &self.tables).is_none() {
                     return Err(refuse(
                         other.func.sql_name(),
                         "another call that numbers the rows of a keyless input in a different order",

@@ -1,8 +1,9 @@
--- pg_trickle oracle fixture: group lateral, lat_series_outer Mismatch
--- status: OPEN (fails until the bug is fixed; not in the default rerun). When fixed, move it from oracle/regressions/open/ to oracle/regressions/: ci/test reruns those and they must pass.
--- found by: ci/oracle --seed 2 --case 0; shrunk from 96 to 1 steps
--- failure: oracle: diff_lat_series_outer differs from its query: 0 extra rows, 1 missing rows (P0001)
--- replayed in a fresh database: fails the same way
+-- pg_trickle oracle fixture: LEFT JOIN LATERAL … ON true rendered as a CROSS JOIN
+-- status: FIXED (FlatMap renders outer calls as LEFT JOIN LATERAL … ON true); ci/test reruns it
+-- and it must pass.
+-- found by: ci/oracle --seed 2 --case 0 on a build that drops the padding (a mutation check).
+-- failure: oracle: diff_lat_series_outer differs from its query: 0 extra rows, 1 missing rows
+-- (P0001): a row for which generate_series returned nothing lost its NULL-padded row.
 -- replay: ci/oracle --replay <this file>, or psql -v ON_ERROR_STOP=1 -f <this file> in an empty database of a server that preloads pg_trickle
 -- steps:
 --   Write(Insert { table: b, rows: [[Some(1), Some(0), None, Some(0)]] })

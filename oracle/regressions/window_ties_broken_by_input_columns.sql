@@ -1,8 +1,11 @@
--- pg_trickle oracle fixture: group window, distinct_on_join Mismatch
--- status: OPEN (fails until the bug is fixed; not in the default rerun). When fixed, move it from oracle/regressions/open/ to oracle/regressions/: ci/test reruns those and they must pass.
--- found by: ci/oracle --seed 3 --case 1; shrunk from 202 to 2 steps
--- failure: oracle: diff_distinct_on_join differs from its query: 1 extra rows, 0 missing rows (P0001)
--- replayed in a fresh database: fails the same way
+-- pg_trickle oracle fixture: rows tying in DISTINCT ON's ORDER BY numbered differently by the two
+-- terms of a delta
+-- status: FIXED (calls that number rows break ties by every input column, INV-22); ci/test
+-- reruns it and it must pass.
+-- found by: ci/oracle --seed 3 --case 1 on a build without the tie-breakers (a mutation check
+-- of them); shrunk from 202 to 2 steps.
+-- failure: oracle: diff_distinct_on_join differs from its query: 1 extra rows, 0 missing rows
+-- (P0001): the new term kept one tied row, the old term another, and both stayed stored.
 -- replay: ci/oracle --replay <this file>, or psql -v ON_ERROR_STOP=1 -f <this file> in an empty database of a server that preloads pg_trickle
 -- steps:
 --   Write(Insert { table: a, rows: [[Some(1), Some(4), Some(0), Some(0), Some(0)]] })

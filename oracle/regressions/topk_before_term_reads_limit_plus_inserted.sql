@@ -1,8 +1,11 @@
--- pg_trickle oracle fixture: group window, topk_distinct Mismatch
--- status: OPEN (fails until the bug is fixed; not in the default rerun). When fixed, move it from oracle/regressions/open/ to oracle/regressions/: ci/test reruns those and they must pass.
--- found by: ci/oracle --seed 5 --case 0; shrunk from 149 to 2 steps
--- failure: oracle: diff_topk_distinct differs from its query: 1 extra rows, 0 missing rows (P0001)
--- replayed in a fresh database: fails the same way
+-- pg_trickle oracle fixture: ORDER BY … LIMIT whose before-state term read only the top limit
+-- rows of the after state
+-- status: FIXED (the before term reads the top limit + inserted rows, TopK); ci/test reruns it
+-- and it must pass.
+-- found by: ci/oracle --seed 5 --case 0 on a build that does not widen the slice (a mutation
+-- check of the rule).
+-- failure: oracle: diff_topk_distinct differs from its query: 1 extra rows, 0 missing rows
+-- (P0001): a row pushed out of the top by an insertion was never deleted.
 -- replay: ci/oracle --replay <this file>, or psql -v ON_ERROR_STOP=1 -f <this file> in an empty database of a server that preloads pg_trickle
 -- steps:
 --   Write(Insert { table: b, rows: [[Some(1), Some(1), Some(0), Some(0)]] })
