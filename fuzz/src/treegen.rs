@@ -7,8 +7,9 @@ use arbitrary::{Result, Unstructured};
 use engine::expr::{BinOp, Expr};
 use engine::operator::scan::ScanColumn;
 use engine::operator::{
-    AggCall, AggFunc, Aggregate, Consolidate, Distinct, Filter, Join, JoinKind, Project, Repeat,
-    Scan, SemiJoin, SemiMode, SetOp, SetOpKind, TableRef, UnionAll,
+    AggCall, AggFunc, Aggregate, Consolidate, Distinct, Filter, Frame, FrameBound, FrameUnits,
+    Join, JoinKind, Project, Repeat, Scan, SemiJoin, SemiMode, SetOp, SetOpKind, SortKey, TableRef,
+    TopK, UnionAll, Window, WindowCall, WindowFunc,
 };
 use engine::{ColType, Operator, SqlType};
 
@@ -125,7 +126,19 @@ impl TreeGen<'_, '_> {
         }
         self.nodes += 1;
         let d = depth - 1;
-        Ok(match self.u.int_in_range(0u8..=10)? {
+        Ok(match self.u.int_in_range(0u8..=12)? {
+            11 => self.window(d)?,
+            12 => {
+                let input = self.node(d)?;
+                let order_by = vec![self.sort_key(input.arity())?];
+                Operator::TopK(TopK {
+                    input: Box::new(input),
+                    order_by,
+                    offset: self.u.int_in_range(0..=2)?,
+                    limit: self.u.int_in_range(1..=4)?,
+                    widen_by: None,
+                })
+            }
             0 => {
                 let input = self.node(d)?;
                 let predicate = self.predicate(input.arity(), 1)?;
@@ -179,6 +192,80 @@ impl TreeGen<'_, '_> {
                 }
             }
         })
+    }
+
+    fn sort_key(&mut self, arity: usize) -> Result<SortKey> {
+        Ok(SortKey {
+            expr: Expr::Column(self.col(arity)?),
+            desc: self.u.arbitrary()?,
+            nulls_first: *self.u.choose(&[None, Some(true), Some(false)])?,
+        })
+    }
+
+    /// A window of one or two calls, with or without a partition key.
+    fn window(&mut self, d: u32) -> Result<Operator> {
+        let input = self.node(d)?;
+        let n = input.arity();
+        let cols = input.columns();
+        let (partition_by, partition_types) = if self.u.arbitrary()? {
+            let c = self.col(n)?;
+            (vec![Expr::Column(c)], vec![cols[c].clone()])
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut calls = Vec::new();
+        for _ in 0..self.u.int_in_range(1..=2)? {
+            let order_by = vec![self.sort_key(n)?];
+            let arg = self.col(n)?;
+            let call = match self.u.int_in_range(0u8..=4)? {
+                0 => WindowCall {
+                    func: WindowFunc::RowNumber,
+                    args: Vec::new(),
+                    order_by,
+                    frame: Frame::DEFAULT,
+                    ty: ColType::new(SqlType::int8(), false),
+                },
+                1 => WindowCall {
+                    func: WindowFunc::Rank,
+                    args: Vec::new(),
+                    order_by,
+                    frame: Frame::DEFAULT,
+                    ty: ColType::new(SqlType::int8(), false),
+                },
+                2 => WindowCall {
+                    func: WindowFunc::DenseRank,
+                    args: Vec::new(),
+                    order_by,
+                    frame: Frame::DEFAULT,
+                    ty: ColType::new(SqlType::int8(), false),
+                },
+                3 => WindowCall {
+                    func: WindowFunc::Lag,
+                    args: vec![Expr::Column(arg)],
+                    order_by,
+                    frame: Frame::DEFAULT,
+                    ty: ColType::new(cols[arg].ty.clone(), true),
+                },
+                _ => WindowCall {
+                    func: WindowFunc::FirstValue,
+                    args: vec![Expr::Column(arg)],
+                    order_by,
+                    frame: Frame {
+                        units: FrameUnits::Rows,
+                        start: FrameBound::Preceding(1),
+                        end: FrameBound::CurrentRow,
+                    },
+                    ty: ColType::new(cols[arg].ty.clone(), true),
+                },
+            };
+            calls.push(call);
+        }
+        Ok(Operator::Window(Window {
+            input: Box::new(input),
+            partition_by,
+            partition_types,
+            calls,
+        }))
     }
 
     fn project(&mut self, d: u32) -> Result<Operator> {
