@@ -33,8 +33,8 @@ expect_eq "SELECT effective_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_name
 expect_notice 'stream table "public"."rnd" using FULL refresh: not differentiable: ' \
   "SELECT pgtrickle.create_stream_table('rnd', 'SELECT id, random() AS r FROM customers')"
 expect_eq "SELECT effective_mode, full_reason IS NOT NULL FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'rnd'" "FULL|t"
-expect_error 0A000 "SELECT pgtrickle.create_stream_table('rnd2', 'SELECT id FROM customers LIMIT 1', refresh_mode => 'DIFFERENTIAL')"
-expect_error 0A000 "SELECT pgtrickle.create_stream_table('imm', 'SELECT id FROM customers LIMIT 1', refresh_mode => 'IMMEDIATE')"
+expect_error 0A000 "SELECT pgtrickle.create_stream_table('rnd2', 'SELECT id FROM customers OFFSET 1', refresh_mode => 'DIFFERENTIAL')"
+expect_error 0A000 "SELECT pgtrickle.create_stream_table('imm', 'SELECT id FROM customers OFFSET 1', refresh_mode => 'IMMEDIATE')"
 expect_error 22023 "SELECT pgtrickle.create_stream_table('bad', 'SELECT id FROM customers', refresh_mode => 'SOMETIMES')"
 expect_error 22023 "SELECT pgtrickle.create_stream_table('bad', 'SELECT id FROM customers', schedule => 'every now and then')"
 expect_error 42601 "SELECT pgtrickle.create_stream_table('bad', 'SELEC id FROM customers')"

@@ -21,10 +21,11 @@ SELECT pgtrickle.create_stream_table('"By Region"', 'SELECT c.region, count(*) A
 SELECT pgtrickle.create_stream_table('totals', 'SELECT c, count(*) AS n, sum(amount) AS s FROM o GROUP BY c');
 SELECT pgtrickle.create_stream_table('last_region', 'SELECT o.c, max(c.region) AS region FROM o JOIN c ON c.id = o.c GROUP BY o.c');
 SELECT pgtrickle.create_stream_table('regions', 'SELECT region FROM c EXCEPT SELECT region FROM c WHERE id > 5');
-SELECT pgtrickle.create_stream_table('limited', 'SELECT id FROM o ORDER BY id LIMIT 3');
+SELECT pgtrickle.create_stream_table('limited', 'SELECT id FROM o ORDER BY id OFFSET 3');
+SELECT pgtrickle.create_stream_table('topped', 'SELECT id FROM o ORDER BY id DESC LIMIT 3');
 SELECT pgtrickle.create_stream_table('imm', 'SELECT id, amount FROM o WHERE amount > 50', refresh_mode => 'IMMEDIATE');
 SQL
-for st in joined '"By Region"' totals regions limited imm; do
+for st in joined '"By Region"' totals regions limited topped imm; do
   lit=$(q -c "SELECT quote_literal('$st')" 2>/dev/null || printf "'%s'" "$st")
   text=$(q -c "SELECT pgtrickle.explain_stream_table($lit)")
   head -1 <<<"$text" | grep -q "^Stream table " || die "$st text: $text"
@@ -42,6 +43,7 @@ expect_eq "SELECT pgtrickle.explain_stream_table('\"By Region\"') LIKE '%Aggrega
 expect_eq "SELECT pgtrickle.explain_stream_table('last_region') LIKE '%Aggregate%recompute the touched groups%'" t
 expect_eq "SELECT pgtrickle.explain_stream_table('regions') LIKE '%SetOp%counting per row%'" t
 expect_eq "SELECT pgtrickle.explain_stream_table('limited') LIKE '%FULL because: not differentiable: LIMIT%'" t
+expect_eq "SELECT pgtrickle.explain_stream_table('topped') LIKE '%TopK%keep the boundary%'" t
 expect_eq "SELECT pgtrickle.explain_stream_table('imm') LIKE 'Stream table public.imm: IMMEDIATE%'" t
 # The indexes it lists exist: the storage's and the change buffers'.
 expect_eq "SELECT count(*) >= 3 FROM jsonb_array_elements_text((pgtrickle.explain_stream_table('joined', 'json')::jsonb)->0->'Indexes') i
