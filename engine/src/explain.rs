@@ -139,7 +139,7 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
                 "ORDER BY {} LIMIT {}{}{}",
                 t.order_by
                     .iter()
-                    .map(|k| format!("{}{}", e(&k.expr), k.options_sql()))
+                    .map(|k| k.sql(&e))
                     .collect::<Vec<_>>()
                     .join(", "),
                 t.limit,
@@ -164,10 +164,7 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
                 w.calls
                     .iter()
                     .map(|c| {
-                        let name = match &c.func {
-                            crate::operator::WindowFunc::Aggregate(a) => a.func.name().to_string(),
-                            f => f.sql_name().to_string(),
-                        };
+                        let name = c.func.name().to_string();
                         if c.order_by.is_empty() {
                             name
                         } else {
@@ -175,7 +172,7 @@ fn describe(op: &Operator, root_algebraic: bool) -> Node {
                                 "{name} (ORDER BY {})",
                                 c.order_by
                                     .iter()
-                                    .map(|k| format!("{}{}", e(&k.expr), k.options_sql()))
+                                    .map(|k| k.sql(&e))
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             )

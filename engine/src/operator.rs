@@ -491,6 +491,49 @@ fn narrowed(op: &Operator, cols: &[usize], keys_set: Operator) -> Option<Operato
     }
 }
 
+/// The delta of an operator whose output rows each depend only on the input rows sharing
+/// their `keys` (an aggregate's groups, a window's partitions): with K the keys of the rows the
+/// change window touches, Δ op(A) = op(A|K) − op(before(A)|K), `op` being `rebuild` over an
+/// input. Without keys every row depends on all of them: any change recomputes the whole input.
+/// The touched rows are taken first, then their keys: projecting the delta before taking its
+/// support would let −(k, 1) and +(k, 2) cancel into "k untouched".
+pub(crate) fn recompute_touched(
+    input: Operator,
+    keys: &[crate::expr::Expr],
+    key_types: &[ColType],
+    rebuild: impl Fn(Operator) -> Operator,
+) -> Result<Operator, EngineError> {
+    let di = input.delta()?;
+    let (touched_after, touched_delta) = if keys.is_empty() {
+        let touched = Operator::SemiJoin(SemiJoin {
+            left: bx(input),
+            right: bx(di.clone()),
+            on: crate::expr::Expr::bool(true),
+            mode: SemiMode::Any,
+        });
+        (touched, di)
+    } else {
+        let keys_set = Operator::Support(Support {
+            input: bx(Operator::Project(Project {
+                input: bx(Operator::Support(Support {
+                    input: bx(di.clone()),
+                })),
+                exprs: keys.to_vec(),
+                types: key_types.to_vec(),
+            })),
+        });
+        (
+            restrict(input, keys, key_types, keys_set.clone()),
+            restrict(di, keys, key_types, keys_set),
+        )
+    };
+    let new = rebuild(touched_after.clone());
+    let old = rebuild(before_state(touched_after, touched_delta));
+    Ok(Operator::UnionAll(UnionAll {
+        inputs: vec![new, Operator::Negate(Negate { input: bx(old) })],
+    }))
+}
+
 /// `before(op)` restricted by `restrict_fn`: the pre-change state, computed as the
 /// consolidation of `after - delta` (docs/CORRECTNESS.md §2; no pre-state tables needed). Cost: one pass
 /// over the restricted post-change rows plus the restricted delta.

@@ -82,6 +82,28 @@ pub(crate) fn call_name(f: &ast::Function) -> Option<(Option<String>, String)> {
     }
 }
 
+/// The select item `e` names by position (`GROUP BY 1`, `ORDER BY 2`), if `e` is a number;
+/// an error naming `clause` when no item has that position.
+pub(crate) fn select_item_at(
+    e: &ast::Expr,
+    items: &[(crate::expr::Expr, ColType, String)],
+    clause: &str,
+) -> Option<Result<(crate::expr::Expr, ColType), EngineError>> {
+    let ast::Expr::Value(v) = e else { return None };
+    let ast::Value::Number(n, _) = &v.value else {
+        return None;
+    };
+    let pos: usize = n.parse().unwrap_or(0);
+    Some(
+        items
+            .get(pos.wrapping_sub(1))
+            .map(|i| (i.0.clone(), i.1.clone()))
+            .ok_or_else(|| EngineError::InvalidDefiningQuery {
+                message: format!("{clause} position {n} is not in select list"),
+            }),
+    )
+}
+
 /// Case-folds an identifier as PostgreSQL does: unquoted names are lowercased.
 pub(crate) fn fold(id: &ast::Ident) -> String {
     if id.quote_style.is_some() {

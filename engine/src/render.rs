@@ -105,6 +105,21 @@ pub fn weight_ref(alias: &str) -> String {
     format!("{}.{}", quote_ident(alias), quote_ident(WEIGHT))
 }
 
+/// The rows of weighted fragment `input` (of `arity` columns) as one unweighted row per copy,
+/// a FROM item for alias `"s"`: a row of weight w becomes w rows, one of weight ≤ 0 none. For
+/// operators that number or collect copies (windows, TopK, aggregates without a weighted
+/// formula).
+pub(crate) fn copies(input: &Fragment, arity: usize) -> String {
+    format!(
+        "(SELECT {} FROM ({}) AS {} CROSS JOIN LATERAL generate_series(1, {}) AS {})",
+        select_cols("s", arity, 0).join(", "),
+        input.sql,
+        quote_ident("s"),
+        weight_ref("s"),
+        quote_ident("g")
+    )
+}
+
 /// `"a"."c0" AS "c0", …` for `n` columns, renumbered from `offset`.
 pub fn select_cols(alias: &str, n: usize, offset: usize) -> Vec<String> {
     (0..n)

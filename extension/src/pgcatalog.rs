@@ -85,36 +85,15 @@ impl PgCatalog {
     }
 }
 
-/// The type (`format_type` with its modifier) of the single result column of `query`, by
+/// The output columns of `query` as (name, type: `format_type` with its modifier), by
 /// PostgreSQL's parse analysis (nothing is planned or executed); `None` when `query` is not
-/// exactly one SELECT of one column.
-fn result_type(query: &str) -> Option<String> {
+/// one SELECT.
+fn result_columns(query: &str) -> Option<engine::catalog::Columns> {
     let query = crate::definition::analysed(query).ok()?;
     // SAFETY: `query` is the Query of a SELECT (`analysed`), whose target list holds
     // TargetEntry nodes whose `expr` is an expression node, which `exprType`/`exprTypmod`
-    // read; `format_type_with_typemod` returns a palloc'd C string, copied out at once.
-    unsafe {
-        let targets = pgrx::PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
-        let (1, Some(entry)) = (targets.len(), targets.head()) else {
-            return None;
-        };
-        let expr = (*entry).expr.cast::<pg_sys::Node>();
-        let name =
-            pg_sys::format_type_with_typemod(pg_sys::exprType(expr), pg_sys::exprTypmod(expr));
-        Some(
-            std::ffi::CStr::from_ptr(name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
-}
-
-/// The output columns (name, type) of `query`, a SELECT PostgreSQL analyses.
-fn result_columns(query: &str) -> Option<Vec<(String, String)>> {
-    let query = crate::definition::analysed(query).ok()?;
-    // SAFETY: as in `result_type`: the target list of an analysed SELECT holds TargetEntry
-    // nodes with an expression and (for `SELECT *`) a palloc'd column name, read and copied
-    // out at once.
+    // read, and whose `resname` (set for every output column) is a NUL-terminated string;
+    // `format_type_with_typemod` returns a palloc'd C string. Both are copied out at once.
     unsafe {
         let targets = pgrx::PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
         let mut out = Vec::new();
@@ -134,6 +113,14 @@ fn result_columns(query: &str) -> Option<Vec<(String, String)>> {
             ));
         }
         Some(out)
+    }
+}
+
+/// The type of the single result column of `query`; `None` unless it has exactly one.
+fn result_type(query: &str) -> Option<String> {
+    match result_columns(query)?.as_mut_slice() {
+        [(_, ty)] => Some(std::mem::take(ty)),
+        _ => None,
     }
 }
 

@@ -8,15 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{
-    before_state, bx, restrict, ColType, EvalContext, Negate, Operator, Project, SemiJoin,
-    SemiMode, Support, UnionAll,
-};
+use super::{bx, recompute_touched, ColType, EvalContext, Operator};
 use crate::error::EngineError;
 use crate::expr::eval::{compare, eval, is_true, EvalError};
 use crate::expr::{Expr, Literal};
 use crate::render::{
-    col_name, col_ref, expr::render_expr, quote_ident, weight_ref, Fragment, SqlWriter,
+    col_name, col_ref, copies, expr::render_expr, quote_ident, weight_ref, Fragment, SqlWriter,
 };
 use crate::types::{SqlType, TypeClass};
 use crate::value::{Row, Value};
@@ -91,6 +88,11 @@ impl SortKey {
             expr: f(&self.expr),
             ..self.clone()
         }
+    }
+
+    /// The key as SQL: its expression rendered by `expr`, then direction and placement.
+    pub fn sql(&self, expr: &dyn Fn(&Expr) -> String) -> String {
+        format!("{}{}", expr(&self.expr), self.options_sql())
     }
 
     /// ` DESC`, ` NULLS FIRST`, … as written after the rendered expression.
@@ -317,38 +319,12 @@ impl Aggregate {
     }
 
     pub fn delta(&self) -> Result<Operator, EngineError> {
-        let input = (*self.input).clone();
-        let di = input.delta()?;
-        let (touched_after, touched_delta) = if self.keys.is_empty() {
-            let touched = Operator::SemiJoin(SemiJoin {
-                left: bx(input),
-                right: bx(di.clone()),
-                on: Expr::bool(true),
-                mode: SemiMode::Any,
-            });
-            (touched, di)
-        } else {
-            // The touched rows first, then their keys: projecting the delta before taking its
-            // support would let −(k, 1) and +(k, 2) cancel into "group k untouched".
-            let keys_set = Operator::Support(Support {
-                input: bx(Operator::Project(Project {
-                    input: bx(Operator::Support(Support {
-                        input: bx(di.clone()),
-                    })),
-                    exprs: self.keys.clone(),
-                    types: self.key_types.clone(),
-                })),
-            });
-            (
-                restrict(input, &self.keys, &self.key_types, keys_set.clone()),
-                restrict(di, &self.keys, &self.key_types, keys_set),
-            )
-        };
-        let new = self.with_input(touched_after.clone());
-        let old = self.with_input(before_state(touched_after, touched_delta));
-        Ok(Operator::UnionAll(UnionAll {
-            inputs: vec![new, Operator::Negate(Negate { input: bx(old) })],
-        }))
+        recompute_touched(
+            (*self.input).clone(),
+            &self.keys,
+            &self.key_types,
+            |input| self.with_input(input),
+        )
     }
 
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
@@ -360,15 +336,7 @@ impl Aggregate {
                 .iter()
                 .any(|a| !a.duplicate_insensitive() && !a.has_weighted_formula());
         let (from, weighted) = if expand {
-            (
-                format!(
-                    "(SELECT {s}.* FROM ({}) AS {s} CROSS JOIN LATERAL generate_series(1, {}) AS {})",
-                    input.sql,
-                    weight_ref("s"),
-                    quote_ident("g")
-                ),
-                false,
-            )
+            (copies(&input, self.input.arity()), false)
         } else {
             (format!("({})", input.sql), input.weighted)
         };
@@ -462,11 +430,7 @@ pub(crate) fn render_agg(agg: &AggCall, weighted: bool) -> String {
     } else {
         agg.args.iter().map(&r).collect::<Vec<_>>().join(", ")
     };
-    let keys: Vec<String> = agg
-        .order_by
-        .iter()
-        .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
-        .collect();
+    let keys: Vec<String> = agg.order_by.iter().map(|k| k.sql(&r)).collect();
     let name = agg.func.sql_name();
     if agg.within_group {
         return format!(

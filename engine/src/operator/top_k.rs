@@ -20,11 +20,11 @@
 use std::cmp::Ordering;
 
 use super::ordering::{compare_key, tie_breakers};
-use super::{bx, ColType, Consolidate, EvalContext, Negate, Operator, SortKey, UnionAll};
+use super::{before_state, bx, ColType, EvalContext, Negate, Operator, SortKey, UnionAll};
 use crate::error::EngineError;
 use crate::expr::eval::{eval, EvalError};
 use crate::render::{
-    col_name, col_ref, expr::render_expr, quote_ident, select_cols, weight_ref, Fragment, SqlWriter,
+    col_name, col_ref, copies, expr::render_expr, quote_ident, weight_ref, Fragment, SqlWriter,
 };
 use crate::value::Row;
 use crate::zset::ZSet;
@@ -107,11 +107,7 @@ impl TopK {
             ..self.clone()
         });
         let before = Operator::TopK(TopK {
-            input: bx(Operator::Consolidate(Consolidate {
-                input: bx(Operator::UnionAll(UnionAll {
-                    inputs: vec![slice, Operator::Negate(Negate { input: bx(di) })],
-                })),
-            })),
+            input: bx(before_state(slice, di)),
             ..self.clone()
         });
         Ok(Operator::UnionAll(UnionAll {
@@ -123,28 +119,16 @@ impl TopK {
         let input = w.input(&self.input)?;
         let s = quote_ident("s");
         let arity = self.input.arity();
+        // One row per copy; rows of non-positive weight yield none.
         let from = if input.weighted {
-            // One row per copy; rows of non-positive weight yield none.
-            format!(
-                "(SELECT {} FROM ({}) AS {s} CROSS JOIN LATERAL generate_series(1, {}) AS {})",
-                select_cols("s", arity, 0).join(", "),
-                input.sql,
-                weight_ref("s"),
-                quote_ident("g")
-            )
+            copies(&input, arity)
         } else {
             format!("({})", input.sql)
         };
         let mut keys: Vec<String> = self
             .order_by
             .iter()
-            .map(|k| {
-                format!(
-                    "{}{}",
-                    render_expr(&k.expr, &|i| col_ref("s", i)),
-                    k.options_sql()
-                )
-            })
+            .map(|k| k.sql(&|e| render_expr(e, &|i| col_ref("s", i))))
             .collect();
         keys.extend(tie_breakers(&self.input.columns()));
         let mut limit = self.limit.to_string();

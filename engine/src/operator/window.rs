@@ -24,14 +24,13 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::ordering::{compare_key, tie_breakers};
-use super::{
-    before_state, bx, restrict, AggCall, ColType, EvalContext, Negate, Operator, Project, SemiJoin,
-    SemiMode, SortKey, Support, UnionAll,
-};
+use super::{bx, recompute_touched, AggCall, ColType, EvalContext, Operator, SortKey};
 use crate::error::EngineError;
 use crate::expr::eval::{eval, EvalError};
 use crate::expr::Expr;
-use crate::render::{col_ref, expr::render_expr, quote_ident, select_cols, Fragment, SqlWriter};
+use crate::render::{
+    col_ref, copies, expr::render_expr, quote_ident, select_cols, Fragment, SqlWriter,
+};
 use crate::value::{Row, Value};
 use crate::zset::ZSet;
 
@@ -127,8 +126,8 @@ pub enum WindowFunc {
 }
 
 impl WindowFunc {
-    /// The function's name in SQL (`"aggregate"` for an aggregate: its call names it).
-    pub fn sql_name(&self) -> &'static str {
+    /// The function's name, an aggregate's included.
+    pub fn name(&self) -> &str {
         match self {
             WindowFunc::RowNumber => "row_number",
             WindowFunc::Rank => "rank",
@@ -141,7 +140,7 @@ impl WindowFunc {
             WindowFunc::FirstValue => "first_value",
             WindowFunc::LastValue => "last_value",
             WindowFunc::NthValue => "nth_value",
-            WindowFunc::Aggregate(_) => "aggregate",
+            WindowFunc::Aggregate(agg) => agg.func.name(),
         }
     }
 
@@ -186,8 +185,8 @@ pub struct WindowCall {
 impl WindowCall {
     /// The frame the call is evaluated with: without ORDER BY every row is a peer of every
     /// other, so a RANGE or GROUPS frame is the whole partition.
-    pub fn effective_frame(&self, ordered: bool) -> Frame {
-        if !ordered && self.frame.units != FrameUnits::Rows {
+    pub fn effective_frame(&self) -> Frame {
+        if self.order_by.is_empty() && self.frame.units != FrameUnits::Rows {
             Frame::WHOLE
         } else {
             self.frame
@@ -199,14 +198,14 @@ impl WindowCall {
     /// a row's position, and frame functions over a ROWS frame — except an aggregate that
     /// ignores order over the whole partition. RANGE and GROUPS frames are made of peer
     /// groups, which tie-breakers would split.
-    pub fn tie_broken(&self, ordered: bool) -> bool {
+    pub fn tie_broken(&self) -> bool {
         if self.func.peer_based() {
             return false;
         }
         if !self.func.uses_frame() {
             return true;
         }
-        let frame = self.effective_frame(ordered);
+        let frame = self.effective_frame();
         if frame.units != FrameUnits::Rows {
             return false;
         }
@@ -409,7 +408,7 @@ fn call_values(call: &WindowCall, rows: &[&Row], peers: &[usize]) -> Result<Vec<
     let count = i64::try_from(n).map_err(|_| EvalError::Overflow)?;
     let pos = |i: usize| i64::try_from(i).unwrap_or(i64::MAX);
     let mut out = Vec::with_capacity(n);
-    let frame = call.effective_frame(!call.order_by.is_empty());
+    let frame = call.effective_frame();
     for i in 0..n {
         let row = rows[i];
         let group_first = peers.iter().position(|p| *p == peers[i]).unwrap_or(i);
@@ -496,57 +495,21 @@ fn call_values(call: &WindowCall, rows: &[&Row], peers: &[usize]) -> Result<Vec<
 
 impl Window {
     pub fn delta(&self) -> Result<Operator, EngineError> {
-        let input = (*self.input).clone();
-        let di = input.delta()?;
-        let (touched_after, touched_delta) = if self.partition_by.is_empty() {
-            let touched = Operator::SemiJoin(SemiJoin {
-                left: bx(input),
-                right: bx(di.clone()),
-                on: Expr::bool(true),
-                mode: SemiMode::Any,
-            });
-            (touched, di)
-        } else {
-            // The touched rows' partition keys (support first, as for an aggregate's groups).
-            let keys_set = Operator::Support(Support {
-                input: bx(Operator::Project(Project {
-                    input: bx(Operator::Support(Support {
-                        input: bx(di.clone()),
-                    })),
-                    exprs: self.partition_by.clone(),
-                    types: self.partition_types.clone(),
-                })),
-            });
-            (
-                restrict(
-                    input,
-                    &self.partition_by,
-                    &self.partition_types,
-                    keys_set.clone(),
-                ),
-                restrict(di, &self.partition_by, &self.partition_types, keys_set),
-            )
-        };
-        let new = self.with_input(touched_after.clone());
-        let old = self.with_input(before_state(touched_after, touched_delta));
-        Ok(Operator::UnionAll(UnionAll {
-            inputs: vec![new, Operator::Negate(Negate { input: bx(old) })],
-        }))
+        recompute_touched(
+            (*self.input).clone(),
+            &self.partition_by,
+            &self.partition_types,
+            |input| self.with_input(input),
+        )
     }
 
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
         let input = w.input(&self.input)?;
         let s = quote_ident("s");
         let arity = self.input.arity();
+        // One row per copy: a window numbers and counts copies.
         let from = if input.weighted {
-            // One row per copy: a window numbers and counts copies.
-            format!(
-                "(SELECT {} FROM ({}) AS {s} CROSS JOIN LATERAL generate_series(1, {}) AS {})",
-                select_cols("s", arity, 0).join(", "),
-                input.sql,
-                crate::render::weight_ref("s"),
-                quote_ident("g")
-            )
+            copies(&input, arity)
         } else {
             format!("({})", input.sql)
         };
@@ -560,13 +523,8 @@ impl Window {
         let ties = tie_breakers(&self.input.columns());
         let mut cols = select_cols("s", arity, 0);
         for (j, call) in self.calls.iter().enumerate() {
-            let ordered = !call.order_by.is_empty();
-            let mut keys: Vec<String> = call
-                .order_by
-                .iter()
-                .map(|k| format!("{}{}", r(&k.expr), k.options_sql()))
-                .collect();
-            if call.tie_broken(ordered) {
+            let mut keys: Vec<String> = call.order_by.iter().map(|k| k.sql(&r)).collect();
+            if call.tie_broken() {
                 keys.extend(ties.iter().cloned());
             }
             let mut spec = partition.clone();
@@ -580,13 +538,13 @@ impl Window {
                 // Written out: a tie-broken ORDER BY would turn the default frame (all peers)
                 // into a running one.
                 spec.push(' ');
-                spec.push_str(&call.effective_frame(ordered).sql());
+                spec.push_str(&call.effective_frame().sql());
             }
             let f = match &call.func {
                 WindowFunc::Aggregate(agg) => super::aggregate::render_agg(agg, false),
                 other => {
                     let args: Vec<String> = call.args.iter().map(&r).collect();
-                    format!("{}({})", other.sql_name(), args.join(", "))
+                    format!("{}({})", other.name(), args.join(", "))
                 }
             };
             cols.push(format!(

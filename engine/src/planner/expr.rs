@@ -583,18 +583,7 @@ impl Planner<'_> {
             }));
         }
         // Named arguments, VARIADIC, clauses: PostgreSQL resolves and evaluates the call.
-        let plain = match &f.args {
-            ast::FunctionArguments::None => true,
-            ast::FunctionArguments::Subquery(_) => false,
-            ast::FunctionArguments::List(list) => {
-                list.duplicate_treatment.is_none()
-                    && list.clauses.is_empty()
-                    && list.args.iter().all(|a| {
-                        matches!(a, ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(_)))
-                    })
-            }
-        };
-        if !plain {
+        if !plain_arguments(f) {
             return self.pass_through(&ast::Expr::Function(f.clone()), scope, aggs);
         }
         let (args, _, _, _) = self.args(f, scope, aggs)?;
@@ -775,6 +764,23 @@ impl Planner<'_> {
             }
         };
         Ok((Expr::Column(AGG_BASE + index), ty))
+    }
+}
+
+/// Whether `f`'s arguments are plain positional expressions: no DISTINCT, no clause inside the
+/// call, no named argument or `*`.
+pub(crate) fn plain_arguments(f: &ast::Function) -> bool {
+    match &f.args {
+        ast::FunctionArguments::None => true,
+        ast::FunctionArguments::Subquery(_) => false,
+        ast::FunctionArguments::List(list) => {
+            list.duplicate_treatment.is_none()
+                && list.clauses.is_empty()
+                && list
+                    .args
+                    .iter()
+                    .all(|a| matches!(a, ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(_))))
+        }
     }
 }
 

@@ -116,6 +116,32 @@ fn quoted_call_name(schema: Option<&str>, name: &str) -> String {
     }
 }
 
+/// The type of `generate_series` over integer arguments, which the engine types itself (and its
+/// in-memory evaluator runs): int8 when an argument is, int4 otherwise. `None` for any other
+/// call, which PostgreSQL types.
+fn integer_series(schema: Option<&str>, name: &str, args: &[Typed]) -> Option<SqlType> {
+    let ints = schema.is_none()
+        && name == "generate_series"
+        && (2..=3).contains(&args.len())
+        && args.iter().all(|a| a.1.ty.is_integer());
+    ints.then(|| {
+        if args.iter().any(|a| a.1.ty == SqlType::int8()) {
+            SqlType::int8()
+        } else {
+            SqlType::int4()
+        }
+    })
+}
+
+/// The call over `CAST(NULL AS type)` of each argument's type: what PostgreSQL is asked to type.
+fn typed_null_call(schema: Option<&str>, name: &str, args: &[Typed]) -> String {
+    let casts: Vec<String> = args
+        .iter()
+        .map(|a| format!("CAST(NULL AS {})", a.1.ty.sql()))
+        .collect();
+    format!("{}({})", quoted_call_name(schema, name), casts.join(", "))
+}
+
 impl Planner<'_> {
     /// `op` (whose relations are `rels`) with the set-returning call `tf` applied to each of
     /// its rows; `outer` keeps rows the call returns nothing for. Returns the relation the
@@ -143,21 +169,12 @@ impl Planner<'_> {
             .alias
             .map(|a| a.columns.iter().map(|c| fold(&c.name)).collect())
             .unwrap_or_default();
-        let ints = tf.schema.is_none()
-            && tf.name == "generate_series"
-            && (2..=3).contains(&args.len())
-            && args.iter().all(|a| a.1.ty.is_integer());
-        let columns: Vec<(String, ColType)> = if ints {
-            let wide = args.iter().any(|a| a.1.ty == SqlType::int8());
-            let ty = if wide {
-                SqlType::int8()
-            } else {
-                SqlType::int4()
-            };
+        let series = integer_series(tf.schema.as_deref(), &tf.name, &args);
+        let columns: Vec<(String, ColType)> = if let Some(ty) = series {
             let value_name = aliased
                 .first()
                 .cloned()
-                .unwrap_or_else(|| tf.alias.map_or_else(|| tf.name.clone(), |a| fold(&a.name)));
+                .unwrap_or_else(|| rel_alias.clone());
             let mut cols = vec![(value_name, ColType::new(ty, outer))];
             if tf.ordinality {
                 let name = aliased
@@ -168,14 +185,9 @@ impl Planner<'_> {
             }
             cols
         } else {
-            let casts: Vec<String> = args
-                .iter()
-                .map(|a| format!("CAST(NULL AS {})", a.1.ty.sql()))
-                .collect();
             let probe = format!(
-                "{}({}){}{}",
-                quoted_call_name(tf.schema.as_deref(), &tf.name),
-                casts.join(", "),
+                "{}{}{}",
+                typed_null_call(tf.schema.as_deref(), &tf.name, &args),
                 if tf.ordinality {
                     " WITH ORDINALITY"
                 } else {
@@ -239,44 +251,19 @@ impl Planner<'_> {
             return Err(srf_refused(&name));
         };
         let planned = (|| {
-            let plain = match &f.args {
-                ast::FunctionArguments::List(list) => {
-                    list.duplicate_treatment.is_none()
-                        && list.clauses.is_empty()
-                        && list.args.iter().all(|a| {
-                            matches!(a, ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(_)))
-                        })
-                }
-                ast::FunctionArguments::None => true,
-                ast::FunctionArguments::Subquery(_) => false,
-            };
-            if !plain || f.filter.is_some() || !f.within_group.is_empty() {
+            if !super::expr::plain_arguments(f) || f.filter.is_some() || !f.within_group.is_empty()
+            {
                 return Err(srf_refused(&name));
             }
             let (args, _, _, _) = self.args(f, scope, aggs)?;
-            let casts: Vec<String> = args
-                .iter()
-                .map(|a| format!("CAST(NULL AS {})", a.1.ty.sql()))
-                .collect();
-            let probe = format!(
-                "{}({})",
-                quoted_call_name(schema.as_deref(), &name),
-                casts.join(", ")
-            );
-            let ints = schema.is_none()
-                && name == "generate_series"
-                && (2..=3).contains(&args.len())
-                && args.iter().all(|a| a.1.ty.is_integer());
-            let ty = if ints {
-                if args.iter().any(|a| a.1.ty == SqlType::int8()) {
-                    SqlType::int8()
-                } else {
-                    SqlType::int4()
-                }
-            } else {
-                match self.catalog.expression_type(&probe) {
-                    Some(t) if t != "record" => SqlType::new(&t),
-                    _ => return Err(srf_refused(&name)),
+            let ty = match integer_series(schema.as_deref(), &name, &args) {
+                Some(ty) => ty,
+                None => {
+                    let probe = typed_null_call(schema.as_deref(), &name, &args);
+                    match self.catalog.expression_type(&probe) {
+                        Some(t) if t != "record" => SqlType::new(&t),
+                        _ => return Err(srf_refused(&name)),
+                    }
                 }
             };
             Ok(PendingSrf {

@@ -414,16 +414,8 @@ impl Planner<'_> {
         scope: &Scope,
         items: &[(Expr, ColType, String)],
     ) -> Result<(Expr, ColType), EngineError> {
-        if let ast::Expr::Value(v) = g {
-            if let ast::Value::Number(n, _) = &v.value {
-                let pos: usize = n.parse().unwrap_or(0);
-                return items
-                    .get(pos.wrapping_sub(1))
-                    .map(|i| (i.0.clone(), i.1.clone()))
-                    .ok_or_else(|| EngineError::InvalidDefiningQuery {
-                        message: format!("GROUP BY position {n} is not in select list"),
-                    });
-            }
+        if let Some(item) = super::select_item_at(g, items, "GROUP BY") {
+            return item;
         }
         match self.expr(g, scope, &mut None) {
             Err(EngineError::UndefinedColumn { name }) => {

@@ -50,21 +50,25 @@ fn refuse(name: &str, detail: &str) -> EngineError {
     })
 }
 
+/// A non-negative integer constant, as frame offsets and LIMIT counts must be here.
+fn non_negative_int(e: &ast::Expr) -> Option<i64> {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<i64>().ok().filter(|k| *k >= 0),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A frame offset: a non-negative integer constant.
 fn offset(e: &ast::Expr, name: &str) -> Result<i64, EngineError> {
-    if let ast::Expr::Value(v) = e {
-        if let ast::Value::Number(n, _) = &v.value {
-            if let Ok(k) = n.parse::<i64>() {
-                if k >= 0 {
-                    return Ok(k);
-                }
-            }
-        }
-    }
-    Err(refuse(
-        name,
-        "a frame offset that is not a non-negative integer constant",
-    ))
+    non_negative_int(e).ok_or_else(|| {
+        refuse(
+            name,
+            "a frame offset that is not a non-negative integer constant",
+        )
+    })
 }
 
 fn frame_bound(b: &ast::WindowFrameBound, name: &str) -> Result<FrameBound, EngineError> {
@@ -153,12 +157,11 @@ impl Planner<'_> {
             return Err(EngineError::internal("window_call without OVER"));
         };
         let spec = self.resolve_window(over, &name, 0)?;
-        let spec = &spec;
         // Taken while the call is planned: a window call inside it is refused.
         let Some(mut pending) = self.windows.take() else {
             return Err(refuse(&name, "a window call outside the select list"));
         };
-        let planned = self.window_parts(f, spec, schema, &name, scope, aggs);
+        let planned = self.window_parts(f, &spec, schema, &name, scope, aggs);
         let planned = planned.map(|p| {
             let ty = p.call.ty.clone();
             pending.push(p);
@@ -453,12 +456,12 @@ impl Planner<'_> {
             let numbered: Vec<&WindowCall> = same
                 .iter()
                 .map(|(_, p)| &p.call)
-                .filter(|c| c.tie_broken(!c.order_by.is_empty()))
+                .filter(|c| c.tie_broken())
                 .collect();
             if let Some(other) = numbered.iter().find(|c| c.order_by != numbered[0].order_by) {
                 if crate::keys::unique_key(&op, &self.tables).is_none() {
                     return Err(refuse(
-                        other.func.sql_name(),
+                        other.func.name(),
                         "another call that numbers the rows of a keyless input in a different order",
                     ));
                 }
@@ -556,7 +559,7 @@ impl Planner<'_> {
     ) -> Result<(Vec<Typed>, Vec<SortKey>), EngineError> {
         let mut keys = Vec::new();
         for e in exprs {
-            keys.push(self.output_or_input(e, scope, aggs, items)?);
+            keys.push(self.output_or_input(e, scope, aggs, items, "SELECT DISTINCT ON")?);
         }
         let sort: Vec<SortKey> = self
             .order_keys(order, scope, aggs, items, "DISTINCT ON")?
@@ -588,7 +591,7 @@ impl Planner<'_> {
     ) -> Result<Vec<SortKey>, EngineError> {
         let mut keys = Vec::new();
         for o in order {
-            let (x, _) = self.output_or_input(&o.expr, scope, aggs, items)?;
+            let (x, _) = self.output_or_input(&o.expr, scope, aggs, items, "ORDER BY")?;
             keys.push(sort_key(x, &o.options, what)?);
         }
         Ok(keys)
@@ -600,27 +603,17 @@ impl Planner<'_> {
         scope: &Scope,
         aggs: &mut Vec<AggCall>,
         items: &[(Expr, ColType, String)],
+        clause: &str,
     ) -> Result<Typed, EngineError> {
-        match e {
-            ast::Expr::Value(v) => {
-                if let ast::Value::Number(n, _) = &v.value {
-                    let pos: usize = n.parse().unwrap_or(0);
-                    return items
-                        .get(pos.wrapping_sub(1))
-                        .map(|i| (i.0.clone(), i.1.clone()))
-                        .ok_or_else(|| EngineError::InvalidDefiningQuery {
-                            message: format!("ORDER BY position {n} is not in select list"),
-                        });
-                }
+        if let Some(item) = super::select_item_at(e, items, clause) {
+            return item;
+        }
+        if let ast::Expr::Identifier(id) = e {
+            let name = super::fold(id);
+            let mut named = items.iter().filter(|i| i.2 == name);
+            if let (Some(i), None) = (named.next(), named.next()) {
+                return Ok((i.0.clone(), i.1.clone()));
             }
-            ast::Expr::Identifier(id) => {
-                let name = super::fold(id);
-                let mut named = items.iter().filter(|i| i.2 == name);
-                if let (Some(i), None) = (named.next(), named.next()) {
-                    return Ok((i.0.clone(), i.1.clone()));
-                }
-            }
-            _ => {}
         }
         self.expr(e, scope, &mut Some(aggs))
     }
@@ -634,18 +627,8 @@ fn limit_refused(detail: &str) -> EngineError {
 
 /// A LIMIT or OFFSET count: a non-negative integer constant.
 fn count(e: &ast::Expr) -> Result<i64, EngineError> {
-    if let ast::Expr::Value(v) = e {
-        if let ast::Value::Number(n, _) = &v.value {
-            if let Ok(k) = n.parse::<i64>() {
-                if k >= 0 {
-                    return Ok(k);
-                }
-            }
-        }
-    }
-    Err(limit_refused(
-        "a count that is not a non-negative integer constant",
-    ))
+    non_negative_int(e)
+        .ok_or_else(|| limit_refused("a count that is not a non-negative integer constant"))
 }
 
 /// The `(offset, limit)` of a query's `LIMIT … OFFSET …` or `OFFSET … FETCH FIRST … ROWS
