@@ -120,6 +120,20 @@ pub(crate) fn copies(input: &Fragment, arity: usize) -> String {
     )
 }
 
+/// `op` rendered as a FROM item of one unweighted row per copy ([`copies`] when its fragment
+/// is weighted), for alias `"s"`.
+pub(crate) fn each_copy(
+    w: &mut SqlWriter<'_>,
+    op: &crate::operator::Operator,
+) -> Result<String, EngineError> {
+    let input = w.input(op)?;
+    Ok(if input.weighted {
+        copies(&input, op.arity())
+    } else {
+        format!("({})", input.sql)
+    })
+}
+
 /// `"a"."c0" AS "c0", …` for `n` columns, renumbered from `offset`.
 pub fn select_cols(alias: &str, n: usize, offset: usize) -> Vec<String> {
     (0..n)

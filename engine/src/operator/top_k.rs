@@ -24,7 +24,7 @@ use super::{before_state, bx, ColType, EvalContext, Negate, Operator, SortKey, U
 use crate::error::EngineError;
 use crate::expr::eval::{eval, EvalError};
 use crate::render::{
-    col_name, col_ref, copies, expr::render_expr, quote_ident, weight_ref, Fragment, SqlWriter,
+    col_name, col_ref, each_copy, expr::render_expr, quote_ident, weight_ref, Fragment, SqlWriter,
 };
 use crate::value::Row;
 use crate::zset::ZSet;
@@ -116,15 +116,10 @@ impl TopK {
     }
 
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
-        let input = w.input(&self.input)?;
         let s = quote_ident("s");
         let arity = self.input.arity();
         // One row per copy; rows of non-positive weight yield none.
-        let from = if input.weighted {
-            copies(&input, arity)
-        } else {
-            format!("({})", input.sql)
-        };
+        let from = each_copy(w, &self.input)?;
         let mut keys: Vec<String> = self
             .order_by
             .iter()

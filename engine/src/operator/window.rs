@@ -29,7 +29,7 @@ use crate::error::EngineError;
 use crate::expr::eval::{eval, EvalError};
 use crate::expr::Expr;
 use crate::render::{
-    col_ref, copies, expr::render_expr, quote_ident, select_cols, Fragment, SqlWriter,
+    col_ref, each_copy, expr::render_expr, quote_ident, select_cols, Fragment, SqlWriter,
 };
 use crate::value::{Row, Value};
 use crate::zset::ZSet;
@@ -504,15 +504,10 @@ impl Window {
     }
 
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
-        let input = w.input(&self.input)?;
         let s = quote_ident("s");
         let arity = self.input.arity();
         // One row per copy: a window numbers and counts copies.
-        let from = if input.weighted {
-            copies(&input, arity)
-        } else {
-            format!("({})", input.sql)
-        };
+        let from = each_copy(w, &self.input)?;
         let r = |e: &Expr| render_expr(e, &|i| col_ref("s", i));
         let partition = if self.partition_by.is_empty() {
             String::new()
