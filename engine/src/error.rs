@@ -18,8 +18,8 @@ pub enum Reason {
     LimitOrOffset { detail: String },
     /// A window function call of a form the engine does not maintain (`detail` says which).
     WindowFunction { name: String, detail: String },
-    /// `WITH RECURSIVE`.
-    RecursiveCte,
+    /// A `WITH RECURSIVE` query of a form the engine does not maintain (`detail` says which).
+    RecursiveCte { detail: String },
     /// An aggregate the engine does not know how to maintain.
     UnsupportedAggregate { name: String },
     /// An aggregate whose result depends on input order without an `ORDER BY` inside it.
@@ -71,7 +71,9 @@ impl fmt::Display for Reason {
             Reason::WindowFunction { name, detail } => {
                 write!(f, "window function {name}() with {detail}")
             }
-            Reason::RecursiveCte => f.write_str("recursive common table expression"),
+            Reason::RecursiveCte { detail } => {
+                write!(f, "recursive common table expression {detail}")
+            }
             Reason::UnsupportedAggregate { name } => {
                 write!(f, "aggregate {name}() cannot be maintained incrementally")
             }

@@ -36,6 +36,22 @@ fn col(i: usize) -> String {
 fn describe(op: &Operator, root_algebraic: bool) -> Node {
     let e = |x: &crate::expr::Expr| render_expr(x, &col);
     let (detail, strategy) = match op {
+        Operator::Scan(s) if s.table.id == crate::operator::recursive::REFERENCE_ID => (
+            format!("recursive reference {}", quote_ident(&s.table.name)),
+            "the rows of the previous round".to_string(),
+        ),
+        Operator::Recursive(r) => (
+            if r.distinct { "UNION" } else { "UNION ALL" }.to_string(),
+            if r.distinct {
+                "delete and re-derive: rows losing a derivation over-deleted from the stored \
+                 result, then derived again or anew; O(rows reached from Δ)"
+                    .into()
+            } else {
+                "semi-naive: the rows derived from ΔB and from the stored result joined with \
+                 Δ, weights multiplied; O(rows reached from Δ)"
+                    .into()
+            },
+        ),
         Operator::Scan(s) => (
             format!(
                 "{}.{} ({})",

@@ -27,6 +27,13 @@ pub fn outer_key(i: usize) -> String {
 /// The prefix of [`outer_key`].
 pub const OUTER_KEY_PREFIX: &str = "__pgt_outer_";
 
+/// The CTEs of a recursive query's statements (`operator::recursive`): the recursion itself
+/// (its FULL query, its delta over a bag), the rows over-deleted and the rows derived again
+/// or anew (its delta over a set).
+pub const RECURSION: &str = "__pgt_rec";
+pub const RECURSION_DELETED: &str = "__pgt_rec_del";
+pub const RECURSION_NEW: &str = "__pgt_rec_new";
+
 /// The physical row id of a bag row picked for deletion, in the apply statement.
 pub const CTID: &str = "__pgt_ctid";
 

@@ -14,6 +14,7 @@ pub mod join;
 pub mod negate;
 pub mod ordering;
 pub mod project;
+pub mod recursive;
 pub mod repeat;
 pub mod scan;
 pub mod semi_join;
@@ -34,6 +35,7 @@ pub use flat_map::FlatMap;
 pub use join::{Join, JoinKind};
 pub use negate::Negate;
 pub use project::Project;
+pub use recursive::Recursive;
 pub use repeat::Repeat;
 pub use scan::{Scan, TableRef};
 pub use semi_join::{SemiJoin, SemiMode};
@@ -93,6 +95,7 @@ pub enum Operator {
     Window(Window),
     TopK(TopK),
     FlatMap(FlatMap),
+    Recursive(Recursive),
 }
 
 impl Operator {
@@ -116,6 +119,7 @@ impl Operator {
             Operator::Window(o) => o.columns(),
             Operator::TopK(o) => o.columns(),
             Operator::FlatMap(o) => o.columns(),
+            Operator::Recursive(o) => o.columns(),
         }
     }
 
@@ -141,6 +145,7 @@ impl Operator {
             Operator::Support(o) => vec![&o.input],
             Operator::Window(o) => vec![&o.input],
             Operator::FlatMap(o) => vec![&o.input],
+            Operator::Recursive(o) => vec![&o.base, &o.step],
             Operator::TopK(o) => {
                 let mut c = vec![o.input.as_ref()];
                 c.extend(o.widen_by.as_deref());
@@ -169,6 +174,7 @@ impl Operator {
             Operator::Window(_) => "Window",
             Operator::TopK(_) => "TopK",
             Operator::FlatMap(_) => "FlatMap",
+            Operator::Recursive(_) => "Recursive",
         }
     }
 
@@ -192,6 +198,7 @@ impl Operator {
             Operator::Window(o) => o.eval(ctx),
             Operator::TopK(o) => o.eval(ctx),
             Operator::FlatMap(o) => o.eval(ctx),
+            Operator::Recursive(o) => o.eval(ctx),
         }
     }
 
@@ -214,6 +221,7 @@ impl Operator {
             Operator::Window(o) => o.delta(),
             Operator::TopK(o) => o.delta(),
             Operator::FlatMap(o) => o.delta(),
+            Operator::Recursive(o) => o.delta(),
             Operator::DeltaScan(_) | Operator::Support(_) => Err(EngineError::internal(format!(
                 "{} appears only in delta plans and has no delta itself",
                 self.name()
@@ -225,7 +233,7 @@ impl Operator {
     /// `__pgt_weight` when the fragment is weighted).
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
         match self {
-            Operator::Scan(o) => Ok(o.render()),
+            Operator::Scan(o) => Ok(o.render(w)),
             Operator::DeltaScan(o) => o.render(w),
             Operator::Filter(o) => o.render(w),
             Operator::Project(o) => o.render(w),
@@ -242,6 +250,7 @@ impl Operator {
             Operator::Window(o) => o.render(w),
             Operator::TopK(o) => o.render(w),
             Operator::FlatMap(o) => o.render(w),
+            Operator::Recursive(o) => o.render(w),
         }
     }
 
@@ -262,6 +271,8 @@ impl Operator {
             }
             Operator::UnionAll(o) => o.inputs.iter().all(|i| i.is_delta_driven()),
             Operator::SetOp(_) => false,
+            // Its delta is a statement of its own, at the root of a plan.
+            Operator::Recursive(o) => o.delta,
             // At most offset + limit rows (plus the change window's insertions).
             Operator::TopK(_) => true,
             Operator::Aggregate(o) => !o.keys.is_empty() && o.input.is_delta_driven(),

@@ -155,6 +155,10 @@ pub fn plan(sql: &str, catalog: &dyn Catalog) -> Result<Plan, EngineError> {
         Err(EngineError::NotDifferentiable(reason)) => return Ok(opaque(sql, reason)),
         Err(e) => return Err(e),
     };
+    let mut tree = tree;
+    if let Err(reason) = place_recursion(&mut tree.planned.op) {
+        return Ok(opaque(sql, reason));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for name in &tree.planned.names {
         if name.starts_with(crate::names::HIDDEN_PREFIX) {
@@ -246,6 +250,37 @@ pub fn plan(sql: &str, catalog: &dyn Catalog) -> Result<Plan, EngineError> {
         }
     }
     Ok(plan)
+}
+
+/// A recursion is maintained from its stored result, so only as the whole result: `op` is
+/// the `Recursive` itself, or the projection of its columns in order, which is dropped.
+/// Anywhere else (joined, filtered, aggregated, nested in another recursion) it is refused.
+fn place_recursion(op: &mut Operator) -> Result<(), Reason> {
+    fn contains(op: &Operator) -> bool {
+        matches!(op, Operator::Recursive(_)) || op.children().into_iter().any(contains)
+    }
+    if let Operator::Project(p) = op {
+        let identity = p.exprs.len() == p.input.arity()
+            && p.exprs
+                .iter()
+                .enumerate()
+                .all(|(i, e)| *e == Expr::Column(i));
+        if identity && matches!(p.input.as_ref(), Operator::Recursive(_)) {
+            *op = (*p.input).clone();
+        }
+    }
+    let nested = match op {
+        Operator::Recursive(r) => contains(&r.base) || contains(&r.step),
+        other => contains(other),
+    };
+    if nested {
+        return Err(Reason::RecursiveCte {
+            detail: "that is not the whole result (select its columns in order: SELECT * \
+                     FROM the CTE)"
+                .to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The most table references (scans, counting a table once per mention) a differential plan
@@ -343,6 +378,30 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
         .zip(&types)
         .map(|(n, t)| column(n, t))
         .collect();
+    // A recursion: a set keyed by every column (UNION) or a bag (UNION ALL).
+    if let Operator::Recursive(r) = &op {
+        if r.distinct {
+            let key: Vec<usize> = (0..names.len()).collect();
+            return Ok(keyed_plan(
+                op.clone(),
+                op.clone(),
+                user_cols,
+                Vec::new(),
+                key,
+                names.clone(),
+            ));
+        }
+        return Ok(Plan {
+            tree: Some(op.clone()),
+            columns: user_cols,
+            hidden: Vec::new(),
+            identity: Identity::Bag,
+            sources: Vec::new(),
+            differentiability: Differentiability::Differential,
+            maintenance: Maintenance::Bag { root: op },
+            sql: String::new(),
+        });
+    }
     // DISTINCT: count the input's multiplicity per row.
     if let Operator::Distinct(d) = &op {
         let n = d.input.arity();

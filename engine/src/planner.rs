@@ -23,9 +23,10 @@ use sqlparser::parser::Parser;
 
 use crate::catalog::{Catalog, FunctionKind, TableInfo};
 use crate::error::{EngineError, Reason};
+use crate::operator::recursive::REFERENCE_ID;
 use crate::operator::scan::ScanColumn;
 use crate::operator::{
-    bx, ColType, Distinct, Operator, Scan, SetOp, SetOpKind, TableRef, UnionAll,
+    bx, ColType, Distinct, Operator, Recursive, Scan, SetOp, SetOpKind, TableRef, UnionAll,
 };
 use crate::types::SqlType;
 
@@ -315,13 +316,16 @@ impl<'a> Planner<'a> {
         // ORDER BY without LIMIT does not change the rows of a table: it is ignored.
         let depth = self.ctes.len();
         if let Some(with) = &q.with {
-            if with.recursive {
-                return Err(EngineError::NotDifferentiable(Reason::RecursiveCte));
-            }
             for cte in &with.cte_tables {
-                let mut planned = self.query(&cte.query)?;
-                rename(&mut planned, &cte.alias)?;
-                self.ctes.push((fold(&cte.alias.name), planned));
+                let name = fold(&cte.alias.name);
+                let planned = if with.recursive && refers_to(&cte.query, &name) {
+                    self.recursive_cte(cte, &name)?
+                } else {
+                    let mut planned = self.query(&cte.query)?;
+                    rename(&mut planned, &cte.alias)?;
+                    planned
+                };
+                self.ctes.push((name, planned));
             }
         }
         let order = match &q.order_by {
@@ -345,6 +349,103 @@ impl<'a> Planner<'a> {
         });
         self.ctes.truncate(depth);
         result
+    }
+
+    /// `name AS (base UNION [ALL] step)` where `step` reads `name`: a `Recursive` whose step
+    /// reads the CTE through a scan of `recursive::REFERENCE_ID`. The reference's columns have
+    /// the base's types; a column is nullable when either term may give NULL there (planned
+    /// again until that settles).
+    fn recursive_cte(&mut self, cte: &ast::Cte, name: &str) -> Result<Planned, EngineError> {
+        let refuse = |detail: &str| {
+            EngineError::NotDifferentiable(Reason::RecursiveCte {
+                detail: detail.to_string(),
+            })
+        };
+        let q = &cte.query;
+        if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() {
+            return Err(refuse("with WITH, ORDER BY or LIMIT in its definition"));
+        }
+        let ast::SetExpr::SetOperation {
+            left,
+            op: ast::SetOperator::Union,
+            set_quantifier,
+            right,
+        } = q.body.as_ref()
+        else {
+            return Err(refuse(
+                "that is not a non-recursive term UNION [ALL] a recursive term",
+            ));
+        };
+        let distinct = match set_quantifier {
+            ast::SetQuantifier::All => false,
+            ast::SetQuantifier::Distinct | ast::SetQuantifier::None => true,
+            other => return Err(unsupported(&format!("set quantifier {other}"))),
+        };
+        let mut base = self.set_expr(left)?;
+        rename(&mut base, &cte.alias)?;
+        let mut types = base.op.columns();
+        for _ in 0..=types.len() {
+            let reference = Scan {
+                table: TableRef {
+                    id: REFERENCE_ID,
+                    schema: String::new(),
+                    name: name.to_string(),
+                },
+                columns: types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| ScanColumn {
+                        index: i,
+                        name: format!("c{i}"),
+                        ty: t.clone(),
+                    })
+                    .collect(),
+            };
+            self.ctes.push((
+                name.to_string(),
+                Planned {
+                    op: Operator::Scan(reference.clone()),
+                    names: base.names.clone(),
+                },
+            ));
+            let step = self.set_expr(right);
+            self.ctes.pop();
+            let step = step?;
+            if step.names.len() != base.names.len() {
+                return Err(EngineError::Syntax {
+                    message: "each UNION query must have the same number of columns".into(),
+                });
+            }
+            let widened: Vec<ColType> = types
+                .iter()
+                .zip(step.op.columns())
+                .map(|(b, s)| ColType::new(b.ty.clone(), b.nullable || s.nullable))
+                .collect();
+            if widened != types {
+                types = widened;
+                continue;
+            }
+            if !Recursive::admissible_step(&step.op) {
+                return Err(refuse(
+                    "whose recursive term is not made of joins, filters and projections of \
+                     tables (it has an outer join, a subquery, an aggregate, DISTINCT, a \
+                     window or a set operation other than UNION ALL)",
+                ));
+            }
+            return Ok(Planned {
+                op: Operator::Recursive(Recursive {
+                    base: bx(base.op),
+                    step: bx(step.op),
+                    reference,
+                    distinct,
+                    delta: false,
+                }),
+                names: base.names,
+            });
+        }
+        Err(EngineError::internal(
+            "the nullability of a recursive CTE's columns did not settle",
+        ))
     }
 
     fn set_expr(&mut self, body: &ast::SetExpr) -> Result<Planned, EngineError> {
@@ -455,6 +556,16 @@ impl<'a> Planner<'a> {
         self.tables.insert(id, info);
         Ok((Planned { op: scan, names }, Some(id)))
     }
+}
+
+/// Whether `query` reads a relation named `name` (unqualified): a CTE of `WITH RECURSIVE`
+/// that does is recursive.
+fn refers_to(query: &ast::Query, name: &str) -> bool {
+    let found = ast::visit_relations(query, |rel| match object_name(rel).as_deref() {
+        Ok([single]) if single == name => std::ops::ControlFlow::Break(()),
+        _ => std::ops::ControlFlow::Continue(()),
+    });
+    found.is_break()
 }
 
 /// Applies a `name(col, …)` alias's column list.

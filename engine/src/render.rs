@@ -196,11 +196,26 @@ impl DeltaSources {
     }
 }
 
+/// A FROM item read in place of a table by the scans of its id (see `SqlWriter::relations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relation {
+    /// The FROM item, exposing the scanned columns by name (and `__pgt_weight` if weighted).
+    pub from: String,
+    pub weighted: bool,
+}
+
 /// Renders operator trees; collects CTEs for the change-window-driven parts.
 pub(crate) struct SqlWriter<'a> {
     pub(crate) sources: Option<&'a DeltaSources>,
     ctes: Vec<(String, String)>,
     cte_by_sql: BTreeMap<String, String>,
+    /// Relations read in place of tables, by table id: a recursive CTE's reference to
+    /// itself, a source as it was before and after its change window. A `DeltaScan` of such
+    /// an id is empty (the relation is held constant).
+    pub(crate) relations: BTreeMap<u32, Relation>,
+    /// The stream table's storage, for delta rules that read the result as it was before
+    /// the change window (`Recursive`): its user columns by name.
+    pub(crate) storage: Option<String>,
 }
 
 impl<'a> SqlWriter<'a> {
@@ -209,7 +224,25 @@ impl<'a> SqlWriter<'a> {
             sources,
             ctes: Vec::new(),
             cte_by_sql: BTreeMap::new(),
+            relations: BTreeMap::new(),
+            storage: None,
         }
+    }
+
+    /// A writer for a statement of its own (a subquery with its own `WITH`) over the same
+    /// change windows and storage, with no relation replaced.
+    pub(crate) fn nested(&self) -> SqlWriter<'a> {
+        let mut w = SqlWriter::new(self.sources);
+        w.storage = self.storage.clone();
+        w
+    }
+
+    /// The CTEs collected so far, as `name AS (sql)` items, consuming the writer.
+    pub(crate) fn into_ctes(self) -> Vec<String> {
+        self.ctes
+            .iter()
+            .map(|(name, sql)| format!("{name} AS ({sql})"))
+            .collect()
     }
 
     /// Renders `op` as an input of another operator. Parts bounded by the change window are

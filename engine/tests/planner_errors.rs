@@ -58,8 +58,12 @@ fn unsupported_constructs_are_not_differentiable_with_a_typed_reason() {
         Reason::WindowFunction { detail, .. } if detail.contains("ROWS frame")
     ));
     assert!(matches!(
-        reason("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT n FROM r"),
-        Reason::RecursiveCte
+        reason("WITH RECURSIVE r(n) AS (SELECT k FROM a UNION ALL SELECT n + 1 FROM r) SELECT n + 1 AS m FROM r"),
+        Reason::RecursiveCte { detail } if detail.contains("whole result")
+    ));
+    assert!(matches!(
+        reason("WITH RECURSIVE r(n) AS (SELECT k FROM a UNION SELECT r.n FROM r LEFT JOIN b ON b.y = r.n) SELECT * FROM r"),
+        Reason::RecursiveCte { detail } if detail.contains("outer join")
     ));
     assert!(matches!(
         reason("SELECT string_agg(CAST(x AS text), ',') AS s FROM a"),

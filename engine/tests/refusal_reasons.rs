@@ -18,7 +18,7 @@ fn name_of(r: &Reason) -> &'static str {
         Reason::NotImmutable { .. } => "NotImmutable",
         Reason::LimitOrOffset { .. } => "LimitOrOffset",
         Reason::WindowFunction { .. } => "WindowFunction",
-        Reason::RecursiveCte => "RecursiveCte",
+        Reason::RecursiveCte { .. } => "RecursiveCte",
         Reason::UnsupportedAggregate { .. } => "UnsupportedAggregate",
         Reason::OrderSensitiveAggregate { .. } => "OrderSensitiveAggregate",
         Reason::SubqueryInExpression => "SubqueryInExpression",
@@ -91,7 +91,7 @@ pub fn cases() -> Vec<(&'static str, String)> {
         ),
         (
             "RecursiveCte",
-            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r".into(),
+            "WITH RECURSIVE r(n) AS (SELECT k FROM a UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT count(*) AS c FROM r".into(),
         ),
         (
             "UnsupportedAggregate",

@@ -22,6 +22,9 @@ impl DeltaScan {
 
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
         let table = &self.scan.table;
+        if w.relations.contains_key(&table.id) {
+            return Ok(self.scan.render_empty());
+        }
         let buffer = w
             .sources
             .and_then(|s| s.buffers.get(&table.id))

@@ -4,7 +4,7 @@
 
 use super::{ColType, EvalContext, Operator};
 use crate::expr::eval::EvalError;
-use crate::render::{col_name, qualified, quote_ident, Fragment};
+use crate::render::{col_name, qualified, quote_ident, weight_ref, Fragment, SqlWriter};
 use crate::zset::ZSet;
 
 /// A source table: stable id and name (unquoted, case-folded).
@@ -75,15 +75,41 @@ impl Scan {
             .collect()
     }
 
-    pub fn render(&self) -> Fragment {
+    /// The table's rows, or those of the relation `w` reads in its place.
+    pub(crate) fn render(&self, w: &SqlWriter<'_>) -> Fragment {
+        let (from, weighted) = match w.relations.get(&self.table.id) {
+            Some(r) => (r.from.clone(), r.weighted),
+            None => (qualified(&self.table.schema, &self.table.name), false),
+        };
+        let mut list = self.select_list("t");
+        if weighted {
+            list.push(weight_ref("t"));
+        }
         Fragment {
             sql: format!(
-                "SELECT {} FROM {} AS {}",
-                self.select_list("t").join(", "),
-                qualified(&self.table.schema, &self.table.name),
+                "SELECT {} FROM {from} AS {}",
+                list.join(", "),
                 quote_ident("t")
             ),
-            weighted: false,
+            weighted,
+        }
+    }
+
+    /// No rows, typed as this scan's: the change window of a relation held constant.
+    pub(crate) fn render_empty(&self) -> Fragment {
+        let mut list: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("CAST(NULL AS {}) AS {}", c.ty.ty.sql(), col_name(i)))
+            .collect();
+        list.push(format!(
+            "CAST(0 AS int8) AS {}",
+            quote_ident(crate::render::WEIGHT)
+        ));
+        Fragment {
+            sql: format!("SELECT {} WHERE false", list.join(", ")),
+            weighted: true,
         }
     }
 }

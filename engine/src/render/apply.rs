@@ -128,6 +128,7 @@ pub fn delta_query_sql(
         Maintenance::Keyed { root, .. } | Maintenance::Bag { root } => {
             let delta = root.delta()?;
             let mut w = SqlWriter::new(Some(sources));
+            w.storage = Some(storage_columns(plan, storage));
             let f = delta.render(&mut w)?;
             let names: Vec<String> = plan
                 .storage_columns()
@@ -167,6 +168,17 @@ pub fn delta_query_sql(
             Ok(w.finish(&body))
         }
     }
+}
+
+/// The storage's user columns as `"c0".."cN"`, a FROM item.
+fn storage_columns(plan: &Plan, storage: &RelName) -> String {
+    let cols: Vec<String> = plan
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} AS {}", quote_ident(&c.name), super::col_name(i)))
+        .collect();
+    format!("(SELECT {} FROM {})", cols.join(", "), storage.sql())
 }
 
 /// Whether grouped plan `g` keeps MIN/MAX aggregates in place (`Aux::Extreme`).

@@ -1,0 +1,543 @@
+//! `Recursive`: `WITH RECURSIVE r AS (base UNION [ALL] step(r)) SELECT * FROM r`, the whole
+//! result of a defining query. `step` reads `r` through one `Scan` of [`REFERENCE_ID`], and is
+//! a join of tables, filters and projections ([`Recursive::admissible_step`]): linear in `r`
+//! and monotone in every table it reads.
+//!
+//! Semantics (PostgreSQL's): UNION ALL appends `step(w)` of the rows `w` the last round added
+//! until a round adds none; UNION keeps only rows not produced before, so cycles end.
+//!
+//! Delta rules, with `R` the stored result before the change window (the stream table's
+//! storage: a recursion is maintained only at the root of a plan, where its previous result
+//! is stored) and `S(X; T)` the recursive term over `X` and tables in state `T`:
+//! - **UNION ALL (a bag)**: `R = B + S(R)` with `S` linear in `R`, so the exact Z-set delta is
+//!   the least solution of `ΔR = ΔB + Δ_T S(R) + S(ΔR; T_new)`, where `Δ_T S(R)` is the delta
+//!   of the recursive term with `r` held at `R` (the ordinary delta rules, its change window
+//!   empty). It is one `WITH RECURSIVE` over weighted rows: the seeds are the first two
+//!   terms, each round applies `S` over the new tables to the last round's rows, multiplying
+//!   weights; then the rows are consolidated. It ends when the recursion over the new tables
+//!   ends (a derivation of a delta row is one of the new recursion, or starts from one of the
+//!   old). Cost: the rows derived from the changed rows, plus a join of `R` with the changes.
+//! - **UNION (a set), delete and re-derive (DRed)**: (1) over-delete `D`: the rows of `R` with
+//!   a derivation lost — a negative row of `ΔB` or of `Δ_T S(R)` before consolidation (every
+//!   derivation that used a deleted row) — and, transitively, every row of `R` that `S`
+//!   derives from a row of `D` over the tables before *or* after the change (their union: `S`
+//!   is monotone, so this covers every old derivation); (2) `R' = R − D` is sound: each of its
+//!   rows keeps an old derivation that is intact; (3) derive anew `N = R_new − R'` from the
+//!   seeds `(B_new ∪ S(R'; T_new)) − R'` — the rows of `D` that `B_new` or `S(R')` still derive,
+//!   the positive rows of `ΔB` and of `Δ_T S(R')` (consolidated) — and rounds of
+//!   `S(N; T_new) − R'`; (4) `ΔR = (N − R) − (D − N)`. Cost: the rows over-deleted and derived
+//!   again, each looked up in `R`; nothing when no row was deleted.
+
+use std::collections::BTreeMap;
+
+use super::{ColType, EvalContext, JoinKind, Operator, Scan, Tables};
+use crate::error::EngineError;
+use crate::expr::eval::EvalError;
+use crate::render::{
+    col_name, consolidated_select, copies, qualified, quote_ident, Fragment, Relation, SqlWriter,
+    WEIGHT,
+};
+use crate::zset::ZSet;
+
+/// The table id of a recursive CTE's reference to itself: 0 is `InvalidOid`, which no
+/// relation has.
+pub const REFERENCE_ID: u32 = 0;
+
+/// The most rounds the in-memory evaluation runs before it reports a recursion that does not
+/// end (PostgreSQL would run until `statement_timeout`).
+const MAX_ROUNDS: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recursive {
+    /// The non-recursive term.
+    pub base: Box<Operator>,
+    /// The recursive term, reading the CTE through `reference`.
+    pub step: Box<Operator>,
+    /// The CTE as `step` reads it: table [`REFERENCE_ID`], columns `c0..cN` with the CTE's
+    /// types (nullable when either term may give NULL).
+    pub reference: Scan,
+    /// UNION (a set) rather than UNION ALL.
+    pub distinct: bool,
+    /// This node stands for the delta of the recursion (`delta()`), not its rows.
+    pub delta: bool,
+}
+
+impl Recursive {
+    pub fn columns(&self) -> Vec<ColType> {
+        self.reference.columns()
+    }
+
+    /// Whether `step` may be a recursive term: scans, filters, projections, inner joins,
+    /// UNION ALL and set-returning calls only — linear in the reference and monotone in every
+    /// table (what both delta rules rely on).
+    pub fn admissible_step(op: &Operator) -> bool {
+        let own = match op {
+            Operator::Scan(_)
+            | Operator::Filter(_)
+            | Operator::Project(_)
+            | Operator::UnionAll(_)
+            | Operator::FlatMap(_) => true,
+            Operator::Join(j) => j.kind == JoinKind::Inner,
+            _ => false,
+        };
+        own && op.children().into_iter().all(Recursive::admissible_step)
+    }
+
+    /// The rows of the recursion over `current` (PostgreSQL's evaluation).
+    fn fixpoint(&self, current: &Tables) -> Result<ZSet, EvalError> {
+        let none = Tables::new();
+        let base = self.base.eval(EvalContext {
+            current,
+            deltas: &none,
+        })?;
+        let set_of = |z: &ZSet, seen: &ZSet| {
+            let mut out = ZSet::new();
+            for (row, w) in z.iter() {
+                if w > 0 && seen.weight(row) == 0 && out.weight(row) == 0 {
+                    out.add(row.clone(), 1);
+                }
+            }
+            out
+        };
+        let mut work = if self.distinct {
+            set_of(&base, &ZSet::new())
+        } else {
+            base
+        };
+        let mut result = work.clone();
+        let mut tables = current.clone();
+        for _ in 0..MAX_ROUNDS {
+            if work.is_empty() {
+                return Ok(result);
+            }
+            tables.insert(REFERENCE_ID, work);
+            let next = self.step.eval(EvalContext {
+                current: &tables,
+                deltas: &none,
+            })?;
+            work = if self.distinct {
+                set_of(&next, &result)
+            } else {
+                next
+            };
+            result = result.plus(&work);
+        }
+        Err(EvalError::InvalidInput(format!(
+            "the recursion did not end within {MAX_ROUNDS} rounds"
+        )))
+    }
+
+    pub fn eval(&self, ctx: EvalContext<'_>) -> Result<ZSet, EvalError> {
+        if !self.delta {
+            return self.fixpoint(ctx.current);
+        }
+        let before: Tables = ctx
+            .current
+            .iter()
+            .map(|(id, rows)| {
+                let old = match ctx.deltas.get(id) {
+                    Some(d) => rows.minus(d),
+                    None => rows.clone(),
+                };
+                (*id, old)
+            })
+            .collect();
+        Ok(self.fixpoint(ctx.current)?.minus(&self.fixpoint(&before)?))
+    }
+
+    pub fn delta(&self) -> Result<Operator, EngineError> {
+        if self.delta {
+            return Err(EngineError::internal("the delta of a recursion's delta"));
+        }
+        Ok(Operator::Recursive(Recursive {
+            delta: true,
+            ..self.clone()
+        }))
+    }
+
+    fn arity(&self) -> usize {
+        self.reference.columns.len()
+    }
+
+    /// `CAST("a"."c0" AS type) AS "c0", …`: the CTE's columns, typed as the CTE.
+    fn typed(&self, alias: &str) -> String {
+        self.reference
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!(
+                    "CAST({}.{} AS {}) AS {}",
+                    quote_ident(alias),
+                    col_name(i),
+                    c.ty.ty.sql(),
+                    col_name(i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `"c0", …`.
+    fn names(&self) -> String {
+        (0..self.arity())
+            .map(col_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Rows `a` and `b` are the same row (NULL matching NULL where a column may be NULL).
+    fn same(&self, a: &str, b: &str) -> String {
+        self.reference
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let op = if c.ty.nullable {
+                    "IS NOT DISTINCT FROM"
+                } else {
+                    "="
+                };
+                format!(
+                    "{}.{} {op} {}.{}",
+                    quote_ident(a),
+                    col_name(i),
+                    quote_ident(b),
+                    col_name(i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// `op` rendered by `w` with the reference read from `from`, as a FROM item of unweighted
+    /// rows (one per copy when the fragment is weighted).
+    fn over(
+        &self,
+        w: &mut SqlWriter<'_>,
+        op: &Operator,
+        from: Option<Relation>,
+    ) -> Result<Fragment, EngineError> {
+        match from {
+            Some(r) => w.relations.insert(REFERENCE_ID, r),
+            None => w.relations.remove(&REFERENCE_ID),
+        };
+        let f = w.input(op);
+        w.relations.remove(&REFERENCE_ID);
+        f
+    }
+
+    fn unweighted(&self, f: &Fragment, arity: usize) -> String {
+        if f.weighted {
+            copies(f, arity)
+        } else {
+            format!("({})", f.sql)
+        }
+    }
+
+    pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
+        if self.delta {
+            let storage = w.storage.clone().ok_or_else(|| {
+                EngineError::internal(
+                    "a recursion's delta reads the stored result: it is maintained at the \
+                     root of a plan only",
+                )
+            })?;
+            let mut inner = w.nested();
+            let body = if self.distinct {
+                self.render_set_delta(&mut inner, &storage)?
+            } else {
+                self.render_bag_delta(&mut inner, &storage)?
+            };
+            return Ok(Fragment {
+                sql: body,
+                weighted: true,
+            });
+        }
+        let rec = quote_ident(crate::names::RECURSION);
+        let n = self.arity();
+        let base = w.input(&self.base)?;
+        let base = self.unweighted(&base, n);
+        let step = self.over(
+            w,
+            &self.step,
+            Some(Relation {
+                from: rec.clone(),
+                weighted: false,
+            }),
+        )?;
+        let step = self.unweighted(&step, n);
+        let s = quote_ident("s");
+        Ok(Fragment {
+            sql: format!(
+                "WITH RECURSIVE {rec}({names}) AS (SELECT {t} FROM {base} AS {s} UNION{all} \
+                 SELECT {t} FROM {step} AS {s}) SELECT {names} FROM {rec}",
+                names = self.names(),
+                t = self.typed("s"),
+                all = if self.distinct { "" } else { " ALL" },
+            ),
+            weighted: false,
+        })
+    }
+
+    /// The weight of a fragment's rows under alias `a`.
+    fn weight_of(f: &Fragment, a: &str) -> String {
+        if f.weighted {
+            format!("{}.{}", quote_ident(a), quote_ident(WEIGHT))
+        } else {
+            "CAST(1 AS int8)".to_string()
+        }
+    }
+
+    /// UNION ALL: seeds ΔB + Δ_T S(R), rounds S(ΔR; T_new) over weighted rows, consolidated.
+    fn render_bag_delta(
+        &self,
+        w: &mut SqlWriter<'_>,
+        storage: &str,
+    ) -> Result<String, EngineError> {
+        let rec = quote_ident(crate::names::RECURSION);
+        let db = w.input(&self.base.delta()?)?;
+        let ds = self.over(
+            w,
+            &self.step.delta()?,
+            Some(Relation {
+                from: storage.to_string(),
+                weighted: false,
+            }),
+        )?;
+        let rs = self.over(
+            w,
+            &self.step,
+            Some(Relation {
+                from: rec.clone(),
+                weighted: true,
+            }),
+        )?;
+        let s = quote_ident("s");
+        let term = |f: &Fragment| {
+            format!(
+                "SELECT {}, CAST({} AS int8) AS {} FROM ({}) AS {s}",
+                self.typed("s"),
+                Recursive::weight_of(f, "s"),
+                quote_ident(WEIGHT),
+                f.sql
+            )
+        };
+        let names = self.names();
+        let recursion = format!(
+            "{rec}({names}, {}) AS ({} UNION ALL {} UNION ALL {})",
+            quote_ident(WEIGHT),
+            term(&db),
+            term(&ds),
+            term(&rs)
+        );
+        let cols: Vec<String> = (0..self.arity()).map(col_name).collect();
+        let body =
+            consolidated_select(&cols, &cols, &format!("SUM({})", quote_ident(WEIGHT)), &rec);
+        let fresh = w.nested();
+        let mut ctes = std::mem::replace(w, fresh).into_ctes();
+        ctes.push(recursion);
+        Ok(format!("WITH RECURSIVE {}\n{body}", ctes.join(",\n")))
+    }
+
+    /// Each table `step` scans, read as its rows after the change window together with the
+    /// rows the window deleted (a superset of both states; the monotone `step` derives over it
+    /// every row it derives over either).
+    fn widened_sources(&self, w: &SqlWriter<'_>) -> Result<BTreeMap<u32, Relation>, EngineError> {
+        let mut scans = Vec::new();
+        collect_scans(&self.step, &mut scans);
+        let mut out = BTreeMap::new();
+        for scan in scans {
+            let table = &scan.table;
+            if table.id == REFERENCE_ID || out.contains_key(&table.id) {
+                continue;
+            }
+            let buffer = w
+                .sources
+                .and_then(|s| s.buffers.get(&table.id))
+                .ok_or_else(|| {
+                    EngineError::internal(format!(
+                        "no change buffer given for source {}.{} (id {})",
+                        table.schema, table.name, table.id
+                    ))
+                })?;
+            let cols = |alias: &str| {
+                scan.columns
+                    .iter()
+                    .map(|c| format!("{}.{}", quote_ident(alias), quote_ident(&c.name)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let d = quote_ident("d");
+            let from = format!(
+                "(SELECT {} FROM {} AS {t} UNION ALL SELECT {} FROM {} AS {d} WHERE ({}) AND \
+                 {d}.{} = 'D')",
+                cols("t"),
+                qualified(&table.schema, &table.name),
+                cols("d"),
+                qualified(&buffer.schema, &buffer.name),
+                buffer.predicate,
+                quote_ident(crate::names::BUFFER_OP),
+                t = quote_ident("t"),
+            );
+            out.insert(
+                table.id,
+                Relation {
+                    from,
+                    weighted: false,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// UNION: delete and re-derive (see the module comment).
+    fn render_set_delta(
+        &self,
+        w: &mut SqlWriter<'_>,
+        storage: &str,
+    ) -> Result<String, EngineError> {
+        let n = self.arity();
+        let del = quote_ident(crate::names::RECURSION_DELETED);
+        let new = quote_ident(crate::names::RECURSION_NEW);
+        let names = self.names();
+        let (s, t, k, x, y) = ("s", "t", "k", "x", "y");
+        let q = quote_ident;
+        let in_storage = |a: &str| {
+            format!(
+                "EXISTS (SELECT 1 FROM {storage} AS {} WHERE {})",
+                q(t),
+                self.same(t, a)
+            )
+        };
+        // R' = R − D, inline so that each reader's conditions reach the storage's index.
+        let keep = format!(
+            "(SELECT * FROM {storage} AS {} WHERE NOT EXISTS (SELECT 1 FROM {del} AS {} WHERE {}))",
+            q(k),
+            q(x),
+            self.same(x, k)
+        );
+        let in_keep = |a: &str| {
+            format!(
+                "EXISTS (SELECT 1 FROM {keep} AS {} WHERE {})",
+                q(y),
+                self.same(y, a)
+            )
+        };
+        let in_del = |from: &str| {
+            format!(
+                "SELECT {} FROM {del} AS {} WHERE EXISTS (SELECT 1 FROM {from} AS {} WHERE {})",
+                self.typed(x),
+                q(x),
+                q(s),
+                self.same(s, x)
+            )
+        };
+        let relation = |from: &str| Relation {
+            from: from.to_string(),
+            weighted: false,
+        };
+        // (1) over-deletion.
+        let db = w.input(&self.base.delta()?)?;
+        let ds = self.over(w, &self.step.delta()?, Some(relation(storage)))?;
+        let lost = |f: &Fragment| {
+            format!(
+                "SELECT {} FROM ({}) AS {} WHERE {} < 0 AND {}",
+                self.typed(s),
+                f.sql,
+                q(s),
+                Recursive::weight_of(f, s),
+                in_storage(s)
+            )
+        };
+        let widened = self.widened_sources(w)?;
+        let saved: Vec<(u32, Option<Relation>)> = widened
+            .into_iter()
+            .map(|(id, r)| (id, w.relations.insert(id, r)))
+            .collect();
+        let propagated = self.over(w, &self.step, Some(relation(&del)));
+        for (id, old) in saved {
+            match old {
+                Some(r) => w.relations.insert(id, r),
+                None => w.relations.remove(&id),
+            };
+        }
+        let propagated = self.unweighted(&propagated?, n);
+        let over_deleted = format!(
+            "{del}({names}) AS ({} UNION {} UNION SELECT {} FROM {propagated} AS {} WHERE {})",
+            lost(&db),
+            lost(&ds),
+            self.typed(s),
+            q(s),
+            in_storage(s)
+        );
+        // (3) derive anew over R'.
+        let ds_keep = self.over(w, &self.step.delta()?, Some(relation(&keep)))?;
+        let gained = |f: &Fragment| {
+            let cols: Vec<String> = (0..n)
+                .map(|i| format!("{}.{}", q(s), col_name(i)))
+                .collect();
+            format!(
+                "SELECT {} FROM (SELECT {} FROM ({}) AS {} GROUP BY {} HAVING SUM({}) > 0) AS {} \
+                 WHERE NOT {}",
+                self.typed(x),
+                cols.iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{c} AS {}", col_name(i)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                f.sql,
+                q(s),
+                cols.join(", "),
+                Recursive::weight_of(f, s),
+                q(x),
+                in_keep(x)
+            )
+        };
+        let base_now = w.input(&self.base)?;
+        let base_now = self.unweighted(&base_now, n);
+        let step_keep = self.over(w, &self.step, Some(relation(&keep)))?;
+        let step_keep = self.unweighted(&step_keep, n);
+        let step_new = self.over(w, &self.step, Some(relation(&new)))?;
+        let step_new = self.unweighted(&step_new, n);
+        let derived = format!(
+            "{new}({names}) AS ({} UNION {} UNION {} UNION {} UNION SELECT {} FROM {step_new} AS \
+             {} WHERE NOT {})",
+            gained(&db),
+            gained(&ds_keep),
+            in_del(&base_now),
+            in_del(&step_keep),
+            self.typed(s),
+            q(s),
+            in_keep(s)
+        );
+        // (4) the delta.
+        let body = format!(
+            "SELECT {}, CAST(1 AS int8) AS {wt} FROM {new} AS {} WHERE NOT {} UNION ALL \
+             SELECT {}, CAST(-1 AS int8) AS {wt} FROM {del} AS {} WHERE NOT EXISTS \
+             (SELECT 1 FROM {new} AS {} WHERE {})",
+            self.typed(x),
+            q(x),
+            in_storage(x),
+            self.typed(x),
+            q(x),
+            q(y),
+            self.same(y, x),
+            wt = q(WEIGHT),
+        );
+        let fresh = w.nested();
+        let mut ctes = std::mem::replace(w, fresh).into_ctes();
+        ctes.push(over_deleted);
+        ctes.push(derived);
+        Ok(format!("WITH RECURSIVE {}\n{body}", ctes.join(",\n")))
+    }
+}
+
+fn collect_scans<'o>(op: &'o Operator, out: &mut Vec<&'o Scan>) {
+    if let Operator::Scan(s) = op {
+        out.push(s);
+    }
+    for c in op.children() {
+        collect_scans(c, out);
+    }
+}
