@@ -112,6 +112,7 @@ pub static GROUPS: &[Group] = &[
     Group { name: "dag", tables: &[&A, &B, &N], families: DAG },
     Group { name: "window", tables: &[&A, &B, &N, &M], families: WINDOW },
     Group { name: "lateral", tables: &[&A, &B, &N, &M], families: LATERAL },
+    Group { name: "recursive", tables: &[&A, &B, &N, &M], families: RECURSIVE },
 ];
 
 /// Two keyed tables: inner, non-equi and outer joins, aggregates over joins, semi/anti
@@ -305,6 +306,21 @@ const LATERAL: &[Family] = &[
     d("srf_select_list", "SELECT id, generate_series(1, k) AS s FROM a"),
     d("srf_regexp", "SELECT id, regexp_matches(t, '[a-z]', 'g') AS mt FROM a WHERE f"),
     d("srf_split", "SELECT s, regexp_split_to_table(s || ',' || k::text, ',') AS part FROM m"),
+];
+
+/// Recursive CTEs maintained as the whole result. `n` (k → x, keys 0..5 and 0..3, NULLs,
+/// duplicate rows) is a small graph full of cycles: UNION closes them (delete and re-derive);
+/// the UNION ALL families only follow edges that climb (bills of materials), so their
+/// recursion ends, with duplicate edges multiplying paths.
+#[rustfmt::skip]
+const RECURSIVE: &[Family] = &[
+    d("rec_closure", "WITH RECURSIVE r(s, d) AS (SELECT k, x FROM n UNION SELECT r.s, n.x FROM r JOIN n ON n.k = r.d) SELECT * FROM r"),
+    d("rec_reach_from", "WITH RECURSIVE r(node) AS (SELECT k FROM a WHERE f UNION SELECT n.x FROM r JOIN n ON n.k = r.node) SELECT * FROM r"),
+    d("rec_hops", "WITH RECURSIVE r(node, hops) AS (SELECT x, 1 FROM n WHERE k = 0 UNION SELECT n.x, r.hops + 1 FROM r JOIN n ON n.k = r.node WHERE r.hops < 4) SELECT node, hops FROM r"),
+    d("rec_two_sources", "WITH RECURSIVE r(s, d) AS (SELECT id, k FROM a UNION SELECT r.s, b.k FROM r JOIN b ON b.id = r.d JOIN n ON n.k = b.k AND n.x IS NOT NULL) SELECT * FROM r"),
+    d("rec_bom", "WITH RECURSIVE r(top, part, qty) AS (SELECT k, x, 1 FROM n WHERE k <= 1 UNION ALL SELECT r.top, n.x, r.qty * 2 FROM r JOIN n ON n.k = r.part WHERE n.x > n.k) SELECT * FROM r"),
+    d("rec_bom_amounts", "WITH RECURSIVE r(id, k, total) AS (SELECT id, k, w FROM b WHERE w > 10 UNION ALL SELECT r.id, CAST(m.k AS int), r.total + 1 FROM r JOIN m ON m.k = r.k + 1) SELECT * FROM r"),
+    f("rec_not_whole", "WITH RECURSIVE r(s, d) AS (SELECT k, x FROM n UNION SELECT r.s, n.x FROM r JOIN n ON n.k = r.d) SELECT s, count(*) AS cnt FROM r GROUP BY s"),
 ];
 
 /// Stream tables over stream tables: a downstream query over an upstream stream table (each

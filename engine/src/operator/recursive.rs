@@ -20,22 +20,20 @@
 //! - **UNION (a set), delete and re-derive (DRed)**: (1) over-delete `D`: the rows of `R` with
 //!   a derivation lost — a negative row of `ΔB` or of `Δ_T S(R)` before consolidation (every
 //!   derivation that used a deleted row) — and, transitively, every row of `R` that `S`
-//!   derives from a row of `D` over the tables before *or* after the change (their union: `S`
-//!   is monotone, so this covers every old derivation); (2) `R' = R − D` is sound: each of its
+//!   derives from a row of `D` over the tables after the change (an old derivation from a row
+//!   of `D` either uses only rows still there, so it is one of these, or uses a deleted row,
+//!   so it is a lost derivation already); (2) `R' = R − D` is sound: each of its
 //!   rows keeps an old derivation that is intact; (3) derive anew `N = R_new − R'` from the
 //!   seeds `(B_new ∪ S(R'; T_new)) − R'` — the rows of `D` that `B_new` or `S(R')` still derive,
 //!   the positive rows of `ΔB` and of `Δ_T S(R')` (consolidated) — and rounds of
 //!   `S(N; T_new) − R'`; (4) `ΔR = (N − R) − (D − N)`. Cost: the rows over-deleted and derived
 //!   again, each looked up in `R`; nothing when no row was deleted.
 
-use std::collections::BTreeMap;
-
 use super::{ColType, EvalContext, JoinKind, Operator, Scan, Tables};
 use crate::error::EngineError;
 use crate::expr::eval::EvalError;
 use crate::render::{
-    col_name, consolidated_select, copies, qualified, quote_ident, Fragment, Relation, SqlWriter,
-    WEIGHT,
+    col_name, consolidated_select, copies, quote_ident, Fragment, Relation, SqlWriter, WEIGHT,
 };
 use crate::zset::ZSet;
 
@@ -340,57 +338,6 @@ impl Recursive {
         Ok(format!("WITH RECURSIVE {}\n{body}", ctes.join(",\n")))
     }
 
-    /// Each table `step` scans, read as its rows after the change window together with the
-    /// rows the window deleted (a superset of both states; the monotone `step` derives over it
-    /// every row it derives over either).
-    fn widened_sources(&self, w: &SqlWriter<'_>) -> Result<BTreeMap<u32, Relation>, EngineError> {
-        let mut scans = Vec::new();
-        collect_scans(&self.step, &mut scans);
-        let mut out = BTreeMap::new();
-        for scan in scans {
-            let table = &scan.table;
-            if table.id == REFERENCE_ID || out.contains_key(&table.id) {
-                continue;
-            }
-            let buffer = w
-                .sources
-                .and_then(|s| s.buffers.get(&table.id))
-                .ok_or_else(|| {
-                    EngineError::internal(format!(
-                        "no change buffer given for source {}.{} (id {})",
-                        table.schema, table.name, table.id
-                    ))
-                })?;
-            let cols = |alias: &str| {
-                scan.columns
-                    .iter()
-                    .map(|c| format!("{}.{}", quote_ident(alias), quote_ident(&c.name)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let d = quote_ident("d");
-            let from = format!(
-                "(SELECT {} FROM {} AS {t} UNION ALL SELECT {} FROM {} AS {d} WHERE ({}) AND \
-                 {d}.{} = 'D')",
-                cols("t"),
-                qualified(&table.schema, &table.name),
-                cols("d"),
-                qualified(&buffer.schema, &buffer.name),
-                buffer.predicate,
-                quote_ident(crate::names::BUFFER_OP),
-                t = quote_ident("t"),
-            );
-            out.insert(
-                table.id,
-                Relation {
-                    from,
-                    weighted: false,
-                },
-            );
-        }
-        Ok(out)
-    }
-
     /// UNION: delete and re-derive (see the module comment).
     fn render_set_delta(
         &self,
@@ -450,19 +397,8 @@ impl Recursive {
                 in_storage(s)
             )
         };
-        let widened = self.widened_sources(w)?;
-        let saved: Vec<(u32, Option<Relation>)> = widened
-            .into_iter()
-            .map(|(id, r)| (id, w.relations.insert(id, r)))
-            .collect();
-        let propagated = self.over(w, &self.step, Some(relation(&del)));
-        for (id, old) in saved {
-            match old {
-                Some(r) => w.relations.insert(id, r),
-                None => w.relations.remove(&id),
-            };
-        }
-        let propagated = self.unweighted(&propagated?, n);
+        let propagated = self.over(w, &self.step, Some(relation(&del)))?;
+        let propagated = self.unweighted(&propagated, n);
         let over_deleted = format!(
             "{del}({names}) AS ({} UNION {} UNION SELECT {} FROM {propagated} AS {} WHERE {})",
             lost(&db),
@@ -530,14 +466,5 @@ impl Recursive {
         ctes.push(over_deleted);
         ctes.push(derived);
         Ok(format!("WITH RECURSIVE {}\n{body}", ctes.join(",\n")))
-    }
-}
-
-fn collect_scans<'o>(op: &'o Operator, out: &mut Vec<&'o Scan>) {
-    if let Operator::Scan(s) = op {
-        out.push(s);
-    }
-    for c in op.children() {
-        collect_scans(c, out);
     }
 }
