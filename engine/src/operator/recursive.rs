@@ -125,6 +125,9 @@ impl Recursive {
         )))
     }
 
+    /// The rows of the recursion, or with `delta` its delta by the rules of the module
+    /// comment (the model the rendered statements follow): `R` is the recursion over the
+    /// tables before the change window, as the storage holds it.
     pub fn eval(&self, ctx: EvalContext<'_>) -> Result<ZSet, EvalError> {
         if !self.delta {
             return self.fixpoint(ctx.current);
@@ -140,7 +143,151 @@ impl Recursive {
                 (*id, old)
             })
             .collect();
-        Ok(self.fixpoint(ctx.current)?.minus(&self.fixpoint(&before)?))
+        let stored = self.fixpoint(&before)?;
+        if self.distinct {
+            self.dred(ctx, &before, &stored)
+        } else {
+            self.semi_naive(ctx, &stored)
+        }
+    }
+
+    /// `S(x)` over the tables `tables`.
+    fn step_over(&self, tables: &Tables, x: ZSet) -> Result<ZSet, EvalError> {
+        let mut bound = tables.clone();
+        bound.insert(REFERENCE_ID, x);
+        self.step.eval(EvalContext {
+            current: &bound,
+            deltas: &Tables::new(),
+        })
+    }
+
+    /// `Δ_T S(x)`: the recursive term's delta with the reference held at `x`.
+    fn step_delta(&self, ctx: EvalContext<'_>, x: ZSet) -> Result<ZSet, EvalError> {
+        let mut bound = ctx.current.clone();
+        bound.insert(REFERENCE_ID, x);
+        let delta = self
+            .step
+            .delta()
+            .map_err(|e| EvalError::Unsupported(e.to_string()))?;
+        delta.eval(EvalContext {
+            current: &bound,
+            deltas: ctx.deltas,
+        })
+    }
+
+    /// UNION ALL: `ΔR = ΔB + Δ_T S(R) + S(ΔR; T_new)`, round by round.
+    fn semi_naive(&self, ctx: EvalContext<'_>, stored: &ZSet) -> Result<ZSet, EvalError> {
+        let db = self
+            .base
+            .delta()
+            .map_err(|e| EvalError::Unsupported(e.to_string()))?
+            .eval(ctx)?;
+        let mut work = db.plus(&self.step_delta(ctx, stored.clone())?);
+        let mut total = work.clone();
+        for _ in 0..MAX_ROUNDS {
+            if work.is_empty() {
+                return Ok(total);
+            }
+            work = self.step_over(ctx.current, work)?;
+            total = total.plus(&work);
+        }
+        Err(EvalError::InvalidInput(format!(
+            "the recursion's delta did not end within {MAX_ROUNDS} rounds"
+        )))
+    }
+
+    /// UNION: delete and re-derive. The over-deletion is seeded here by exactly the lost
+    /// derivations (a row derived more often over the tables before than over the rows the
+    /// window left in place); the rendered statement seeds it by a superset, the negative
+    /// rows of the deltas before consolidation.
+    fn dred(
+        &self,
+        ctx: EvalContext<'_>,
+        before: &Tables,
+        stored: &ZSet,
+    ) -> Result<ZSet, EvalError> {
+        let none = Tables::new();
+        fn at<'t>(tables: &'t Tables, none: &'t Tables) -> EvalContext<'t> {
+            EvalContext {
+                current: tables,
+                deltas: none,
+            }
+        }
+        let intact: Tables = before
+            .iter()
+            .map(|(id, rows)| {
+                let after = ctx.current.get(id).cloned().unwrap_or_default();
+                let kept = rows
+                    .iter()
+                    .map(|(r, w)| (r.clone(), w.min(after.weight(r))))
+                    .filter(|(_, w)| *w > 0);
+                (*id, crate::zset::consolidate(kept))
+            })
+            .collect();
+        let lost = |old: &ZSet, kept: &ZSet| {
+            let mut out = ZSet::new();
+            for (row, w) in old.iter() {
+                if w > kept.weight(row) && stored.weight(row) > 0 {
+                    out.add(row.clone(), 1);
+                }
+            }
+            out
+        };
+        let set = |z: &ZSet, minus: &[&ZSet]| {
+            let mut out = ZSet::new();
+            for (row, w) in z.iter() {
+                if w > 0 && out.weight(row) == 0 && minus.iter().all(|m| m.weight(row) <= 0) {
+                    out.add(row.clone(), 1);
+                }
+            }
+            out
+        };
+        // (1) over-delete.
+        let seeds = lost(
+            &self.base.eval(at(before, &none))?,
+            &self.base.eval(at(&intact, &none))?,
+        )
+        .plus(&lost(
+            &self.step_over(before, stored.clone())?,
+            &self.step_over(&intact, stored.clone())?,
+        ));
+        let mut deleted = set(&seeds, &[]);
+        let mut work = deleted.clone();
+        while !work.is_empty() {
+            let reached = self.step_over(ctx.current, work)?;
+            let mut next = ZSet::new();
+            for (row, w) in reached.iter() {
+                if w > 0
+                    && stored.weight(row) > 0
+                    && deleted.weight(row) == 0
+                    && next.weight(row) == 0
+                {
+                    next.add(row.clone(), 1);
+                }
+            }
+            deleted = deleted.plus(&next);
+            work = next;
+        }
+        // (2) R' = R − D; (3) N = R_new − R'.
+        let kept = set(stored, &[&deleted]);
+        let first = self
+            .base
+            .eval(at(ctx.current, &none))?
+            .plus(&self.step_over(ctx.current, kept.clone())?);
+        let mut derived = set(&first, &[&kept]);
+        let mut work = derived.clone();
+        for _ in 0..MAX_ROUNDS {
+            if work.is_empty() {
+                // (4) ΔR = (N − R) − (D − N).
+                return Ok(set(&derived, &[stored]).minus(&set(&deleted, &[&derived])));
+            }
+            let next = set(&self.step_over(ctx.current, work)?, &[&kept, &derived]);
+            derived = derived.plus(&next);
+            work = next;
+        }
+        Err(EvalError::InvalidInput(format!(
+            "the recursion's delta did not end within {MAX_ROUNDS} rounds"
+        )))
     }
 
     pub fn delta(&self) -> Result<Operator, EngineError> {
