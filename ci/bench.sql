@@ -49,7 +49,12 @@ INSERT INTO bench.shape VALUES
    'SELECT id, b_id, val FROM a ORDER BY id DESC LIMIT 10'),
   -- Each changed row expanded again; a keyless result (a bag).
   (11, 'LATERAL unnest',
-   'SELECT a.id, u.x FROM a, unnest(ARRAY[a.val, a.grp]) AS u(x)');
+   'SELECT a.id, u.x FROM a, unnest(ARRAY[a.val, a.grp]) AS u(x)'),
+  -- A recursive reachability: each row's ancestors up to three levels, its parent being the
+  -- row whose id is its b_id (a set: UNION, delete and re-derive). A changed row changes
+  -- its own ancestors and those of the rows below it.
+  (12, 'recursive ancestors (3 levels)',
+   'WITH RECURSIVE r(id, anc, depth) AS (SELECT id, b_id, 1 FROM a UNION SELECT r.id, p.b_id, r.depth + 1 FROM r JOIN a p ON p.id = r.anc WHERE r.depth < 3) SELECT * FROM r');
 
 CREATE FUNCTION bench.since(t0 timestamptz) RETURNS float8 LANGUAGE sql AS
 $$ SELECT extract(epoch FROM clock_timestamp() - t0)::float8 * 1000 $$;

@@ -62,6 +62,8 @@ const CASES: &[(&str, &str)] = &[
         "SELECT k, g, row_number() OVER (PARTITION BY g ORDER BY x DESC) AS rn, sum(x) OVER (PARTITION BY g) AS s FROM a",
     ),
     ("top_k", "SELECT k, x FROM a ORDER BY x DESC, k LIMIT 3"),
+    ("recursive_union", "WITH RECURSIVE r(s, t) AS (SELECT v, w FROM d UNION SELECT r.s, d.w FROM r JOIN d ON d.v = r.t) SELECT * FROM r"),
+    ("recursive_union_all", "WITH RECURSIVE r(k, n) AS (SELECT k, x FROM a UNION ALL SELECT r.k, d.w FROM r JOIN d ON d.v = r.n WHERE d.w > d.v) SELECT * FROM r"),
     ("union", "SELECT v FROM d UNION SELECT y FROM b"),
     (
         "left_join",

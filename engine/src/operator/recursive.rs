@@ -331,25 +331,24 @@ impl Recursive {
             .join(", ")
     }
 
-    /// Rows `a` and `b` are the same row (NULL matching NULL where a column may be NULL).
+    /// Rows `a` and `b` are the same row (NULL matching NULL where a column may be NULL, as
+    /// UNION compares rows).
     fn same(&self, a: &str, b: &str) -> String {
         self.reference
             .columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let op = if c.ty.nullable {
-                    "IS NOT DISTINCT FROM"
+                let (l, r) = (
+                    format!("{}.{}", quote_ident(a), col_name(i)),
+                    format!("{}.{}", quote_ident(b), col_name(i)),
+                );
+                // NULL-safe where NULL may occur, in the form that can still use an index.
+                if c.ty.nullable {
+                    format!("({l} = {r} OR ({l} IS NULL AND {r} IS NULL))")
                 } else {
-                    "="
-                };
-                format!(
-                    "{}.{} {op} {}.{}",
-                    quote_ident(a),
-                    col_name(i),
-                    quote_ident(b),
-                    col_name(i)
-                )
+                    format!("{l} = {r}")
+                }
             })
             .collect::<Vec<_>>()
             .join(" AND ")
