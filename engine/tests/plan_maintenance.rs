@@ -151,6 +151,13 @@ pub const ORDERED_QUERIES: &[&str] = &[
     "SELECT d.v, s FROM d, generate_series(d.w, d.v) AS s",
     "SELECT k, generate_series(1, x) AS n FROM a",
     "SELECT a.g, count(*) AS n, sum(s) AS total FROM a JOIN LATERAL generate_series(1, a.x) AS s ON s > 1 GROUP BY a.g",
+    // LATERAL subqueries: decorrelated into a join on their correlation keys.
+    "SELECT a.k, x.y FROM a, LATERAL (SELECT b.y FROM b WHERE b.g = a.g AND b.y > 0) AS x",
+    "SELECT a.k, x.y, x.bk FROM a CROSS JOIN LATERAL (SELECT b.k AS bk, b.y FROM b WHERE b.g = a.g ORDER BY b.y DESC, b.k LIMIT 2) AS x",
+    "SELECT a.k, x.n FROM a LEFT JOIN LATERAL (SELECT b.y AS n FROM b WHERE b.g = a.x ORDER BY b.y NULLS FIRST, b.k LIMIT 1) AS x ON true",
+    "SELECT a.k, x.g, x.n FROM a JOIN LATERAL (SELECT c.z AS g, count(*) AS n FROM c WHERE c.k = a.x GROUP BY c.z) AS x ON x.n > 0",
+    "SELECT d.v, x.z FROM d, LATERAL (SELECT DISTINCT c.z FROM c WHERE c.k = d.w) AS x",
+    "SELECT a.k, x.* FROM a LEFT JOIN LATERAL (SELECT b.k AS bk FROM b WHERE b.g = a.g AND b.y = a.x ORDER BY b.k OFFSET 1) AS x ON true",
 ];
 
 /// Recursive CTEs as the whole result: UNION by delete and re-derive (cycles in `d`), UNION

@@ -329,3 +329,330 @@ pub(crate) fn place_srf(e: &Expr, value: &Expr) -> Expr {
         _ => None,
     })
 }
+
+/// The relation names a FROM list introduces (aliases, or tables' last names).
+fn from_aliases(from: &[ast::TableWithJoins], out: &mut Vec<String>) {
+    fn factor(f: &ast::TableFactor, out: &mut Vec<String>) {
+        match f {
+            ast::TableFactor::Table { name, alias, .. } => match alias {
+                Some(a) => out.push(fold(&a.name)),
+                None => {
+                    if let Some(last) = object_name(name).ok().and_then(|p| p.last().cloned()) {
+                        out.push(last);
+                    }
+                }
+            },
+            ast::TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => from_aliases(std::slice::from_ref(table_with_joins), out),
+            other => {
+                if let Some(a) = table_alias(other) {
+                    out.push(fold(&a.name));
+                }
+            }
+        }
+    }
+    for twj in from {
+        factor(&twj.relation, out);
+        for j in &twj.joins {
+            factor(&j.relation, out);
+        }
+    }
+}
+
+fn table_alias(f: &ast::TableFactor) -> Option<&ast::TableAlias> {
+    match f {
+        ast::TableFactor::Derived { alias, .. }
+        | ast::TableFactor::Function { alias, .. }
+        | ast::TableFactor::UNNEST { alias, .. } => alias.as_ref(),
+        _ => None,
+    }
+}
+
+/// The relation qualifiers `e` names (`rel.col`, `schema.rel.col`), and whether it has an
+/// unqualified column.
+fn qualifiers(e: &ast::Expr) -> (Vec<String>, bool) {
+    let mut quals = Vec::new();
+    let mut bare = false;
+    let _ = ast::visit_expressions(e, |x: &ast::Expr| {
+        match x {
+            ast::Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                quals.push(fold(&parts[parts.len() - 2]));
+            }
+            ast::Expr::Identifier(_) => bare = true,
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    (quals, bare)
+}
+
+/// A LATERAL subquery's name for its `i`th correlation key and for its row number.
+const LATERAL_KEY: &str = "__pgt_lk_";
+const LATERAL_ROW: &str = "__pgt_rn";
+
+impl Planner<'_> {
+    /// A LATERAL subquery (`FROM o, LATERAL (SELECT … FROM t WHERE t.k = o.k …) AS x`,
+    /// `[LEFT] JOIN LATERAL (…) AS x ON …`) decorrelated into a join. The subquery may read
+    /// the relations to its left only through conjuncts `inner = outer` of its WHERE; those
+    /// become the join's condition on the inner sides, which the subquery returns as hidden
+    /// key columns, and everything the subquery does per outer row it does per key instead:
+    /// DISTINCT and GROUP BY over its columns and the keys, ORDER BY … LIMIT/OFFSET as
+    /// `row_number() OVER (PARTITION BY keys ORDER BY …)` kept within the bounds (a window and
+    /// a filter, maintained as they are). Equal keys give equal rows, so joining each outer
+    /// row to its key's rows is the lateral join.
+    ///
+    /// Refused (`LateralOrTableFunction`): an outer column anywhere else, a condition on it
+    /// other than equality, an aggregate without GROUP BY (one row per outer row even when
+    /// none match: the count bug), window functions, LIMIT without ORDER BY, set operations,
+    /// WITH — and whatever the rewritten subquery fails to plan.
+    pub(crate) fn lateral_subquery(
+        &mut self,
+        left: Operator,
+        rels: &[ScopeRel],
+        subquery: &ast::Query,
+        alias: Option<&ast::TableAlias>,
+        outer: bool,
+        on: Option<&ast::Expr>,
+    ) -> Result<(Operator, ScopeRel), EngineError> {
+        let q = subquery;
+        let ast::SetExpr::Select(s) = q.body.as_ref() else {
+            return Err(refused());
+        };
+        if q.with.is_some()
+            || q.fetch.is_some()
+            || !q.locks.is_empty()
+            || q.for_clause.is_some()
+            || matches!(s.distinct, Some(ast::Distinct::On(_)))
+            || s.top.is_some()
+            || s.into.is_some()
+            || !s.lateral_views.is_empty()
+            || s.qualify.is_some()
+            || !s.named_window.is_empty()
+            || s.prewhere.is_some()
+            || !s.cluster_by.is_empty()
+            || !s.distribute_by.is_empty()
+            || !s.sort_by.is_empty()
+        {
+            return Err(refused());
+        }
+        let group_by = match &s.group_by {
+            ast::GroupByExpr::Expressions(g, mods) if mods.is_empty() => g.clone(),
+            _ => return Err(refused()),
+        };
+        // Aggregates without GROUP BY, and window functions, would mean one thing per outer
+        // row and another per key.
+        let mut aggregate = false;
+        let mut window = false;
+        let _ = ast::visit_expressions(&s.projection, |x: &ast::Expr| {
+            if let ast::Expr::Function(f) = x {
+                window |= f.over.is_some();
+                if let Some((schema, name)) = super::call_name(f) {
+                    aggregate |= self
+                        .catalog
+                        .function_kind(schema.as_deref(), &name)
+                        .aggregate
+                        .is_some();
+                }
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        if window || (aggregate || s.having.is_some()) && group_by.is_empty() {
+            return Err(refused());
+        }
+        let mut inner = Vec::new();
+        from_aliases(&s.from, &mut inner);
+        let is_outer =
+            |a: &String| !inner.contains(a) && rels.iter().any(|r| &r.alias == a);
+        let mut keys: Vec<(ast::Expr, ast::Expr)> = Vec::new();
+        let mut rest = Vec::new();
+        let mut parts = Vec::new();
+        if let Some(w) = &s.selection {
+            super::conditions::conjuncts(w, &mut parts);
+        }
+        for c in parts {
+            let (quals, _) = qualifiers(&c);
+            if !quals.iter().any(is_outer) {
+                rest.push(c);
+                continue;
+            }
+            let ast::Expr::BinaryOp {
+                left: l,
+                op: ast::BinaryOperator::Eq,
+                right: r,
+            } = &c
+            else {
+                return Err(refused());
+            };
+            let side = |e: &ast::Expr| {
+                let (quals, bare) = qualifiers(e);
+                let all_outer = !quals.is_empty() && !bare && quals.iter().all(is_outer);
+                let none_outer = !quals.iter().any(is_outer);
+                (all_outer, none_outer)
+            };
+            match (side(l), side(r)) {
+                ((_, true), (true, _)) => keys.push(((**l).clone(), (**r).clone())),
+                ((true, _), (_, true)) => keys.push(((**r).clone(), (**l).clone())),
+                _ => return Err(refused()),
+            }
+        }
+        // The subquery per key.
+        let items: Vec<String> = s.projection.iter().map(|i| i.to_string()).collect();
+        let mut list = items.clone();
+        for (i, (k, _)) in keys.iter().enumerate() {
+            list.push(format!("{k} AS {LATERAL_KEY}{i}"));
+        }
+        let from: Vec<String> = s.from.iter().map(|f| f.to_string()).collect();
+        let selection = if rest.is_empty() {
+            String::new()
+        } else {
+            let rest: Vec<String> = rest.iter().map(|c| format!("({c})")).collect();
+            format!(" WHERE {}", rest.join(" AND "))
+        };
+        let mut grouping = String::new();
+        if !group_by.is_empty() {
+            let mut g: Vec<String> = group_by.iter().map(|e| e.to_string()).collect();
+            g.extend(keys.iter().map(|(k, _)| k.to_string()));
+            grouping = format!(" GROUP BY {}", g.join(", "));
+            if let Some(h) = &s.having {
+                grouping.push_str(&format!(" HAVING {h}"));
+            }
+        }
+        let distinct = if s.distinct.is_some() { "DISTINCT " } else { "" };
+        let limit = window_bounds(q)?;
+        let order: Vec<String> = match &q.order_by {
+            Some(ast::OrderBy {
+                kind: ast::OrderByKind::Expressions(e),
+                ..
+            }) => e.iter().map(|o| o.to_string()).collect(),
+            Some(_) => return Err(refused()),
+            None => Vec::new(),
+        };
+        let sql = match limit {
+            None => format!(
+                "SELECT {distinct}{} FROM {}{selection}{grouping}",
+                list.join(", "),
+                from.join(", ")
+            ),
+            Some((offset, count)) => {
+                if order.is_empty() || !distinct.is_empty() {
+                    return Err(refused());
+                }
+                let partition = if keys.is_empty() {
+                    String::new()
+                } else {
+                    let k: Vec<String> = keys.iter().map(|(k, _)| k.to_string()).collect();
+                    format!("PARTITION BY {} ", k.join(", "))
+                };
+                let upper = match count {
+                    Some(n) => format!(" AND {LATERAL_ROW} <= {}", offset + n),
+                    None => String::new(),
+                };
+                format!(
+                    "SELECT * FROM (SELECT {}, row_number() OVER ({partition}ORDER BY {}) AS \
+                     {LATERAL_ROW} FROM {}{selection}{grouping}) AS __pgt_l WHERE {LATERAL_ROW} > \
+                     {offset}{upper}",
+                    list.join(", "),
+                    order.join(", "),
+                    from.join(", ")
+                )
+            }
+        };
+        let rewritten = super::parse(&sql).map_err(|_| refused())?;
+        let mut planned = self.query(&rewritten).map_err(|_| refused())?;
+        let hidden = keys.len() + usize::from(limit.is_some());
+        let users = planned.names.len() - hidden;
+        if let Some(a) = alias {
+            if a.columns.len() > users {
+                return Err(refused());
+            }
+            super::rename(&mut planned, a)?;
+        }
+        let name = alias.map(|a| fold(&a.name)).ok_or_else(|| {
+            EngineError::Syntax {
+                message: "subquery in FROM must have an alias".into(),
+            }
+        })?;
+        let la = left.arity();
+        let types = planned.op.columns();
+        let mut all = ScopeRel {
+            alias: name.clone(),
+            table: None,
+            columns: planned.names.iter().cloned().zip(types).collect(),
+            offset: la,
+        };
+        if outer {
+            all.columns.iter_mut().for_each(|c| c.1.nullable = true);
+        }
+        let mut visible = all.clone();
+        visible.columns.truncate(users);
+        let quoted = ast::Ident::with_quote('"', name);
+        let mut conditions = Vec::new();
+        let mut full_rels = rels.to_vec();
+        full_rels.push(all);
+        let scope = self.scope_of(full_rels);
+        for (i, (_, o)) in keys.iter().enumerate() {
+            let eq = ast::Expr::BinaryOp {
+                left: Box::new(ast::Expr::CompoundIdentifier(vec![
+                    quoted.clone(),
+                    ast::Ident::new(format!("{LATERAL_KEY}{i}")),
+                ])),
+                op: ast::BinaryOperator::Eq,
+                right: Box::new(o.clone()),
+            };
+            conditions.push(self.expr(&eq, &scope, &mut None)?.0);
+        }
+        if let Some(on) = on {
+            if super::conditions::has_subquery(on) {
+                return Err(EngineError::NotDifferentiable(Reason::SubqueryInExpression));
+            }
+            let mut user_rels = rels.to_vec();
+            user_rels.push(visible.clone());
+            let scope = self.scope_of(user_rels);
+            conditions.push(self.expr(on, &scope, &mut None)?.0);
+        }
+        let op = Operator::Join(crate::operator::Join {
+            kind: if outer {
+                crate::operator::JoinKind::Left
+            } else {
+                crate::operator::JoinKind::Inner
+            },
+            left: bx(left),
+            right: bx(planned.op),
+            on: Expr::and_all(conditions),
+        });
+        Ok((op, visible))
+    }
+}
+
+/// A LATERAL subquery's `(offset, limit)` when it has LIMIT or OFFSET (constants only).
+fn window_bounds(q: &ast::Query) -> Result<Option<(i64, Option<i64>)>, EngineError> {
+    let Some(clause) = &q.limit_clause else {
+        return Ok(None);
+    };
+    let constant = |e: &ast::Expr| match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<i64>().ok().filter(|n| *n >= 0),
+            _ => None,
+        },
+        _ => None,
+    };
+    match clause {
+        ast::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        } if limit_by.is_empty() => {
+            let count = match limit {
+                Some(e) => Some(constant(e).ok_or_else(refused)?),
+                None => None,
+            };
+            let offset = match offset {
+                Some(o) => constant(&o.value).ok_or_else(refused)?,
+                None => 0,
+            };
+            Ok(Some((offset, count)))
+        }
+        _ => Err(refused()),
+    }
+}

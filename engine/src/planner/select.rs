@@ -434,6 +434,24 @@ impl Planner<'_> {
     ) -> Result<(Operator, Vec<ScopeRel>), EngineError> {
         let mut acc: Option<(Operator, Vec<ScopeRel>)> = None;
         for twj in from {
+            if let ast::TableFactor::Derived {
+                lateral: true,
+                subquery,
+                alias,
+                ..
+            } = &twj.relation
+            {
+                let (Some((left, mut lrels)), true) = (acc.take(), twj.joins.is_empty()) else {
+                    return Err(EngineError::NotDifferentiable(
+                        Reason::LateralOrTableFunction,
+                    ));
+                };
+                let (op, rel) =
+                    self.lateral_subquery(left, &lrels, subquery, alias.as_ref(), false, None)?;
+                lrels.push(rel);
+                acc = Some((op, lrels));
+                continue;
+            }
             if let Some(tf) = table_function(&twj.relation) {
                 let tf = tf?;
                 let (Some((left, mut lrels)), true) = (acc.take(), twj.joins.is_empty()) else {
@@ -474,6 +492,33 @@ impl Planner<'_> {
     ) -> Result<(Operator, Vec<ScopeRel>), EngineError> {
         let (mut op, mut rels) = self.factor(&twj.relation)?;
         for join in &twj.joins {
+            if let ast::TableFactor::Derived {
+                lateral: true,
+                subquery,
+                alias,
+                ..
+            } = &join.relation
+            {
+                use ast::JoinOperator as J;
+                let (outer, on) = match &join.join_operator {
+                    J::CrossJoin(ast::JoinConstraint::None) => (false, None),
+                    J::Join(ast::JoinConstraint::On(e)) | J::Inner(ast::JoinConstraint::On(e)) => {
+                        (false, Some(e))
+                    }
+                    J::Left(ast::JoinConstraint::On(e))
+                    | J::LeftOuter(ast::JoinConstraint::On(e)) => (true, Some(e)),
+                    _ => {
+                        return Err(EngineError::NotDifferentiable(
+                            Reason::LateralOrTableFunction,
+                        ))
+                    }
+                };
+                let (next, rel) =
+                    self.lateral_subquery(op, &rels, subquery, alias.as_ref(), outer, on)?;
+                op = next;
+                rels.push(rel);
+                continue;
+            }
             if let Some(tf) = table_function(&join.relation) {
                 let tf = tf?;
                 use ast::JoinOperator as J;
