@@ -44,7 +44,8 @@ pub enum Reason {
     /// A form of `GROUPING SETS`, `ROLLUP` or `CUBE` the planner does not expand (`detail`
     /// says which).
     GroupingSets { detail: String },
-    /// A `LATERAL` subquery, or a set-returning function in `FROM` that reads no column of
+    /// A `LATERAL` subquery the planner does not decorrelate (planner/lateral.rs
+    /// `lateral_subquery`), or a set-returning function in `FROM` that reads no column of
     /// the relations to its left (constant rows) or is joined in another way than `CROSS
     /// JOIN`, `JOIN … ON` or `LEFT JOIN … ON true`.
     LateralOrTableFunction,
@@ -104,7 +105,7 @@ impl fmt::Display for Reason {
             Reason::DistinctOn { detail } => write!(f, "DISTINCT ON with {detail}"),
             Reason::GroupingSets { detail } => write!(f, "GROUPING SETS, ROLLUP or CUBE with {detail}"),
             Reason::LateralOrTableFunction => {
-                f.write_str("a LATERAL subquery, or a function in FROM that reads no column to its left or is joined other than by CROSS JOIN, JOIN … ON or LEFT JOIN … ON true")
+                f.write_str("a LATERAL subquery that reads the relations to its left other than by equalities of its WHERE, or has an aggregate without GROUP BY, a window function or LIMIT without ORDER BY; or a function in FROM that reads no column to its left or is joined other than by CROSS JOIN, JOIN … ON or LEFT JOIN … ON true")
             }
             Reason::SetReturningFunction { name } => write!(
                 f,

@@ -306,6 +306,14 @@ const LATERAL: &[Family] = &[
     d("srf_select_list", "SELECT id, generate_series(1, k) AS s FROM a"),
     d("srf_regexp", "SELECT id, regexp_matches(t, '[a-z]', 'g') AS mt FROM a WHERE f"),
     d("srf_split", "SELECT s, regexp_split_to_table(s || ',' || k::text, ',') AS part FROM m"),
+    // LATERAL subqueries, decorrelated into joins on their correlation keys.
+    d("lat_sub_join", "SELECT a.id, x.bid, x.w FROM a, LATERAL (SELECT b.id AS bid, b.w FROM b WHERE b.k = a.k AND b.w > 3) AS x"),
+    d("lat_sub_top2", "SELECT a.id, x.bid, x.w FROM a CROSS JOIN LATERAL (SELECT b.id AS bid, b.w FROM b WHERE b.k = a.k ORDER BY b.w DESC NULLS LAST, b.id LIMIT 2) AS x"),
+    d("lat_sub_left_latest", "SELECT a.id, x.* FROM a LEFT JOIN LATERAL (SELECT b.id AS bid, b.ts FROM b WHERE b.k = a.k ORDER BY b.ts DESC, b.id LIMIT 1) AS x ON true"),
+    d("lat_sub_group", "SELECT a.id, x.x, x.cnt FROM a JOIN LATERAL (SELECT n.x, count(*) AS cnt FROM n WHERE n.k = a.k GROUP BY n.x) AS x ON x.cnt > 1"),
+    d("lat_sub_distinct", "SELECT m.s, x.x FROM m, LATERAL (SELECT DISTINCT n.x FROM n WHERE n.k = m.k) AS x"),
+    d("lat_sub_offset", "SELECT a.id, x.bid FROM a LEFT JOIN LATERAL (SELECT b.id AS bid FROM b WHERE b.k = a.k AND b.w = a.id ORDER BY b.id OFFSET 1) AS x ON true"),
+    f("lat_sub_count", "SELECT a.id, x.n FROM a, LATERAL (SELECT count(*) AS n FROM b WHERE b.k = a.k) AS x"),
 ];
 
 /// Recursive CTEs maintained as the whole result. `n` (k → x, keys 0..5 and 0..3, NULLs,

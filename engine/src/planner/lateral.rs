@@ -462,8 +462,7 @@ impl Planner<'_> {
         }
         let mut inner = Vec::new();
         from_aliases(&s.from, &mut inner);
-        let is_outer =
-            |a: &String| !inner.contains(a) && rels.iter().any(|r| &r.alias == a);
+        let is_outer = |a: &String| !inner.contains(a) && rels.iter().any(|r| &r.alias == a);
         let mut keys: Vec<(ast::Expr, ast::Expr)> = Vec::new();
         let mut rest = Vec::new();
         let mut parts = Vec::new();
@@ -518,7 +517,11 @@ impl Planner<'_> {
                 grouping.push_str(&format!(" HAVING {h}"));
             }
         }
-        let distinct = if s.distinct.is_some() { "DISTINCT " } else { "" };
+        let distinct = if s.distinct.is_some() {
+            "DISTINCT "
+        } else {
+            ""
+        };
         let limit = window_bounds(q)?;
         let order: Vec<String> = match &q.order_by {
             Some(ast::OrderBy {
@@ -568,11 +571,11 @@ impl Planner<'_> {
             }
             super::rename(&mut planned, a)?;
         }
-        let name = alias.map(|a| fold(&a.name)).ok_or_else(|| {
-            EngineError::Syntax {
+        let name = alias
+            .map(|a| fold(&a.name))
+            .ok_or_else(|| EngineError::Syntax {
                 message: "subquery in FROM must have an alias".into(),
-            }
-        })?;
+            })?;
         let la = left.arity();
         let types = planned.op.columns();
         let mut all = ScopeRel {
