@@ -144,6 +144,25 @@ pub fn storage_ddl(plan: &Plan, storage: &RelName) -> Vec<String> {
             quoted.join(", ")
         ));
     }
+    // A recursion's refresh reads its stored result by the columns its recursive term joins
+    // on (the identity index, on every column in order, serves the first one).
+    if let crate::plan::Maintenance::Keyed {
+        root: crate::operator::Operator::Recursive(r),
+        ..
+    }
+    | crate::plan::Maintenance::Bag {
+        root: crate::operator::Operator::Recursive(r),
+    } = &plan.maintenance
+    {
+        for c in r.probed_columns() {
+            if c > 0 {
+                ddl.push(format!(
+                    "CREATE INDEX ON {table} ({})",
+                    quote_ident(&plan.columns[c].name)
+                ));
+            }
+        }
+    }
     ddl
 }
 

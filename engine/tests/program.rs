@@ -23,6 +23,11 @@ const CASES: &[(&str, &str)] = &[
         "join",
         "SELECT a.k, b.k AS bk, a.x, b.y FROM a JOIN b ON a.g = b.g",
     ),
+    // A recursion: the storage indexed on the column its recursive term joins on.
+    (
+        "recursive",
+        "WITH RECURSIVE r(s, t) AS (SELECT v, w FROM d UNION SELECT r.s, d.w FROM r JOIN d ON d.v = r.t) SELECT * FROM r",
+    ),
     // Not differentiable: a FULL statement and storage only, nothing captured.
     ("full_only", "SELECT k, random() AS r FROM a"),
 ];

@@ -293,8 +293,8 @@ pub fn align_hidden(
     )?
     .unwrap_or(false);
     if !indexed {
-        // The identity index: storage_ddl's statements after the CREATE TABLE.
-        for statement in engine::program::storage_ddl(plan, storage).iter().skip(1) {
+        // The identity index: storage_ddl's statement after the CREATE TABLE.
+        if let Some(statement) = engine::program::storage_ddl(plan, storage).get(1) {
             Spi::run(statement)?;
         }
     }

@@ -81,6 +81,56 @@ impl Recursive {
         own && op.children().into_iter().all(Recursive::admissible_step)
     }
 
+    /// The columns of the CTE that the recursive term joins on (`r.c = t.x` in an inner join
+    /// with the reference on one side): the delta rules read the stored result through them
+    /// (joining it with the change, and with the over-deleted rows), so the storage gets an
+    /// index on each.
+    pub fn probed_columns(&self) -> Vec<usize> {
+        fn reference_side(op: &Operator) -> bool {
+            match op {
+                Operator::Scan(s) => s.table.id == REFERENCE_ID,
+                Operator::Filter(f) => reference_side(&f.input),
+                _ => false,
+            }
+        }
+        fn visit(op: &Operator, out: &mut Vec<usize>) {
+            if let Operator::Join(j) = op {
+                let la = j.left.arity();
+                let range = if reference_side(&j.left) {
+                    Some(0..la)
+                } else if reference_side(&j.right) {
+                    Some(la..la + j.right.arity())
+                } else {
+                    None
+                };
+                if let Some(range) = range {
+                    j.on.visit(&mut |e| {
+                        if let crate::expr::Expr::Binary {
+                            op: crate::expr::BinOp::Eq,
+                            left,
+                            right,
+                        } = e
+                        {
+                            for side in [left, right] {
+                                if let crate::expr::Expr::Column(c) = side.as_ref() {
+                                    if range.contains(c) && !out.contains(&(c - range.start)) {
+                                        out.push(c - range.start);
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+            for c in op.children() {
+                visit(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        visit(&self.step, &mut out);
+        out
+    }
+
     /// The rows of the recursion over `current` (PostgreSQL's evaluation).
     fn fixpoint(&self, current: &Tables) -> Result<ZSet, EvalError> {
         let none = Tables::new();
