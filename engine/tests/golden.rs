@@ -63,6 +63,7 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("top_k", "SELECT k, x FROM a ORDER BY x DESC, k LIMIT 3"),
     ("recursive_union", "WITH RECURSIVE r(s, t) AS (SELECT v, w FROM d UNION SELECT r.s, d.w FROM r JOIN d ON d.v = r.t) SELECT * FROM r"),
+    ("recursive_union_not_null", "WITH RECURSIVE r(k) AS (SELECT k FROM a UNION SELECT b.k FROM r JOIN b ON b.g = r.k) SELECT * FROM r"),
     ("recursive_union_all", "WITH RECURSIVE r(k, n) AS (SELECT k, x FROM a UNION ALL SELECT r.k, d.w FROM r JOIN d ON d.v = r.n WHERE d.w > d.v) SELECT * FROM r"),
     ("union", "SELECT v FROM d UNION SELECT y FROM b"),
     (

@@ -554,19 +554,30 @@ impl Recursive {
             )
         };
         // R' = R − D, inline so that each reader's conditions reach the storage's index.
-        let keep = format!(
-            "(SELECT * FROM {storage} AS {} WHERE NOT EXISTS (SELECT 1 FROM {del} AS {} WHERE {}))",
-            q(k),
-            q(x),
-            self.same(x, k)
-        );
-        let in_keep = |a: &str| {
-            format!(
-                "EXISTS (SELECT 1 FROM {keep} AS {} WHERE {})",
-                q(y),
-                self.same(y, a)
-            )
+        // Membership of row `a` in the over-deleted rows. Without NULLs, `(…) IN (SELECT …)`:
+        // PostgreSQL hashes the rows once for the whole statement, where a correlated
+        // `EXISTS` over the CTE would scan it once per probe (it cannot know its size).
+        let deleted = |a: &str| {
+            if self.reference.columns.iter().any(|c| c.ty.nullable) {
+                format!(
+                    "EXISTS (SELECT 1 FROM {del} AS {} WHERE {})",
+                    q("z"),
+                    self.same("z", a)
+                )
+            } else {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| format!("{}.{}", q(a), col_name(i)))
+                    .collect();
+                format!("({}) IN (SELECT {names} FROM {del})", cols.join(", "))
+            }
         };
+        // R' = R − D, inline so that each reader's conditions reach the storage's index.
+        let keep = format!(
+            "(SELECT * FROM {storage} AS {} WHERE NOT {})",
+            q(k),
+            deleted(k)
+        );
+        let in_keep = |a: &str| format!("({} AND NOT {})", in_storage(a), deleted(a));
         let in_del = |from: &str| {
             format!(
                 "SELECT {} FROM {del} AS {} WHERE EXISTS (SELECT 1 FROM {from} AS {} WHERE {})",
