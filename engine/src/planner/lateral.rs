@@ -564,7 +564,9 @@ impl Planner<'_> {
         let rewritten = super::parse(&sql).map_err(|_| refused())?;
         let mut planned = self.query(&rewritten).map_err(|_| refused())?;
         let hidden = keys.len() + usize::from(limit.is_some());
-        let users = planned.names.len() - hidden;
+        let users = planned.names.len().checked_sub(hidden).ok_or_else(|| {
+            EngineError::internal("a decorrelated LATERAL subquery lost its key columns")
+        })?;
         if let Some(a) = alias {
             if a.columns.len() > users {
                 return Err(refused());
