@@ -34,6 +34,14 @@ pub const RECURSION: &str = "__pgt_rec";
 pub const RECURSION_DELETED: &str = "__pgt_rec_del";
 pub const RECURSION_NEW: &str = "__pgt_rec_new";
 
+/// A decorrelated LATERAL subquery's (planner/lateral.rs) hidden column for its `i`th
+/// correlation key, its row number under ORDER BY … LIMIT, and the alias of its numbered rows.
+pub fn lateral_key(i: usize) -> String {
+    format!("{HIDDEN_PREFIX}lk_{i}")
+}
+pub const LATERAL_ROW: &str = "__pgt_rn";
+pub const LATERAL_ALIAS: &str = "__pgt_l";
+
 /// The physical row id of a bag row picked for deletion, in the apply statement.
 pub const CTID: &str = "__pgt_ctid";
 

@@ -384,23 +384,14 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
             let key: Vec<usize> = (0..names.len()).collect();
             return Ok(keyed_plan(
                 op.clone(),
-                op.clone(),
+                op,
                 user_cols,
                 Vec::new(),
                 key,
-                names.clone(),
+                names,
             ));
         }
-        return Ok(Plan {
-            tree: Some(op.clone()),
-            columns: user_cols,
-            hidden: Vec::new(),
-            identity: Identity::Bag,
-            sources: Vec::new(),
-            differentiability: Differentiability::Differential,
-            maintenance: Maintenance::Bag { root: op },
-            sql: String::new(),
-        });
+        return Ok(bag_plan(op, user_cols));
     }
     // DISTINCT: count the input's multiplicity per row.
     if let Operator::Distinct(d) = &op {
@@ -507,16 +498,21 @@ fn maintain(planned: Planned, tables: &BTreeMap<u32, TableInfo>) -> Result<Plan,
         }
     }
     // A bag without identity: rows stored as the query returns them.
-    Ok(Plan {
-        tree: Some(op.clone()),
-        columns: user_cols,
+    Ok(bag_plan(op, user_cols))
+}
+
+/// A bag result: the rows of `root` stored as the query returns them, without identity.
+fn bag_plan(root: Operator, columns: Vec<OutputColumn>) -> Plan {
+    Plan {
+        tree: Some(root.clone()),
+        columns,
         hidden: Vec::new(),
         identity: Identity::Bag,
         sources: Vec::new(),
         differentiability: Differentiability::Differential,
-        maintenance: Maintenance::Bag { root: op },
+        maintenance: Maintenance::Bag { root },
         sql: String::new(),
-    })
+    }
 }
 
 fn keyed_plan(

@@ -127,11 +127,17 @@ pub(crate) fn each_copy(
     op: &crate::operator::Operator,
 ) -> Result<String, EngineError> {
     let input = w.input(op)?;
-    Ok(if input.weighted {
-        copies(&input, op.arity())
+    Ok(rows(&input, op.arity()))
+}
+
+/// Fragment `f` (of `arity` columns) as a FROM item of unweighted rows: [`copies`] when it is
+/// weighted, the fragment itself otherwise.
+pub(crate) fn rows(f: &Fragment, arity: usize) -> String {
+    if f.weighted {
+        copies(f, arity)
     } else {
-        format!("({})", input.sql)
-    })
+        format!("({})", f.sql)
+    }
 }
 
 /// `"a"."c0" AS "c0", …` for `n` columns, renumbered from `offset`.
@@ -209,8 +215,8 @@ pub(crate) struct SqlWriter<'a> {
     pub(crate) sources: Option<&'a DeltaSources>,
     ctes: Vec<(String, String)>,
     cte_by_sql: BTreeMap<String, String>,
-    /// Relations read in place of tables, by table id: a recursive CTE's reference to
-    /// itself, a source as it was before and after its change window. A `DeltaScan` of such
+    /// Relations read in place of tables, by table id: a recursive CTE's reference to itself
+    /// (`operator::recursive`: the stored result, the rows of a round). A `DeltaScan` of such
     /// an id is empty (the relation is held constant).
     pub(crate) relations: BTreeMap<u32, Relation>,
     /// The stream table's storage, for delta rules that read the result as it was before
@@ -235,14 +241,6 @@ impl<'a> SqlWriter<'a> {
         let mut w = SqlWriter::new(self.sources);
         w.storage = self.storage.clone();
         w
-    }
-
-    /// The CTEs collected so far, as `name AS (sql)` items, consuming the writer.
-    pub(crate) fn into_ctes(self) -> Vec<String> {
-        self.ctes
-            .iter()
-            .map(|(name, sql)| format!("{name} AS ({sql})"))
-            .collect()
     }
 
     /// Renders `op` as an input of another operator. Parts bounded by the change window are
@@ -275,16 +273,27 @@ impl<'a> SqlWriter<'a> {
         self.ctes.push((quote_ident(name), sql));
     }
 
+    /// The collected CTEs as `name AS (sql)` items.
+    fn items(&self) -> Vec<String> {
+        self.ctes
+            .iter()
+            .map(|(name, sql)| format!("{name} AS ({sql})"))
+            .collect()
+    }
+
     /// Prefixes `body` with the collected CTEs.
     pub(crate) fn finish(self, body: &str) -> String {
         if self.ctes.is_empty() {
             return body.to_string();
         }
-        let ctes: Vec<String> = self
-            .ctes
-            .iter()
-            .map(|(name, sql)| format!("{name} AS ({sql})"))
-            .collect();
-        format!("WITH {}\n{}", ctes.join(",\n"), body)
+        format!("WITH {}\n{}", self.items().join(",\n"), body)
+    }
+
+    /// Prefixes `body` with `WITH RECURSIVE`, the collected CTEs and then `recursive`
+    /// (complete `name(cols) AS (…)` items, which may read the collected ones and each other).
+    pub(crate) fn finish_recursive(self, recursive: Vec<String>, body: &str) -> String {
+        let mut items = self.items();
+        items.extend(recursive);
+        format!("WITH RECURSIVE {}\n{}", items.join(",\n"), body)
     }
 }

@@ -32,14 +32,27 @@
 use super::{ColType, EvalContext, JoinKind, Operator, Scan, Tables};
 use crate::error::EngineError;
 use crate::expr::eval::EvalError;
+use crate::render::apply::key_match;
 use crate::render::{
-    col_name, consolidated_select, copies, quote_ident, Fragment, Relation, SqlWriter, WEIGHT,
+    col_name, consolidated_select, quote_ident, rows, weight_ref, Fragment, Relation, SqlWriter,
+    WEIGHT,
 };
+use crate::value::Row;
 use crate::zset::ZSet;
 
 /// The table id of a recursive CTE's reference to itself: 0 is `InvalidOid`, which no
 /// relation has.
 pub const REFERENCE_ID: u32 = 0;
+
+/// The rows of `z` with a positive weight that `keep` accepts, each once.
+fn distinct_rows(z: &ZSet, keep: impl Fn(&Row) -> bool) -> ZSet {
+    ZSet::from_rows(
+        z.iter()
+            .filter(|(row, w)| *w > 0 && keep(row))
+            .map(|(row, _)| row.clone())
+            .collect::<std::collections::BTreeSet<Row>>(),
+    )
+}
 
 /// The most rounds the in-memory evaluation runs before it reports a recursion that does not
 /// end (PostgreSQL would run until `statement_timeout`).
@@ -138,17 +151,8 @@ impl Recursive {
             current,
             deltas: &none,
         })?;
-        let set_of = |z: &ZSet, seen: &ZSet| {
-            let mut out = ZSet::new();
-            for (row, w) in z.iter() {
-                if w > 0 && seen.weight(row) == 0 && out.weight(row) == 0 {
-                    out.add(row.clone(), 1);
-                }
-            }
-            out
-        };
         let mut work = if self.distinct {
-            set_of(&base, &ZSet::new())
+            distinct_rows(&base, |_| true)
         } else {
             base
         };
@@ -164,7 +168,7 @@ impl Recursive {
                 deltas: &none,
             })?;
             work = if self.distinct {
-                set_of(&next, &result)
+                distinct_rows(&next, |r| result.weight(r) == 0)
             } else {
                 next
             };
@@ -284,13 +288,7 @@ impl Recursive {
             out
         };
         let set = |z: &ZSet, minus: &[&ZSet]| {
-            let mut out = ZSet::new();
-            for (row, w) in z.iter() {
-                if w > 0 && out.weight(row) == 0 && minus.iter().all(|m| m.weight(row) <= 0) {
-                    out.add(row.clone(), 1);
-                }
-            }
-            out
+            distinct_rows(z, |r| minus.iter().all(|m| m.weight(r) <= 0))
         };
         // (1) over-delete.
         let seeds = lost(
@@ -305,16 +303,7 @@ impl Recursive {
         let mut work = deleted.clone();
         while !work.is_empty() {
             let reached = self.step_over(ctx.current, work)?;
-            let mut next = ZSet::new();
-            for (row, w) in reached.iter() {
-                if w > 0
-                    && stored.weight(row) > 0
-                    && deleted.weight(row) == 0
-                    && next.weight(row) == 0
-                {
-                    next.add(row.clone(), 1);
-                }
-            }
+            let next = distinct_rows(&reached, |r| stored.weight(r) > 0 && deleted.weight(r) == 0);
             deleted = deleted.plus(&next);
             work = next;
         }
@@ -384,49 +373,26 @@ impl Recursive {
     /// Rows `a` and `b` are the same row (NULL matching NULL where a column may be NULL, as
     /// UNION compares rows).
     fn same(&self, a: &str, b: &str) -> String {
-        self.reference
-            .columns
+        let names: Vec<String> = (0..self.arity()).map(|i| format!("c{i}")).collect();
+        let keys: Vec<(&String, bool)> = names
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let (l, r) = (
-                    format!("{}.{}", quote_ident(a), col_name(i)),
-                    format!("{}.{}", quote_ident(b), col_name(i)),
-                );
-                // NULL-safe where NULL may occur, in the form that can still use an index.
-                if c.ty.nullable {
-                    format!("({l} = {r} OR ({l} IS NULL AND {r} IS NULL))")
-                } else {
-                    format!("{l} = {r}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" AND ")
+            .zip(&self.reference.columns)
+            .map(|(n, c)| (n, c.ty.nullable))
+            .collect();
+        key_match(&keys, a, b, true)
     }
 
-    /// `op` rendered by `w` with the reference read from `from`, as a FROM item of unweighted
-    /// rows (one per copy when the fragment is weighted).
+    /// `op` rendered by `w` with the reference read from `from`.
     fn over(
         &self,
         w: &mut SqlWriter<'_>,
         op: &Operator,
-        from: Option<Relation>,
+        from: Relation,
     ) -> Result<Fragment, EngineError> {
-        match from {
-            Some(r) => w.relations.insert(REFERENCE_ID, r),
-            None => w.relations.remove(&REFERENCE_ID),
-        };
+        w.relations.insert(REFERENCE_ID, from);
         let f = w.input(op);
         w.relations.remove(&REFERENCE_ID);
         f
-    }
-
-    fn unweighted(&self, f: &Fragment, arity: usize) -> String {
-        if f.weighted {
-            copies(f, arity)
-        } else {
-            format!("({})", f.sql)
-        }
     }
 
     pub(crate) fn render(&self, w: &mut SqlWriter<'_>) -> Result<Fragment, EngineError> {
@@ -437,11 +403,11 @@ impl Recursive {
                      root of a plan only",
                 )
             })?;
-            let mut inner = w.nested();
+            let inner = w.nested();
             let body = if self.distinct {
-                self.render_set_delta(&mut inner, &storage)?
+                self.render_set_delta(inner, &storage)?
             } else {
-                self.render_bag_delta(&mut inner, &storage)?
+                self.render_bag_delta(inner, &storage)?
             };
             return Ok(Fragment {
                 sql: body,
@@ -451,16 +417,16 @@ impl Recursive {
         let rec = quote_ident(crate::names::RECURSION);
         let n = self.arity();
         let base = w.input(&self.base)?;
-        let base = self.unweighted(&base, n);
+        let base = rows(&base, n);
         let step = self.over(
             w,
             &self.step,
-            Some(Relation {
+            Relation {
                 from: rec.clone(),
                 weighted: false,
-            }),
+            },
         )?;
-        let step = self.unweighted(&step, n);
+        let step = rows(&step, n);
         let s = quote_ident("s");
         Ok(Fragment {
             sql: format!(
@@ -477,35 +443,31 @@ impl Recursive {
     /// The weight of a fragment's rows under alias `a`.
     fn weight_of(f: &Fragment, a: &str) -> String {
         if f.weighted {
-            format!("{}.{}", quote_ident(a), quote_ident(WEIGHT))
+            weight_ref(a)
         } else {
             "CAST(1 AS int8)".to_string()
         }
     }
 
     /// UNION ALL: seeds ΔB + Δ_T S(R), rounds S(ΔR; T_new) over weighted rows, consolidated.
-    fn render_bag_delta(
-        &self,
-        w: &mut SqlWriter<'_>,
-        storage: &str,
-    ) -> Result<String, EngineError> {
+    fn render_bag_delta(&self, mut w: SqlWriter<'_>, storage: &str) -> Result<String, EngineError> {
         let rec = quote_ident(crate::names::RECURSION);
         let db = w.input(&self.base.delta()?)?;
         let ds = self.over(
-            w,
+            &mut w,
             &self.step.delta()?,
-            Some(Relation {
+            Relation {
                 from: storage.to_string(),
                 weighted: false,
-            }),
+            },
         )?;
         let rs = self.over(
-            w,
+            &mut w,
             &self.step,
-            Some(Relation {
+            Relation {
                 from: rec.clone(),
                 weighted: true,
-            }),
+            },
         )?;
         let s = quote_ident("s");
         let term = |f: &Fragment| {
@@ -528,18 +490,11 @@ impl Recursive {
         let cols: Vec<String> = (0..self.arity()).map(col_name).collect();
         let body =
             consolidated_select(&cols, &cols, &format!("SUM({})", quote_ident(WEIGHT)), &rec);
-        let fresh = w.nested();
-        let mut ctes = std::mem::replace(w, fresh).into_ctes();
-        ctes.push(recursion);
-        Ok(format!("WITH RECURSIVE {}\n{body}", ctes.join(",\n")))
+        Ok(w.finish_recursive(vec![recursion], &body))
     }
 
     /// UNION: delete and re-derive (see the module comment).
-    fn render_set_delta(
-        &self,
-        w: &mut SqlWriter<'_>,
-        storage: &str,
-    ) -> Result<String, EngineError> {
+    fn render_set_delta(&self, mut w: SqlWriter<'_>, storage: &str) -> Result<String, EngineError> {
         let n = self.arity();
         let del = quote_ident(crate::names::RECURSION_DELETED);
         let new = quote_ident(crate::names::RECURSION_NEW);
@@ -553,7 +508,6 @@ impl Recursive {
                 self.same(t, a)
             )
         };
-        // R' = R − D, inline so that each reader's conditions reach the storage's index.
         // Membership of row `a` in the over-deleted rows. Without NULLs, `(…) IN (SELECT …)`:
         // PostgreSQL hashes the rows once for the whole statement, where a correlated
         // `EXISTS` over the CTE would scan it once per probe (it cannot know its size).
@@ -593,7 +547,7 @@ impl Recursive {
         };
         // (1) over-deletion.
         let db = w.input(&self.base.delta()?)?;
-        let ds = self.over(w, &self.step.delta()?, Some(relation(storage)))?;
+        let ds = self.over(&mut w, &self.step.delta()?, relation(storage))?;
         let lost = |f: &Fragment| {
             format!(
                 "SELECT {} FROM ({}) AS {} WHERE {} < 0 AND {}",
@@ -604,8 +558,8 @@ impl Recursive {
                 in_storage(s)
             )
         };
-        let propagated = self.over(w, &self.step, Some(relation(&del)))?;
-        let propagated = self.unweighted(&propagated, n);
+        let propagated = self.over(&mut w, &self.step, relation(&del))?;
+        let propagated = rows(&propagated, n);
         let over_deleted = format!(
             "{del}({names}) AS ({} UNION {} UNION SELECT {} FROM {propagated} AS {} WHERE {})",
             lost(&db),
@@ -615,7 +569,7 @@ impl Recursive {
             in_storage(s)
         );
         // (3) derive anew over R'.
-        let ds_keep = self.over(w, &self.step.delta()?, Some(relation(&keep)))?;
+        let ds_keep = self.over(&mut w, &self.step.delta()?, relation(&keep))?;
         let gained = |f: &Fragment| {
             let cols: Vec<String> = (0..n)
                 .map(|i| format!("{}.{}", q(s), col_name(i)))
@@ -638,11 +592,11 @@ impl Recursive {
             )
         };
         let base_now = w.input(&self.base)?;
-        let base_now = self.unweighted(&base_now, n);
-        let step_keep = self.over(w, &self.step, Some(relation(&keep)))?;
-        let step_keep = self.unweighted(&step_keep, n);
-        let step_new = self.over(w, &self.step, Some(relation(&new)))?;
-        let step_new = self.unweighted(&step_new, n);
+        let base_now = rows(&base_now, n);
+        let step_keep = self.over(&mut w, &self.step, relation(&keep))?;
+        let step_keep = rows(&step_keep, n);
+        let step_new = self.over(&mut w, &self.step, relation(&new))?;
+        let step_new = rows(&step_new, n);
         let derived = format!(
             "{new}({names}) AS ({} UNION {} UNION {} UNION {} UNION SELECT {} FROM {step_new} AS \
              {} WHERE NOT {})",
@@ -668,10 +622,6 @@ impl Recursive {
             self.same(y, x),
             wt = q(WEIGHT),
         );
-        let fresh = w.nested();
-        let mut ctes = std::mem::replace(w, fresh).into_ctes();
-        ctes.push(over_deleted);
-        ctes.push(derived);
-        Ok(format!("WITH RECURSIVE {}\n{body}", ctes.join(",\n")))
+        Ok(w.finish_recursive(vec![over_deleted, derived], &body))
     }
 }

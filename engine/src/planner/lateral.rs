@@ -19,6 +19,7 @@ use super::scope::{Scope, ScopeRel};
 use super::{fold, object_name, Planner};
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
+use crate::names;
 use crate::operator::{bx, ColType, FlatMap, Operator};
 use crate::types::SqlType;
 
@@ -387,10 +388,6 @@ fn qualifiers(e: &ast::Expr) -> (Vec<String>, bool) {
     (quals, bare)
 }
 
-/// A LATERAL subquery's name for its `i`th correlation key and for its row number.
-const LATERAL_KEY: &str = "__pgt_lk_";
-const LATERAL_ROW: &str = "__pgt_rn";
-
 impl Planner<'_> {
     /// A LATERAL subquery (`FROM o, LATERAL (SELECT … FROM t WHERE t.k = o.k …) AS x`,
     /// `[LEFT] JOIN LATERAL (…) AS x ON …`) decorrelated into a join. The subquery may read
@@ -420,7 +417,6 @@ impl Planner<'_> {
             return Err(refused());
         };
         if q.with.is_some()
-            || q.fetch.is_some()
             || !q.locks.is_empty()
             || q.for_clause.is_some()
             || matches!(s.distinct, Some(ast::Distinct::On(_)))
@@ -496,10 +492,9 @@ impl Planner<'_> {
             }
         }
         // The subquery per key.
-        let items: Vec<String> = s.projection.iter().map(|i| i.to_string()).collect();
-        let mut list = items.clone();
+        let mut list: Vec<String> = s.projection.iter().map(|i| i.to_string()).collect();
         for (i, (k, _)) in keys.iter().enumerate() {
-            list.push(format!("{k} AS {LATERAL_KEY}{i}"));
+            list.push(format!("{k} AS {}", names::lateral_key(i)));
         }
         let from: Vec<String> = s.from.iter().map(|f| f.to_string()).collect();
         let selection = if rest.is_empty() {
@@ -522,7 +517,7 @@ impl Planner<'_> {
         } else {
             ""
         };
-        let limit = window_bounds(q)?;
+        let limit = super::window::bounds_of(q)?;
         let order: Vec<String> = match &q.order_by {
             Some(ast::OrderBy {
                 kind: ast::OrderByKind::Expressions(e),
@@ -547,17 +542,18 @@ impl Planner<'_> {
                     let k: Vec<String> = keys.iter().map(|(k, _)| k.to_string()).collect();
                     format!("PARTITION BY {} ", k.join(", "))
                 };
+                let row = names::LATERAL_ROW;
                 let upper = match count {
-                    Some(n) => format!(" AND {LATERAL_ROW} <= {}", offset + n),
+                    Some(n) => format!(" AND {row} <= {}", offset + n),
                     None => String::new(),
                 };
                 format!(
                     "SELECT * FROM (SELECT {}, row_number() OVER ({partition}ORDER BY {}) AS \
-                     {LATERAL_ROW} FROM {}{selection}{grouping}) AS __pgt_l WHERE {LATERAL_ROW} > \
-                     {offset}{upper}",
+                     {row} FROM {}{selection}{grouping}) AS {} WHERE {row} > {offset}{upper}",
                     list.join(", "),
                     order.join(", "),
-                    from.join(", ")
+                    from.join(", "),
+                    names::LATERAL_ALIAS
                 )
             }
         };
@@ -600,7 +596,7 @@ impl Planner<'_> {
             let eq = ast::Expr::BinaryOp {
                 left: Box::new(ast::Expr::CompoundIdentifier(vec![
                     quoted.clone(),
-                    ast::Ident::new(format!("{LATERAL_KEY}{i}")),
+                    ast::Ident::new(names::lateral_key(i)),
                 ])),
                 op: ast::BinaryOperator::Eq,
                 right: Box::new(o.clone()),
@@ -627,37 +623,5 @@ impl Planner<'_> {
             on: Expr::and_all(conditions),
         });
         Ok((op, visible))
-    }
-}
-
-/// A LATERAL subquery's `(offset, limit)` when it has LIMIT or OFFSET (constants only).
-fn window_bounds(q: &ast::Query) -> Result<Option<(i64, Option<i64>)>, EngineError> {
-    let Some(clause) = &q.limit_clause else {
-        return Ok(None);
-    };
-    let constant = |e: &ast::Expr| match e {
-        ast::Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => n.parse::<i64>().ok().filter(|n| *n >= 0),
-            _ => None,
-        },
-        _ => None,
-    };
-    match clause {
-        ast::LimitClause::LimitOffset {
-            limit,
-            offset,
-            limit_by,
-        } if limit_by.is_empty() => {
-            let count = match limit {
-                Some(e) => Some(constant(e).ok_or_else(refused)?),
-                None => None,
-            };
-            let offset = match offset {
-                Some(o) => constant(&o.value).ok_or_else(refused)?,
-                None => 0,
-            };
-            Ok(Some((offset, count)))
-        }
-        _ => Err(refused()),
     }
 }

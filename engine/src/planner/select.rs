@@ -499,20 +499,7 @@ impl Planner<'_> {
                 ..
             } = &join.relation
             {
-                use ast::JoinOperator as J;
-                let (outer, on) = match &join.join_operator {
-                    J::CrossJoin(ast::JoinConstraint::None) => (false, None),
-                    J::Join(ast::JoinConstraint::On(e)) | J::Inner(ast::JoinConstraint::On(e)) => {
-                        (false, Some(e))
-                    }
-                    J::Left(ast::JoinConstraint::On(e))
-                    | J::LeftOuter(ast::JoinConstraint::On(e)) => (true, Some(e)),
-                    _ => {
-                        return Err(EngineError::NotDifferentiable(
-                            Reason::LateralOrTableFunction,
-                        ))
-                    }
-                };
+                let (outer, on) = lateral_join(&join.join_operator)?;
                 let (next, rel) =
                     self.lateral_subquery(op, &rels, subquery, alias.as_ref(), outer, on)?;
                 op = next;
@@ -521,22 +508,19 @@ impl Planner<'_> {
             }
             if let Some(tf) = table_function(&join.relation) {
                 let tf = tf?;
-                use ast::JoinOperator as J;
-                let always = |c: &ast::JoinConstraint| {
-                    matches!(c, ast::JoinConstraint::On(ast::Expr::Value(v))
-                        if matches!(v.value, ast::Value::Boolean(true)))
-                };
-                let (outer, on) = match &join.join_operator {
-                    J::CrossJoin(ast::JoinConstraint::None) => (false, None),
-                    J::Join(ast::JoinConstraint::On(e)) | J::Inner(ast::JoinConstraint::On(e)) => {
-                        (false, Some(e))
+                // A function's rows are joined as a flat map: LEFT only with ON true.
+                let (outer, on) = match lateral_join(&join.join_operator)? {
+                    (true, Some(ast::Expr::Value(v)))
+                        if matches!(v.value, ast::Value::Boolean(true)) =>
+                    {
+                        (true, None)
                     }
-                    J::Left(c) | J::LeftOuter(c) if always(c) => (true, None),
-                    _ => {
+                    (true, _) => {
                         return Err(EngineError::NotDifferentiable(
                             Reason::LateralOrTableFunction,
                         ))
                     }
+                    inner => inner,
                 };
                 let (flat, rel) = self.flat_map(op, &rels, &tf, outer)?;
                 op = flat;
@@ -777,5 +761,23 @@ fn post_aggregate(e: &Expr, keys: &[Expr]) -> Result<Expr, EngineError> {
     match error {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+/// How a LATERAL item (a subquery or a set-returning function) is joined: `(outer, ON)` for
+/// CROSS JOIN, `[INNER] JOIN … ON` and `LEFT [OUTER] JOIN … ON`; any other join is refused.
+fn lateral_join(op: &ast::JoinOperator) -> Result<(bool, Option<&ast::Expr>), EngineError> {
+    use ast::JoinOperator as J;
+    match op {
+        J::CrossJoin(ast::JoinConstraint::None) => Ok((false, None)),
+        J::Join(ast::JoinConstraint::On(e)) | J::Inner(ast::JoinConstraint::On(e)) => {
+            Ok((false, Some(e)))
+        }
+        J::Left(ast::JoinConstraint::On(e)) | J::LeftOuter(ast::JoinConstraint::On(e)) => {
+            Ok((true, Some(e)))
+        }
+        _ => Err(EngineError::NotDifferentiable(
+            Reason::LateralOrTableFunction,
+        )),
     }
 }

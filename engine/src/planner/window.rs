@@ -632,8 +632,21 @@ fn count(e: &ast::Expr) -> Result<i64, EngineError> {
 }
 
 /// The `(offset, limit)` of a query's `LIMIT … OFFSET …` or `OFFSET … FETCH FIRST … ROWS
-/// ONLY`; `None` without either (or with `LIMIT ALL` and no OFFSET).
+/// ONLY`; `None` without either (or with `LIMIT ALL` and no OFFSET). OFFSET without LIMIT is
+/// refused: a top-level query keeps the rows after the first n of its order, which no bound
+/// of the top rows describes.
 pub(crate) fn limit_of(q: &ast::Query) -> Result<Option<(i64, i64)>, EngineError> {
+    match bounds_of(q)? {
+        Some((offset, Some(limit))) => Ok(Some((offset, limit))),
+        Some((_, None)) => Err(limit_refused("an OFFSET but no LIMIT")),
+        None => Ok(None),
+    }
+}
+
+/// The `(offset, limit)` of a query's `LIMIT … OFFSET …` or `OFFSET … FETCH FIRST … ROWS
+/// ONLY`, the limit `None` for `LIMIT ALL` or OFFSET alone; `None` without either. Counts are
+/// non-negative integer constants.
+pub(crate) fn bounds_of(q: &ast::Query) -> Result<Option<(i64, Option<i64>)>, EngineError> {
     let (limit, offset) = match &q.limit_clause {
         None => (None, None),
         Some(ast::LimitClause::LimitOffset {
@@ -667,11 +680,8 @@ pub(crate) fn limit_of(q: &ast::Query) -> Result<Option<(i64, i64)>, EngineError
     let limit =
         limit.filter(|l| !matches!(l, ast::Expr::Value(v) if matches!(v.value, ast::Value::Null)));
     let offset = offset.as_ref().map(count).transpose()?.unwrap_or(0);
-    match limit {
-        Some(l) => Ok(Some((offset, count(&l)?))),
-        None if offset > 0 => Err(limit_refused("an OFFSET but no LIMIT")),
-        None => Ok(None),
-    }
+    let limit = limit.as_ref().map(count).transpose()?;
+    Ok((limit.is_some() || offset > 0).then_some((offset, limit)))
 }
 
 /// `planned` (a set operation, a parenthesised query…) under `ORDER BY order LIMIT limit

@@ -361,7 +361,7 @@ fn extremes_delta(
 /// Key columns of aliases `a` and `b` equal: with `null_safe`, nullable ones also when both are
 /// NULL, written `(a.k = b.k OR (a.k IS NULL AND b.k IS NULL))` so that an index on `a`'s key
 /// can still serve it (a BitmapOr), where `IS NOT DISTINCT FROM` could not; TRUE without keys.
-fn key_match(keys: &[(&String, bool)], a: &str, b: &str, null_safe: bool) -> String {
+pub(crate) fn key_match(keys: &[(&String, bool)], a: &str, b: &str, null_safe: bool) -> String {
     let (a, b) = (quote_ident(a), quote_ident(b));
     let parts: Vec<String> = keys
         .iter()
