@@ -105,6 +105,29 @@ pub fn weight_ref(alias: &str) -> String {
     format!("{}.{}", quote_ident(alias), quote_ident(WEIGHT))
 }
 
+/// Key columns of aliases `a` and `b` equal: with `null_safe`, nullable ones also when both are
+/// NULL, written `(a.k = b.k OR (a.k IS NULL AND b.k IS NULL))` so that an index on `a`'s key
+/// can still serve it (a BitmapOr), where `IS NOT DISTINCT FROM` could not; TRUE without keys.
+pub(crate) fn key_match(keys: &[(&String, bool)], a: &str, b: &str, null_safe: bool) -> String {
+    let (a, b) = (quote_ident(a), quote_ident(b));
+    let parts: Vec<String> = keys
+        .iter()
+        .map(|(n, nullable)| {
+            let n = quote_ident(n);
+            if *nullable && null_safe {
+                format!("({a}.{n} = {b}.{n} OR ({a}.{n} IS NULL AND {b}.{n} IS NULL))")
+            } else {
+                format!("{a}.{n} = {b}.{n}")
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "TRUE".to_string()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
 /// The rows of weighted fragment `input` (of `arity` columns) as one unweighted row per copy,
 /// a FROM item for alias `"s"`: a row of weight w becomes w rows, one of weight ≤ 0 none. For
 /// operators that number or collect copies (windows, TopK, aggregates without a weighted

@@ -32,10 +32,9 @@
 use super::{ColType, EvalContext, JoinKind, Operator, Scan, Tables};
 use crate::error::EngineError;
 use crate::expr::eval::EvalError;
-use crate::render::apply::key_match;
 use crate::render::{
-    col_name, consolidated_select, quote_ident, rows, weight_ref, Fragment, Relation, SqlWriter,
-    WEIGHT,
+    col_name, consolidated_select, key_match, quote_ident, rows, weight_ref, Fragment, Relation,
+    SqlWriter, WEIGHT,
 };
 use crate::value::Row;
 use crate::zset::ZSet;

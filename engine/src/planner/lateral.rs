@@ -15,16 +15,13 @@
 use sqlparser::ast;
 
 use super::expr::Typed;
-use super::scope::{Scope, ScopeRel};
+use super::scope::{Scope, ScopeRel, SRF_BASE};
 use super::{fold, object_name, Planner};
 use crate::error::{EngineError, Reason};
 use crate::expr::Expr;
 use crate::names;
 use crate::operator::{bx, ColType, FlatMap, Operator};
 use crate::types::SqlType;
-
-/// Placeholders of the select list's set-returning call: `Column(SRF_BASE + j)`.
-pub const SRF_BASE: usize = 1 << 52;
 
 /// A set-returning function in FROM, whichever way the parser spelled it.
 pub(crate) struct TableFunction<'a> {

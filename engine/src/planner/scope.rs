@@ -11,6 +11,10 @@ use crate::operator::ColType;
 /// planner refuses a reference that resolves there.
 pub(crate) const OUTER_BASE: usize = 1 << 50;
 
+/// Placeholders of the select list's set-returning call (planner/lateral.rs):
+/// `Column(SRF_BASE + j)`, above window calls' (`window::WIN_BASE`).
+pub const SRF_BASE: usize = 1 << 52;
+
 /// One relation in scope: a table, CTE or derived table, under its alias.
 #[derive(Debug, Clone)]
 pub struct ScopeRel {

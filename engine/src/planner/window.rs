@@ -755,7 +755,7 @@ pub(crate) fn contains_window(e: &Expr) -> bool {
     let mut found = false;
     e.visit(&mut |x| {
         if let Expr::Column(c) = x {
-            found |= (WIN_BASE..super::lateral::SRF_BASE).contains(c);
+            found |= (WIN_BASE..super::scope::SRF_BASE).contains(c);
         }
     });
     found

@@ -8,7 +8,8 @@
 
 use super::expr::render_expr;
 use super::{
-    col_ref, qualified, quote_ident, weight_ref, DeltaSources, Fragment, SqlWriter, WEIGHT,
+    col_ref, key_match, qualified, quote_ident, weight_ref, DeltaSources, Fragment, SqlWriter,
+    WEIGHT,
 };
 use crate::error::EngineError;
 use crate::expr::{BinOp, Expr, Literal};
@@ -356,29 +357,6 @@ fn extremes_delta(
         out.join(", "),
         key_match(&keys, "r", "d", true)
     ))
-}
-
-/// Key columns of aliases `a` and `b` equal: with `null_safe`, nullable ones also when both are
-/// NULL, written `(a.k = b.k OR (a.k IS NULL AND b.k IS NULL))` so that an index on `a`'s key
-/// can still serve it (a BitmapOr), where `IS NOT DISTINCT FROM` could not; TRUE without keys.
-pub(crate) fn key_match(keys: &[(&String, bool)], a: &str, b: &str, null_safe: bool) -> String {
-    let (a, b) = (quote_ident(a), quote_ident(b));
-    let parts: Vec<String> = keys
-        .iter()
-        .map(|(n, nullable)| {
-            let n = quote_ident(n);
-            if *nullable && null_safe {
-                format!("({a}.{n} = {b}.{n} OR ({a}.{n} IS NULL AND {b}.{n} IS NULL))")
-            } else {
-                format!("{a}.{n} = {b}.{n}")
-            }
-        })
-        .collect();
-    if parts.is_empty() {
-        "TRUE".to_string()
-    } else {
-        parts.join(" AND ")
-    }
 }
 
 /// The group keys of `g` over alias `"s"` (a bare integer cast: GROUP BY would read it as a
